@@ -1,0 +1,199 @@
+#pragma once
+// The tape: a Wengert list of every value computed, in creation order.
+//
+// A forward computation appends one Node per operation; a Var is only a handle
+// (tape, index). Because a node's inputs always have smaller indices than the
+// node itself, walking the list backwards visits every node after all of its
+// consumers, so reverse mode needs no topological sort:
+//
+//     for (i = end; i-- > 0;) nodes[i].vjp();       // ā_k += ȳ_i · ∂y_i/∂a_k
+//
+// clear() forgets the nodes but keeps their arrays, so the next step, which
+// records the same operations on the same shapes, allocates nothing.
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <xtensor/xtensor.hpp>
+
+namespace ad {
+
+/// A rank-2, row-major array: rows are the batch, columns the features. A scalar is 1×1.
+template <class T>
+using Array = xt::xtensor<T, 2>;
+
+/// Thrown when an operation's inputs have incompatible shapes; the message names the op and the shapes.
+struct ShapeError : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+
+/// Every operation the tape knows. ops.cpp holds each one's forward and VJP side by side.
+enum class Op : std::uint8_t {
+  leaf, param,                                   // inputs: constants, variables, parameters
+  add, sub, mul, div, neg,                       // elementwise, same shapes
+  add_scalar, mul_scalar, rsub_scalar, rdiv_scalar,  // x + s, x·s, s − x, s / x
+  add_row, mul_row,                              // x + r, x ⊙ r with r a 1×n row, broadcast over rows
+  matmul,                                        // op(A)·op(B), op = identity or transpose
+  sum, mean, row_sums, row_means, col_sums, col_means,
+  exp, log, tanh, sigmoid, relu, leaky_relu, softplus, elu, square, sqrt, pow,
+  clamp, soft_clamp,
+  take_cols, scatter_cols, concat_cols, slice_cols,
+  linear, linear_act,                            // x·Wᵀ + b, act(x·Wᵀ + b)
+  custom,
+  count_
+};
+
+/// The name of an op, as used in error messages and tape listings.
+const char* op_name(Op op);
+
+/// Activations that the fused linear layer can apply. Each one's derivative is
+/// a function of its output, so the pre-activation need not be stored.
+enum class Activation : std::uint8_t { identity, tanh, sigmoid, relu, leaky_relu, softplus, elu };
+
+/// Parses "tanh", "relu", … (throws std::invalid_argument listing the valid names) and back.
+Activation activation_from_name(const std::string& name);
+const char* activation_name(Activation a);
+
+template <class T> class Tape;
+
+/// A handle to a value on a tape: cheap to copy, valid until the tape is cleared.
+template <class T>
+struct Var {
+  using scalar_type = T;
+  Tape<T>* tape = nullptr;
+  std::int32_t index = -1;
+
+  const Array<T>& value() const;
+  /// The adjoint ∂out/∂this after backward(out); zeros if this value did not reach out.
+  const Array<T>& grad() const;
+  std::size_t rows() const { return value().shape()[0]; }
+  std::size_t cols() const { return value().shape()[1]; }
+  /// The value of a 1×1 Var.
+  T item() const;
+};
+
+/// A trainable array that outlives the tape. Its gradient accumulates over
+/// backward calls until zero_grad().
+template <class T>
+struct Parameter {
+  std::string name;
+  Array<T> value;
+  Array<T> grad;
+
+  Parameter() = default;
+  Parameter(std::string n, std::size_t rows, std::size_t cols)
+      : name(std::move(n)), value(typename Array<T>::shape_type{rows, cols}, T(0)),
+        grad(typename Array<T>::shape_type{rows, cols}, T(0)) {}
+  void zero_grad() { grad.fill(T(0)); }
+};
+
+/// The escape hatch: a user-defined op with up to three inputs. It supplies the
+/// output shape, the forward, and the vector–Jacobian product; the tape calls
+/// them like its own ops. The object must outlive the tape's use of it.
+template <class T>
+struct CustomOp {
+  virtual ~CustomOp() = default;
+  virtual const char* name() const { return "custom"; }
+  /// Output shape for these inputs (throw ShapeError if they do not fit).
+  virtual std::array<std::size_t, 2> shape(const Array<T>* const* inputs, int n_inputs) const = 0;
+  /// out = f(inputs); out is already of the right shape.
+  virtual void forward(const Array<T>* const* inputs, int n_inputs, Array<T>& out) = 0;
+  /// input_grads[k] += (∂out/∂input_k)ᵀ · out_grad for each k whose pointer is non-null.
+  virtual void vjp(const Array<T>* const* inputs, int n_inputs, const Array<T>& out,
+                   const Array<T>& out_grad, Array<T>* const* input_grads) = 0;
+};
+
+/// One recorded operation. Inputs are indices of earlier nodes.
+template <class T>
+struct Node {
+  Op op = Op::leaf;
+  Activation act = Activation::identity;
+  bool needs_grad = false;      // some input (transitively) is a parameter or variable
+  bool trans_a = false, trans_b = false;
+  std::int32_t in[3] = {-1, -1, -1};
+  T s0 = 0, s1 = 0;             // scalar attributes: the s of x + s, clamp bounds, slopes, …
+  const std::vector<int>* cols = nullptr;  // column index set of take/scatter (caller-owned)
+  CustomOp<T>* custom = nullptr;
+  Parameter<T>* param = nullptr;            // set for Op::param: value and grad live there
+  std::uint64_t grad_epoch = 0;             // == tape's epoch when grad holds this pass's adjoint
+  Array<T> value, grad, scratch;            // reused across clear()
+};
+
+/// The tape. Not thread-safe; one per training thread.
+template <class T>
+class Tape {
+ public:
+  Tape() = default;
+  Tape(const Tape&) = delete;
+  Tape& operator=(const Tape&) = delete;
+
+  /// A constant (no gradient), copied onto the tape.
+  Var<T> constant(const Array<T>& value);
+  Var<T> constant(const T* data, std::size_t rows, std::size_t cols);
+  /// A constant of the given shape filled with one value.
+  Var<T> constant(std::size_t rows, std::size_t cols, T fill);
+  /// An independent variable whose gradient backward() computes (read it with Var::grad()).
+  Var<T> variable(const Array<T>& value);
+  /// A parameter: its value is read in place and its gradient accumulates into p.grad.
+  Var<T> param(Parameter<T>& p);
+
+  /// Reverse pass from a 1×1 output, seeded with ∂out/∂out = 1.
+  void backward(Var<T> out);
+  /// Reverse pass from any output, seeded with the given adjoint (same shape as out).
+  void backward(Var<T> out, const Array<T>& seed);
+
+  /// Forgets all nodes but keeps their memory for the next recording.
+  void clear() { size_ = 0; }
+  std::size_t size() const { return size_; }
+  /// Bytes held by node arrays (values, adjoints, scratch), live or reusable.
+  std::size_t bytes_reserved() const;
+
+  const Node<T>& node(std::size_t i) const { return nodes_[i]; }
+  const Array<T>& value(std::int32_t i) const {
+    const Node<T>& n = nodes_[i];
+    return n.param ? n.param->value : n.value;
+  }
+  const Array<T>& grad(std::int32_t i);
+
+  /// Records op on inputs a, b, c (−1 for none): checks shapes, computes the value.
+  /// The free functions in ops.hpp are the friendly way to call this.
+  Var<T> record(Op op, std::int32_t a, std::int32_t b = -1, std::int32_t c = -1, T s0 = 0, T s1 = 0,
+                const std::vector<int>* cols = nullptr, Activation act = Activation::identity,
+                bool trans_a = false, bool trans_b = false, CustomOp<T>* custom = nullptr);
+
+  // --- used by the ops' forward and VJP functions -----------------------------------
+  Array<T>& mutable_value(std::int32_t i) {
+    Node<T>& n = nodes_[i];
+    return n.param ? n.param->value : n.value;
+  }
+  /// The adjoint to accumulate into for node i, zeroed on first use in this pass;
+  /// nullptr when node i does not need a gradient.
+  Array<T>* grad_sink(std::int32_t i);
+
+ private:
+  Node<T>& push(Op op);
+  void run_backward(std::int32_t out);
+
+  std::vector<Node<T>> nodes_;
+  std::size_t size_ = 0;
+  std::uint64_t epoch_ = 1;  // nodes start at grad_epoch 0: no adjoint yet
+};
+
+template <class T>
+const Array<T>& Var<T>::value() const { return tape->value(index); }
+template <class T>
+const Array<T>& Var<T>::grad() const { return tape->grad(index); }
+template <class T>
+T Var<T>::item() const {
+  const Array<T>& v = value();
+  if (v.size() != 1) throw ShapeError("item: the value is not 1×1");
+  return v.data()[0];
+}
+
+extern template class Tape<float>;
+extern template class Tape<double>;
+
+}  // namespace ad

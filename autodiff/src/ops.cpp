@@ -1,0 +1,857 @@
+// Every op: its output shape, its forward, and its vector–Jacobian product
+// (VJP), side by side. Notation: y is the op's output, ȳ = ∂L/∂y its adjoint,
+// and ā += (∂y/∂a)ᵀ ȳ is what the VJP adds to input a's adjoint.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "autodiff/ops.hpp"
+#include "kernels.hpp"
+#include "op_table.hpp"
+
+namespace ad {
+namespace {
+
+using Shape = std::array<std::size_t, 2>;
+
+/// What an op's functions see: its inputs, output and adjoints as raw pointers.
+template <class T>
+struct Ctx {
+  Tape<T>& tape;
+  Node<T>& node;
+  const Array<T>& in(int k) const { return tape.value(node.in[k]); }
+  bool has(int k) const { return node.in[k] >= 0; }
+  const T* x(int k) const { return in(k).data(); }
+  std::size_t rows(int k) const { return in(k).shape()[0]; }
+  std::size_t cols(int k) const { return in(k).shape()[1]; }
+  T* y() { return node.value.data(); }
+  const T* gy() const { return node.grad.data(); }
+  std::size_t n() const { return node.value.size(); }
+  std::size_t out_rows() const { return node.value.shape()[0]; }
+  std::size_t out_cols() const { return node.value.shape()[1]; }
+  /// The adjoint of input k to accumulate into, or nullptr if it needs none.
+  T* gx(int k) {
+    Array<T>* g = tape.grad_sink(node.in[k]);
+    return g ? g->data() : nullptr;
+  }
+};
+
+template <class T>
+std::string dims(const Array<T>& a) {
+  return fmt::format("{}×{}", a.shape()[0], a.shape()[1]);
+}
+
+template <class T>
+[[noreturn]] void shape_error(const Ctx<T>& c, const std::string& why) {
+  std::string shapes;
+  for (int k = 0; k < 3; ++k)
+    if (c.has(k)) shapes += (shapes.empty() ? "" : " and ") + dims(c.in(k));
+  throw ShapeError(fmt::format("{}: {} (input shapes {})", op_name(c.node.op), why, shapes));
+}
+
+template <class T>
+Shape same_as_input(Ctx<T> c) { return {c.rows(0), c.cols(0)}; }
+
+template <class T>
+Shape equal_shapes(Ctx<T> c) {
+  if (c.in(0).shape() != c.in(1).shape()) shape_error(c, "shapes differ");
+  return {c.rows(0), c.cols(0)};
+}
+
+template <class T>
+Shape row_broadcast(Ctx<T> c) {
+  if (c.rows(1) != 1 || c.cols(1) != c.cols(0)) shape_error(c, "the second input must be a 1×n row matching the columns");
+  return {c.rows(0), c.cols(0)};
+}
+
+// Adapters from the table's signature to the op structs' Ctx-based functions.
+template <class T, class Impl> Shape shape_of(Tape<T>& t, const Node<T>& n) {
+  return Impl::shape(Ctx<T>{t, const_cast<Node<T>&>(n)});
+}
+template <class T, class Impl> void forward_of(Tape<T>& t, Node<T>& n) {
+  Ctx<T> c{t, n};
+  Impl::forward(c);
+}
+template <class T, class Impl> void vjp_of(Tape<T>& t, Node<T>& n) {
+  Ctx<T> c{t, n};
+  Impl::vjp(c);
+}
+
+// ---------------------------------------------------------------- leaves
+// Leaves hold values recorded by Tape::constant/variable/param; nothing to do.
+template <class T> struct Leaf {
+  static Shape shape(Ctx<T> c) { return {c.out_rows(), c.out_cols()}; }
+  static void forward(Ctx<T>&) {}
+  static void vjp(Ctx<T>&) {}
+};
+
+// ---------------------------------------------------------------- elementwise arithmetic
+// y = a + b                      ā += ȳ,  b̄ += ȳ
+template <class T> struct Add {
+  static Shape shape(Ctx<T> c) { return equal_shapes(c); }
+  static void forward(Ctx<T>& c) { kern::map2(c.x(0), c.x(1), c.y(), c.n(), [](auto a, auto b) { return a + b; }); }
+  static void vjp(Ctx<T>& c) {
+    if (T* ga = c.gx(0)) kern::acc(c.gy(), ga, c.n());
+    if (T* gb = c.gx(1)) kern::acc(c.gy(), gb, c.n());
+  }
+};
+
+// y = a − b                      ā += ȳ,  b̄ −= ȳ
+template <class T> struct Sub {
+  static Shape shape(Ctx<T> c) { return equal_shapes(c); }
+  static void forward(Ctx<T>& c) { kern::map2(c.x(0), c.x(1), c.y(), c.n(), [](auto a, auto b) { return a - b; }); }
+  static void vjp(Ctx<T>& c) {
+    if (T* ga = c.gx(0)) kern::acc(c.gy(), ga, c.n());
+    if (T* gb = c.gx(1)) kern::acc2(c.gy(), c.gy(), gb, c.n(), [](auto g, auto) { return -g; });
+  }
+};
+
+// y = a ⊙ b                      ā += ȳ ⊙ b,  b̄ += ȳ ⊙ a
+template <class T> struct Mul {
+  static Shape shape(Ctx<T> c) { return equal_shapes(c); }
+  static void forward(Ctx<T>& c) { kern::map2(c.x(0), c.x(1), c.y(), c.n(), [](auto a, auto b) { return a * b; }); }
+  static void vjp(Ctx<T>& c) {
+    auto times = [](auto g, auto v) { return g * v; };
+    if (T* ga = c.gx(0)) kern::acc2(c.gy(), c.x(1), ga, c.n(), times);
+    if (T* gb = c.gx(1)) kern::acc2(c.gy(), c.x(0), gb, c.n(), times);
+  }
+};
+
+// y = a ⊘ b                      ā += ȳ ⊘ b,  b̄ −= ȳ ⊙ y ⊘ b   (∂(a/b)/∂b = −a/b² = −y/b)
+template <class T> struct Div {
+  static Shape shape(Ctx<T> c) { return equal_shapes(c); }
+  static void forward(Ctx<T>& c) { kern::map2(c.x(0), c.x(1), c.y(), c.n(), [](auto a, auto b) { return a / b; }); }
+  static void vjp(Ctx<T>& c) {
+    if (T* ga = c.gx(0)) kern::acc2(c.gy(), c.x(1), ga, c.n(), [](auto g, auto b) { return g / b; });
+    if (T* gb = c.gx(1))
+      kern::acc3(c.gy(), c.node.value.data(), c.x(1), gb, c.n(), [](auto g, auto y, auto b) { return -g * y / b; });
+  }
+};
+
+// y = −a                         ā −= ȳ
+template <class T> struct Neg {
+  static Shape shape(Ctx<T> c) { return same_as_input(c); }
+  static void forward(Ctx<T>& c) { kern::map(c.x(0), c.y(), c.n(), [](auto a) { return -a; }); }
+  static void vjp(Ctx<T>& c) {
+    if (T* ga = c.gx(0)) kern::acc2(c.gy(), c.gy(), ga, c.n(), [](auto g, auto) { return -g; });
+  }
+};
+
+// y = a + s                      ā += ȳ
+template <class T> struct AddScalar {
+  static Shape shape(Ctx<T> c) { return same_as_input(c); }
+  static void forward(Ctx<T>& c) {
+    const T s = c.node.s0;
+    kern::map(c.x(0), c.y(), c.n(), [s](auto a) { return a + decltype(a)(s); });
+  }
+  static void vjp(Ctx<T>& c) {
+    if (T* ga = c.gx(0)) kern::acc(c.gy(), ga, c.n());
+  }
+};
+
+// y = a · s                      ā += s ȳ
+template <class T> struct MulScalar {
+  static Shape shape(Ctx<T> c) { return same_as_input(c); }
+  static void forward(Ctx<T>& c) {
+    const T s = c.node.s0;
+    kern::map(c.x(0), c.y(), c.n(), [s](auto a) { return a * decltype(a)(s); });
+  }
+  static void vjp(Ctx<T>& c) {
+    const T s = c.node.s0;
+    if (T* ga = c.gx(0)) kern::acc2(c.gy(), c.gy(), ga, c.n(), [s](auto g, auto) { return g * decltype(g)(s); });
+  }
+};
+
+// y = s − a                      ā −= ȳ
+template <class T> struct RSubScalar {
+  static Shape shape(Ctx<T> c) { return same_as_input(c); }
+  static void forward(Ctx<T>& c) {
+    const T s = c.node.s0;
+    kern::map(c.x(0), c.y(), c.n(), [s](auto a) { return decltype(a)(s) - a; });
+  }
+  static void vjp(Ctx<T>& c) {
+    if (T* ga = c.gx(0)) kern::acc2(c.gy(), c.gy(), ga, c.n(), [](auto g, auto) { return -g; });
+  }
+};
+
+// y = s / a                      ā −= ȳ · y / a      (∂(s/a)/∂a = −s/a² = −y/a)
+template <class T> struct RDivScalar {
+  static Shape shape(Ctx<T> c) { return same_as_input(c); }
+  static void forward(Ctx<T>& c) {
+    const T s = c.node.s0;
+    kern::map(c.x(0), c.y(), c.n(), [s](auto a) { return decltype(a)(s) / a; });
+  }
+  static void vjp(Ctx<T>& c) {
+    if (T* ga = c.gx(0))
+      kern::acc3(c.gy(), c.node.value.data(), c.x(0), ga, c.n(), [](auto g, auto y, auto a) { return -g * y / a; });
+  }
+};
+
+// ---------------------------------------------------------------- row broadcasts
+// y_i = x_i + r  (each row i)     x̄ += ȳ,  r̄ += Σ_i ȳ_i
+template <class T> struct AddRow {
+  static Shape shape(Ctx<T> c) { return row_broadcast(c); }
+  static void forward(Ctx<T>& c) {
+    const std::size_t m = c.rows(0), n = c.cols(0);
+    for (std::size_t i = 0; i < m; ++i)
+      kern::map2(c.x(0) + i * n, c.x(1), c.y() + i * n, n, [](auto a, auto b) { return a + b; });
+  }
+  static void vjp(Ctx<T>& c) {
+    const std::size_t m = c.rows(0), n = c.cols(0);
+    if (T* gx = c.gx(0)) kern::acc(c.gy(), gx, m * n);
+    if (T* gr = c.gx(1))
+      for (std::size_t i = 0; i < m; ++i) kern::acc(c.gy() + i * n, gr, n);
+  }
+};
+
+// y_i = x_i ⊙ r                  x̄_i += ȳ_i ⊙ r,  r̄ += Σ_i ȳ_i ⊙ x_i
+template <class T> struct MulRow {
+  static Shape shape(Ctx<T> c) { return row_broadcast(c); }
+  static void forward(Ctx<T>& c) {
+    const std::size_t m = c.rows(0), n = c.cols(0);
+    for (std::size_t i = 0; i < m; ++i)
+      kern::map2(c.x(0) + i * n, c.x(1), c.y() + i * n, n, [](auto a, auto b) { return a * b; });
+  }
+  static void vjp(Ctx<T>& c) {
+    const std::size_t m = c.rows(0), n = c.cols(0);
+    auto times = [](auto g, auto v) { return g * v; };
+    if (T* gx = c.gx(0))
+      for (std::size_t i = 0; i < m; ++i) kern::acc2(c.gy() + i * n, c.x(1), gx + i * n, n, times);
+    if (T* gr = c.gx(1))
+      for (std::size_t i = 0; i < m; ++i) kern::acc2(c.gy() + i * n, c.x(0) + i * n, gr, n, times);
+  }
+};
+
+// ---------------------------------------------------------------- matmul
+// C = op(A) op(B). With C̄ the adjoint, the four cases of the VJP are
+//   C = A B:    Ā += C̄ Bᵀ,    B̄ += Aᵀ C̄
+//   C = Aᵀ B:   Ā += B C̄ᵀ,    B̄ += A C̄
+//   C = A Bᵀ:   Ā += C̄ B,     B̄ += C̄ᵀ A
+//   C = Aᵀ Bᵀ:  Ā += Bᵀ C̄ᵀ,   B̄ += C̄ᵀ Aᵀ
+// each one gemm with β = 1, accumulating straight into the adjoint.
+template <class T> struct MatMul {
+  static Shape shape(Ctx<T> c) {
+    const bool ta = c.node.trans_a, tb = c.node.trans_b;
+    const std::size_t m = ta ? c.cols(0) : c.rows(0), ka = ta ? c.rows(0) : c.cols(0);
+    const std::size_t kb = tb ? c.cols(1) : c.rows(1), n = tb ? c.rows(1) : c.cols(1);
+    if (ka != kb)
+      shape_error(c, fmt::format("inner dimensions {} and {} differ (transposes: {}, {})", ka, kb, ta, tb));
+    return {m, n};
+  }
+  static void forward(Ctx<T>& c) {
+    const bool ta = c.node.trans_a, tb = c.node.trans_b;
+    const int m = int(c.out_rows()), n = int(c.out_cols()), k = int(ta ? c.rows(0) : c.cols(0));
+    kern::gemm(ta, tb, m, n, k, T(1), c.x(0), int(c.cols(0)), c.x(1), int(c.cols(1)), T(0), c.y(), n);
+  }
+  static void vjp(Ctx<T>& c) {
+    const bool ta = c.node.trans_a, tb = c.node.trans_b;
+    const int ar = int(c.rows(0)), ac = int(c.cols(0)), br = int(c.rows(1)), bc = int(c.cols(1));
+    const int m = int(c.out_rows()), n = int(c.out_cols()), k = ta ? ar : ac;
+    const T* a = c.x(0);
+    const T* b = c.x(1);
+    const T* g = c.gy();
+    if (T* ga = c.gx(0)) {
+      if (!ta) kern::gemm(false, !tb, m, k, n, T(1), g, n, b, bc, T(1), ga, ac);  // C̄ op(B)ᵀ: m×k
+      else kern::gemm(tb, true, k, m, n, T(1), b, bc, g, n, T(1), ga, ac);        // op(B) C̄ᵀ: k×m
+    }
+    if (T* gb = c.gx(1)) {
+      if (!tb) kern::gemm(!ta, false, k, n, m, T(1), a, ac, g, n, T(1), gb, bc);  // op(A)ᵀ C̄: k×n
+      else kern::gemm(true, ta, n, k, m, T(1), g, n, a, ac, T(1), gb, bc);        // C̄ᵀ op(A): n×k
+    }
+    (void)ar, (void)br;
+  }
+};
+
+// ---------------------------------------------------------------- reductions
+// y = Σ_ij a_ij (1×1)             ā_ij += ȳ
+// y = (1/N) Σ_ij a_ij             ā_ij += ȳ / N
+template <class T, bool Mean> struct SumAll {
+  static Shape shape(Ctx<T>) { return {1, 1}; }
+  static void forward(Ctx<T>& c) {
+    const std::size_t n = c.in(0).size();
+    const T s = kern::sum(c.x(0), n);
+    c.y()[0] = Mean ? s / T(n) : s;
+  }
+  static void vjp(Ctx<T>& c) {
+    const std::size_t n = c.in(0).size();
+    const T g = Mean ? c.gy()[0] / T(n) : c.gy()[0];
+    if (T* ga = c.gx(0)) kern::acc2(ga, ga, ga, n, [g](auto a, auto) { return decltype(a)(g); });
+  }
+};
+
+// y_i = Σ_j a_ij (m×1)            ā_ij += ȳ_i        (mean: divided by n)
+template <class T, bool Mean> struct RowSums {
+  static Shape shape(Ctx<T> c) { return {c.rows(0), 1}; }
+  static void forward(Ctx<T>& c) {
+    const std::size_t m = c.rows(0), n = c.cols(0);
+    for (std::size_t i = 0; i < m; ++i) {
+      const T s = kern::sum(c.x(0) + i * n, n);
+      c.y()[i] = Mean ? s / T(n) : s;
+    }
+  }
+  static void vjp(Ctx<T>& c) {
+    const std::size_t m = c.rows(0), n = c.cols(0);
+    T* ga = c.gx(0);
+    if (!ga) return;
+    for (std::size_t i = 0; i < m; ++i) {
+      const T g = Mean ? c.gy()[i] / T(n) : c.gy()[i];
+      kern::acc2(ga + i * n, ga + i * n, ga + i * n, n, [g](auto a, auto) { return decltype(a)(g); });
+    }
+  }
+};
+
+// y_j = Σ_i a_ij (1×n)            ā_ij += ȳ_j        (mean: divided by m)
+template <class T, bool Mean> struct ColSums {
+  static Shape shape(Ctx<T> c) { return {1, c.cols(0)}; }
+  static void forward(Ctx<T>& c) {
+    const std::size_t m = c.rows(0), n = c.cols(0);
+    std::fill(c.y(), c.y() + n, T(0));
+    for (std::size_t i = 0; i < m; ++i) kern::acc(c.x(0) + i * n, c.y(), n);
+    if (Mean) kern::map(c.y(), c.y(), n, [m](auto s) { return s / decltype(s)(T(m)); });
+  }
+  static void vjp(Ctx<T>& c) {
+    const std::size_t m = c.rows(0), n = c.cols(0);
+    T* ga = c.gx(0);
+    if (!ga) return;
+    const T scale = Mean ? T(1) / T(m) : T(1);
+    for (std::size_t i = 0; i < m; ++i)
+      kern::acc2(c.gy(), c.gy(), ga + i * n, n, [scale](auto g, auto) { return g * decltype(g)(scale); });
+  }
+};
+
+// ---------------------------------------------------------------- activations
+// Each activation's derivative is written in terms of its output y, so that the
+// fused linear+activation node needs no stored pre-activation:
+//   tanh        y = tanh z                  y' = 1 − y²
+//   sigmoid     y = 1 / (1 + e^{−z})        y' = y (1 − y)
+//   relu        y = max(z, 0)               y' = [y > 0]
+//   leaky_relu  y = z > 0 ? z : s z         y' = y > 0 ? 1 : s      (s > 0)
+//   softplus    y = log(1 + e^z)            y' = σ(z) = 1 − e^{−y} = −expm1(−y)
+//   elu         y = z > 0 ? z : α(e^z − 1)  y' = y > 0 ? 1 : y + α  (α > 0)
+template <class T>
+void activate(Activation act, T s, const T* z, T* y, std::size_t n) {
+  switch (act) {
+    case Activation::identity: if (y != z) std::copy(z, z + n, y); return;
+    case Activation::tanh: kern::map(z, y, n, [](auto v) { return xsimd::tanh(v); }); return;
+    case Activation::sigmoid:
+      kern::map(z, y, n, [](auto v) { using V = decltype(v); return V(1) / (V(1) + xsimd::exp(-v)); });
+      return;
+    case Activation::relu: kern::map(z, y, n, [](auto v) { return xsimd::max(v, decltype(v)(0)); }); return;
+    case Activation::leaky_relu:
+      kern::map(z, y, n, [s](auto v) { using V = decltype(v); return kern::where(v > V(0), v, V(s) * v); });
+      return;
+    case Activation::softplus:  // max(z, 0) + log1p(e^{−|z|}): no overflow for large z
+      kern::map(z, y, n, [](auto v) {
+        using V = decltype(v);
+        return xsimd::max(v, V(0)) + xsimd::log1p(xsimd::exp(-xsimd::abs(v)));
+      });
+      return;
+    case Activation::elu:
+      kern::map(z, y, n, [s](auto v) { using V = decltype(v); return kern::where(v > V(0), v, V(s) * xsimd::expm1(v)); });
+      return;
+  }
+}
+
+/// gz (+)= ȳ ⊙ y'(y); Accumulate selects += (an input's adjoint) or = (a scratch buffer).
+template <bool Accumulate, class T>
+void activation_vjp(Activation act, T s, const T* y, const T* gy, T* gz, std::size_t n) {
+  auto run = [&](auto dydz) {
+    auto f = [dydz](auto g, auto v) { return g * dydz(v); };
+    if constexpr (Accumulate) kern::acc2(gy, y, gz, n, f);
+    else kern::map2(gy, y, gz, n, f);
+  };
+  switch (act) {
+    case Activation::identity: run([](auto v) { return decltype(v)(1); }); return;
+    case Activation::tanh: run([](auto v) { return decltype(v)(1) - v * v; }); return;
+    case Activation::sigmoid: run([](auto v) { return v * (decltype(v)(1) - v); }); return;
+    case Activation::relu:
+      run([](auto v) { using V = decltype(v); return kern::where(v > V(0), V(1), V(0)); });
+      return;
+    case Activation::leaky_relu:
+      run([s](auto v) { using V = decltype(v); return kern::where(v > V(0), V(1), V(s)); });
+      return;
+    case Activation::softplus: run([](auto v) { return -xsimd::expm1(-v); }); return;
+    case Activation::elu:
+      run([s](auto v) { using V = decltype(v); return kern::where(v > V(0), V(1), v + V(s)); });
+      return;
+  }
+}
+
+// y = act(a), the activation and its slope/α held by the node.
+template <class T> struct Act {
+  static Shape shape(Ctx<T> c) { return same_as_input(c); }
+  static void forward(Ctx<T>& c) { activate(c.node.act, c.node.s0, c.x(0), c.y(), c.n()); }
+  static void vjp(Ctx<T>& c) {
+    if (T* ga = c.gx(0)) activation_vjp<true>(c.node.act, c.node.s0, c.node.value.data(), c.gy(), ga, c.n());
+  }
+};
+
+// y = e^a                        ā += ȳ ⊙ y
+template <class T> struct Exp {
+  static Shape shape(Ctx<T> c) { return same_as_input(c); }
+  static void forward(Ctx<T>& c) { kern::map(c.x(0), c.y(), c.n(), [](auto a) { return xsimd::exp(a); }); }
+  static void vjp(Ctx<T>& c) {
+    if (T* ga = c.gx(0)) kern::acc2(c.gy(), c.node.value.data(), ga, c.n(), [](auto g, auto y) { return g * y; });
+  }
+};
+
+// y = log a                      ā += ȳ ⊘ a
+template <class T> struct Log {
+  static Shape shape(Ctx<T> c) { return same_as_input(c); }
+  static void forward(Ctx<T>& c) { kern::map(c.x(0), c.y(), c.n(), [](auto a) { return xsimd::log(a); }); }
+  static void vjp(Ctx<T>& c) {
+    if (T* ga = c.gx(0)) kern::acc2(c.gy(), c.x(0), ga, c.n(), [](auto g, auto a) { return g / a; });
+  }
+};
+
+// y = a²                         ā += 2 a ȳ
+template <class T> struct Square {
+  static Shape shape(Ctx<T> c) { return same_as_input(c); }
+  static void forward(Ctx<T>& c) { kern::map(c.x(0), c.y(), c.n(), [](auto a) { return a * a; }); }
+  static void vjp(Ctx<T>& c) {
+    if (T* ga = c.gx(0))
+      kern::acc2(c.gy(), c.x(0), ga, c.n(), [](auto g, auto a) { return decltype(a)(2) * a * g; });
+  }
+};
+
+// y = √a                         ā += ȳ / (2y)
+template <class T> struct Sqrt {
+  static Shape shape(Ctx<T> c) { return same_as_input(c); }
+  static void forward(Ctx<T>& c) { kern::map(c.x(0), c.y(), c.n(), [](auto a) { return xsimd::sqrt(a); }); }
+  static void vjp(Ctx<T>& c) {
+    if (T* ga = c.gx(0))
+      kern::acc2(c.gy(), c.node.value.data(), ga, c.n(), [](auto g, auto y) { return g / (decltype(y)(2) * y); });
+  }
+};
+
+// y = a^p                        ā += ȳ · p a^{p−1}
+template <class T> struct Pow {
+  static Shape shape(Ctx<T> c) { return same_as_input(c); }
+  static void forward(Ctx<T>& c) {
+    const T p = c.node.s0;
+    kern::map(c.x(0), c.y(), c.n(), [p](auto a) { return xsimd::pow(a, decltype(a)(p)); });
+  }
+  static void vjp(Ctx<T>& c) {
+    const T p = c.node.s0;
+    if (T* ga = c.gx(0))
+      kern::acc2(c.gy(), c.x(0), ga, c.n(), [p](auto g, auto a) {
+        using V = decltype(a);
+        return g * V(p) * xsimd::pow(a, V(p - T(1)));
+      });
+  }
+};
+
+// y = min(max(a, lo), hi)        ā += ȳ · [lo ≤ a ≤ hi]
+template <class T> struct Clamp {
+  static Shape shape(Ctx<T> c) {
+    if (!(c.node.s0 <= c.node.s1)) shape_error(c, fmt::format("lower bound {} exceeds upper bound {}", c.node.s0, c.node.s1));
+    return same_as_input(c);
+  }
+  static void forward(Ctx<T>& c) {
+    const T lo = c.node.s0, hi = c.node.s1;
+    kern::map(c.x(0), c.y(), c.n(), [lo, hi](auto a) {
+      using V = decltype(a);
+      return xsimd::min(xsimd::max(a, V(lo)), V(hi));
+    });
+  }
+  static void vjp(Ctx<T>& c) {
+    const T lo = c.node.s0, hi = c.node.s1;
+    if (T* ga = c.gx(0))
+      kern::acc2(c.gy(), c.x(0), ga, c.n(), [lo, hi](auto g, auto a) {
+        using V = decltype(a);
+        return kern::where(a >= V(lo), kern::where(a <= V(hi), g, V(0)), V(0));
+      });
+  }
+};
+
+// y = c · tanh(a / c)            ā += ȳ (1 − (y/c)²)
+template <class T> struct SoftClamp {
+  static Shape shape(Ctx<T> c) {
+    if (!(c.node.s0 > T(0))) shape_error(c, fmt::format("the bound c must be positive, got {}", c.node.s0));
+    return same_as_input(c);
+  }
+  static void forward(Ctx<T>& c) {
+    const T k = c.node.s0;
+    kern::map(c.x(0), c.y(), c.n(), [k](auto a) { using V = decltype(a); return V(k) * xsimd::tanh(a / V(k)); });
+  }
+  static void vjp(Ctx<T>& c) {
+    const T inv = T(1) / c.node.s0;
+    if (T* ga = c.gx(0))
+      kern::acc2(c.gy(), c.node.value.data(), ga, c.n(), [inv](auto g, auto y) {
+        using V = decltype(y);
+        const V t = y * V(inv);
+        return g * (V(1) - t * t);
+      });
+  }
+};
+
+// ---------------------------------------------------------------- columns
+// y[:, j] = a[:, cols[j]]          ā[:, cols[j]] += ȳ[:, j]
+template <class T> struct TakeCols {
+  static Shape shape(Ctx<T> c) {
+    for (int j : *c.node.cols)
+      if (j < 0 || std::size_t(j) >= c.cols(0)) shape_error(c, fmt::format("column index {} out of range", j));
+    return {c.rows(0), c.node.cols->size()};
+  }
+  static void forward(Ctx<T>& c) {
+    const std::vector<int>& idx = *c.node.cols;
+    const std::size_t m = c.rows(0), n = c.cols(0), k = idx.size();
+    for (std::size_t i = 0; i < m; ++i)
+      for (std::size_t j = 0; j < k; ++j) c.y()[i * k + j] = c.x(0)[i * n + idx[j]];
+  }
+  static void vjp(Ctx<T>& c) {
+    const std::vector<int>& idx = *c.node.cols;
+    const std::size_t m = c.rows(0), n = c.cols(0), k = idx.size();
+    if (T* ga = c.gx(0))
+      for (std::size_t i = 0; i < m; ++i)
+        for (std::size_t j = 0; j < k; ++j) ga[i * n + idx[j]] += c.gy()[i * k + j];
+  }
+};
+
+// y = base; y[:, cols[j]] = src[:, j]
+//   basē += ȳ on the columns not in cols,   src̄[:, j] += ȳ[:, cols[j]]
+template <class T> struct ScatterCols {
+  static Shape shape(Ctx<T> c) {
+    const std::vector<int>& idx = *c.node.cols;
+    if (c.rows(1) != c.rows(0) || c.cols(1) != idx.size())
+      shape_error(c, fmt::format("the source must be {}×{} for {} column indices", c.rows(0), idx.size(), idx.size()));
+    for (std::size_t j = 0; j < idx.size(); ++j) {
+      if (idx[j] < 0 || std::size_t(idx[j]) >= c.cols(0)) shape_error(c, fmt::format("column index {} out of range", idx[j]));
+      for (std::size_t q = 0; q < j; ++q)
+        if (idx[q] == idx[j]) shape_error(c, fmt::format("column index {} appears twice", idx[j]));
+    }
+    return {c.rows(0), c.cols(0)};
+  }
+  static void forward(Ctx<T>& c) {
+    const std::vector<int>& idx = *c.node.cols;
+    const std::size_t m = c.rows(0), n = c.cols(0), k = idx.size();
+    std::copy(c.x(0), c.x(0) + m * n, c.y());
+    for (std::size_t i = 0; i < m; ++i)
+      for (std::size_t j = 0; j < k; ++j) c.y()[i * n + idx[j]] = c.x(1)[i * k + j];
+    // Remember which columns come from base (1) and which from src (0), for the VJP.
+    Array<T>& keep = c.node.scratch;
+    if (keep.shape()[0] != 1 || keep.shape()[1] != n) keep.resize({1, n});
+    keep.fill(T(1));
+    for (int j : idx) keep.data()[j] = T(0);
+  }
+  static void vjp(Ctx<T>& c) {
+    const std::vector<int>& idx = *c.node.cols;
+    const std::size_t m = c.rows(0), n = c.cols(0), k = idx.size();
+    if (T* gb = c.gx(0))
+      for (std::size_t i = 0; i < m; ++i)
+        kern::acc2(c.gy() + i * n, c.node.scratch.data(), gb + i * n, n, [](auto g, auto keep) { return g * keep; });
+    if (T* gs = c.gx(1))
+      for (std::size_t i = 0; i < m; ++i)
+        for (std::size_t j = 0; j < k; ++j) gs[i * k + j] += c.gy()[i * n + idx[j]];
+  }
+};
+
+// y = [a | b]                     ā += ȳ[:, :na],  b̄ += ȳ[:, na:]
+template <class T> struct ConcatCols {
+  static Shape shape(Ctx<T> c) {
+    if (c.rows(0) != c.rows(1)) shape_error(c, "row counts differ");
+    return {c.rows(0), c.cols(0) + c.cols(1)};
+  }
+  static void forward(Ctx<T>& c) {
+    const std::size_t m = c.rows(0), na = c.cols(0), nb = c.cols(1), n = na + nb;
+    for (std::size_t i = 0; i < m; ++i) {
+      std::copy(c.x(0) + i * na, c.x(0) + (i + 1) * na, c.y() + i * n);
+      std::copy(c.x(1) + i * nb, c.x(1) + (i + 1) * nb, c.y() + i * n + na);
+    }
+  }
+  static void vjp(Ctx<T>& c) {
+    const std::size_t m = c.rows(0), na = c.cols(0), nb = c.cols(1), n = na + nb;
+    if (T* ga = c.gx(0))
+      for (std::size_t i = 0; i < m; ++i) kern::acc(c.gy() + i * n, ga + i * na, na);
+    if (T* gb = c.gx(1))
+      for (std::size_t i = 0; i < m; ++i) kern::acc(c.gy() + i * n + na, gb + i * nb, nb);
+  }
+};
+
+// y = a[:, s : s + k]             ā[:, s : s + k] += ȳ      (s, k held as the node's s0, s1)
+template <class T> struct SliceCols {
+  static Shape shape(Ctx<T> c) {
+    const std::size_t s = std::size_t(c.node.s0), k = std::size_t(c.node.s1);
+    if (s + k > c.cols(0)) shape_error(c, fmt::format("columns [{}, {}) exceed the input's {}", s, s + k, c.cols(0)));
+    return {c.rows(0), k};
+  }
+  static void forward(Ctx<T>& c) {
+    const std::size_t m = c.rows(0), n = c.cols(0), s = std::size_t(c.node.s0), k = std::size_t(c.node.s1);
+    for (std::size_t i = 0; i < m; ++i) std::copy(c.x(0) + i * n + s, c.x(0) + i * n + s + k, c.y() + i * k);
+  }
+  static void vjp(Ctx<T>& c) {
+    const std::size_t m = c.rows(0), n = c.cols(0), s = std::size_t(c.node.s0), k = std::size_t(c.node.s1);
+    if (T* ga = c.gx(0))
+      for (std::size_t i = 0; i < m; ++i) kern::acc(c.gy() + i * k, ga + i * n + s, k);
+  }
+};
+
+// ---------------------------------------------------------------- fused dense layer
+// z = x Wᵀ + b,  y = act(z)   (x: m×in, W: out×in, b: 1×out)
+//   z̄ = ȳ ⊙ act'(y),  x̄ += z̄ W,  W̄ += z̄ᵀ x,  b̄ += Σ_i z̄_i
+template <class T> struct Linear {
+  static Shape shape(Ctx<T> c) {
+    if (c.cols(1) != c.cols(0)) shape_error(c, fmt::format("x has {} columns but W has {} (W is out×in)", c.cols(0), c.cols(1)));
+    if (c.has(2) && (c.rows(2) != 1 || c.cols(2) != c.rows(1)))
+      shape_error(c, fmt::format("the bias must be 1×{}", c.rows(1)));
+    return {c.rows(0), c.rows(1)};
+  }
+  static void forward(Ctx<T>& c) {
+    const int m = int(c.rows(0)), in = int(c.cols(0)), out = int(c.rows(1));
+    if (c.has(2))
+      for (int i = 0; i < m; ++i) std::copy(c.x(2), c.x(2) + out, c.y() + std::size_t(i) * out);
+    kern::gemm(false, true, m, out, in, T(1), c.x(0), in, c.x(1), in, c.has(2) ? T(1) : T(0), c.y(), out);
+    if (c.node.act != Activation::identity) activate(c.node.act, c.node.s0, c.y(), c.y(), c.n());
+  }
+  static void vjp(Ctx<T>& c) {
+    const int m = int(c.rows(0)), in = int(c.cols(0)), out = int(c.rows(1));
+    const T* gz = c.gy();
+    if (c.node.act != Activation::identity) {  // z̄ = ȳ ⊙ act'(y), into the node's scratch
+      Array<T>& s = c.node.scratch;
+      if (s.shape() != c.node.value.shape()) s.resize(c.node.value.shape());
+      activation_vjp<false>(c.node.act, c.node.s0, c.node.value.data(), c.gy(), s.data(), c.n());
+      gz = s.data();
+    }
+    if (T* gx = c.gx(0)) kern::gemm(false, false, m, in, out, T(1), gz, out, c.x(1), in, T(1), gx, in);
+    if (T* gw = c.gx(1)) kern::gemm(true, false, out, in, m, T(1), gz, out, c.x(0), in, T(1), gw, in);
+    if (c.has(2))
+      if (T* gb = c.gx(2))
+        for (int i = 0; i < m; ++i) kern::acc(gz + std::size_t(i) * out, gb, std::size_t(out));
+  }
+};
+
+// ---------------------------------------------------------------- custom
+template <class T> struct Custom {
+  static int inputs(const Ctx<T>& c, const Array<T>* (&xs)[3]) {
+    int k = 0;
+    while (k < 3 && c.has(k)) xs[k] = &c.in(k), ++k;
+    return k;
+  }
+  static Shape shape(Ctx<T> c) {
+    const Array<T>* xs[3] = {};
+    return c.node.custom->shape(xs, inputs(c, xs));
+  }
+  static void forward(Ctx<T>& c) {
+    const Array<T>* xs[3] = {};
+    c.node.custom->forward(xs, inputs(c, xs), c.node.value);
+  }
+  static void vjp(Ctx<T>& c) {
+    const Array<T>* xs[3] = {};
+    const int k = inputs(c, xs);
+    Array<T>* gs[3] = {};
+    for (int j = 0; j < k; ++j) gs[j] = c.tape.grad_sink(c.node.in[j]);
+    c.node.custom->vjp(xs, k, c.node.value, c.node.grad, gs);
+  }
+};
+
+// ---------------------------------------------------------------- the table
+template <class T, class Impl>
+constexpr OpDef<T> def(const char* name) {
+  return {name, &shape_of<T, Impl>, &forward_of<T, Impl>, &vjp_of<T, Impl>};
+}
+
+// In the order of enum Op.
+template <class T>
+const OpDef<T> kOps[] = {
+    def<T, Leaf<T>>("leaf"),          def<T, Leaf<T>>("param"),
+    def<T, Add<T>>("add"),            def<T, Sub<T>>("sub"),
+    def<T, Mul<T>>("mul"),            def<T, Div<T>>("div"),
+    def<T, Neg<T>>("neg"),            def<T, AddScalar<T>>("add_scalar"),
+    def<T, MulScalar<T>>("mul_scalar"), def<T, RSubScalar<T>>("rsub_scalar"),
+    def<T, RDivScalar<T>>("rdiv_scalar"), def<T, AddRow<T>>("add_row"),
+    def<T, MulRow<T>>("mul_row"),     def<T, MatMul<T>>("matmul"),
+    def<T, SumAll<T, false>>("sum"),  def<T, SumAll<T, true>>("mean"),
+    def<T, RowSums<T, false>>("row_sums"), def<T, RowSums<T, true>>("row_means"),
+    def<T, ColSums<T, false>>("col_sums"), def<T, ColSums<T, true>>("col_means"),
+    def<T, Exp<T>>("exp"),            def<T, Log<T>>("log"),
+    def<T, Act<T>>("tanh"),           def<T, Act<T>>("sigmoid"),
+    def<T, Act<T>>("relu"),           def<T, Act<T>>("leaky_relu"),
+    def<T, Act<T>>("softplus"),       def<T, Act<T>>("elu"),
+    def<T, Square<T>>("square"),      def<T, Sqrt<T>>("sqrt"),
+    def<T, Pow<T>>("pow"),            def<T, Clamp<T>>("clamp"),
+    def<T, SoftClamp<T>>("soft_clamp"), def<T, TakeCols<T>>("take_cols"),
+    def<T, ScatterCols<T>>("scatter_cols"), def<T, ConcatCols<T>>("concat_cols"),
+    def<T, SliceCols<T>>("slice_cols"), def<T, Linear<T>>("linear"),
+    def<T, Linear<T>>("linear_act"),  def<T, Custom<T>>("custom"),
+};
+static_assert(std::size(kOps<float>) == std::size_t(Op::count_), "one table entry per Op");
+
+// --- helpers for the public functions
+template <class T>
+Tape<T>& tape_of(Var<T> a, const char* op) {
+  if (!a.tape) throw std::invalid_argument(fmt::format("{}: an input Var is empty", op));
+  return *a.tape;
+}
+template <class T>
+Tape<T>& tape_of(Var<T> a, Var<T> b, const char* op) {
+  if (!a.tape || !b.tape) throw std::invalid_argument(fmt::format("{}: an input Var is empty", op));
+  if (a.tape != b.tape) throw std::invalid_argument(fmt::format("{}: the inputs are on different tapes", op));
+  return *a.tape;
+}
+
+Op act_op(Activation a) {
+  switch (a) {
+    case Activation::tanh: return Op::tanh;
+    case Activation::sigmoid: return Op::sigmoid;
+    case Activation::relu: return Op::relu;
+    case Activation::leaky_relu: return Op::leaky_relu;
+    case Activation::softplus: return Op::softplus;
+    case Activation::elu: return Op::elu;
+    case Activation::identity: break;
+  }
+  return Op::leaf;
+}
+
+template <class T>
+T default_act_param(Activation a) {
+  return a == Activation::leaky_relu ? T(0.01) : a == Activation::elu ? T(1) : T(0);
+}
+
+template <class T>
+Var<T> record_act(Var<T> a, Activation act, T s) {
+  return tape_of(a, activation_name(act)).record(act_op(act), a.index, -1, -1, s, T(0), nullptr, act);
+}
+
+}  // namespace
+
+template <class T>
+const OpDef<T>& op_def(Op op) { return kOps<T>[std::size_t(op)]; }
+
+const char* op_name(Op op) { return std::size_t(op) < std::size_t(Op::count_) ? kOps<float>[std::size_t(op)].name : "?"; }
+
+const char* activation_name(Activation a) {
+  switch (a) {
+    case Activation::identity: return "identity";
+    case Activation::tanh: return "tanh";
+    case Activation::sigmoid: return "sigmoid";
+    case Activation::relu: return "relu";
+    case Activation::leaky_relu: return "leaky_relu";
+    case Activation::softplus: return "softplus";
+    case Activation::elu: return "elu";
+  }
+  return "?";
+}
+
+Activation activation_from_name(const std::string& name) {
+  for (Activation a : {Activation::identity, Activation::tanh, Activation::sigmoid, Activation::relu,
+                       Activation::leaky_relu, Activation::softplus, Activation::elu})
+    if (name == activation_name(a)) return a;
+  throw std::invalid_argument(fmt::format(
+      "unknown activation '{}' (expected one of: identity, tanh, sigmoid, relu, leaky_relu, softplus, elu)", name));
+}
+
+// --- the public functions: each records one node.
+template <class T> Var<T> add(Var<T> a, Var<T> b) { return tape_of(a, b, "add").record(Op::add, a.index, b.index); }
+template <class T> Var<T> sub(Var<T> a, Var<T> b) { return tape_of(a, b, "sub").record(Op::sub, a.index, b.index); }
+template <class T> Var<T> mul(Var<T> a, Var<T> b) { return tape_of(a, b, "mul").record(Op::mul, a.index, b.index); }
+template <class T> Var<T> div(Var<T> a, Var<T> b) { return tape_of(a, b, "div").record(Op::div, a.index, b.index); }
+template <class T> Var<T> neg(Var<T> a) { return tape_of(a, "neg").record(Op::neg, a.index); }
+template <class T> Var<T> add_scalar(Var<T> a, Scalar<T> s) { return tape_of(a, "add_scalar").record(Op::add_scalar, a.index, -1, -1, s); }
+template <class T> Var<T> mul_scalar(Var<T> a, Scalar<T> s) { return tape_of(a, "mul_scalar").record(Op::mul_scalar, a.index, -1, -1, s); }
+template <class T> Var<T> rsub_scalar(Scalar<T> s, Var<T> a) { return tape_of(a, "rsub_scalar").record(Op::rsub_scalar, a.index, -1, -1, s); }
+template <class T> Var<T> rdiv_scalar(Scalar<T> s, Var<T> a) { return tape_of(a, "rdiv_scalar").record(Op::rdiv_scalar, a.index, -1, -1, s); }
+template <class T> Var<T> add_row(Var<T> x, Var<T> r) { return tape_of(x, r, "add_row").record(Op::add_row, x.index, r.index); }
+template <class T> Var<T> mul_row(Var<T> x, Var<T> r) { return tape_of(x, r, "mul_row").record(Op::mul_row, x.index, r.index); }
+template <class T> Var<T> matmul(Var<T> a, Var<T> b, bool ta, bool tb) {
+  return tape_of(a, b, "matmul").record(Op::matmul, a.index, b.index, -1, 0, 0, nullptr, Activation::identity, ta, tb);
+}
+template <class T> Var<T> sum(Var<T> a) { return tape_of(a, "sum").record(Op::sum, a.index); }
+template <class T> Var<T> mean(Var<T> a) { return tape_of(a, "mean").record(Op::mean, a.index); }
+template <class T> Var<T> row_sums(Var<T> a) { return tape_of(a, "row_sums").record(Op::row_sums, a.index); }
+template <class T> Var<T> row_means(Var<T> a) { return tape_of(a, "row_means").record(Op::row_means, a.index); }
+template <class T> Var<T> col_sums(Var<T> a) { return tape_of(a, "col_sums").record(Op::col_sums, a.index); }
+template <class T> Var<T> col_means(Var<T> a) { return tape_of(a, "col_means").record(Op::col_means, a.index); }
+template <class T> Var<T> exp(Var<T> a) { return tape_of(a, "exp").record(Op::exp, a.index); }
+template <class T> Var<T> log(Var<T> a) { return tape_of(a, "log").record(Op::log, a.index); }
+template <class T> Var<T> tanh(Var<T> a) { return record_act(a, Activation::tanh, T(0)); }
+template <class T> Var<T> sigmoid(Var<T> a) { return record_act(a, Activation::sigmoid, T(0)); }
+template <class T> Var<T> relu(Var<T> a) { return record_act(a, Activation::relu, T(0)); }
+template <class T> Var<T> leaky_relu(Var<T> a, Scalar<T> slope) { return record_act(a, Activation::leaky_relu, slope); }
+template <class T> Var<T> softplus(Var<T> a) { return record_act(a, Activation::softplus, T(0)); }
+template <class T> Var<T> elu(Var<T> a, Scalar<T> alpha) { return record_act(a, Activation::elu, alpha); }
+template <class T> Var<T> square(Var<T> a) { return tape_of(a, "square").record(Op::square, a.index); }
+template <class T> Var<T> sqrt(Var<T> a) { return tape_of(a, "sqrt").record(Op::sqrt, a.index); }
+template <class T> Var<T> pow(Var<T> a, Scalar<T> p) { return tape_of(a, "pow").record(Op::pow, a.index, -1, -1, p); }
+template <class T> Var<T> clamp(Var<T> a, Scalar<T> lo, Scalar<T> hi) { return tape_of(a, "clamp").record(Op::clamp, a.index, -1, -1, lo, hi); }
+template <class T> Var<T> soft_clamp(Var<T> a, Scalar<T> c) { return tape_of(a, "soft_clamp").record(Op::soft_clamp, a.index, -1, -1, c); }
+template <class T> Var<T> activation(Var<T> a, Activation act) {
+  if (act == Activation::identity) return a;
+  return record_act(a, act, default_act_param<T>(act));
+}
+template <class T> Var<T> take_cols(Var<T> a, const std::vector<int>& cols) {
+  return tape_of(a, "take_cols").record(Op::take_cols, a.index, -1, -1, 0, 0, &cols);
+}
+template <class T> Var<T> scatter_cols(Var<T> base, Var<T> src, const std::vector<int>& cols) {
+  return tape_of(base, src, "scatter_cols").record(Op::scatter_cols, base.index, src.index, -1, 0, 0, &cols);
+}
+template <class T> Var<T> concat_cols(Var<T> a, Var<T> b) { return tape_of(a, b, "concat_cols").record(Op::concat_cols, a.index, b.index); }
+template <class T> Var<T> slice_cols(Var<T> a, std::size_t start, std::size_t count) {
+  return tape_of(a, "slice_cols").record(Op::slice_cols, a.index, -1, -1, T(start), T(count));
+}
+template <class T> Var<T> linear(Var<T> x, Var<T> w, Var<T> b) {
+  Tape<T>& t = tape_of(x, w, "linear");
+  if (b.tape && b.tape != &t) throw std::invalid_argument("linear: the bias is on a different tape");
+  return t.record(Op::linear, x.index, w.index, b.tape ? b.index : -1);
+}
+template <class T> Var<T> linear_act(Var<T> x, Var<T> w, Var<T> b, Activation act) {
+  Tape<T>& t = tape_of(x, w, "linear_act");
+  if (b.tape && b.tape != &t) throw std::invalid_argument("linear_act: the bias is on a different tape");
+  return t.record(Op::linear_act, x.index, w.index, b.tape ? b.index : -1, default_act_param<T>(act), 0, nullptr, act);
+}
+template <class T> Var<T> custom(CustomOp<T>& op, Var<T> a, Var<T> b, Var<T> c) {
+  Tape<T>& t = tape_of(a, op.name());
+  if ((b.tape && b.tape != &t) || (c.tape && c.tape != &t))
+    throw std::invalid_argument(fmt::format("{}: the inputs are on different tapes", op.name()));
+  if (!b.tape && c.tape) throw std::invalid_argument(fmt::format("{}: inputs must be given in order", op.name()));
+  return t.record(Op::custom, a.index, b.tape ? b.index : -1, c.tape ? c.index : -1, 0, 0, nullptr,
+                  Activation::identity, false, false, &op);
+}
+
+#define TRFLOW_INSTANTIATE_OPS(T)                                                              \
+  template const OpDef<T>& op_def<T>(Op);                                                     \
+  template Var<T> add(Var<T>, Var<T>);                                                        \
+  template Var<T> sub(Var<T>, Var<T>);                                                        \
+  template Var<T> mul(Var<T>, Var<T>);                                                        \
+  template Var<T> div(Var<T>, Var<T>);                                                        \
+  template Var<T> neg(Var<T>);                                                                \
+  template Var<T> add_scalar(Var<T>, Scalar<T>);                                              \
+  template Var<T> mul_scalar(Var<T>, Scalar<T>);                                              \
+  template Var<T> rsub_scalar(Scalar<T>, Var<T>);                                             \
+  template Var<T> rdiv_scalar(Scalar<T>, Var<T>);                                             \
+  template Var<T> add_row(Var<T>, Var<T>);                                                    \
+  template Var<T> mul_row(Var<T>, Var<T>);                                                    \
+  template Var<T> matmul(Var<T>, Var<T>, bool, bool);                                         \
+  template Var<T> sum(Var<T>);                                                                \
+  template Var<T> mean(Var<T>);                                                               \
+  template Var<T> row_sums(Var<T>);                                                           \
+  template Var<T> row_means(Var<T>);                                                          \
+  template Var<T> col_sums(Var<T>);                                                           \
+  template Var<T> col_means(Var<T>);                                                          \
+  template Var<T> exp(Var<T>);                                                                \
+  template Var<T> log(Var<T>);                                                                \
+  template Var<T> tanh(Var<T>);                                                               \
+  template Var<T> sigmoid(Var<T>);                                                            \
+  template Var<T> relu(Var<T>);                                                               \
+  template Var<T> leaky_relu(Var<T>, Scalar<T>);                                              \
+  template Var<T> softplus(Var<T>);                                                           \
+  template Var<T> elu(Var<T>, Scalar<T>);                                                     \
+  template Var<T> square(Var<T>);                                                             \
+  template Var<T> sqrt(Var<T>);                                                               \
+  template Var<T> pow(Var<T>, Scalar<T>);                                                     \
+  template Var<T> clamp(Var<T>, Scalar<T>, Scalar<T>);                                        \
+  template Var<T> soft_clamp(Var<T>, Scalar<T>);                                              \
+  template Var<T> activation(Var<T>, Activation);                                             \
+  template Var<T> take_cols(Var<T>, const std::vector<int>&);                                 \
+  template Var<T> scatter_cols(Var<T>, Var<T>, const std::vector<int>&);                      \
+  template Var<T> concat_cols(Var<T>, Var<T>);                                                \
+  template Var<T> slice_cols(Var<T>, std::size_t, std::size_t);                               \
+  template Var<T> linear(Var<T>, Var<T>, Var<T>);                                             \
+  template Var<T> linear_act(Var<T>, Var<T>, Var<T>, Activation);                             \
+  template Var<T> custom(CustomOp<T>&, Var<T>, Var<T>, Var<T>);
+
+TRFLOW_INSTANTIATE_OPS(float)
+TRFLOW_INSTANTIATE_OPS(double)
+
+}  // namespace ad

@@ -1,0 +1,166 @@
+// The tape's core: recording nodes and the reverse pass.
+#include "autodiff/tape.hpp"
+
+#include <algorithm>
+#include <functional>
+#include <fmt/format.h>
+
+#include "op_table.hpp"
+
+namespace ad {
+
+template <class T>
+Node<T>& Tape<T>::push(Op op) {
+  if (size_ == nodes_.size()) nodes_.emplace_back();
+  Node<T>& n = nodes_[size_];
+  n.op = op;
+  n.act = Activation::identity;
+  n.needs_grad = n.trans_a = n.trans_b = false;
+  n.in[0] = n.in[1] = n.in[2] = -1;
+  n.s0 = n.s1 = T(0);
+  n.cols = nullptr;
+  n.custom = nullptr;
+  n.param = nullptr;
+  n.grad_epoch = 0;
+  return n;
+}
+
+template <class T>
+Var<T> Tape<T>::constant(const T* data, std::size_t rows, std::size_t cols) {
+  Node<T>& n = push(Op::leaf);
+  if (n.value.shape()[0] != rows || n.value.shape()[1] != cols) n.value.resize({rows, cols});
+  std::copy(data, data + rows * cols, n.value.data());
+  return {this, static_cast<std::int32_t>(size_++)};
+}
+
+template <class T>
+Var<T> Tape<T>::constant(const Array<T>& value) {
+  return constant(value.data(), value.shape()[0], value.shape()[1]);
+}
+
+template <class T>
+Var<T> Tape<T>::constant(std::size_t rows, std::size_t cols, T fill) {
+  Node<T>& n = push(Op::leaf);
+  if (n.value.shape()[0] != rows || n.value.shape()[1] != cols) n.value.resize({rows, cols});
+  n.value.fill(fill);
+  return {this, static_cast<std::int32_t>(size_++)};
+}
+
+template <class T>
+Var<T> Tape<T>::variable(const Array<T>& value) {
+  Var<T> v = constant(value);
+  nodes_[v.index].needs_grad = true;
+  return v;
+}
+
+template <class T>
+Var<T> Tape<T>::param(Parameter<T>& p) {
+  Node<T>& n = push(Op::param);
+  n.param = &p;
+  n.needs_grad = true;
+  if (p.grad.shape() != p.value.shape()) {  // a parameter whose value was replaced wholesale
+    p.grad.resize(p.value.shape());
+    p.grad.fill(T(0));
+  }
+  return {this, static_cast<std::int32_t>(size_++)};
+}
+
+template <class T>
+Var<T> Tape<T>::record(Op op, std::int32_t a, std::int32_t b, std::int32_t c, T s0, T s1,
+                       const std::vector<int>* cols, Activation act, bool trans_a, bool trans_b,
+                       CustomOp<T>* custom) {
+  const std::int32_t inputs[3] = {a, b, c};
+  for (std::int32_t k : inputs)
+    if (k >= static_cast<std::int32_t>(size_))
+      throw std::invalid_argument(fmt::format("{}: an input is not on this tape (cleared since?)", op_name(op)));
+  Node<T>& n = push(op);
+  n.in[0] = a, n.in[1] = b, n.in[2] = c;
+  n.s0 = s0, n.s1 = s1;
+  n.cols = cols;
+  n.act = act;
+  n.trans_a = trans_a, n.trans_b = trans_b;
+  n.custom = custom;
+  for (std::int32_t k : inputs)
+    if (k >= 0 && nodes_[k].needs_grad) n.needs_grad = true;
+
+  const OpDef<T>& def = op_def<T>(op);
+  const auto shape = def.shape(*this, n);  // throws before the node is committed
+  if (n.value.shape()[0] != shape[0] || n.value.shape()[1] != shape[1]) n.value.resize({shape[0], shape[1]});
+  def.forward(*this, n);
+  return {this, static_cast<std::int32_t>(size_++)};
+}
+
+template <class T>
+Array<T>* Tape<T>::grad_sink(std::int32_t i) {
+  Node<T>& n = nodes_[i];
+  if (!n.needs_grad) return nullptr;
+  if (n.param) return &n.param->grad;  // accumulates across passes until zero_grad()
+  if (n.grad_epoch != epoch_) {         // first adjoint this pass: start from zero
+    if (n.grad.shape() != n.value.shape()) n.grad.resize(n.value.shape());
+    n.grad.fill(T(0));
+    n.grad_epoch = epoch_;
+  }
+  return &n.grad;
+}
+
+template <class T>
+const Array<T>& Tape<T>::grad(std::int32_t i) {
+  Node<T>& n = nodes_[i];
+  if (n.param) return n.param->grad;
+  if (n.grad_epoch != epoch_ || !n.needs_grad) {  // no adjoint reached it: ∂out/∂value = 0
+    if (n.grad.shape() != n.value.shape()) n.grad.resize(n.value.shape());
+    n.grad.fill(T(0));
+    n.grad_epoch = epoch_;
+  }
+  return n.grad;
+}
+
+template <class T>
+void Tape<T>::backward(Var<T> out) {
+  if (out.tape != this) throw std::invalid_argument("backward: the output is not on this tape");
+  const Array<T>& v = value(out.index);
+  if (v.size() != 1)
+    throw ShapeError(fmt::format("backward: the output is {}×{}; a non-scalar output needs an explicit seed",
+                                 v.shape()[0], v.shape()[1]));
+  ++epoch_;
+  Array<T>* g = grad_sink(out.index);
+  if (!g) return;  // the output depends on no parameter or variable
+  g->data()[0] += T(1);  // ∂out/∂out = 1
+  run_backward(out.index);
+}
+
+template <class T>
+void Tape<T>::backward(Var<T> out, const Array<T>& seed) {
+  if (out.tape != this) throw std::invalid_argument("backward: the output is not on this tape");
+  if (seed.shape() != value(out.index).shape())
+    throw ShapeError(fmt::format("backward: seed is {}×{} but the output is {}×{}", seed.shape()[0],
+                                 seed.shape()[1], value(out.index).shape()[0], value(out.index).shape()[1]));
+  ++epoch_;
+  Array<T>* g = grad_sink(out.index);
+  if (!g) return;  // the output depends on no parameter or variable
+  std::transform(g->data(), g->data() + g->size(), seed.data(), g->data(), std::plus<T>());
+  run_backward(out.index);
+}
+
+// The reverse pass: creation order is a topological order, so one backward
+// sweep visits each node after all the nodes that consumed it.
+template <class T>
+void Tape<T>::run_backward(std::int32_t out) {
+  for (std::int32_t i = out + 1; i-- > 0;) {
+    Node<T>& n = nodes_[i];
+    if (n.grad_epoch != epoch_ || !n.needs_grad || n.op == Op::leaf || n.op == Op::param) continue;
+    op_def<T>(n.op).vjp(*this, n);
+  }
+}
+
+template <class T>
+std::size_t Tape<T>::bytes_reserved() const {
+  std::size_t bytes = 0;
+  for (const Node<T>& n : nodes_) bytes += (n.value.size() + n.grad.size() + n.scratch.size()) * sizeof(T);
+  return bytes;
+}
+
+template class Tape<float>;
+template class Tape<double>;
+
+}  // namespace ad
