@@ -1,0 +1,143 @@
+#pragma once
+// A flow F = f_L ∘ … ∘ f_1 from a base density α0 to the data, its inverse
+// G = F⁻¹, the density it defines, and the transport-regularized objective
+//   λ · NLL + β · T,   NLL(y) = −log α0(G(y)) − log|det ∇G(y)|,
+//   T = L · E_x Σ_l ‖F_{l+1}(x) − F_l(x)‖²   (discretized kinetic energy).
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "flows/layers.hpp"
+
+namespace flows {
+
+/// The base density α0.
+template <class T>
+class BaseDensity : public nn::Module<T> {
+ public:
+  /// log α0(z) per row (m×1).
+  virtual Var<T> log_prob(Var<T> z) = 0;
+  /// n draws into out (n×d), reusing its memory when the shape fits.
+  virtual void sample(std::size_t n, ad::Rng& rng, Array<T>& out) const = 0;
+  virtual nlohmann::json config() const = 0;
+  std::size_t dim() const { return dim_; }
+
+ protected:
+  explicit BaseDensity(std::size_t dim) : dim_(dim) {}
+  std::size_t dim_;
+};
+
+/// N(0, I): log α0(z) = −½‖z‖² − (d/2) log 2π.
+template <class T>
+class StandardNormal : public BaseDensity<T> {
+ public:
+  explicit StandardNormal(std::size_t dim) : BaseDensity<T>(dim) {}
+  Var<T> log_prob(Var<T> z) override;
+  void sample(std::size_t n, ad::Rng& rng, Array<T>& out) const override;
+  nlohmann::json config() const override { return {{"type", "standard_normal"}, {"dim", this->dim_}}; }
+};
+
+/// N(m, diag σ²): log α0(z) = −½ Σ_j ((z_j − m_j)/σ_j)² − Σ_j log σ_j − (d/2) log 2π,
+/// with m and log σ learned (parameters "mean", "log_std") or fixed.
+template <class T>
+class DiagonalGaussian : public BaseDensity<T> {
+ public:
+  DiagonalGaussian(std::size_t dim, bool learned, std::vector<double> mean = {}, std::vector<double> log_std = {});
+  Var<T> log_prob(Var<T> z) override;
+  void sample(std::size_t n, ad::Rng& rng, Array<T>& out) const override;
+  nlohmann::json config() const override;
+  bool learned() const { return learned_; }
+
+  Parameter<T> mean, log_std;
+
+ private:
+  bool learned_;
+};
+
+/// The composition F = f_L ∘ … ∘ f_1 with its base density. Children are
+/// named "base" and "layers.<l>", so parameters read "layers.3.net.0.weight".
+template <class T>
+class Flow : public nn::Module<T> {
+ public:
+  Flow(std::size_t dim, std::unique_ptr<BaseDensity<T>> base);
+  void add_layer(std::unique_ptr<Bijector<T>> layer);
+
+  std::size_t dim() const { return dim_; }
+  std::size_t num_layers() const { return layers_.size(); }
+  Bijector<T>& layer(std::size_t l) { return *layers_[l]; }
+  BaseDensity<T>& base() { return *base_; }
+
+  /// y = F(x) with log|det ∇F(x)|; traj (if given) receives [x, f_1(x), …, F(x)], L + 1 states.
+  Mapped<T> forward(Var<T> x, std::vector<Var<T>>* traj = nullptr);
+  /// x = G(y) with log|det ∇G(y)|; traj (if given) receives [y, f_L⁻¹(y), …, G(y)].
+  Mapped<T> inverse(Var<T> y, std::vector<Var<T>>* traj = nullptr);
+  /// log p(y) = log α0(G(y)) + log|det ∇G(y)| per row (m×1).
+  Var<T> log_prob(Var<T> y);
+
+  /// Data-dependent initialization (ActNorm) from a data batch, pulled back layer by layer.
+  void initialize_from_data(const Array<T>& y);
+
+  /// The architecture: {"dim", "base", "layers": [...]}; with the parameters, all that rebuilds the flow.
+  nlohmann::json config() const;
+  static std::unique_ptr<Flow<T>> from_config(const nlohmann::json& config);
+
+ private:
+  std::size_t dim_;
+  std::unique_ptr<BaseDensity<T>> base_;
+  std::vector<std::unique_ptr<Bijector<T>>> layers_;
+};
+
+/// How to build a flow for `dim` dimensions.
+struct FlowSpec {
+  std::size_t layers = 8;                 ///< number of couplings
+  CouplingConfig coupling;
+  Permutation permutation = Permutation::random;
+  bool actnorm = false;                   ///< an ActNorm before each coupling
+  bool lu = false;                        ///< an LU linear layer before each coupling
+  std::string base = "standard_normal";   ///< or "diagonal_gaussian" (learned mean and log-std)
+  std::uint64_t seed = 0;                 ///< for the permutations and the initial weights
+};
+
+/// A flow of spec.layers couplings (plus the optional ActNorm/LU layers).
+template <class T>
+std::unique_ptr<Flow<T>> make_flow(std::size_t dim, const FlowSpec& spec);
+
+// ---------------------------------------------------------------- costs
+/// T = L · (1/m) Σ_rows Σ_l ‖s_{l+1} − s_l‖² for states s_0 … s_L (1×1).
+template <class T>
+Var<T> path_energy(const std::vector<Var<T>>& traj);
+
+/// (1/m) Σ_rows ‖b − a‖² (1×1); the map cost E‖F(x) − x‖² with a = x, b = F(x).
+template <class T>
+Var<T> mean_squared_distance(Var<T> a, Var<T> b);
+
+/// Which samples the transport cost follows: x ~ α0 pushed through F (gen, the
+/// default), or the data pushed through G (norm).
+enum class Direction { gen, norm };
+Direction direction_from_name(const std::string& name);
+const char* direction_name(Direction d);
+
+struct ObjectiveWeights {
+  double kl = 1.0;         ///< λ, the weight of the NLL (the KL to the data, up to a constant)
+  double transport = 0.0;  ///< β
+  Direction direction = Direction::gen;
+  bool measure_transport = true;  ///< compute T and the map cost even when β = 0 (for reporting)
+};
+
+/// The objective's terms, each 1×1 (transport and map_cost empty when not measured).
+template <class T>
+struct ObjectiveTerms {
+  Var<T> loss, nll, transport, map_cost;
+};
+
+/// λ·NLL(data) + β·T. `base_samples` (x ~ α0) is used by direction gen; direction
+/// norm reuses the data's pass through G, so it costs no extra pass.
+template <class T>
+ObjectiveTerms<T> objective(Flow<T>& flow, Var<T> data, Var<T> base_samples, const ObjectiveWeights& w);
+
+extern template class Flow<float>;
+extern template class Flow<double>;
+
+}  // namespace flows

@@ -1,0 +1,137 @@
+#pragma once
+// The invertible layers of a flow. Each maps base → data with forward() and
+// data → base with inverse(), and returns the per-sample log-determinant of
+// the map it applied. Every state stays in the data's own coordinate order, so
+// the difference of two consecutive states is a true displacement.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "nn/module.hpp"
+
+namespace flows {
+
+using ad::Activation;
+using ad::Array;
+using ad::Parameter;
+using ad::Tape;
+using ad::Var;
+
+/// A layer's output and log|det J| per row (m×1). An empty logdet Var means 0.
+template <class T>
+struct Mapped {
+  Var<T> out;
+  Var<T> logdet;
+};
+
+/// An invertible layer f.
+template <class T>
+class Bijector : public nn::Module<T> {
+ public:
+  /// y = f(x) and log|det ∂f/∂x|.
+  virtual Mapped<T> forward(Var<T> x) = 0;
+  /// x = f⁻¹(y) and log|det ∂f⁻¹/∂y| (= −log|det ∂f/∂x| at x = f⁻¹(y)).
+  virtual Mapped<T> inverse(Var<T> y) = 0;
+  /// Everything but the parameters needed to rebuild the layer ("type" names it).
+  virtual nlohmann::json config() const = 0;
+  /// Data-dependent initialization from a batch at the layer's data-side (output)
+  /// end; returns the batch pulled back through the layer. Layers without one pass through.
+  virtual Array<T> initialize_from_data(const Array<T>& y);
+  std::size_t dim() const { return dim_; }
+
+ protected:
+  explicit Bijector(std::size_t dim) : dim_(dim) {}
+  std::size_t dim_;
+};
+
+/// How Π chooses the updated coordinates A of each coupling.
+enum class Permutation { random, alternate };
+Permutation permutation_from_name(const std::string& name);
+const char* permutation_name(Permutation p);
+
+/// Splits {0, …, d−1} for coupling layer `index`: A = the first ⌊d/2⌋ entries of
+/// Π's order (Π seeded random, or alternating halves), B = the rest. For d = 1,
+/// A = {0} and B = {}: the conditioner then sees a constant input.
+void coupling_split(std::size_t d, std::size_t index, Permutation kind, ad::Rng& rng, std::vector<int>& a,
+                    std::vector<int>& b);
+
+struct CouplingConfig {
+  std::size_t hidden = 64;       ///< width of the conditioner's hidden layers
+  std::size_t depth = 2;         ///< number of hidden layers
+  Activation activation = Activation::tanh;
+  double scale_clamp = 0.0;      ///< c > 0: w = c·tanh(w_raw / c); 0: w = w_raw (the specification)
+  bool additive = false;         ///< w ≡ 0
+};
+
+/// Affine coupling: (w, b) = h(x_B), y_A = x_A ⊙ exp(w) + b, y_B = x_B,
+/// log|det| = Σ_i w_i; inverse x_A = (y_A − b) ⊙ exp(−w). h is an MLP whose last
+/// layer starts at zero, so the layer starts as the identity.
+template <class T>
+class AffineCoupling : public Bijector<T> {
+ public:
+  AffineCoupling(std::size_t dim, std::vector<int> a, std::vector<int> b, const CouplingConfig& cfg, ad::Rng& rng);
+  Mapped<T> forward(Var<T> x) override;
+  Mapped<T> inverse(Var<T> y) override;
+  nlohmann::json config() const override;
+  const std::vector<int>& updated() const { return a_; }
+  const std::vector<int>& conditioning() const { return b_; }
+  nn::MLP<T>& net() { return *net_; }
+
+ private:
+  /// (w, b) from the conditioning columns of z (which equal x_B = y_B).
+  std::pair<Var<T>, Var<T>> scale_shift(Var<T> z);
+
+  std::vector<int> a_, b_;
+  CouplingConfig cfg_;
+  std::unique_ptr<nn::MLP<T>> net_;
+};
+
+/// ActNorm: y = x ⊙ exp(s) + t per feature, log|det| = Σ_j s_j. The first data
+/// batch initializes it so that f⁻¹(batch) has zero mean and unit variance; the
+/// initialized state is saved with the model, so a loaded model is never re-initialized.
+template <class T>
+class ActNorm : public Bijector<T> {
+ public:
+  explicit ActNorm(std::size_t dim);
+  Mapped<T> forward(Var<T> x) override;
+  Mapped<T> inverse(Var<T> y) override;
+  nlohmann::json config() const override;
+  Array<T> initialize_from_data(const Array<T>& y) override;
+  bool initialized() const { return initialized_; }
+  void set_initialized(bool v) { initialized_ = v; }
+
+  Parameter<T> log_scale, shift;
+
+ private:
+  Var<T> logdet_rows(Var<T> like, T sign);
+  bool initialized_ = false;
+};
+
+/// Invertible linear map y = x Wᵀ with W = P·L·(U + diag(exp(s))): P a fixed
+/// permutation, L unit lower triangular, U strictly upper triangular.
+/// log|det W| = Σ s. Starts at the identity (P = I, L = I, U = 0, s = 0).
+template <class T>
+class LULinear : public Bijector<T> {
+ public:
+  explicit LULinear(std::size_t dim);
+  Mapped<T> forward(Var<T> x) override;
+  Mapped<T> inverse(Var<T> y) override;
+  nlohmann::json config() const override;
+
+  Parameter<T> lower, upper, log_diag;
+
+ private:
+  Var<T> lower_factor(Tape<T>& t);   // L = I + strict_lower(lower)
+  Var<T> upper_factor(Tape<T>& t);   // U' = strict_upper(upper) + diag(exp(s))
+  Var<T> logdet_rows(Var<T> like, T sign);
+  Array<T> identity_, lower_mask_, upper_mask_;
+  std::vector<int> perm_, perm_inverse_;  // P as an index list: (P v)_i = v_{perm[i]}
+};
+
+/// Rebuilds a layer from its config() (parameters are loaded separately).
+template <class T>
+std::unique_ptr<Bijector<T>> make_layer(const nlohmann::json& config, ad::Rng& rng);
+
+}  // namespace flows

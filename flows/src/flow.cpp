@@ -1,0 +1,251 @@
+#include "flows/flow.hpp"
+
+#include <cmath>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+namespace flows {
+
+namespace {
+constexpr double kLog2Pi = 1.8378770664093454835606594728112;
+
+/// Adds two per-row log-determinants, where an empty Var means 0.
+template <class T>
+Var<T> add_logdet(Var<T> a, Var<T> b) {
+  if (!a.tape) return b;
+  if (!b.tape) return a;
+  return a + b;
+}
+}  // namespace
+
+// ---------------------------------------------------------------- base densities
+template <class T>
+Var<T> StandardNormal<T>::log_prob(Var<T> z) {
+  return ad::row_sums(ad::square(z)) * T(-0.5) - T(0.5 * kLog2Pi * double(this->dim_));
+}
+
+template <class T>
+void StandardNormal<T>::sample(std::size_t n, ad::Rng& rng, Array<T>& out) const {
+  if (out.shape()[0] != n || out.shape()[1] != this->dim_) out.resize({n, this->dim_});
+  rng.fill_normal(out.data(), out.size());
+}
+
+template <class T>
+DiagonalGaussian<T>::DiagonalGaussian(std::size_t dim, bool learned, std::vector<double> m, std::vector<double> ls)
+    : BaseDensity<T>(dim), mean("mean", 1, dim), log_std("log_std", 1, dim), learned_(learned) {
+  if ((!m.empty() && m.size() != dim) || (!ls.empty() && ls.size() != dim))
+    throw std::invalid_argument(fmt::format("DiagonalGaussian: mean and log_std must have {} entries", dim));
+  for (std::size_t j = 0; j < m.size(); ++j) mean.value(0, j) = T(m[j]);
+  for (std::size_t j = 0; j < ls.size(); ++j) log_std.value(0, j) = T(ls[j]);
+  if (learned_) {
+    this->register_parameter("mean", mean);
+    this->register_parameter("log_std", log_std);
+  }
+}
+
+template <class T>
+Var<T> DiagonalGaussian<T>::log_prob(Var<T> z) {
+  Tape<T>& t = *z.tape;
+  const Var<T> m = learned_ ? t.param(mean) : t.constant(mean.value);
+  const Var<T> ls = learned_ ? t.param(log_std) : t.constant(log_std.value);
+  const Var<T> u = ad::mul_row(ad::add_row(z, -m), ad::exp(-ls));  // (z − m) / σ
+  // Σ_j log σ_j for every row: ones(m×d) · (log σ)ᵀ
+  const Var<T> log_norm = ad::matmul(t.constant(z.rows(), this->dim_, T(1)), ls, false, true);
+  return ad::row_sums(ad::square(u)) * T(-0.5) - log_norm - T(0.5 * kLog2Pi * double(this->dim_));
+}
+
+template <class T>
+void DiagonalGaussian<T>::sample(std::size_t n, ad::Rng& rng, Array<T>& out) const {
+  const std::size_t d = this->dim_;
+  if (out.shape()[0] != n || out.shape()[1] != d) out.resize({n, d});
+  rng.fill_normal(out.data(), out.size());
+  for (std::size_t i = 0; i < n; ++i)
+    for (std::size_t j = 0; j < d; ++j) out(i, j) = mean.value(0, j) + std::exp(log_std.value(0, j)) * out(i, j);
+}
+
+template <class T>
+nlohmann::json DiagonalGaussian<T>::config() const {
+  std::vector<double> m(this->dim_), ls(this->dim_);
+  for (std::size_t j = 0; j < this->dim_; ++j) m[j] = mean.value(0, j), ls[j] = log_std.value(0, j);
+  return {{"type", "diagonal_gaussian"}, {"dim", this->dim_}, {"learned", learned_}, {"mean", m}, {"log_std", ls}};
+}
+
+// ---------------------------------------------------------------- flow
+template <class T>
+Flow<T>::Flow(std::size_t dim, std::unique_ptr<BaseDensity<T>> base) : dim_(dim), base_(std::move(base)) {
+  if (dim == 0) throw std::invalid_argument("Flow: dimension must be positive");
+  if (base_->dim() != dim)
+    throw std::invalid_argument(fmt::format("Flow: base density has dimension {}, flow {}", base_->dim(), dim));
+  this->register_module("base", *base_);
+}
+
+template <class T>
+void Flow<T>::add_layer(std::unique_ptr<Bijector<T>> layer) {
+  if (layer->dim() != dim_)
+    throw std::invalid_argument(fmt::format("Flow: layer has dimension {}, flow {}", layer->dim(), dim_));
+  this->register_module("layers." + std::to_string(layers_.size()), *layer);
+  layers_.push_back(std::move(layer));
+}
+
+template <class T>
+Mapped<T> Flow<T>::forward(Var<T> x, std::vector<Var<T>>* traj) {
+  if (x.cols() != dim_)
+    throw ad::ShapeError(fmt::format("Flow::forward: input has {} columns, the flow has dimension {}", x.cols(), dim_));
+  if (traj) traj->assign(1, x);
+  Var<T> logdet;
+  for (auto& layer : layers_) {
+    const Mapped<T> m = layer->forward(x);
+    x = m.out;
+    logdet = add_logdet(logdet, m.logdet);
+    if (traj) traj->push_back(x);
+  }
+  return {x, logdet};
+}
+
+template <class T>
+Mapped<T> Flow<T>::inverse(Var<T> y, std::vector<Var<T>>* traj) {
+  if (y.cols() != dim_)
+    throw ad::ShapeError(fmt::format("Flow::inverse: input has {} columns, the flow has dimension {}", y.cols(), dim_));
+  if (traj) traj->assign(1, y);
+  Var<T> logdet;
+  for (std::size_t l = layers_.size(); l-- > 0;) {
+    const Mapped<T> m = layers_[l]->inverse(y);
+    y = m.out;
+    logdet = add_logdet(logdet, m.logdet);
+    if (traj) traj->push_back(y);
+  }
+  return {y, logdet};
+}
+
+// log p(y) = log α0(G(y)) + log|det ∇G(y)|
+template <class T>
+Var<T> Flow<T>::log_prob(Var<T> y) {
+  const Mapped<T> g = inverse(y);
+  const Var<T> lp = base_->log_prob(g.out);
+  return g.logdet.tape ? lp + g.logdet : lp;
+}
+
+template <class T>
+void Flow<T>::initialize_from_data(const Array<T>& y) {
+  Array<T> state = y;
+  for (std::size_t l = layers_.size(); l-- > 0;) state = layers_[l]->initialize_from_data(state);
+}
+
+template <class T>
+nlohmann::json Flow<T>::config() const {
+  nlohmann::json layers = nlohmann::json::array();
+  for (const auto& l : layers_) layers.push_back(l->config());
+  return {{"dim", dim_}, {"base", base_->config()}, {"layers", layers}};
+}
+
+template <class T>
+std::unique_ptr<Flow<T>> Flow<T>::from_config(const nlohmann::json& c) {
+  const std::size_t dim = c.at("dim").get<std::size_t>();
+  const nlohmann::json& b = c.at("base");
+  const std::string base_type = b.at("type").get<std::string>();
+  std::unique_ptr<BaseDensity<T>> base;
+  if (base_type == "standard_normal") base = std::make_unique<StandardNormal<T>>(dim);
+  else if (base_type == "diagonal_gaussian")
+    base = std::make_unique<DiagonalGaussian<T>>(dim, b.at("learned").get<bool>(), b.at("mean").get<std::vector<double>>(),
+                                                 b.at("log_std").get<std::vector<double>>());
+  else
+    throw std::invalid_argument(
+        fmt::format("unknown base density '{}' (expected standard_normal or diagonal_gaussian)", base_type));
+  auto flow = std::make_unique<Flow<T>>(dim, std::move(base));
+  ad::Rng rng(0);  // weights are overwritten by the saved parameters
+  for (const auto& l : c.at("layers")) flow->add_layer(make_layer<T>(l, rng));
+  return flow;
+}
+
+template <class T>
+std::unique_ptr<Flow<T>> make_flow(std::size_t dim, const FlowSpec& spec) {
+  if (spec.layers == 0) throw std::invalid_argument("make_flow: the number of layers must be positive");
+  std::unique_ptr<BaseDensity<T>> base;
+  if (spec.base == "standard_normal") base = std::make_unique<StandardNormal<T>>(dim);
+  else if (spec.base == "diagonal_gaussian") base = std::make_unique<DiagonalGaussian<T>>(dim, true);
+  else
+    throw std::invalid_argument(
+        fmt::format("unknown base density '{}' (expected standard_normal or diagonal_gaussian)", spec.base));
+  auto flow = std::make_unique<Flow<T>>(dim, std::move(base));
+  ad::Rng rng(spec.seed);
+  std::vector<int> a, b;
+  for (std::size_t l = 0; l < spec.layers; ++l) {
+    if (spec.actnorm) flow->add_layer(std::make_unique<ActNorm<T>>(dim));
+    if (spec.lu) flow->add_layer(std::make_unique<LULinear<T>>(dim));
+    coupling_split(dim, l, spec.permutation, rng, a, b);
+    flow->add_layer(std::make_unique<AffineCoupling<T>>(dim, a, b, spec.coupling, rng));
+  }
+  return flow;
+}
+
+// ---------------------------------------------------------------- costs
+// T = L · (1/m) Σ_i Σ_l ‖s_{l+1,i} − s_{l,i}‖²
+template <class T>
+Var<T> path_energy(const std::vector<Var<T>>& traj) {
+  if (traj.size() < 2) throw std::invalid_argument("path_energy: a trajectory needs at least two states");
+  const std::size_t steps = traj.size() - 1;
+  Var<T> total;
+  for (std::size_t l = 0; l < steps; ++l) {
+    const Var<T> step = ad::sum(ad::square(traj[l + 1] - traj[l]));
+    total = total.tape ? total + step : step;
+  }
+  return total * T(double(steps) / double(traj[0].rows()));
+}
+
+template <class T>
+Var<T> mean_squared_distance(Var<T> a, Var<T> b) {
+  return ad::sum(ad::square(b - a)) * T(1.0 / double(a.rows()));
+}
+
+const char* direction_name(Direction d) { return d == Direction::gen ? "gen" : "norm"; }
+
+Direction direction_from_name(const std::string& name) {
+  if (name == "gen") return Direction::gen;
+  if (name == "norm") return Direction::norm;
+  throw std::invalid_argument(fmt::format("unknown transport direction '{}' (expected gen or norm)", name));
+}
+
+template <class T>
+ObjectiveTerms<T> objective(Flow<T>& flow, Var<T> data, Var<T> base_samples, const ObjectiveWeights& w) {
+  ObjectiveTerms<T> out;
+  const bool transport = w.transport != 0.0 || w.measure_transport;
+  static thread_local std::vector<Var<T>> traj;  // keeps its capacity: no allocation per step
+  traj.clear();
+  const bool norm = w.direction == Direction::norm;
+
+  // NLL(y) = −log α0(G(y)) − log|det ∇G(y)|, averaged over the batch.
+  const Mapped<T> g = flow.inverse(data, transport && norm ? &traj : nullptr);
+  Var<T> log_p = flow.base().log_prob(g.out);
+  if (g.logdet.tape) log_p = log_p + g.logdet;
+  out.nll = -ad::mean(log_p);
+  out.loss = w.kl == 1.0 ? out.nll : out.nll * T(w.kl);
+
+  if (transport) {
+    if (!norm) {
+      if (!base_samples.tape) throw std::invalid_argument("objective: direction gen needs base samples");
+      flow.forward(base_samples, &traj);
+    }
+    out.transport = path_energy(traj);
+    out.map_cost = mean_squared_distance(traj.front(), traj.back());
+    if (w.transport != 0.0) out.loss = out.loss + out.transport * T(w.transport);
+  }
+  return out;
+}
+
+template class StandardNormal<float>;
+template class StandardNormal<double>;
+template class DiagonalGaussian<float>;
+template class DiagonalGaussian<double>;
+template class Flow<float>;
+template class Flow<double>;
+template std::unique_ptr<Flow<float>> make_flow<float>(std::size_t, const FlowSpec&);
+template std::unique_ptr<Flow<double>> make_flow<double>(std::size_t, const FlowSpec&);
+template Var<float> path_energy<float>(const std::vector<Var<float>>&);
+template Var<double> path_energy<double>(const std::vector<Var<double>>&);
+template Var<float> mean_squared_distance<float>(Var<float>, Var<float>);
+template Var<double> mean_squared_distance<double>(Var<double>, Var<double>);
+template ObjectiveTerms<float> objective<float>(Flow<float>&, Var<float>, Var<float>, const ObjectiveWeights&);
+template ObjectiveTerms<double> objective<double>(Flow<double>&, Var<double>, Var<double>, const ObjectiveWeights&);
+
+}  // namespace flows

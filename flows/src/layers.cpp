@@ -1,0 +1,321 @@
+#include "flows/layers.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <stdexcept>
+
+#include <cblas.h>
+#include <fmt/format.h>
+
+namespace flows {
+
+template <class T>
+Array<T> Bijector<T>::initialize_from_data(const Array<T>& y) {
+  Tape<T> tape;
+  return Array<T>(inverse(tape.constant(y)).out.value());
+}
+
+// ---------------------------------------------------------------- permutations
+const char* permutation_name(Permutation p) { return p == Permutation::random ? "random" : "alternate"; }
+
+Permutation permutation_from_name(const std::string& name) {
+  if (name == "random") return Permutation::random;
+  if (name == "alternate") return Permutation::alternate;
+  throw std::invalid_argument(fmt::format("unknown permutation '{}' (expected random or alternate)", name));
+}
+
+void coupling_split(std::size_t d, std::size_t index, Permutation kind, ad::Rng& rng, std::vector<int>& a,
+                    std::vector<int>& b) {
+  if (d == 0) throw std::invalid_argument("coupling_split: dimension must be positive");
+  std::vector<int> order(d);
+  std::iota(order.begin(), order.end(), 0);
+  if (kind == Permutation::random) {  // Fisher–Yates with the project's own generator
+    for (std::size_t i = d; i-- > 1;) std::swap(order[i], order[rng.below(i + 1)]);
+  } else if (index % 2 == 1) {
+    std::reverse(order.begin(), order.end());
+  }
+  const std::size_t k = d == 1 ? 1 : d / 2;
+  a.assign(order.begin(), order.begin() + k);
+  b.assign(order.begin() + k, order.end());
+  std::sort(a.begin(), a.end());  // Π only selects; the state keeps the data's order
+  std::sort(b.begin(), b.end());
+}
+
+// ---------------------------------------------------------------- affine coupling
+template <class T>
+AffineCoupling<T>::AffineCoupling(std::size_t dim, std::vector<int> a, std::vector<int> b, const CouplingConfig& cfg,
+                                  ad::Rng& rng)
+    : Bijector<T>(dim), a_(std::move(a)), b_(std::move(b)), cfg_(cfg) {
+  std::vector<bool> seen(dim, false);
+  for (int i : a_) {
+    if (i < 0 || std::size_t(i) >= dim || seen[i]) throw std::invalid_argument("AffineCoupling: A is not a set of coordinates");
+    seen[i] = true;
+  }
+  for (int i : b_) {
+    if (i < 0 || std::size_t(i) >= dim || seen[i]) throw std::invalid_argument("AffineCoupling: A and B must partition the coordinates");
+    seen[i] = true;
+  }
+  if (a_.empty() || a_.size() + b_.size() != dim)
+    throw std::invalid_argument("AffineCoupling: A and B must partition the coordinates, A non-empty");
+  const std::size_t in = std::max<std::size_t>(1, b_.size());  // d = 1: a constant input
+  const std::size_t out = (cfg_.additive ? 1 : 2) * a_.size();
+  net_ = std::make_unique<nn::MLP<T>>(in, std::vector<std::size_t>(cfg_.depth, cfg_.hidden), out, cfg_.activation, rng,
+                                      /*zero_last=*/true);
+  this->register_module("net", *net_);
+}
+
+template <class T>
+std::pair<Var<T>, Var<T>> AffineCoupling<T>::scale_shift(Var<T> z) {
+  const Var<T> cond = b_.empty() ? z.tape->constant(z.rows(), 1, T(1)) : ad::take_cols(z, b_);
+  const Var<T> h = net_->forward(cond);
+  const std::size_t k = a_.size();
+  if (cfg_.additive) return {Var<T>{}, h};
+  Var<T> w = ad::slice_cols(h, 0, k);
+  if (cfg_.scale_clamp > 0) w = ad::soft_clamp(w, T(cfg_.scale_clamp));
+  return {w, ad::slice_cols(h, k, k)};
+}
+
+// y_A = x_A ⊙ exp(w) + b,   log|det| = Σ_i w_i
+template <class T>
+Mapped<T> AffineCoupling<T>::forward(Var<T> x) {
+  const auto [w, b] = scale_shift(x);
+  const Var<T> xa = ad::take_cols(x, a_);
+  const Var<T> ya = w.tape ? xa * ad::exp(w) + b : xa + b;
+  return {ad::scatter_cols(x, ya, a_), w.tape ? ad::row_sums(w) : Var<T>{}};
+}
+
+// x_A = (y_A − b) ⊙ exp(−w),   log|det| = −Σ_i w_i
+template <class T>
+Mapped<T> AffineCoupling<T>::inverse(Var<T> y) {
+  const auto [w, b] = scale_shift(y);
+  const Var<T> ya = ad::take_cols(y, a_);
+  const Var<T> xa = w.tape ? (ya - b) * ad::exp(-w) : ya - b;
+  return {ad::scatter_cols(y, xa, a_), w.tape ? -ad::row_sums(w) : Var<T>{}};
+}
+
+template <class T>
+nlohmann::json AffineCoupling<T>::config() const {
+  return {{"type", cfg_.additive ? "additive_coupling" : "affine_coupling"},
+          {"dim", this->dim_},
+          {"updated", a_},
+          {"conditioning", b_},
+          {"hidden", cfg_.hidden},
+          {"depth", cfg_.depth},
+          {"activation", ad::activation_name(cfg_.activation)},
+          {"scale_clamp", cfg_.scale_clamp}};
+}
+
+// ---------------------------------------------------------------- ActNorm
+template <class T>
+ActNorm<T>::ActNorm(std::size_t dim) : Bijector<T>(dim), log_scale("log_scale", 1, dim), shift("shift", 1, dim) {
+  this->register_parameter("log_scale", log_scale);
+  this->register_parameter("shift", shift);
+}
+
+// Σ_j s_j for every row, as an m×1 column: ones(m×d) · sᵀ.
+template <class T>
+Var<T> ActNorm<T>::logdet_rows(Var<T> like, T sign) {
+  Tape<T>& t = *like.tape;
+  const Var<T> ld = ad::matmul(t.constant(like.rows(), this->dim_, T(1)), t.param(log_scale), false, true);
+  return sign < 0 ? -ld : ld;
+}
+
+template <class T>
+Mapped<T> ActNorm<T>::forward(Var<T> x) {
+  Tape<T>& t = *x.tape;
+  const Var<T> y = ad::add_row(ad::mul_row(x, ad::exp(t.param(log_scale))), t.param(shift));
+  return {y, logdet_rows(x, T(1))};
+}
+
+template <class T>
+Mapped<T> ActNorm<T>::inverse(Var<T> y) {
+  Tape<T>& t = *y.tape;
+  const Var<T> x = ad::mul_row(ad::add_row(y, -t.param(shift)), ad::exp(-t.param(log_scale)));
+  return {x, logdet_rows(y, T(-1))};
+}
+
+template <class T>
+Array<T> ActNorm<T>::initialize_from_data(const Array<T>& y) {
+  if (!initialized_) {
+    // t = mean(y), s = log std(y): then f⁻¹(y) = (y − t) ⊙ exp(−s) is standardized.
+    const std::size_t m = y.shape()[0], d = y.shape()[1];
+    for (std::size_t j = 0; j < d; ++j) {
+      double mean = 0, sq = 0;
+      for (std::size_t i = 0; i < m; ++i) mean += y(i, j);
+      mean /= double(m);
+      for (std::size_t i = 0; i < m; ++i) sq += (y(i, j) - mean) * (y(i, j) - mean);
+      const double sd = m > 1 ? std::sqrt(sq / double(m - 1)) : 1.0;
+      shift.value(0, j) = T(mean);
+      log_scale.value(0, j) = T(std::log(sd > 1e-6 ? sd : 1.0));
+    }
+    initialized_ = true;
+  }
+  return Bijector<T>::initialize_from_data(y);
+}
+
+template <class T>
+nlohmann::json ActNorm<T>::config() const {
+  return {{"type", "actnorm"}, {"dim", this->dim_}, {"initialized", initialized_}};
+}
+
+// ---------------------------------------------------------------- LU linear
+namespace {
+
+inline void trsm(bool lower, int n, const float* a, float* b) {
+  cblas_strsm(CblasRowMajor, CblasLeft, lower ? CblasLower : CblasUpper, CblasNoTrans, CblasNonUnit, n, n, 1.0f, a, n, b, n);
+}
+inline void trsm(bool lower, int n, const double* a, double* b) {
+  cblas_dtrsm(CblasRowMajor, CblasLeft, lower ? CblasLower : CblasUpper, CblasNoTrans, CblasNonUnit, n, n, 1.0, a, n, b, n);
+}
+inline void gemm(bool ta, bool tb, int n, float alpha, const float* a, const float* b, float beta, float* c) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, n, n, n, alpha, a, n, b, n,
+              beta, c, n);
+}
+inline void gemm(bool ta, bool tb, int n, double alpha, const double* a, const double* b, double beta, double* c) {
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, n, n, n, alpha, a, n, b, n,
+              beta, c, n);
+}
+
+/// B = A⁻¹ for a triangular A (by trsm on the identity).
+/// VJP: dB = −B dA B, so Ā += −Bᵀ B̄ Bᵀ, kept on A's triangle (the only entries read).
+template <class T>
+struct TriangularInverse : ad::CustomOp<T> {
+  bool lower;
+  Array<T> tmp, full;
+  explicit TriangularInverse(bool is_lower) : lower(is_lower) {}
+  const char* name() const override { return lower ? "lower_triangular_inverse" : "upper_triangular_inverse"; }
+  std::array<std::size_t, 2> shape(const Array<T>* const* in, int) const override {
+    if (in[0]->shape()[0] != in[0]->shape()[1]) throw ad::ShapeError(fmt::format("{}: the matrix is not square", name()));
+    return {in[0]->shape()[0], in[0]->shape()[1]};
+  }
+  void forward(const Array<T>* const* in, int, Array<T>& out) override {
+    const std::size_t n = out.shape()[0];
+    out.fill(T(0));
+    for (std::size_t i = 0; i < n; ++i) out(i, i) = T(1);
+    trsm(lower, int(n), in[0]->data(), out.data());
+  }
+  void vjp(const Array<T>* const*, int, const Array<T>& b, const Array<T>& gb, Array<T>* const* ga) override {
+    if (!ga[0]) return;
+    const int n = int(b.shape()[0]);
+    if (tmp.shape() != b.shape()) tmp.resize(b.shape());
+    gemm(false, true, n, T(1), gb.data(), b.data(), T(0), tmp.data());  // B̄ Bᵀ
+    if (full.shape() != b.shape()) full.resize(b.shape());
+    gemm(true, false, n, T(-1), b.data(), tmp.data(), T(0), full.data());  // −Bᵀ (B̄ Bᵀ)
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < n; ++j)
+        if (lower ? j <= i : j >= i) (*ga[0])(i, j) += full(i, j);
+  }
+};
+
+template <class T>
+TriangularInverse<T>& lower_inverse_op() {
+  static thread_local TriangularInverse<T> op(true);
+  return op;
+}
+template <class T>
+TriangularInverse<T>& upper_inverse_op() {
+  static thread_local TriangularInverse<T> op(false);
+  return op;
+}
+
+}  // namespace
+
+template <class T>
+LULinear<T>::LULinear(std::size_t dim)
+    : Bijector<T>(dim), lower("lower", dim, dim), upper("upper", dim, dim), log_diag("log_diag", 1, dim),
+      identity_({dim, dim}, T(0)), lower_mask_({dim, dim}, T(0)), upper_mask_({dim, dim}, T(0)), perm_(dim) {
+  for (std::size_t i = 0; i < dim; ++i) {
+    identity_(i, i) = T(1);
+    for (std::size_t j = 0; j < dim; ++j) {
+      if (j < i) lower_mask_(i, j) = T(1);
+      if (j > i) upper_mask_(i, j) = T(1);
+    }
+  }
+  std::iota(perm_.begin(), perm_.end(), 0);
+  perm_inverse_.assign(dim, 0);
+  for (std::size_t i = 0; i < dim; ++i) perm_inverse_[perm_[i]] = int(i);
+  this->register_parameter("lower", lower);
+  this->register_parameter("upper", upper);
+  this->register_parameter("log_diag", log_diag);
+}
+
+template <class T>
+Var<T> LULinear<T>::lower_factor(Tape<T>& t) {
+  return t.constant(identity_) + t.param(lower) * t.constant(lower_mask_);
+}
+
+template <class T>
+Var<T> LULinear<T>::upper_factor(Tape<T>& t) {
+  // diag(exp(s)) = I ⊙ exp(s) broadcast over rows (column j scaled by exp(s_j)).
+  return t.param(upper) * t.constant(upper_mask_) + ad::mul_row(t.constant(identity_), ad::exp(t.param(log_diag)));
+}
+
+template <class T>
+Var<T> LULinear<T>::logdet_rows(Var<T> like, T sign) {
+  Tape<T>& t = *like.tape;
+  const Var<T> ld = ad::matmul(t.constant(like.rows(), this->dim_, T(1)), t.param(log_diag), false, true);
+  return sign < 0 ? -ld : ld;
+}
+
+// y = x Wᵀ = x U'ᵀ Lᵀ Pᵀ;  (z Pᵀ)_i = z_{perm[i]}
+template <class T>
+Mapped<T> LULinear<T>::forward(Var<T> x) {
+  Tape<T>& t = *x.tape;
+  const Var<T> z = ad::matmul(ad::matmul(x, upper_factor(t), false, true), lower_factor(t), false, true);
+  return {ad::take_cols(z, perm_), logdet_rows(x, T(1))};
+}
+
+// x = y W⁻ᵀ = y P L⁻ᵀ U'⁻ᵀ;  (y P)_j = y_{perm⁻¹[j]}
+template <class T>
+Mapped<T> LULinear<T>::inverse(Var<T> y) {
+  Tape<T>& t = *y.tape;
+  const Var<T> yp = ad::take_cols(y, perm_inverse_);
+  const Var<T> l_inv = ad::custom(lower_inverse_op<T>(), lower_factor(t));
+  const Var<T> u_inv = ad::custom(upper_inverse_op<T>(), upper_factor(t));
+  const Var<T> x = ad::matmul(ad::matmul(yp, l_inv, false, true), u_inv, false, true);
+  return {x, logdet_rows(y, T(-1))};
+}
+
+template <class T>
+nlohmann::json LULinear<T>::config() const {
+  return {{"type", "lu_linear"}, {"dim", this->dim_}};
+}
+
+// ---------------------------------------------------------------- factory
+template <class T>
+std::unique_ptr<Bijector<T>> make_layer(const nlohmann::json& c, ad::Rng& rng) {
+  const std::string type = c.at("type").get<std::string>();
+  const std::size_t dim = c.at("dim").get<std::size_t>();
+  if (type == "affine_coupling" || type == "additive_coupling") {
+    CouplingConfig cfg;
+    cfg.hidden = c.at("hidden").get<std::size_t>();
+    cfg.depth = c.at("depth").get<std::size_t>();
+    cfg.activation = ad::activation_from_name(c.at("activation").get<std::string>());
+    cfg.scale_clamp = c.value("scale_clamp", 0.0);
+    cfg.additive = type == "additive_coupling";
+    return std::make_unique<AffineCoupling<T>>(dim, c.at("updated").get<std::vector<int>>(),
+                                               c.at("conditioning").get<std::vector<int>>(), cfg, rng);
+  }
+  if (type == "actnorm") {
+    auto layer = std::make_unique<ActNorm<T>>(dim);
+    layer->set_initialized(c.value("initialized", false));
+    return layer;
+  }
+  if (type == "lu_linear") return std::make_unique<LULinear<T>>(dim);
+  throw std::invalid_argument(fmt::format(
+      "unknown layer type '{}' (expected affine_coupling, additive_coupling, actnorm or lu_linear)", type));
+}
+
+template class Bijector<float>;
+template class Bijector<double>;
+template class AffineCoupling<float>;
+template class AffineCoupling<double>;
+template class ActNorm<float>;
+template class ActNorm<double>;
+template class LULinear<float>;
+template class LULinear<double>;
+template std::unique_ptr<Bijector<float>> make_layer<float>(const nlohmann::json&, ad::Rng&);
+template std::unique_ptr<Bijector<double>> make_layer<double>(const nlohmann::json&, ad::Rng&);
+
+}  // namespace flows

@@ -1,0 +1,107 @@
+#pragma once
+// Optimizers, gradient clipping and learning-rate schedules.
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "autodiff/tape.hpp"
+
+namespace nn {
+
+/// Updates parameters from their gradients. The state (moments, step count)
+/// is exposed as named arrays so it can be saved and restored exactly.
+template <class T>
+class Optimizer {
+ public:
+  explicit Optimizer(std::vector<ad::Parameter<T>*> params) : params_(std::move(params)) {}
+  virtual ~Optimizer() = default;
+
+  /// One update with the current gradients at learning rate lr().
+  virtual void step() = 0;
+  void zero_grad();
+
+  double lr() const { return lr_; }
+  void set_lr(double lr) { lr_ = lr; }
+  std::int64_t steps() const { return steps_; }
+
+  /// The state as (name, array) pairs, e.g. ("adam.m.3", m of parameter 3); the
+  /// arrays are live: loading writes into them. Scalars go through set_steps.
+  virtual std::vector<std::pair<std::string, ad::Array<T>*>> state() = 0;
+  void set_steps(std::int64_t steps) { steps_ = steps; }
+  const std::vector<ad::Parameter<T>*>& params() const { return params_; }
+
+ protected:
+  std::vector<ad::Parameter<T>*> params_;
+  double lr_ = 1e-3;
+  std::int64_t steps_ = 0;
+};
+
+/// SGD with momentum μ and L2 weight decay λ (PyTorch's convention):
+///   g ← ∇ + λ p,   v ← μ v + g,   p ← p − lr · v
+template <class T>
+class SGD : public Optimizer<T> {
+ public:
+  SGD(std::vector<ad::Parameter<T>*> params, double lr, double momentum = 0.0, double weight_decay = 0.0);
+  void step() override;
+  std::vector<std::pair<std::string, ad::Array<T>*>> state() override;
+
+ private:
+  double momentum_, weight_decay_;
+  std::vector<ad::Array<T>> velocity_;
+};
+
+/// Adam (Kingma & Ba) with bias correction; with decoupled = true it is AdamW
+/// (Loshchilov & Hutter). At step t (from 1):
+///   m ← β₁ m + (1 − β₁) g,   v ← β₂ v + (1 − β₂) g²
+///   m̂ = m / (1 − β₁ᵗ),        v̂ = v / (1 − β₂ᵗ)
+///   p ← p − lr · m̂ / (√v̂ + ε)
+/// Weight decay λ: Adam adds λ p to g; AdamW instead first sets p ← p − lr · λ · p.
+template <class T>
+class Adam : public Optimizer<T> {
+ public:
+  Adam(std::vector<ad::Parameter<T>*> params, double lr, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8,
+       double weight_decay = 0.0, bool decoupled = false);
+  void step() override;
+  std::vector<std::pair<std::string, ad::Array<T>*>> state() override;
+
+ private:
+  double beta1_, beta2_, eps_, weight_decay_;
+  bool decoupled_;
+  std::vector<ad::Array<T>> m_, v_;
+};
+
+/// Scales all gradients by min(1, max_norm / ‖g‖), ‖g‖ the global L2 norm over
+/// every parameter, and returns ‖g‖ (before scaling; non-finite if a gradient is).
+template <class T>
+double clip_grad_norm(const std::vector<ad::Parameter<T>*>& params, double max_norm);
+
+/// The global L2 norm of the gradients.
+template <class T>
+double grad_norm(const std::vector<ad::Parameter<T>*>& params);
+
+/// Learning rate as a function of the step t = 0, 1, …: a linear warm-up from
+/// 0 over `warmup` steps, then one of
+///   constant:  lr₀
+///   cosine:    lr_min + (lr₀ − lr_min) · (1 + cos(π · s / S)) / 2,   s = t − warmup, S = total − warmup
+///   step:      lr₀ · γ^⌊s / step_size⌋
+struct LrSchedule {
+  enum class Kind { constant, cosine, step } kind = Kind::constant;
+  double base = 1e-3;
+  std::int64_t warmup = 0;
+  std::int64_t total = 0;       ///< cosine: steps to reach lr_min
+  double lr_min = 0.0;          ///< cosine floor
+  std::int64_t step_size = 1;   ///< step decay period
+  double gamma = 0.1;           ///< step decay factor
+
+  double at(std::int64_t t) const;
+  static Kind kind_from_name(const std::string& name);
+  static const char* kind_name(Kind k);
+};
+
+extern template class SGD<float>;
+extern template class SGD<double>;
+extern template class Adam<float>;
+extern template class Adam<double>;
+
+}  // namespace nn

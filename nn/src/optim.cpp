@@ -1,0 +1,179 @@
+#include "nn/optim.hpp"
+
+#include <cmath>
+#include <stdexcept>
+
+#include <fmt/format.h>
+#include <xsimd/xsimd.hpp>
+
+namespace nn {
+
+namespace {
+template <class T>
+std::vector<ad::Array<T>> zeros_like(const std::vector<ad::Parameter<T>*>& params) {
+  std::vector<ad::Array<T>> out;
+  for (auto* p : params) out.emplace_back(ad::Array<T>(p->value.shape(), T(0)));
+  return out;
+}
+}  // namespace
+
+template <class T>
+void Optimizer<T>::zero_grad() {
+  for (auto* p : params_) p->zero_grad();
+}
+
+// ---------------------------------------------------------------- SGD
+template <class T>
+SGD<T>::SGD(std::vector<ad::Parameter<T>*> params, double lr, double momentum, double weight_decay)
+    : Optimizer<T>(std::move(params)), momentum_(momentum), weight_decay_(weight_decay),
+      velocity_(zeros_like(this->params_)) {
+  this->lr_ = lr;
+}
+
+template <class T>
+void SGD<T>::step() {
+  const T lr = T(this->lr_), mu = T(momentum_), wd = T(weight_decay_);
+  for (std::size_t k = 0; k < this->params_.size(); ++k) {
+    T* p = this->params_[k]->value.data();
+    const T* g = this->params_[k]->grad.data();
+    T* v = velocity_[k].data();
+    const std::size_t n = this->params_[k]->value.size();
+    for (std::size_t i = 0; i < n; ++i) {
+      const T gi = g[i] + wd * p[i];
+      // PyTorch: the first step sets v = g (no damping of the initial velocity).
+      v[i] = this->steps_ == 0 ? gi : mu * v[i] + gi;
+      p[i] -= lr * (mu != T(0) ? v[i] : gi);
+    }
+  }
+  ++this->steps_;
+}
+
+template <class T>
+std::vector<std::pair<std::string, ad::Array<T>*>> SGD<T>::state() {
+  std::vector<std::pair<std::string, ad::Array<T>*>> s;
+  for (std::size_t k = 0; k < velocity_.size(); ++k) s.emplace_back(fmt::format("sgd.velocity.{}", k), &velocity_[k]);
+  return s;
+}
+
+// ---------------------------------------------------------------- Adam / AdamW
+template <class T>
+Adam<T>::Adam(std::vector<ad::Parameter<T>*> params, double lr, double beta1, double beta2, double eps,
+              double weight_decay, bool decoupled)
+    : Optimizer<T>(std::move(params)), beta1_(beta1), beta2_(beta2), eps_(eps), weight_decay_(weight_decay),
+      decoupled_(decoupled), m_(zeros_like(this->params_)), v_(zeros_like(this->params_)) {
+  if (!(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1))
+    throw std::invalid_argument(fmt::format("Adam: betas must lie in [0, 1), got {} and {}", beta1, beta2));
+  this->lr_ = lr;
+}
+
+template <class T>
+void Adam<T>::step() {
+  using B = xsimd::batch<T>;
+  constexpr std::size_t W = B::size;
+  const std::int64_t t = ++this->steps_;
+  // Bias corrections folded into the step size: lr · m̂ / (√v̂ + ε) = a · m / (√v + ε̂)
+  // with a = lr · √(1 − β₂ᵗ) / (1 − β₁ᵗ) and ε̂ = ε · √(1 − β₂ᵗ).
+  const double c1 = 1.0 - std::pow(beta1_, double(t)), c2 = 1.0 - std::pow(beta2_, double(t));
+  const T a = T(this->lr_ * std::sqrt(c2) / c1), eps_hat = T(eps_ * std::sqrt(c2));
+  const T b1 = T(beta1_), b2 = T(beta2_), wd = T(weight_decay_), decay = T(1.0 - this->lr_ * weight_decay_);
+  const bool l2 = weight_decay_ != 0.0 && !decoupled_, decoupled = weight_decay_ != 0.0 && decoupled_;
+  for (std::size_t k = 0; k < this->params_.size(); ++k) {
+    T* p = this->params_[k]->value.data();
+    const T* g = this->params_[k]->grad.data();
+    T* m = m_[k].data();
+    T* v = v_[k].data();
+    const std::size_t n = this->params_[k]->value.size();
+    auto update = [&](auto pi, auto gi, auto mi, auto vi) {
+      using V = decltype(pi);
+      if (l2) gi = gi + V(wd) * pi;
+      if (decoupled) pi = pi * V(decay);
+      mi = V(b1) * mi + V(T(1) - b1) * gi;
+      vi = V(b2) * vi + V(T(1) - b2) * gi * gi;
+      pi = pi - V(a) * mi / (xsimd::sqrt(vi) + V(eps_hat));
+      return std::make_tuple(pi, mi, vi);
+    };
+    std::size_t i = 0;
+    for (; i + W <= n; i += W) {
+      auto [pi, mi, vi] = update(B::load_unaligned(p + i), B::load_unaligned(g + i), B::load_unaligned(m + i),
+                                 B::load_unaligned(v + i));
+      pi.store_unaligned(p + i);
+      mi.store_unaligned(m + i);
+      vi.store_unaligned(v + i);
+    }
+    for (; i < n; ++i) std::tie(p[i], m[i], v[i]) = update(p[i], g[i], m[i], v[i]);
+  }
+}
+
+template <class T>
+std::vector<std::pair<std::string, ad::Array<T>*>> Adam<T>::state() {
+  std::vector<std::pair<std::string, ad::Array<T>*>> s;
+  for (std::size_t k = 0; k < m_.size(); ++k) {
+    s.emplace_back(fmt::format("adam.m.{}", k), &m_[k]);
+    s.emplace_back(fmt::format("adam.v.{}", k), &v_[k]);
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------- clipping
+template <class T>
+double grad_norm(const std::vector<ad::Parameter<T>*>& params) {
+  double s = 0;
+  for (auto* p : params)
+    for (std::size_t i = 0; i < p->grad.size(); ++i) s += double(p->grad.data()[i]) * double(p->grad.data()[i]);
+  return std::sqrt(s);
+}
+
+template <class T>
+double clip_grad_norm(const std::vector<ad::Parameter<T>*>& params, double max_norm) {
+  const double norm = grad_norm(params);
+  if (std::isfinite(norm) && norm > max_norm && norm > 0) {
+    const T scale = T(max_norm / norm);
+    for (auto* p : params)
+      for (std::size_t i = 0; i < p->grad.size(); ++i) p->grad.data()[i] *= scale;
+  }
+  return norm;
+}
+
+// ---------------------------------------------------------------- schedules
+double LrSchedule::at(std::int64_t t) const {
+  if (t < warmup) return base * double(t + 1) / double(warmup);
+  const std::int64_t s = t - warmup;
+  switch (kind) {
+    case Kind::constant: return base;
+    case Kind::cosine: {
+      const std::int64_t span = std::max<std::int64_t>(1, total - warmup);
+      const double frac = std::min(1.0, double(s) / double(span));
+      return lr_min + (base - lr_min) * 0.5 * (1.0 + std::cos(M_PI * frac));
+    }
+    case Kind::step: return base * std::pow(gamma, double(s / std::max<std::int64_t>(1, step_size)));
+  }
+  return base;
+}
+
+const char* LrSchedule::kind_name(Kind k) {
+  switch (k) {
+    case Kind::constant: return "constant";
+    case Kind::cosine: return "cosine";
+    case Kind::step: return "step";
+  }
+  return "?";
+}
+
+LrSchedule::Kind LrSchedule::kind_from_name(const std::string& name) {
+  for (Kind k : {Kind::constant, Kind::cosine, Kind::step})
+    if (name == kind_name(k)) return k;
+  throw std::invalid_argument(fmt::format("unknown learning-rate schedule '{}' (expected constant, cosine or step)", name));
+}
+
+template class Optimizer<float>;
+template class Optimizer<double>;
+template class SGD<float>;
+template class SGD<double>;
+template class Adam<float>;
+template class Adam<double>;
+template double clip_grad_norm<float>(const std::vector<ad::Parameter<float>*>&, double);
+template double clip_grad_norm<double>(const std::vector<ad::Parameter<double>*>&, double);
+template double grad_norm<float>(const std::vector<ad::Parameter<float>*>&);
+template double grad_norm<double>(const std::vector<ad::Parameter<double>*>&);
+
+}  // namespace nn
