@@ -1,0 +1,42 @@
+#pragma once
+// Evaluation of a trained flow: test NLL, transport cost, map cost, and, for
+// targets with a known density, the yardsticks (true NLL, W2², KL divergences).
+#include <cstdint>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
+#include "flows/datasets.hpp"
+#include "flows/flow.hpp"
+
+namespace flows {
+
+struct EvalReport {
+  std::size_t n = 0;
+  double nll = 0;        ///< mean −log p(y) over n fresh data samples, nats (data's own units)
+  double transport = 0;  ///< T = L · E Σ_l ‖F_{l+1}(x) − F_l(x)‖², x ~ α0
+  double map_cost = 0;   ///< E ‖F(x) − x‖²
+  std::optional<double> true_nll;         ///< mean −log p_true(y) on the same samples (≈ entropy)
+  std::optional<double> entropy;          ///< closed form, when known
+  std::optional<double> w2_sq;            ///< W2²(α0, target), closed form (Gaussian targets)
+  std::optional<double> map_ratio;        ///< map_cost / W2²  (≥ 1 up to sampling; 1 for the OT map)
+  std::optional<double> transport_ratio;  ///< T / W2²         (≥ map_ratio; 1 for straight, even steps)
+  std::optional<double> forward_kl;       ///< KL(p ‖ q) = nll − true_nll
+  std::optional<double> reverse_kl;       ///< KL(q ‖ p) = E_{x~α0}[log q(F(x)) − log p(F(x))]
+  std::optional<double> jeffreys;         ///< forward + reverse KL
+
+  nlohmann::json to_json() const;
+};
+
+/// Evaluates on n fresh samples of the data and n base samples, in chunks of
+/// `chunk` rows so memory stays bounded. nll_offset is added to every NLL
+/// (Σ log σ_j when the model was trained on standardized data).
+template <class T>
+EvalReport evaluate(Flow<T>& flow, Dataset& data, std::size_t n, std::uint64_t seed, double nll_offset = 0.0,
+                    std::size_t chunk = 4096);
+
+/// Mean −log p(y) of the rows of y under the flow (chunked).
+template <class T>
+double mean_nll(Flow<T>& flow, const Array<T>& y, std::size_t chunk = 4096);
+
+}  // namespace flows

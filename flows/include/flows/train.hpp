@@ -1,0 +1,97 @@
+#pragma once
+// The training loop: sample a data batch and a base batch, build
+// λ·NLL + β(t)·T on the tape, backward, clip, Adam. One Trainer holds every
+// piece of state a resumed run needs (parameters live in the flow).
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "flows/datasets.hpp"
+#include "flows/flow.hpp"
+#include "nn/optim.hpp"
+
+namespace flows {
+
+/// β as a function of the step t: constant, or decaying from `start` to `floor`
+/// over `steps` steps (linearly, or along a half cosine), then held at the floor.
+struct BetaSchedule {
+  enum class Kind { constant, linear, cosine } kind = Kind::constant;
+  double start = 0.0;
+  double floor = 0.0;
+  std::int64_t steps = 0;
+
+  double at(std::int64_t t) const;
+  static Kind kind_from_name(const std::string& name);
+  static const char* kind_name(Kind k);
+};
+
+struct TrainConfig {
+  std::size_t batch = 512;
+  std::int64_t steps = 4000;
+  double lr = 1e-3;
+  nn::LrSchedule::Kind lr_schedule = nn::LrSchedule::Kind::constant;
+  std::int64_t warmup = 0;
+  double lr_min = 0.0;
+  double weight_decay = 0.0;
+  double kl_weight = 1.0;         ///< λ
+  BetaSchedule beta;              ///< β(t)
+  Direction direction = Direction::gen;
+  double clip_norm = 0.0;         ///< > 0: clip the global gradient norm
+  bool skip_nonfinite = false;    ///< skip a batch whose loss or gradient is not finite, instead of stopping
+  std::uint64_t seed = 0;         ///< for the batches (the flow's weights have their own seed)
+};
+
+/// What one step measured (transport and map_cost are NaN when not measured).
+struct StepReport {
+  std::int64_t step = 0;          ///< 1-based index of the step just taken
+  double loss = 0, nll = 0, transport = 0, map_cost = 0, grad_norm = 0, lr = 0, beta = 0;
+  bool skipped = false;
+};
+
+/// A non-finite loss term or gradient stopped training.
+struct DivergenceError : std::runtime_error {
+  DivergenceError(std::int64_t step, std::string term, const std::string& message)
+      : std::runtime_error(message), step(step), term(std::move(term)) {}
+  std::int64_t step;
+  std::string term;  ///< "NLL", "transport" or "gradient"
+};
+
+template <class T>
+class Trainer {
+ public:
+  /// Initializes data-dependent layers (ActNorm) from a first batch if needed.
+  Trainer(Flow<T>& flow, Dataset& data, const TrainConfig& cfg);
+
+  /// One optimization step. measure_transport: compute T and the map cost even when β = 0.
+  /// Throws DivergenceError on a non-finite term unless cfg.skip_nonfinite.
+  StepReport step(bool measure_transport = true);
+
+  std::int64_t steps_done() const { return optimizer_.steps() + skipped_; }
+  std::int64_t skipped() const { return skipped_; }
+  void set_skipped(std::int64_t n) { skipped_ = n; }
+  nn::Adam<T>& optimizer() { return optimizer_; }
+  ad::Rng& rng() { return rng_; }
+  const TrainConfig& config() const { return cfg_; }
+  double lr_at(std::int64_t t) const { return lr_schedule_.at(t); }
+
+ private:
+  Flow<T>& flow_;
+  Dataset& data_;
+  TrainConfig cfg_;
+  nn::LrSchedule lr_schedule_;
+  nn::Adam<T> optimizer_;
+  ad::Rng rng_;
+  Tape<T> tape_;
+  Array<T> data_batch_, base_batch_;
+  std::vector<double> buffer_;
+  std::int64_t skipped_ = 0;
+};
+
+/// Draws n rows of the dataset as T (into out, reusing its memory).
+template <class T>
+void sample_batch(Dataset& data, std::size_t n, ad::Rng& rng, std::vector<double>& buffer, Array<T>& out);
+
+extern template class Trainer<float>;
+extern template class Trainer<double>;
+
+}  // namespace flows
