@@ -1,0 +1,104 @@
+#pragma once
+// The trflow command-line app: options of each subcommand and the functions
+// that run them. main.cpp only parses the command line.
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace trflow {
+
+/// A bad flag value or a conflict between flags: exit code 2.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+/// Bad data, a bad or missing model file, a dimension mismatch: exit code 1.
+struct DataError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct TrainOptions {
+  std::string data = "8gaussians";
+  std::size_t layers = 8;
+  std::size_t hidden = 64;
+  std::size_t depth = 2;
+  std::string activation = "tanh";
+  std::size_t batch = 512;
+  std::int64_t steps = 6000;
+  double lr = 2e-3;
+  std::string lr_schedule = "cosine";
+  std::int64_t warmup = 100;
+  std::uint64_t seed = 0;
+  double kl_weight = 1.0;
+  double transport_weight = 0.05;
+  std::string transport_dir = "gen";
+  std::string transport_schedule = "constant";
+  double transport_floor = 0.0;
+  std::string permutation = "random";
+  bool actnorm = false;
+  bool lu = false;
+  bool additive = false;
+  double scale_clamp = 0.0;
+  std::string base = "standard_normal";
+  bool standardize = false;
+  bool drop_nonfinite = false;
+  double clip_norm = 0.0;
+  bool skip_nonfinite = false;
+  int threads = 1;
+  std::string out = "runs/default";
+  bool resume = false;
+  std::int64_t log_every = 50;
+  std::int64_t checkpoint_every = 500;
+  std::size_t eval_n = 20000;
+  bool plots = true;
+  bool quiet = false;
+  bool print_result = true;  ///< the final JSON line on stdout (compare turns it off)
+  /// Flags given explicitly (for --resume conflict checks).
+  std::vector<std::string> explicit_flags;
+};
+
+struct EvalOptions {
+  std::string model;
+  std::string data;  ///< empty: the data the model was trained on
+  std::size_t n = 20000;
+  std::uint64_t seed = 12345;
+  int threads = 1;
+};
+
+struct SampleOptions {
+  std::string model;
+  std::size_t n = 1000;
+  std::string out;
+  std::string trajectories;
+  std::uint64_t seed = 7;
+  int threads = 1;
+};
+
+struct PlotOptions {
+  std::string model;
+  std::string out;   ///< default: the model's directory
+  std::string data;  ///< default: the training data
+  std::size_t n = 4000;
+  std::uint64_t seed = 3;
+  int threads = 1;
+};
+
+struct CompareOptions {
+  TrainOptions train;     ///< shared settings; transport weight set per arm
+  double transport_weight = 0.05;
+  std::string out = "runs/compare";
+};
+
+int run_train(const TrainOptions& o);
+int run_eval(const EvalOptions& o);
+int run_sample(const SampleOptions& o);
+int run_plot(const PlotOptions& o);
+int run_compare(const CompareOptions& o);
+
+/// Sets the number of threads (OpenBLAS's and the engine's).
+void set_threads(int n);
+/// "trflow 0.1.0 (xsimd avx512bw: 16 float lanes, …)"
+std::string version_text();
+
+}  // namespace trflow

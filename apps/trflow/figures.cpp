@@ -1,0 +1,184 @@
+// The figures of a trained model, drawn with the plot library.
+#include "figures.hpp"
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include <fmt/format.h>
+
+#include "plot/plot.hpp"
+
+namespace fs = std::filesystem;
+
+namespace trflow {
+namespace {
+
+/// n model samples in data units, first two coordinates (n×2 row-major).
+std::vector<double> model_samples_2d(Model& m, std::size_t n, ad::Rng& rng) {
+  const std::size_t d = m.flow->dim();
+  ad::Array<float> x;
+  m.flow->base().sample(n, rng, x);
+  ad::Tape<float> tape;
+  const ad::Var<float> y = m.flow->forward(tape.constant(x)).out;
+  std::vector<float> v(y.value().data(), y.value().data() + n * d);
+  if (m.standardization.active()) m.standardization.invert(v.data(), n);
+  std::vector<double> xy(2 * n);
+  for (std::size_t i = 0; i < n; ++i) {
+    xy[2 * i] = v[i * d];
+    xy[2 * i + 1] = d > 1 ? v[i * d + 1] : 0.0;
+  }
+  return xy;
+}
+
+std::vector<double> target_samples_2d(flows::Dataset& data, std::size_t n, ad::Rng& rng) {
+  const std::size_t d = data.dim();
+  std::vector<double> buf(n * d), xy(2 * n);
+  data.sample(n, rng, buf.data());
+  for (std::size_t i = 0; i < n; ++i) {
+    xy[2 * i] = buf[i * d];
+    xy[2 * i + 1] = d > 1 ? buf[i * d + 1] : 0.0;
+  }
+  return xy;
+}
+
+/// The model's density on a grid over `lim`: exact log p for d = 2; for d > 2 the
+/// 2-D marginal of the first two coordinates, estimated by a smoothed histogram of samples.
+std::vector<double> density_grid(Model& m, const plot::Limits& lim, std::size_t nx, std::size_t ny, ad::Rng& rng) {
+  std::vector<double> values(nx * ny, 0.0);
+  const std::vector<double> cx = plot::cell_centers(lim.x0, lim.x1, nx), cy = plot::cell_centers(lim.y0, lim.y1, ny);
+  if (m.flow->dim() == 2) {
+    ad::Array<float> grid({nx * ny, 2});
+    for (std::size_t j = 0; j < ny; ++j)
+      for (std::size_t i = 0; i < nx; ++i) {
+        double px = cx[i], py = cy[j];
+        if (m.standardization.active()) {
+          px = (px - m.standardization.mean[0]) / m.standardization.std[0];
+          py = (py - m.standardization.mean[1]) / m.standardization.std[1];
+        }
+        grid(j * nx + i, 0) = float(px);
+        grid(j * nx + i, 1) = float(py);
+      }
+    ad::Tape<float> tape;
+    const ad::Var<float> lp = m.flow->log_prob(tape.constant(grid));
+    const double offset = m.standardization.nll_offset();  // density in data units
+    for (std::size_t k = 0; k < nx * ny; ++k) values[k] = std::exp(double(lp.value().data()[k]) - offset);
+    return values;
+  }
+  const std::size_t n = 200000;
+  const std::vector<double> xy = model_samples_2d(m, n, rng);
+  const double wx = (lim.x1 - lim.x0) / double(nx), wy = (lim.y1 - lim.y0) / double(ny);
+  for (std::size_t k = 0; k < n; ++k) {
+    const double fx = (xy[2 * k] - lim.x0) / wx, fy = (xy[2 * k + 1] - lim.y0) / wy;
+    if (fx < 0 || fy < 0 || fx >= double(nx) || fy >= double(ny)) continue;
+    values[std::size_t(fy) * nx + std::size_t(fx)] += 1.0 / (double(n) * wx * wy);
+  }
+  // One pass of a 3×3 binomial blur: the histogram's noise, not its shape.
+  std::vector<double> smooth(values.size(), 0.0);
+  for (std::size_t j = 0; j < ny; ++j)
+    for (std::size_t i = 0; i < nx; ++i) {
+      double s = 0, w = 0;
+      for (int dj = -1; dj <= 1; ++dj)
+        for (int di = -1; di <= 1; ++di) {
+          const long jj = long(j) + dj, ii = long(i) + di;
+          if (jj < 0 || ii < 0 || jj >= long(ny) || ii >= long(nx)) continue;
+          const double k = (di == 0 ? 2 : 1) * (dj == 0 ? 2 : 1);
+          s += k * values[std::size_t(jj) * nx + std::size_t(ii)];
+          w += k;
+        }
+      smooth[j * nx + i] = s / w;
+    }
+  return smooth;
+}
+
+/// (step, loss, nll, transport) columns of metrics.jsonl; missing values are NaN.
+std::vector<plot::CurvePanel> loss_panels(const fs::path& metrics) {
+  std::ifstream in(metrics);
+  std::vector<double> steps, loss, nll, transport, beta;
+  std::string line;
+  auto num = [](const nlohmann::json& j, const char* key) {
+    return j.contains(key) && j[key].is_number() ? j[key].get<double>() : std::nan("");
+  };
+  while (std::getline(in, line)) {
+    try {
+      const nlohmann::json j = nlohmann::json::parse(line);
+      steps.push_back(num(j, "step"));
+      loss.push_back(num(j, "loss"));
+      nll.push_back(num(j, "nll"));
+      transport.push_back(num(j, "transport"));
+    } catch (const std::exception&) {  // a torn line from an interrupted run
+    }
+  }
+  plot::CurvePanel p1{{{"loss  λ·NLL + β·T", steps, loss}, {"NLL", steps, nll}}, "nats", "training objective", false, {}};
+  plot::CurvePanel p2{{{"transport T", steps, transport}}, "path energy", "", false, {}};
+  return {p1, p2};
+}
+
+}  // namespace
+
+std::vector<double> grid_trajectories(Model& m, std::size_t per_side, std::size_t* states, std::size_t* points) {
+  const std::size_t d = m.flow->dim(), n = per_side * per_side;
+  ad::Array<float> x({n, d}, 0.0f);
+  for (std::size_t a = 0; a < per_side; ++a)
+    for (std::size_t b = 0; b < per_side; ++b) {
+      const double u = -2.0 + 4.0 * double(a) / double(per_side - 1), v = -2.0 + 4.0 * double(b) / double(per_side - 1);
+      x(a * per_side + b, 0) = float(u);
+      if (d > 1) x(a * per_side + b, 1) = float(v);
+    }
+  ad::Tape<float> tape;
+  std::vector<ad::Var<float>> traj;
+  m.flow->forward(tape.constant(x), &traj);
+  *states = traj.size();
+  *points = n;
+  std::vector<double> xy(traj.size() * n * 2);
+  std::vector<float> state(n * d);
+  for (std::size_t s = 0; s < traj.size(); ++s) {
+    std::copy(traj[s].value().data(), traj[s].value().data() + n * d, state.data());
+    if (m.standardization.active()) m.standardization.invert(state.data(), n);
+    for (std::size_t i = 0; i < n; ++i) {
+      xy[(s * n + i) * 2] = state[i * d];
+      xy[(s * n + i) * 2 + 1] = d > 1 ? state[i * d + 1] : 0.0;
+    }
+  }
+  return xy;
+}
+
+std::vector<std::string> write_all_figures(Model& m, flows::Dataset& data, const std::string& dir, std::size_t n,
+                                           std::uint64_t seed) {
+  const fs::path out = dir;
+  fs::create_directories(out);
+  ad::Rng rng(seed);
+  std::vector<std::string> written;
+
+  const std::vector<double> target = target_samples_2d(data, n, rng);
+  const std::vector<double> model = model_samples_2d(m, n, rng);
+  plot::scatter_compare((out / "samples.png").string(), target, model, "target samples", "model samples");
+  written.push_back((out / "samples.png").string());
+
+  plot::Limits lim = plot::robust_limits(target);
+  const std::size_t cells = 160;
+  plot::HeatmapOptions hopt;
+  hopt.colorbar_label = "density";
+  const std::vector<double> dens = density_grid(m, lim, cells, cells, rng);
+  plot::density_heatmap((out / "density.png").string(), dens, cells, cells, lim,
+                        m.flow->dim() == 2 ? "model density" : "model density, marginal of (x1, x2)", hopt);
+  written.push_back((out / "density.png").string());
+
+  std::size_t states = 0, points = 0;
+  const std::vector<double> traj = grid_trajectories(m, 15, &states, &points);
+  plot::TrajectoryOptions topt;
+  const double beta = m.meta.contains("train") ? m.meta["train"].value("transport_weight", 0.0) : 0.0;
+  topt.title = fmt::format("trajectories through {} layers (β = {:g})", states - 1, beta);
+  topt.background = std::vector<double>(target.begin(), target.begin() + std::min<std::size_t>(target.size(), 4000));
+  plot::trajectories((out / "trajectories.png").string(), traj, states, points, topt);
+  written.push_back((out / "trajectories.png").string());
+
+  const fs::path metrics = fs::path(m.dir) / "metrics.jsonl";
+  if (fs::exists(metrics)) {
+    plot::curve_panels((out / "losses.png").string(), loss_panels(metrics), "step", "training curves");
+    written.push_back((out / "losses.png").string());
+  }
+  return written;
+}
+
+}  // namespace trflow

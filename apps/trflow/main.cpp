@@ -1,0 +1,177 @@
+// trflow: train, evaluate, sample and plot transport-regularized normalizing flows.
+// Exit codes: 0 success, 1 data or model error (or divergence), 2 usage error, 130 interrupted.
+#include <cstdio>
+#include <exception>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "app.hpp"
+
+namespace {
+
+const CLI::Validator kPositive = CLI::Validator(
+    [](std::string& s) -> std::string {
+      try {
+        std::size_t used = 0;
+        const double v = std::stod(s, &used);
+        if (used != s.size()) return "expected a number, got '" + s + "'";
+        if (!(v > 0)) return "must be positive, got " + s;
+      } catch (const std::exception&) {
+        return "expected a number, got '" + s + "'";
+      }
+      return {};
+    },
+    "POSITIVE");
+
+const CLI::Validator kNonNegative = CLI::Validator(
+    [](std::string& s) -> std::string {
+      try {
+        std::size_t used = 0;
+        const double v = std::stod(s, &used);
+        if (used != s.size()) return "expected a number, got '" + s + "'";
+        if (!(v >= 0)) return "must be zero or positive, got " + s;
+      } catch (const std::exception&) {
+        return "expected a number, got '" + s + "'";
+      }
+      return {};
+    },
+    "NON-NEGATIVE");
+
+const std::vector<std::string> kActivations = {"tanh", "relu", "leaky_relu", "softplus", "elu", "sigmoid"};
+
+void add_train_options(CLI::App& c, trflow::TrainOptions& o) {
+  c.add_option("--data", o.data, "built-in set (8gaussians, moons, circles, rings, pinwheel, 2spirals, checkerboard, "
+                                 "swissroll), gaussian:D, gmm:D, or a .npy/.csv file")
+      ->capture_default_str();
+  c.add_option("--layers", o.layers, "number of coupling layers")->check(kPositive)->capture_default_str();
+  c.add_option("--hidden", o.hidden, "width of the conditioner MLPs")->check(kPositive)->capture_default_str();
+  c.add_option("--depth", o.depth, "hidden layers per conditioner")->check(kPositive)->capture_default_str();
+  c.add_option("--activation", o.activation, "conditioner activation")
+      ->check(CLI::IsMember(kActivations))
+      ->capture_default_str();
+  c.add_option("--batch", o.batch, "batch size")->check(kPositive)->capture_default_str();
+  c.add_option("--steps", o.steps, "training steps")->check(kPositive)->capture_default_str();
+  c.add_option("--lr", o.lr, "learning rate (Adam)")->check(kPositive)->capture_default_str();
+  c.add_option("--lr-schedule", o.lr_schedule, "learning-rate schedule")
+      ->check(CLI::IsMember({"constant", "cosine", "step"}))
+      ->capture_default_str();
+  c.add_option("--warmup", o.warmup, "linear learning-rate warm-up steps")->check(kNonNegative)->capture_default_str();
+  c.add_option("--seed", o.seed, "random seed (weights, permutations, batches)")->capture_default_str();
+  c.add_option("--kl-weight", o.kl_weight, "λ, the weight of the NLL")->check(kNonNegative)->capture_default_str();
+  c.add_option("--transport-weight", o.transport_weight, "β, the weight of the transport cost T (0: plain maximum likelihood)")
+      ->check(kNonNegative)
+      ->capture_default_str();
+  c.add_option("--transport-dir", o.transport_dir, "gen: base samples pushed through F; norm: data pulled back through G")
+      ->check(CLI::IsMember({"gen", "norm"}))
+      ->capture_default_str();
+  c.add_option("--transport-schedule", o.transport_schedule, "β over the run: constant, or decaying to the floor")
+      ->check(CLI::IsMember({"constant", "linear", "cosine"}))
+      ->capture_default_str();
+  c.add_option("--transport-floor", o.transport_floor, "β at the end of a decaying schedule")
+      ->check(kNonNegative)
+      ->capture_default_str();
+  c.add_option("--permutation", o.permutation, "how each coupling picks its updated coordinates")
+      ->check(CLI::IsMember({"random", "alternate"}))
+      ->capture_default_str();
+  c.add_flag("--actnorm", o.actnorm, "an ActNorm layer before each coupling");
+  c.add_flag("--lu", o.lu, "an invertible LU linear layer before each coupling");
+  c.add_flag("--additive", o.additive, "additive couplings (w = 0)");
+  c.add_option("--scale-clamp", o.scale_clamp, "c > 0: stabilize scales as w = c·tanh(w/c)")
+      ->check(kNonNegative)
+      ->capture_default_str();
+  c.add_option("--base", o.base, "base density")
+      ->check(CLI::IsMember({"standard_normal", "diagonal_gaussian"}))
+      ->capture_default_str();
+  c.add_flag("--standardize", o.standardize, "standardize the data (statistics saved with the model; NLL stays in data units)");
+  c.add_flag("--drop-nonfinite", o.drop_nonfinite, "drop data rows holding NaN or Inf instead of rejecting the file");
+  c.add_option("--clip-norm", o.clip_norm, "clip the global gradient norm (0: off)")->check(kNonNegative)->capture_default_str();
+  c.add_flag("--skip-nonfinite", o.skip_nonfinite, "skip batches with a non-finite loss or gradient (counted) instead of stopping");
+  c.add_option("--threads", o.threads, "threads for BLAS")->check(kPositive)->capture_default_str();
+  c.add_option("--out", o.out, "output directory")->capture_default_str();
+  c.add_flag("--resume", o.resume, "continue from OUT/checkpoint.npz");
+  c.add_option("--log-every", o.log_every, "steps between metrics.jsonl lines")->check(kPositive)->capture_default_str();
+  c.add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints")->check(kPositive)->capture_default_str();
+  c.add_option("--eval-n", o.eval_n, "samples for the final evaluation")->check(kPositive)->capture_default_str();
+  c.add_flag("!--no-plots", o.plots, "skip the PNG figures");
+  c.add_flag("--quiet", o.quiet, "no progress output");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"trflow: transport-regularized normalizing flows"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", trflow::version_text());
+
+  trflow::TrainOptions train;
+  auto* train_cmd = app.add_subcommand("train", "train a flow; writes model.npz, config.json, metrics.jsonl and plots");
+  add_train_options(*train_cmd, train);
+
+  trflow::EvalOptions eval;
+  auto* eval_cmd = app.add_subcommand("eval", "evaluate a model: prints one JSON object");
+  eval_cmd->add_option("--model", eval.model, "model directory (or model.npz)")->required();
+  eval_cmd->add_option("--data", eval.data, "data to evaluate on (default: the training data)");
+  eval_cmd->add_option("--n", eval.n, "number of samples")->check(kPositive)->capture_default_str();
+  eval_cmd->add_option("--seed", eval.seed, "random seed")->capture_default_str();
+  eval_cmd->add_option("--threads", eval.threads, "threads for BLAS")->check(kPositive)->capture_default_str();
+
+  trflow::SampleOptions sample;
+  auto* sample_cmd = app.add_subcommand("sample", "draw samples (and their trajectories) from a model into .npy files");
+  sample_cmd->add_option("--model", sample.model, "model directory (or model.npz)")->required();
+  sample_cmd->add_option("--n", sample.n, "number of samples")->check(kPositive)->capture_default_str();
+  sample_cmd->add_option("--out", sample.out, "samples, an (N, D) .npy file")->required();
+  sample_cmd->add_option("--trajectories", sample.trajectories, "trajectories, an (L+1, N, D) .npy file");
+  sample_cmd->add_option("--seed", sample.seed, "random seed")->capture_default_str();
+  sample_cmd->add_option("--threads", sample.threads, "threads for BLAS")->check(kPositive)->capture_default_str();
+
+  trflow::PlotOptions plot;
+  auto* plot_cmd = app.add_subcommand("plot", "write PNG figures of a model");
+  plot_cmd->add_option("--model", plot.model, "model directory (or model.npz)")->required();
+  plot_cmd->add_option("--out", plot.out, "output directory (default: the model's)");
+  plot_cmd->add_option("--data", plot.data, "target data to show (default: the training data)");
+  plot_cmd->add_option("--n", plot.n, "number of points per scatter")->check(kPositive)->capture_default_str();
+  plot_cmd->add_option("--seed", plot.seed, "random seed")->capture_default_str();
+  plot_cmd->add_option("--threads", plot.threads, "threads for BLAS")->check(kPositive)->capture_default_str();
+
+  trflow::CompareOptions compare;
+  auto* compare_cmd = app.add_subcommand(
+      "compare", "train the same flow with and without transport regularization; plots and metrics side by side");
+  add_train_options(*compare_cmd, compare.train);
+  compare_cmd->get_option("--out")->default_str("runs/compare");
+  compare.train.out = "runs/compare";
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return 2;
+  }
+
+  try {
+    for (auto* opt : train_cmd->get_options())
+      if (opt->count() > 0) train.explicit_flags.push_back(opt->get_name());
+    if (*train_cmd) return trflow::run_train(train);
+    if (*eval_cmd) return trflow::run_eval(eval);
+    if (*sample_cmd) return trflow::run_sample(sample);
+    if (*plot_cmd) return trflow::run_plot(plot);
+    if (*compare_cmd) {
+      compare.out = compare.train.out;
+      compare.transport_weight = compare.train.transport_weight;
+      return trflow::run_compare(compare);
+    }
+  } catch (const trflow::UsageError& e) {
+    fmt::print(stderr, "trflow: {}\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "trflow: error: {}\n", e.what());
+    return 1;
+  }
+  return 2;
+}

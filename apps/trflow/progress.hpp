@@ -1,0 +1,30 @@
+#pragma once
+// Training progress on stderr: a live bar on a terminal, plain periodic lines otherwise.
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace trflow {
+
+class Progress {
+ public:
+  /// total steps of the run; first: the step the run starts from (after a resume).
+  Progress(std::int64_t total, std::int64_t first, bool terminal);
+  /// Shows step `step` with the latest loss terms (NaN transport: not measured).
+  void update(std::int64_t step, double loss, double nll, double transport, bool force = false);
+  /// Ends the bar's line.
+  void finish();
+  double steps_per_second() const;
+
+ private:
+  std::int64_t total_, first_;
+  bool terminal_;
+  std::chrono::steady_clock::time_point start_, last_draw_;
+  std::int64_t last_step_ = 0;
+  bool drawn_ = false;
+};
+
+/// True when stderr is a terminal (and TERM is not "dumb").
+bool stderr_is_terminal();
+
+}  // namespace trflow

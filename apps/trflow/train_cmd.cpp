@@ -1,0 +1,302 @@
+// trflow train: the training loop with logging, checkpoints, resume and Ctrl-C.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "app.hpp"
+#include "figures.hpp"
+#include "flows/checkpoint.hpp"
+#include "flows/metrics.hpp"
+#include "model_dir.hpp"
+#include "nn/io.hpp"
+#include "progress.hpp"
+
+namespace fs = std::filesystem;
+
+namespace trflow {
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_sigint(int) { g_interrupted.store(true); }
+
+bool given(const TrainOptions& o, const std::string& flag) {
+  return std::find(o.explicit_flags.begin(), o.explicit_flags.end(), flag) != o.explicit_flags.end();
+}
+
+void validate(const TrainOptions& o) {
+  if (o.transport_schedule != "constant" && o.transport_weight == 0.0)
+    throw UsageError(fmt::format("--transport-schedule {} decays β from --transport-weight, which is 0", o.transport_schedule));
+  if (o.transport_schedule != "constant" && o.transport_floor > o.transport_weight)
+    throw UsageError(fmt::format("--transport-floor {} exceeds --transport-weight {}: a decaying schedule needs floor ≤ start",
+                                 o.transport_floor, o.transport_weight));
+  if (o.transport_schedule == "constant" && given(o, "--transport-floor"))
+    throw UsageError("--transport-floor needs a decaying --transport-schedule (linear or cosine)");
+  if (o.kl_weight == 0.0 && o.transport_weight == 0.0)
+    throw UsageError("--kl-weight and --transport-weight are both 0: there is nothing to minimize");
+  if (o.warmup >= o.steps) throw UsageError(fmt::format("--warmup {} must be shorter than --steps {}", o.warmup, o.steps));
+  if (o.additive && o.scale_clamp > 0) throw UsageError("--scale-clamp has no effect with --additive couplings (w = 0)");
+}
+
+flows::TrainConfig train_config(const TrainOptions& o) {
+  flows::TrainConfig c;
+  c.batch = o.batch;
+  c.steps = o.steps;
+  c.lr = o.lr;
+  c.lr_schedule = nn::LrSchedule::kind_from_name(o.lr_schedule);
+  c.warmup = o.warmup;
+  c.kl_weight = o.kl_weight;
+  c.beta.kind = flows::BetaSchedule::kind_from_name(o.transport_schedule);
+  c.beta.start = o.transport_weight;
+  c.beta.floor = o.transport_floor;
+  c.beta.steps = o.steps;
+  c.direction = flows::direction_from_name(o.transport_dir);
+  c.clip_norm = o.clip_norm;
+  c.skip_nonfinite = o.skip_nonfinite;
+  c.seed = o.seed;
+  return c;
+}
+
+nlohmann::json options_json(const TrainOptions& o) {
+  return {{"data", o.data},
+          {"layers", o.layers},
+          {"hidden", o.hidden},
+          {"depth", o.depth},
+          {"activation", o.activation},
+          {"batch", o.batch},
+          {"steps", o.steps},
+          {"lr", o.lr},
+          {"lr_schedule", o.lr_schedule},
+          {"warmup", o.warmup},
+          {"seed", o.seed},
+          {"kl_weight", o.kl_weight},
+          {"transport_weight", o.transport_weight},
+          {"transport_dir", o.transport_dir},
+          {"transport_schedule", o.transport_schedule},
+          {"transport_floor", o.transport_floor},
+          {"permutation", o.permutation},
+          {"actnorm", o.actnorm},
+          {"lu", o.lu},
+          {"additive", o.additive},
+          {"scale_clamp", o.scale_clamp},
+          {"base", o.base},
+          {"standardize", o.standardize},
+          {"drop_nonfinite", o.drop_nonfinite},
+          {"clip_norm", o.clip_norm},
+          {"skip_nonfinite", o.skip_nonfinite},
+          {"threads", o.threads},
+          {"log_every", o.log_every},
+          {"checkpoint_every", o.checkpoint_every},
+          {"eval_n", o.eval_n}};
+}
+
+/// The options a resumed run takes from its checkpoint; --steps and the
+/// logging/threads/output flags may change, the rest must match.
+TrainOptions options_from_json(const nlohmann::json& j, const TrainOptions& cli) {
+  TrainOptions o = cli;
+  o.data = j.at("data");
+  o.layers = j.at("layers");
+  o.hidden = j.at("hidden");
+  o.depth = j.at("depth");
+  o.activation = j.at("activation");
+  o.batch = j.at("batch");
+  o.lr = j.at("lr");
+  o.lr_schedule = j.at("lr_schedule");
+  o.warmup = j.at("warmup");
+  o.seed = j.at("seed");
+  o.kl_weight = j.at("kl_weight");
+  o.transport_weight = j.at("transport_weight");
+  o.transport_dir = j.at("transport_dir");
+  o.transport_schedule = j.at("transport_schedule");
+  o.transport_floor = j.at("transport_floor");
+  o.permutation = j.at("permutation");
+  o.actnorm = j.at("actnorm");
+  o.lu = j.at("lu");
+  o.additive = j.at("additive");
+  o.scale_clamp = j.at("scale_clamp");
+  o.base = j.at("base");
+  o.standardize = j.at("standardize");
+  o.drop_nonfinite = j.at("drop_nonfinite");
+  o.clip_norm = j.at("clip_norm");
+  o.skip_nonfinite = j.at("skip_nonfinite");
+  if (!given(cli, "--steps")) o.steps = j.at("steps");
+  // Flags that would change the run must agree with the checkpoint.
+  const nlohmann::json now = options_json(cli);
+  for (const std::string& flag : cli.explicit_flags) {
+    std::string key = flag.substr(2);
+    std::replace(key.begin(), key.end(), '-', '_');
+    static const std::vector<std::string> free_keys = {"steps", "threads", "out", "resume", "log_every",
+                                                       "checkpoint_every", "eval_n", "no_plots", "quiet"};
+    if (std::find(free_keys.begin(), free_keys.end(), key) != free_keys.end() || !j.contains(key)) continue;
+    if (now.at(key) != j.at(key))
+      throw UsageError(fmt::format("--resume: {} {} conflicts with the checkpoint's {}; drop the flag or start a new --out",
+                                   flag, now.at(key).dump(), j.at(key).dump()));
+  }
+  return o;
+}
+
+std::unique_ptr<flows::Flow<float>> build_flow(const TrainOptions& o, std::size_t dim) {
+  flows::FlowSpec spec;
+  spec.layers = o.layers;
+  spec.coupling.hidden = o.hidden;
+  spec.coupling.depth = o.depth;
+  spec.coupling.activation = ad::activation_from_name(o.activation);
+  spec.coupling.scale_clamp = o.scale_clamp;
+  spec.coupling.additive = o.additive;
+  spec.permutation = flows::permutation_from_name(o.permutation);
+  spec.actnorm = o.actnorm;
+  spec.lu = o.lu;
+  spec.base = o.base;
+  spec.seed = o.seed;
+  return flows::make_flow<float>(dim, spec);
+}
+
+/// Keeps the lines of metrics.jsonl up to `step` (a resumed run re-logs the rest).
+void truncate_metrics(const fs::path& path, std::int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    try {
+      if (nlohmann::json::parse(line).at("step").get<std::int64_t>() <= step) kept += line + "\n";
+    } catch (const std::exception&) {  // a torn last line from a killed run
+    }
+  }
+  nn::write_file_atomic(path.string(), kept);
+}
+
+nlohmann::json step_json(const flows::StepReport& r, double elapsed) {
+  nlohmann::json j = {{"step", r.step}, {"loss", r.loss}, {"nll", r.nll}, {"grad_norm", r.grad_norm},
+                      {"lr", r.lr},     {"beta", r.beta}, {"seconds", elapsed}};
+  j["transport"] = std::isfinite(r.transport) ? nlohmann::json(r.transport) : nlohmann::json();
+  j["map_cost"] = std::isfinite(r.map_cost) ? nlohmann::json(r.map_cost) : nlohmann::json();
+  if (r.skipped) j["skipped"] = true;
+  return j;
+}
+
+}  // namespace
+
+int run_train(const TrainOptions& cli) {
+  const fs::path out = cli.out;
+  const fs::path checkpoint = out / "checkpoint.npz";
+  TrainOptions o = cli;
+  if (cli.resume) {
+    if (!fs::exists(checkpoint))
+      throw UsageError(fmt::format("--resume: no checkpoint at {} (train without --resume first)", checkpoint.string()));
+    const nlohmann::json arch = flows::read_architecture(checkpoint.string());
+    o = options_from_json(arch.at("meta").at("train"), cli);
+  }
+  validate(o);
+  set_threads(o.threads);
+  fs::create_directories(out);
+
+  // Data (standardized if asked; the statistics travel with the model).
+  std::unique_ptr<flows::Dataset> raw = open_dataset(o.data, o.drop_nonfinite);
+  Standardization stdz;
+  if (o.standardize) {
+    if (cli.resume) {
+      stdz = Standardization::from_json(flows::read_architecture(checkpoint.string()).at("meta").at("standardization"));
+    } else {
+      const std::size_t n = 20000, d = raw->dim();
+      std::vector<double> buf(n * d);
+      ad::Rng rng(o.seed + 17);
+      raw->sample(n, rng, buf.data());
+      stdz.mean.assign(d, 0.0);
+      stdz.std.assign(d, 0.0);
+      for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t j = 0; j < d; ++j) stdz.mean[j] += buf[i * d + j] / double(n);
+      for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t j = 0; j < d; ++j) stdz.std[j] += std::pow(buf[i * d + j] - stdz.mean[j], 2) / double(n - 1);
+      for (double& s : stdz.std) s = s > 1e-24 ? std::sqrt(s) : 1.0;  // a constant column stays as it is
+    }
+  }
+  std::unique_ptr<flows::Dataset> data =
+      stdz.active() ? std::make_unique<StandardizedDataset>(std::move(raw), stdz) : std::move(raw);
+
+  auto flow = cli.resume ? flows::Flow<float>::from_config(flows::read_architecture(checkpoint.string()).at("flow"))
+                         : build_flow(o, data->dim());
+  flows::Trainer<float> trainer(*flow, *data, train_config(o));
+  if (cli.resume) flows::load_checkpoint(checkpoint.string(), *flow, trainer);
+
+  const nlohmann::json meta = {
+      {"data", o.data}, {"standardization", stdz.to_json()}, {"train", options_json(o)}};
+  nn::write_file_atomic((out / "config.json").string(), options_json(o).dump(2) + "\n");
+  const fs::path metrics_path = out / "metrics.jsonl";
+  if (cli.resume) truncate_metrics(metrics_path, trainer.steps_done());
+  std::ofstream metrics(metrics_path, cli.resume ? std::ios::app : std::ios::trunc);
+  if (!metrics) throw DataError(fmt::format("cannot write {}", metrics_path.string()));
+
+  if (!cli.quiet)
+    fmt::print(stderr, "trflow: training on {} (d = {}), {} layers, {} parameters, {} steps{} → {}\n", o.data, data->dim(),
+               flow->num_layers(), flow->parameter_count(), o.steps,
+               cli.resume ? fmt::format(" (resuming at step {})", trainer.steps_done()) : "", out.string());
+
+  g_interrupted.store(false);
+  auto previous = std::signal(SIGINT, on_sigint);
+  Progress progress(o.steps, trainer.steps_done(), stderr_is_terminal());
+  flows::StepReport last;
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    while (trainer.steps_done() < o.steps) {
+      if (g_interrupted.load()) {
+        progress.finish();
+        flows::save_checkpoint(checkpoint.string(), *flow, trainer, meta);
+        metrics.flush();
+        fmt::print(stderr, "trflow: interrupted at step {}; checkpoint saved to {} (continue with --resume)\n",
+                   trainer.steps_done(), checkpoint.string());
+        std::signal(SIGINT, previous);
+        return 130;
+      }
+      const std::int64_t next = trainer.steps_done() + 1;
+      const bool log_step = next % o.log_every == 0 || next == o.steps || next == 1;
+      last = trainer.step(log_step);
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (log_step) metrics << step_json(last, elapsed).dump() << '\n' << std::flush;
+      if (!cli.quiet) progress.update(last.step, last.loss, last.nll, last.transport, log_step && !stderr_is_terminal());
+      if (last.step % o.checkpoint_every == 0 && last.step != o.steps)
+        flows::save_checkpoint(checkpoint.string(), *flow, trainer, meta);
+    }
+  } catch (const flows::DivergenceError& e) {
+    progress.finish();
+    std::signal(SIGINT, previous);
+    fmt::print(stderr, "trflow: {}\n", e.what());
+    if (fs::exists(checkpoint))
+      fmt::print(stderr, "trflow: the last good checkpoint ({}) is intact\n", checkpoint.string());
+    return 1;
+  }
+  std::signal(SIGINT, previous);
+  progress.finish();
+  const double rate = progress.steps_per_second();
+
+  flows::save_checkpoint(checkpoint.string(), *flow, trainer, meta);
+  flows::save_model((out / "model.npz").string(), *flow, meta);
+
+  // Final evaluation on fresh samples, in the data's own units.
+  flows::EvalReport eval = flows::evaluate(*flow, *data, o.eval_n, o.seed + 1000, stdz.nll_offset());
+  nlohmann::json result = eval.to_json();
+  result.erase("n");
+  result["steps"] = trainer.steps_done();
+  result["skipped_batches"] = trainer.skipped();
+  result["final_loss"] = last.loss;
+  result["steps_per_s"] = rate;
+  result["out"] = out.string();
+  result["parameters"] = flow->parameter_count();
+
+  nn::write_file_atomic((out / "result.json").string(), result.dump(2) + "\n");
+  if (o.plots) {
+    Model m{std::move(flow), meta, stdz, out.string()};
+    auto raw_data = open_dataset(o.data, o.drop_nonfinite);  // figures are in the data's own units
+    write_all_figures(m, *raw_data, out.string(), 4000, o.seed + 2000);
+    if (!cli.quiet) fmt::print(stderr, "trflow: figures written to {}\n", out.string());
+  }
+  if (cli.print_result) std::cout << result.dump() << std::endl;
+  return 0;
+}
+
+}  // namespace trflow

@@ -1,0 +1,157 @@
+#pragma once
+// Target distributions: FFJORD's 2-D toy sets, Gaussian targets with a known
+// density (and, for gaussian:D, known entropy and W2² to N(0, I)), and data
+// files (.npy / .csv). make_dataset turns a spec string into one of them.
+// docs/datasets.md gives every formula and constant.
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <xtensor/xtensor.hpp>
+
+#include "autodiff/random.hpp"
+
+namespace flows {
+
+/// A distribution we can draw rows from: n×dim() row-major doubles.
+class Dataset {
+ public:
+  virtual ~Dataset();
+  virtual std::size_t dim() const = 0;
+  /// The spec that recreates it ("moons", "gaussian:4", "data/x.csv", ...).
+  virtual std::string name() const = 0;
+  /// Writes n fresh samples to out (n × dim(), row-major). Allocates nothing
+  /// once constructed: it is called every training step.
+  virtual void sample(std::size_t n, ad::Rng& rng, double* out) = 0;
+  /// Whether log_prob is known exactly.
+  virtual bool has_log_prob() const { return false; }
+  /// out[i] = log p(x_i) for the n rows of x (n × dim()); std::logic_error when
+  /// has_log_prob() is false.
+  virtual void log_prob(const double* x, std::size_t n, double* out) const;
+  /// W2²(N(0, I), p) in closed form, when known.
+  virtual std::optional<double> w2_sq_to_standard_normal() const { return std::nullopt; }
+  /// The differential entropy −E log p(x) in nats, when known in closed form.
+  virtual std::optional<double> entropy() const { return std::nullopt; }
+};
+
+/// "gaussian:D": a fixed anisotropic Gaussian N(m, Σ), Σ = Q diag(λ) Qᵀ, the
+/// same for every run with the same D. It is built from ad::Rng(1234 + D):
+/// first m_i = N(0, 1)/2 for i < D, then a D×D matrix of N(0, 1) entries
+/// (row-major) whose QR factorization (Gram–Schmidt, R with positive diagonal)
+/// gives Q. The eigenvalues are log-evenly spaced over [1/4, 4]:
+/// λ_i = 4^(2i/(D−1) − 1), i = 0..D−1 (λ = 1 for D = 1).
+class GaussianDataset : public Dataset {
+ public:
+  explicit GaussianDataset(std::size_t d);
+  std::size_t dim() const override { return d_; }
+  std::string name() const override;
+  /// x = m + Q diag(√λ) ε, ε ~ N(0, I).
+  void sample(std::size_t n, ad::Rng& rng, double* out) override;
+  bool has_log_prob() const override { return true; }
+  /// log p(x) = −½ Σ_i z_i²/λ_i − ½ Σ_i log λ_i − (D/2) log 2π, z = Qᵀ(x − m).
+  void log_prob(const double* x, std::size_t n, double* out) const override;
+  /// ‖m‖² + Σ_i (1 + λ_i − 2√λ_i): the Bures–Wasserstein distance to N(0, I).
+  std::optional<double> w2_sq_to_standard_normal() const override;
+  /// ½ log det(2πe Σ) = (D/2) log(2πe) + ½ Σ_i log λ_i.
+  std::optional<double> entropy() const override;
+
+  const std::vector<double>& mean() const { return mean_; }
+  const std::vector<double>& eigenvalues() const { return lambda_; }
+  /// Q: orthogonal, column i is the eigenvector of λ_i.
+  const xt::xtensor<double, 2>& rotation() const { return q_; }
+  /// Σ = Q diag(λ) Qᵀ.
+  xt::xtensor<double, 2> covariance() const;
+
+ private:
+  std::size_t d_;
+  std::vector<double> mean_, lambda_, noise_;
+  xt::xtensor<double, 2> q_;
+  double log_norm_;  // −½ Σ log λ_i − (D/2) log 2π
+};
+
+/// An equally weighted mixture of K isotropic Gaussians N(μ_k, σ² I):
+/// log p(x) = logsumexp_k(−‖x − μ_k‖² / 2σ²) − log K − (D/2) log(2πσ²).
+/// "gmm:D" and "8gaussians" are such mixtures.
+class GaussianMixture : public Dataset {
+ public:
+  /// means: K × D, one component mean per row; sigma > 0.
+  GaussianMixture(std::string name, xt::xtensor<double, 2> means, double sigma);
+  /// "gmm:D" (D ≥ 2): 8 components, covariance 0.3·I, means 4(cos 2πk/8, sin 2πk/8, 0, …, 0).
+  static std::unique_ptr<GaussianMixture> gmm(std::size_t d);
+  std::size_t dim() const override { return means_.shape()[1]; }
+  std::string name() const override { return name_; }
+  /// k uniform in [0, K), then x = μ_k + σ ε.
+  void sample(std::size_t n, ad::Rng& rng, double* out) override;
+  bool has_log_prob() const override { return true; }
+  void log_prob(const double* x, std::size_t n, double* out) const override;
+
+  const xt::xtensor<double, 2>& means() const { return means_; }
+  double sigma() const { return sigma_; }
+
+ private:
+  std::string name_;
+  xt::xtensor<double, 2> means_;
+  double sigma_;
+};
+
+/// The rows of a data matrix, drawn uniformly with replacement.
+class MatrixDataset : public Dataset {
+ public:
+  /// rows: N × D with N, D ≥ 1; dropped_rows: how many non-finite rows the
+  /// loader left out (reported, not used).
+  MatrixDataset(std::string name, xt::xtensor<double, 2> rows, std::size_t dropped_rows = 0);
+  std::size_t dim() const override { return rows_.shape()[1]; }
+  std::string name() const override { return name_; }
+  void sample(std::size_t n, ad::Rng& rng, double* out) override;
+
+  const xt::xtensor<double, 2>& rows() const { return rows_; }
+  std::size_t dropped_rows() const { return dropped_; }
+
+ private:
+  std::string name_;
+  xt::xtensor<double, 2> rows_;
+  std::size_t dropped_;
+};
+
+/// The 2-D toy sets, in FFJORD's order: 8gaussians, moons, circles, rings,
+/// pinwheel, 2spirals, checkerboard, swissroll.
+const std::vector<std::string>& toy_dataset_names();
+
+/// A dataset from its spec: a toy name, "gaussian:D" (1 ≤ D ≤ 4096),
+/// "gmm:D" (2 ≤ D ≤ 4096), or a path ending in .npy or .csv (load_matrix; see
+/// there for drop_nonfinite). An unknown spec raises std::invalid_argument
+/// listing the known names and forms; a malformed file raises nn::FormatError.
+std::unique_ptr<Dataset> make_dataset(const std::string& spec, bool drop_nonfinite = false);
+
+/// An N × D data matrix (N, D ≥ 1) from a file, by extension:
+///  .npy: a 2-D, C-ordered float32 or float64 array;
+///  .csv: comma-separated numbers, an optional first row of column names (no
+///        numbers in it), the same number of columns on every row, blank lines
+///        only at the end.
+/// A NaN or ±Inf value raises nn::FormatError naming its row and column unless
+/// drop_nonfinite, in which case its row is left out and counted in *dropped
+/// (if given). Other malformed content raises nn::FormatError naming the file
+/// and the line/column or byte offset; an unknown extension std::invalid_argument.
+xt::xtensor<double, 2> load_matrix(const std::string& path, bool drop_nonfinite = false,
+                                   std::size_t* dropped = nullptr);
+
+/// Per-column standardization y = (x − mean) / std, with the sample standard
+/// deviation (divisor N − 1; std = 1 for N = 1). A column whose std is at
+/// most 1e-12 · max(1, |mean|) (constant up to rounding) gets std = 1, so it is
+/// only centred and nothing is divided by zero.
+struct Standardizer {
+  std::vector<double> mean, std;
+
+  void fit(const xt::xtensor<double, 2>& x);
+  /// x ← (x − mean) / std for n rows of d = mean.size() columns (std::invalid_argument otherwise).
+  void apply(double* x, std::size_t n, std::size_t d) const;
+  /// x ← x · std + mean.
+  void invert(double* x, std::size_t n, std::size_t d) const;
+  /// log |det ∂y/∂x| of x ↦ (x − mean)/std: −Σ_j log std_j
+  /// (so log p_x(x) = log p_y(y) + log_det()).
+  double log_det() const;
+};
+
+}  // namespace flows

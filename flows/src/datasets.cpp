@@ -1,0 +1,477 @@
+#include "flows/datasets.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+#include "nn/io.hpp"
+
+namespace flows {
+
+namespace {
+
+constexpr double kPi = 3.141592653589793238462643383279502884;
+constexpr double kLog2Pi = 1.837877066409345483560659472811235279;
+constexpr std::size_t kMaxDim = 4096;
+
+// ---------------------------------------------------------------- toys
+
+/// FFJORD's 2-D sets (lib/toy_data.py), one fresh row at a time. Where FFJORD
+/// lays points out evenly on a grid of angles per batch (sklearn's make_moons /
+/// make_circles, and "rings"), we draw the angle uniformly: the same law for
+/// an infinite stream.
+class ToyDataset : public Dataset {
+ public:
+  enum class Kind { moons, circles, rings, pinwheel, spirals, checkerboard, swissroll };
+  ToyDataset(std::string name, Kind kind) : name_(std::move(name)), kind_(kind) {}
+  std::size_t dim() const override { return 2; }
+  std::string name() const override { return name_; }
+  void sample(std::size_t n, ad::Rng& rng, double* out) override {
+    for (std::size_t i = 0; i < n; ++i) row(rng, out + 2 * i);
+  }
+
+ private:
+  void row(ad::Rng& rng, double* p) const {
+    double x = 0, y = 0;
+    switch (kind_) {
+      case Kind::moons: {  // make_moons(noise=0.1) · 2 + (−1, −0.2)
+        const double t = kPi * rng.uniform();
+        if (rng.below(2) == 0) x = std::cos(t), y = std::sin(t);
+        else x = 1 - std::cos(t), y = 0.5 - std::sin(t);
+        x = 2 * (x + 0.1 * rng.normal()) - 1;
+        y = 2 * (y + 0.1 * rng.normal()) - 0.2;
+        break;
+      }
+      case Kind::circles: {  // make_circles(factor=0.5, noise=0.08) · 3
+        const double r = rng.below(2) == 0 ? 1.0 : 0.5, t = 2 * kPi * rng.uniform();
+        x = 3 * (r * std::cos(t) + 0.08 * rng.normal());
+        y = 3 * (r * std::sin(t) + 0.08 * rng.normal());
+        break;
+      }
+      case Kind::rings: {  // radii 3·{1, 0.75, 0.5, 0.25}, then N(0, 0.08²) noise
+        const double r = 3.0 * 0.25 * double(4 - rng.below(4)), t = 2 * kPi * rng.uniform();
+        x = r * std::cos(t) + 0.08 * rng.normal();
+        y = r * std::sin(t) + 0.08 * rng.normal();
+        break;
+      }
+      case Kind::pinwheel: {  // 5 arms; f ~ N((1, 0), diag(0.3², 0.1²)), angle 2πk/5 + 0.25 e^{f₀}
+        const double f0 = 1 + 0.3 * rng.normal(), f1 = 0.1 * rng.normal();
+        const double a = 2 * kPi * double(rng.below(5)) / 5 + 0.25 * std::exp(f0);
+        const double c = std::cos(a), s = std::sin(a);
+        x = 2 * (f0 * c + f1 * s);
+        y = 2 * (-f0 * s + f1 * c);
+        break;
+      }
+      case Kind::spirals: {  // t = √u · 3π; (−t cos t + u/2, t sin t + u/2) · ±1 / 3 + N(0, 0.1²)
+        const double t = std::sqrt(rng.uniform()) * 3 * kPi;
+        const double dx = -std::cos(t) * t + 0.5 * rng.uniform(), dy = std::sin(t) * t + 0.5 * rng.uniform();
+        const double sign = rng.below(2) == 0 ? 1.0 : -1.0;
+        x = sign * dx / 3 + 0.1 * rng.normal();
+        y = sign * dy / 3 + 0.1 * rng.normal();
+        break;
+      }
+      case Kind::checkerboard: {  // x₁ ~ U[−2, 2), x₂ = u − 2b + (⌊x₁⌋ mod 2); · 2
+        const double x1 = 4 * rng.uniform() - 2;
+        const double parity = std::fmod(std::floor(x1), 2.0) != 0 ? 1.0 : 0.0;
+        x = 2 * x1;
+        y = 2 * (rng.uniform() - 2.0 * double(rng.below(2)) + parity);
+        break;
+      }
+      case Kind::swissroll: {  // make_swiss_roll(noise=1.0)[:, [0, 2]] / 5, t = 1.5π(1 + 2u)
+        const double t = 1.5 * kPi * (1 + 2 * rng.uniform());
+        x = (t * std::cos(t) + rng.normal()) / 5;
+        y = (t * std::sin(t) + rng.normal()) / 5;
+        break;
+      }
+    }
+    p[0] = x;
+    p[1] = y;
+  }
+
+  std::string name_;
+  Kind kind_;
+};
+
+/// "8gaussians": centres 4·(cos 2πk/8, sin 2πk/8), σ = 0.5, all divided by 1.414.
+std::unique_ptr<Dataset> eight_gaussians() {
+  xt::xtensor<double, 2> means({8, 2});
+  for (std::size_t k = 0; k < 8; ++k) {
+    means(k, 0) = 4 * std::cos(2 * kPi * double(k) / 8) / 1.414;
+    means(k, 1) = 4 * std::sin(2 * kPi * double(k) / 8) / 1.414;
+  }
+  return std::make_unique<GaussianMixture>("8gaussians", std::move(means), 0.5 / 1.414);
+}
+
+// ---------------------------------------------------------------- files
+
+bool ends_with(const std::string& s, std::string_view suffix) {
+  if (s.size() < suffix.size()) return false;
+  for (std::size_t i = 0; i < suffix.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(s[s.size() - suffix.size() + i])) != suffix[i]) return false;
+  return true;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  return s;
+}
+
+/// A whole field as a number ("1", "-2.5e3", "+4", "nan", "inf"), or nullopt.
+std::optional<double> parse_number(std::string_view field) {
+  if (!field.empty() && field[0] == '+') field.remove_prefix(1);
+  if (field.empty()) return std::nullopt;
+  double v = 0;
+  const auto [end, ec] = std::from_chars(field.data(), field.data() + field.size(), v);
+  if (end != field.data() + field.size()) return std::nullopt;
+  if (ec == std::errc::result_out_of_range) return std::strtod(std::string(field).c_str(), nullptr);  // ±HUGE_VAL or tiny
+  if (ec != std::errc()) return std::nullopt;
+  return v;
+}
+
+std::string nonfinite_hint() { return " (or drop such rows with drop_nonfinite / --drop-nonfinite)"; }
+
+xt::xtensor<double, 2> load_npy_matrix(const std::string& path, bool drop, std::size_t& dropped) {
+  const nn::NpyArray a = nn::read_npy(path);
+  if (a.descr != "<f4" && a.descr != "<f8")
+    throw nn::FormatError(path, "", fmt::format("float32 or float64 data ('<f4' or '<f8'), got '{}'", a.descr));
+  if (a.shape.size() != 2)
+    throw nn::FormatError(path, "",
+                          fmt::format("a 2-D (N, D) array, got {} dimension(s) (reshape a 1-D array with a.reshape(-1, 1))",
+                                      a.shape.size()));
+  const std::size_t n = a.shape[0], d = a.shape[1];
+  if (n == 0 || d == 0)
+    throw nn::FormatError(path, "", fmt::format("at least one row and one column, got shape ({}, {})", n, d));
+  std::vector<std::size_t> keep;
+  keep.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    bool finite = true;
+    for (std::size_t j = 0; j < d && finite; ++j) {
+      const double v = a.data[i * d + j];
+      if (std::isfinite(v)) continue;
+      if (!drop)
+        throw nn::FormatError(path, fmt::format("element [{}, {}]", i, j),
+                              fmt::format("a finite value, got {}{}", v, nonfinite_hint()));
+      finite = false;
+    }
+    if (finite) keep.push_back(i);
+  }
+  dropped = n - keep.size();
+  if (keep.empty()) throw nn::FormatError(path, "", fmt::format("at least one finite row, got none of {}", n));
+  xt::xtensor<double, 2> m({keep.size(), d});
+  for (std::size_t r = 0; r < keep.size(); ++r) std::copy_n(a.data.data() + keep[r] * d, d, m.data() + r * d);
+  return m;
+}
+
+xt::xtensor<double, 2> load_csv_matrix(const std::string& path, bool drop, std::size_t& dropped) {
+  const std::string text = nn::read_file(path);
+  std::string_view rest(text);
+  if (rest.substr(0, 3) == "\xEF\xBB\xBF") rest.remove_prefix(3);  // UTF-8 byte order mark
+
+  std::vector<double> values, row;
+  std::size_t cols = 0, cols_line = 0, rows = 0, line = 0, blank_line = 0;
+  bool header = false;
+  dropped = 0;
+  while (!rest.empty()) {
+    const std::size_t nl = rest.find('\n');
+    const std::string_view raw = rest.substr(0, nl);
+    rest.remove_prefix(nl == std::string_view::npos ? rest.size() : nl + 1);
+    ++line;
+    if (trim(raw).empty()) {
+      if (!blank_line) blank_line = line;
+      continue;
+    }
+    if (blank_line)
+      throw nn::FormatError(path, fmt::format("line {}", blank_line),
+                            "a row of numbers, got a blank line (blank lines are allowed only at the end)");
+
+    // Split and parse; remember the first field that is not a number.
+    row.clear();
+    std::size_t fields = 0, bad_column = 0;
+    std::string_view bad_field;
+    for (std::string_view r = raw;;) {
+      const std::size_t comma = r.find(',');
+      const std::string_view field = trim(r.substr(0, comma));
+      ++fields;
+      if (const std::optional<double> v = parse_number(field)) row.push_back(*v);
+      else if (!bad_column) bad_column = fields, bad_field = field;
+      if (comma == std::string_view::npos) break;
+      r.remove_prefix(comma + 1);
+    }
+    if (line == 1 && row.empty()) {  // a header row of column names
+      header = true;
+      cols = fields, cols_line = line;
+      continue;
+    }
+    if (bad_column)
+      throw nn::FormatError(path, fmt::format("line {}, column {}", line, bad_column),
+                            fmt::format("a number, got '{}'{}", bad_field,
+                                        line == 1 ? " (a header row must hold no numbers)" : ""));
+    if (!cols) cols = fields, cols_line = line;
+    if (fields != cols)
+      throw nn::FormatError(path, fmt::format("line {}", line),
+                            fmt::format("{} comma-separated values (as on line {}), got {}", cols, cols_line, fields));
+    bool finite = true;
+    for (std::size_t j = 0; j < cols; ++j) {
+      if (std::isfinite(row[j])) continue;
+      if (!drop)
+        throw nn::FormatError(path, fmt::format("line {}, column {}", line, j + 1),
+                              fmt::format("a finite number, got {}{}", row[j], nonfinite_hint()));
+      finite = false;
+    }
+    if (!finite) {
+      ++dropped;
+      continue;
+    }
+    values.insert(values.end(), row.begin(), row.end());
+    ++rows;
+  }
+  if (rows + dropped == 0)
+    throw nn::FormatError(path, "",
+                          header ? "at least one row of numbers after the header"
+                                 : "rows of comma-separated numbers, got an empty file");
+  if (rows == 0) throw nn::FormatError(path, "", fmt::format("at least one finite row, got none of {}", dropped));
+  xt::xtensor<double, 2> m({rows, cols});
+  std::copy(values.begin(), values.end(), m.data());
+  return m;
+}
+
+std::size_t parse_dim(const std::string& spec, std::size_t prefix, std::size_t min) {
+  const std::string digits = spec.substr(prefix);
+  std::size_t d = 0;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), d);
+  if (digits.empty() || ec != std::errc() || end != digits.data() + digits.size() || d < min || d > kMaxDim)
+    throw std::invalid_argument(fmt::format("dataset '{}': expected {}D with D an integer in [{}, {}]", spec,
+                                            spec.substr(0, prefix), min, kMaxDim));
+  return d;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- Dataset
+
+Dataset::~Dataset() = default;
+
+void Dataset::log_prob(const double*, std::size_t, double*) const {
+  throw std::logic_error("dataset " + name() + " has no known density (log_prob)");
+}
+
+// ---------------------------------------------------------------- gaussian:D
+
+GaussianDataset::GaussianDataset(std::size_t d) : d_(d), mean_(d), lambda_(d), noise_(d), q_({d, d}) {
+  if (d == 0) throw std::invalid_argument("GaussianDataset: the dimension must be at least 1");
+  ad::Rng rng(1234 + d);
+  for (double& m : mean_) m = rng.normal() / 2;
+  xt::xtensor<double, 2> g({d, d});
+  rng.fill_normal(g.data(), g.size());
+  // Q = the orthonormalized columns of g (modified Gram–Schmidt, each column
+  // orthogonalized twice, so Q is orthogonal to rounding even for large D).
+  for (std::size_t i = 0; i < d; ++i) {
+    for (int pass = 0; pass < 2; ++pass)
+      for (std::size_t k = 0; k < i; ++k) {
+        double dot = 0;
+        for (std::size_t r = 0; r < d; ++r) dot += q_(r, k) * g(r, i);
+        for (std::size_t r = 0; r < d; ++r) g(r, i) -= dot * q_(r, k);
+      }
+    double norm = 0;
+    for (std::size_t r = 0; r < d; ++r) norm += g(r, i) * g(r, i);
+    norm = std::sqrt(norm);
+    if (!(norm > 1e-8)) throw std::logic_error("GaussianDataset: a degenerate random matrix");
+    for (std::size_t r = 0; r < d; ++r) q_(r, i) = g(r, i) / norm;
+  }
+  double sum_log = 0;
+  for (std::size_t i = 0; i < d; ++i) {
+    lambda_[i] = d == 1 ? 1.0 : std::pow(4.0, 2.0 * double(i) / double(d - 1) - 1.0);
+    sum_log += std::log(lambda_[i]);
+  }
+  log_norm_ = -0.5 * sum_log - 0.5 * double(d) * kLog2Pi;
+}
+
+std::string GaussianDataset::name() const { return "gaussian:" + std::to_string(d_); }
+
+void GaussianDataset::sample(std::size_t n, ad::Rng& rng, double* out) {
+  for (std::size_t s = 0; s < n; ++s) {
+    for (std::size_t i = 0; i < d_; ++i) noise_[i] = std::sqrt(lambda_[i]) * rng.normal();
+    double* x = out + s * d_;
+    for (std::size_t j = 0; j < d_; ++j) {
+      double v = mean_[j];
+      for (std::size_t i = 0; i < d_; ++i) v += q_(j, i) * noise_[i];
+      x[j] = v;
+    }
+  }
+}
+
+void GaussianDataset::log_prob(const double* x, std::size_t n, double* out) const {
+  for (std::size_t s = 0; s < n; ++s) {
+    const double* row = x + s * d_;
+    double quad = 0;
+    for (std::size_t i = 0; i < d_; ++i) {
+      double z = 0;
+      for (std::size_t j = 0; j < d_; ++j) z += q_(j, i) * (row[j] - mean_[j]);
+      quad += z * z / lambda_[i];
+    }
+    out[s] = log_norm_ - 0.5 * quad;
+  }
+}
+
+std::optional<double> GaussianDataset::w2_sq_to_standard_normal() const {
+  double w = 0;
+  for (std::size_t i = 0; i < d_; ++i) w += mean_[i] * mean_[i] + 1 + lambda_[i] - 2 * std::sqrt(lambda_[i]);
+  return w;
+}
+
+std::optional<double> GaussianDataset::entropy() const { return 0.5 * double(d_) - log_norm_; }
+
+xt::xtensor<double, 2> GaussianDataset::covariance() const {
+  xt::xtensor<double, 2> s({d_, d_});
+  for (std::size_t a = 0; a < d_; ++a)
+    for (std::size_t b = 0; b < d_; ++b) {
+      double v = 0;
+      for (std::size_t i = 0; i < d_; ++i) v += q_(a, i) * lambda_[i] * q_(b, i);
+      s(a, b) = v;
+    }
+  return s;
+}
+
+// ---------------------------------------------------------------- mixtures
+
+GaussianMixture::GaussianMixture(std::string name, xt::xtensor<double, 2> means, double sigma)
+    : name_(std::move(name)), means_(std::move(means)), sigma_(sigma) {
+  if (means_.shape()[0] == 0 || means_.shape()[1] == 0 || !(sigma_ > 0))
+    throw std::invalid_argument("GaussianMixture: need at least one component, one dimension and sigma > 0");
+}
+
+std::unique_ptr<GaussianMixture> GaussianMixture::gmm(std::size_t d) {
+  if (d < 2) throw std::invalid_argument("gmm:D needs D >= 2");
+  xt::xtensor<double, 2> means = xt::zeros<double>({std::size_t{8}, d});
+  for (std::size_t k = 0; k < 8; ++k) {
+    means(k, 0) = 4 * std::cos(2 * kPi * double(k) / 8);
+    means(k, 1) = 4 * std::sin(2 * kPi * double(k) / 8);
+  }
+  return std::make_unique<GaussianMixture>("gmm:" + std::to_string(d), std::move(means), std::sqrt(0.3));
+}
+
+void GaussianMixture::sample(std::size_t n, ad::Rng& rng, double* out) {
+  const std::size_t d = dim(), k_count = means_.shape()[0];
+  for (std::size_t s = 0; s < n; ++s) {
+    const double* mu = means_.data() + rng.below(k_count) * d;
+    for (std::size_t j = 0; j < d; ++j) out[s * d + j] = mu[j] + sigma_ * rng.normal();
+  }
+}
+
+void GaussianMixture::log_prob(const double* x, std::size_t n, double* out) const {
+  const std::size_t d = dim(), k_count = means_.shape()[0];
+  const double norm = -std::log(double(k_count)) - 0.5 * double(d) * (kLog2Pi + 2 * std::log(sigma_));
+  for (std::size_t s = 0; s < n; ++s) {
+    // Streaming log-sum-exp: running maximum m and Σ exp(a_k − m).
+    double m = -INFINITY, sum = 0;
+    for (std::size_t k = 0; k < k_count; ++k) {
+      double sq = 0;
+      for (std::size_t j = 0; j < d; ++j) {
+        const double diff = x[s * d + j] - means_(k, j);
+        sq += diff * diff;
+      }
+      const double a = -sq / (2 * sigma_ * sigma_);
+      if (a > m) sum = sum * std::exp(m - a) + 1, m = a;
+      else sum += std::exp(a - m);
+    }
+    out[s] = m + std::log(sum) + norm;
+  }
+}
+
+// ---------------------------------------------------------------- files
+
+MatrixDataset::MatrixDataset(std::string name, xt::xtensor<double, 2> rows, std::size_t dropped_rows)
+    : name_(std::move(name)), rows_(std::move(rows)), dropped_(dropped_rows) {
+  if (rows_.shape()[0] == 0 || rows_.shape()[1] == 0)
+    throw std::invalid_argument("MatrixDataset " + name_ + ": need at least one row and one column");
+}
+
+void MatrixDataset::sample(std::size_t n, ad::Rng& rng, double* out) {
+  const std::size_t d = dim(), rows = rows_.shape()[0];
+  for (std::size_t s = 0; s < n; ++s) std::copy_n(rows_.data() + rng.below(rows) * d, d, out + s * d);
+}
+
+xt::xtensor<double, 2> load_matrix(const std::string& path, bool drop_nonfinite, std::size_t* dropped) {
+  std::size_t count = 0;
+  xt::xtensor<double, 2> m;
+  if (ends_with(path, ".npy")) m = load_npy_matrix(path, drop_nonfinite, count);
+  else if (ends_with(path, ".csv")) m = load_csv_matrix(path, drop_nonfinite, count);
+  else throw std::invalid_argument("load_matrix: " + path + ": expected a file name ending in .npy or .csv");
+  if (dropped) *dropped = count;
+  return m;
+}
+
+// ---------------------------------------------------------------- specs
+
+const std::vector<std::string>& toy_dataset_names() {
+  static const std::vector<std::string> names = {"8gaussians", "moons",    "circles",      "rings",
+                                                 "pinwheel",   "2spirals", "checkerboard", "swissroll"};
+  return names;
+}
+
+std::unique_ptr<Dataset> make_dataset(const std::string& spec, bool drop_nonfinite) {
+  using K = ToyDataset::Kind;
+  if (spec == "8gaussians") return eight_gaussians();
+  const std::pair<const char*, K> toys[] = {{"moons", K::moons},       {"circles", K::circles},
+                                            {"rings", K::rings},       {"pinwheel", K::pinwheel},
+                                            {"2spirals", K::spirals},  {"checkerboard", K::checkerboard},
+                                            {"swissroll", K::swissroll}};
+  for (const auto& [name, kind] : toys)
+    if (spec == name) return std::make_unique<ToyDataset>(spec, kind);
+  if (spec.rfind("gaussian:", 0) == 0) return std::make_unique<GaussianDataset>(parse_dim(spec, 9, 1));
+  if (spec.rfind("gmm:", 0) == 0) return GaussianMixture::gmm(parse_dim(spec, 4, 2));
+  if (ends_with(spec, ".npy") || ends_with(spec, ".csv")) {
+    std::size_t dropped = 0;
+    xt::xtensor<double, 2> rows = load_matrix(spec, drop_nonfinite, &dropped);
+    return std::make_unique<MatrixDataset>(spec, std::move(rows), dropped);
+  }
+  std::string known;
+  for (const std::string& n : toy_dataset_names()) known += (known.empty() ? "" : ", ") + n;
+  throw std::invalid_argument(fmt::format("unknown dataset '{}': expected one of {}; gaussian:D (1 <= D <= {}); "
+                                          "gmm:D (2 <= D <= {}); or a path ending in .npy or .csv",
+                                          spec, known, kMaxDim, kMaxDim));
+}
+
+// ---------------------------------------------------------------- Standardizer
+
+void Standardizer::fit(const xt::xtensor<double, 2>& x) {
+  const std::size_t n = x.shape()[0], d = x.shape()[1];
+  if (n == 0) throw std::invalid_argument("Standardizer::fit: no rows");
+  mean.assign(d, 0.0);
+  std.assign(d, 0.0);
+  for (std::size_t i = 0; i < n; ++i)
+    for (std::size_t j = 0; j < d; ++j) mean[j] += x(i, j);
+  for (double& m : mean) m /= double(n);
+  for (std::size_t i = 0; i < n; ++i)
+    for (std::size_t j = 0; j < d; ++j) std[j] += (x(i, j) - mean[j]) * (x(i, j) - mean[j]);
+  for (std::size_t j = 0; j < d; ++j) {
+    const double s = n > 1 ? std::sqrt(std[j] / double(n - 1)) : 1.0;
+    std[j] = s > 1e-12 * std::max(1.0, std::abs(mean[j])) ? s : 1.0;
+  }
+}
+
+void Standardizer::apply(double* x, std::size_t n, std::size_t d) const {
+  if (d != mean.size()) throw std::invalid_argument(fmt::format("Standardizer: fitted on {} columns, got {}", mean.size(), d));
+  for (std::size_t i = 0; i < n; ++i)
+    for (std::size_t j = 0; j < d; ++j) x[i * d + j] = (x[i * d + j] - mean[j]) / std[j];
+}
+
+void Standardizer::invert(double* x, std::size_t n, std::size_t d) const {
+  if (d != mean.size()) throw std::invalid_argument(fmt::format("Standardizer: fitted on {} columns, got {}", mean.size(), d));
+  for (std::size_t i = 0; i < n; ++i)
+    for (std::size_t j = 0; j < d; ++j) x[i * d + j] = x[i * d + j] * std[j] + mean[j];
+}
+
+double Standardizer::log_det() const {
+  double s = 0;
+  for (double v : std) s -= std::log(v);
+  return s;
+}
+
+}  // namespace flows

@@ -1,0 +1,1036 @@
+// autodiff: every op's gradient against central differences (one table of ops,
+// many shapes), float32 against float64, forward values against direct
+// formulas, and the tape's bookkeeping (reuse, accumulation, errors).
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <numeric>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <doctest/doctest.h>
+#include <xsimd/xsimd.hpp>
+
+#include "autodiff/autodiff.hpp"
+
+using ad::Activation;
+using ad::Array;
+using ad::Op;
+using ad::Parameter;
+using ad::Rng;
+using ad::Tape;
+using ad::Var;
+
+namespace {
+
+using Inputs = std::vector<Array<double>>;
+
+constexpr Activation kActivations[] = {Activation::identity, Activation::tanh,       Activation::sigmoid,
+                                       Activation::relu,     Activation::leaky_relu, Activation::softplus,
+                                       Activation::elu};
+
+// ---------------------------------------------------------------- custom ops
+/// y = a ⊙ b + sin(a):   ā += ȳ ⊙ (b + cos a),   b̄ += ȳ ⊙ a
+template <class T>
+struct SinMul : ad::CustomOp<T> {
+  const char* name() const override { return "sin_mul"; }
+  std::array<std::size_t, 2> shape(const Array<T>* const* in, int n) const override {
+    if (n != 2 || in[0]->shape() != in[1]->shape()) throw ad::ShapeError("sin_mul: two inputs of one shape");
+    return {in[0]->shape()[0], in[0]->shape()[1]};
+  }
+  void forward(const Array<T>* const* in, int, Array<T>& out) override {
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      const T a = in[0]->data()[i], b = in[1]->data()[i];
+      out.data()[i] = a * b + std::sin(a);
+    }
+  }
+  void vjp(const Array<T>* const* in, int, const Array<T>&, const Array<T>& gy, Array<T>* const* gx) override {
+    for (std::size_t i = 0; i < gy.size(); ++i) {
+      const T a = in[0]->data()[i], b = in[1]->data()[i], g = gy.data()[i];
+      if (gx[0]) gx[0]->data()[i] += g * (b + std::cos(a));
+      if (gx[1]) gx[1]->data()[i] += g * a;
+    }
+  }
+};
+
+/// The same op with the cos term of ā forgotten: gradcheck must notice.
+template <class T>
+struct WrongSinMul : SinMul<T> {
+  void vjp(const Array<T>* const* in, int, const Array<T>&, const Array<T>& gy, Array<T>* const* gx) override {
+    for (std::size_t i = 0; i < gy.size(); ++i) {
+      if (gx[0]) gx[0]->data()[i] += gy.data()[i] * in[1]->data()[i];
+      if (gx[1]) gx[1]->data()[i] += gy.data()[i] * in[0]->data()[i];
+    }
+  }
+};
+
+/// Three inputs: y = a ⊙ b − c²:   ā += ȳ ⊙ b,   b̄ += ȳ ⊙ a,   c̄ −= 2 ȳ ⊙ c
+template <class T>
+struct MulSubSq : ad::CustomOp<T> {
+  const char* name() const override { return "mul_sub_sq"; }
+  std::array<std::size_t, 2> shape(const Array<T>* const* in, int n) const override {
+    if (n != 3 || in[0]->shape() != in[1]->shape() || in[0]->shape() != in[2]->shape())
+      throw ad::ShapeError("mul_sub_sq: three inputs of one shape");
+    return {in[0]->shape()[0], in[0]->shape()[1]};
+  }
+  void forward(const Array<T>* const* in, int, Array<T>& out) override {
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      const T a = in[0]->data()[i], b = in[1]->data()[i], c = in[2]->data()[i];
+      out.data()[i] = a * b - c * c;
+    }
+  }
+  void vjp(const Array<T>* const* in, int, const Array<T>&, const Array<T>& gy, Array<T>* const* gx) override {
+    for (std::size_t i = 0; i < gy.size(); ++i) {
+      const T a = in[0]->data()[i], b = in[1]->data()[i], c = in[2]->data()[i], g = gy.data()[i];
+      if (gx[0]) gx[0]->data()[i] += g * b;
+      if (gx[1]) gx[1]->data()[i] += g * a;
+      if (gx[2]) gx[2]->data()[i] -= T(2) * g * c;
+    }
+  }
+};
+
+template <class T> ad::CustomOp<T>& sin_mul() {
+  static SinMul<T> op;
+  return op;
+}
+template <class T> ad::CustomOp<T>& mul_sub_sq() {
+  static MulSubSq<T> op;
+  return op;
+}
+
+// ---------------------------------------------------------------- the op table
+/// One shape the table runs on, and what the column ops need for it (the index
+/// vectors must outlive every tape that references them).
+struct Dims {
+  std::size_t m, n;
+  std::size_t p = 7;          ///< the other dimension of matmul and linear (m·p crosses a float batch)
+  std::vector<int> take;      ///< distinct, in decreasing order
+  std::vector<int> take_rep;  ///< with repeats: the VJP must accumulate
+  std::vector<int> scatter;   ///< distinct, leaves the columns j % 3 == 1 to the base
+  std::size_t slice_start, slice_count;
+};
+
+Dims make_dims(std::size_t m, std::size_t n) {
+  Dims d{m, n};
+  for (int j = int(n) - 1; j >= 0; j -= 2) d.take.push_back(j);
+  d.take_rep = {int(n) - 1, 0, int(n) - 1, int(n / 2), 0};
+  for (int j = int(n) - 1; j >= 0; --j)
+    if (j % 3 != 1) d.scatter.push_back(j);
+  d.slice_start = n / 4;
+  d.slice_count = std::max<std::size_t>(1, n / 2);
+  return d;
+}
+
+const std::vector<std::pair<std::size_t, std::size_t>> kShapes = {{1, 1}, {1, 19}, {19, 1}, {3, 17}, {4, 16}, {5, 33}};
+
+template <class T> using Fn = std::function<Var<T>(const Dims&, const std::vector<Var<T>>&)>;
+using Maker = std::function<Inputs(Rng&, const Dims&)>;
+using Reference = std::function<Array<double>(const Dims&, const Inputs&)>;
+
+/// An op under test: one generic builder (instantiated for float and double), its
+/// valid random inputs, and an independent float64 reference of its forward value.
+struct Entry {
+  std::string name;
+  Fn<double> f64;
+  Fn<float> f32;
+  Maker make;
+  Reference ref;
+};
+
+template <class F>
+Entry entry(std::string name, F f, Maker make, Reference ref) {
+  return {std::move(name), Fn<double>(f), Fn<float>(f), std::move(make), std::move(ref)};
+}
+
+// --- input distributions
+using Dist = std::function<double(Rng&)>;
+Dist normal(double s = 1.0) { return [s](Rng& r) { return s * r.normal(); }; }
+Dist uniform(double lo, double hi) { return [lo, hi](Rng& r) { return r.uniform(lo, hi); }; }
+/// |x| in [lo, hi), either sign: denominators, and inputs kept away from a kink at 0.
+Dist away_from_zero(double lo, double hi) {
+  return [lo, hi](Rng& r) { return (r.uniform() < 0.5 ? -1.0 : 1.0) * r.uniform(lo, hi); };
+}
+/// Draws of base at least margin away from every point (kinks).
+Dist avoiding(Dist base, std::vector<double> points, double margin) {
+  return [base, points, margin](Rng& r) {
+    for (;;) {
+      const double v = base(r);
+      if (std::all_of(points.begin(), points.end(), [&](double p) { return std::abs(v - p) >= margin; })) return v;
+    }
+  };
+}
+
+Array<double> rnd(Rng& r, std::size_t rows, std::size_t cols, const Dist& d) {
+  Array<double> a(Array<double>::shape_type{rows, cols});
+  for (double& v : a) v = d(r);
+  return a;
+}
+
+// --- reference helpers (plain loops, float64)
+Array<double> zeros(std::size_t rows, std::size_t cols) { return Array<double>(Array<double>::shape_type{rows, cols}, 0.0); }
+
+Array<double> emap(const Array<double>& a, const std::function<double(double)>& f) {
+  Array<double> y = a;
+  for (double& v : y) v = f(v);
+  return y;
+}
+Array<double> emap2(const Array<double>& a, const Array<double>& b, const std::function<double(double, double)>& f) {
+  Array<double> y = a;
+  for (std::size_t i = 0; i < y.size(); ++i) y.data()[i] = f(a.data()[i], b.data()[i]);
+  return y;
+}
+
+Array<double> naive_matmul(const Array<double>& a, const Array<double>& b, bool ta, bool tb) {
+  const std::size_t m = ta ? a.shape()[1] : a.shape()[0], k = ta ? a.shape()[0] : a.shape()[1];
+  const std::size_t n = tb ? b.shape()[0] : b.shape()[1];
+  Array<double> c = zeros(m, n);
+  for (std::size_t i = 0; i < m; ++i)
+    for (std::size_t j = 0; j < n; ++j) {
+      double s = 0;
+      for (std::size_t q = 0; q < k; ++q) s += (ta ? a(q, i) : a(i, q)) * (tb ? b(j, q) : b(q, j));
+      c(i, j) = s;
+    }
+  return c;
+}
+
+double act_ref(Activation act, double z, double s) {
+  switch (act) {
+    case Activation::identity: return z;
+    case Activation::tanh: return std::tanh(z);
+    case Activation::sigmoid: return 1.0 / (1.0 + std::exp(-z));
+    case Activation::relu: return z > 0 ? z : 0.0;
+    case Activation::leaky_relu: return z > 0 ? z : s * z;
+    case Activation::softplus: return z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z));
+    case Activation::elu: return z > 0 ? z : s * std::expm1(z);
+  }
+  return NAN;
+}
+double default_slope(Activation act) { return act == Activation::leaky_relu ? 0.01 : 1.0; }
+bool has_kink(Activation act) {
+  return act == Activation::relu || act == Activation::leaky_relu || act == Activation::elu;
+}
+
+/// z = x Wᵀ (+ b)
+Array<double> linear_ref(const Inputs& in) {
+  Array<double> z = naive_matmul(in[0], in[1], false, true);
+  if (in.size() > 2)
+    for (std::size_t i = 0; i < z.shape()[0]; ++i)
+      for (std::size_t j = 0; j < z.shape()[1]; ++j) z(i, j) += in[2](0, j);
+  return z;
+}
+
+/// x (m×n), W (p×n), b (1×p); with a kinked activation, redrawn until every z is 0.01 from 0.
+Maker linear_inputs(bool bias, bool avoid_kink) {
+  return [=](Rng& r, const Dims& d) {
+    for (int attempt = 0; attempt < 100000; ++attempt) {
+      Inputs in{rnd(r, d.m, d.n, normal()), rnd(r, d.p, d.n, normal(1.0 / std::sqrt(double(d.n))))};
+      if (bias) in.push_back(rnd(r, 1, d.p, normal(0.5)));
+      if (!avoid_kink) return in;
+      const Array<double> z = linear_ref(in);
+      if (std::all_of(z.begin(), z.end(), [](double v) { return std::abs(v) >= 0.01; })) return in;
+    }
+    throw std::runtime_error("linear_inputs: no draw away from the kink");
+  };
+}
+
+template <class F>
+Entry unary(std::string name, F op, Dist d, std::function<double(double)> ref) {
+  return entry(
+      std::move(name), [op](const Dims&, const auto& x) { return op(x[0]); },
+      [d](Rng& r, const Dims& s) { return Inputs{rnd(r, s.m, s.n, d)}; },
+      [ref](const Dims&, const Inputs& in) { return emap(in[0], ref); });
+}
+
+template <class F>
+Entry binary(std::string name, F op, Dist da, Dist db, std::function<double(double, double)> ref) {
+  return entry(
+      std::move(name), [op](const Dims&, const auto& x) { return op(x[0], x[1]); },
+      [da, db](Rng& r, const Dims& s) { return Inputs{rnd(r, s.m, s.n, da), rnd(r, s.m, s.n, db)}; },
+      [ref](const Dims&, const Inputs& in) { return emap2(in[0], in[1], ref); });
+}
+
+/// Input x (m×n) and a 1×n row.
+template <class F>
+Entry row_op(std::string name, F op, std::function<double(double, double)> ref) {
+  return entry(
+      std::move(name), [op](const Dims&, const auto& x) { return op(x[0], x[1]); },
+      [](Rng& r, const Dims& s) { return Inputs{rnd(r, s.m, s.n, normal()), rnd(r, 1, s.n, normal())}; },
+      [ref](const Dims& d, const Inputs& in) {
+        Array<double> y = in[0];
+        for (std::size_t i = 0; i < d.m; ++i)
+          for (std::size_t j = 0; j < d.n; ++j) y(i, j) = ref(in[0](i, j), in[1](0, j));
+        return y;
+      });
+}
+
+Entry matmul_entry(bool ta, bool tb) {
+  return entry(
+      std::string("matmul(") + (ta ? "Aᵀ" : "A") + ", " + (tb ? "Bᵀ" : "B") + ")",
+      [ta, tb](const Dims&, const auto& x) { return ad::matmul(x[0], x[1], ta, tb); },
+      [ta, tb](Rng& r, const Dims& d) {  // op(A) is m×n, op(B) is n×p
+        return Inputs{ta ? rnd(r, d.n, d.m, normal()) : rnd(r, d.m, d.n, normal()),
+                      tb ? rnd(r, d.p, d.n, normal()) : rnd(r, d.n, d.p, normal())};
+      },
+      [ta, tb](const Dims&, const Inputs& in) { return naive_matmul(in[0], in[1], ta, tb); });
+}
+
+/// Reductions: f(sum over the group, group size) for groups = all, rows, cols.
+enum class Axis { all, rows, cols };
+template <class F>
+Entry reduction(std::string name, F op, Axis axis, bool mean) {
+  return entry(
+      std::move(name), [op](const Dims&, const auto& x) { return op(x[0]); },
+      [](Rng& r, const Dims& s) { return Inputs{rnd(r, s.m, s.n, normal())}; },
+      [axis, mean](const Dims& d, const Inputs& in) {
+        const std::size_t R = axis == Axis::cols ? 1 : axis == Axis::rows ? d.m : 1;
+        const std::size_t C = axis == Axis::rows ? 1 : axis == Axis::cols ? d.n : 1;
+        Array<double> y = zeros(R, C);
+        for (std::size_t i = 0; i < d.m; ++i)
+          for (std::size_t j = 0; j < d.n; ++j) y(axis == Axis::rows ? i : 0, axis == Axis::cols ? j : 0) += in[0](i, j);
+        const double count = axis == Axis::all ? double(d.m * d.n) : axis == Axis::rows ? double(d.n) : double(d.m);
+        if (mean) y /= count;
+        return y;
+      });
+}
+
+/// Columns of a by an index list: y[:, j] = a[:, idx[j]].
+Array<double> take_ref(const Array<double>& a, const std::vector<int>& idx) {
+  Array<double> y = zeros(a.shape()[0], idx.size());
+  for (std::size_t i = 0; i < a.shape()[0]; ++i)
+    for (std::size_t j = 0; j < idx.size(); ++j) y(i, j) = a(i, std::size_t(idx[j]));
+  return y;
+}
+
+std::vector<Entry> build_table() {
+  std::vector<Entry> t;
+  const Dist N = normal(), N2 = normal(2.0), N3 = normal(3.0);
+  const Dist nonzero = away_from_zero(0.5, 2.0), positive = uniform(0.2, 3.0);
+
+  // elementwise arithmetic, named and as operators
+  t.push_back(binary("add", [](auto a, auto b) { return ad::add(a, b); }, N, N, [](double a, double b) { return a + b; }));
+  t.push_back(binary("sub", [](auto a, auto b) { return ad::sub(a, b); }, N, N, [](double a, double b) { return a - b; }));
+  t.push_back(binary("mul", [](auto a, auto b) { return ad::mul(a, b); }, N, N, [](double a, double b) { return a * b; }));
+  t.push_back(binary("div", [](auto a, auto b) { return ad::div(a, b); }, N, nonzero, [](double a, double b) { return a / b; }));
+  t.push_back(unary("neg", [](auto a) { return ad::neg(a); }, N, [](double a) { return -a; }));
+  t.push_back(binary("a + b", [](auto a, auto b) { return a + b; }, N, N, [](double a, double b) { return a + b; }));
+  t.push_back(binary("a - b", [](auto a, auto b) { return a - b; }, N, N, [](double a, double b) { return a - b; }));
+  t.push_back(binary("a * b", [](auto a, auto b) { return a * b; }, N, N, [](double a, double b) { return a * b; }));
+  t.push_back(binary("a / b", [](auto a, auto b) { return a / b; }, N, nonzero, [](double a, double b) { return a / b; }));
+  t.push_back(unary("-a", [](auto a) { return -a; }, N, [](double a) { return -a; }));
+
+  // with a scalar, named and as operators
+  t.push_back(unary("add_scalar", [](auto a) { return ad::add_scalar(a, 0.75); }, N, [](double a) { return a + 0.75; }));
+  t.push_back(unary("mul_scalar", [](auto a) { return ad::mul_scalar(a, -1.5); }, N, [](double a) { return a * -1.5; }));
+  t.push_back(unary("rsub_scalar", [](auto a) { return ad::rsub_scalar(2.0, a); }, N, [](double a) { return 2.0 - a; }));
+  t.push_back(unary("rdiv_scalar", [](auto a) { return ad::rdiv_scalar(3.0, a); }, nonzero, [](double a) { return 3.0 / a; }));
+  t.push_back(unary("a + s", [](auto a) { return a + 0.75; }, N, [](double a) { return a + 0.75; }));
+  t.push_back(unary("s + a", [](auto a) { return 0.75 + a; }, N, [](double a) { return 0.75 + a; }));
+  t.push_back(unary("a - s", [](auto a) { return a - 0.75; }, N, [](double a) { return a - 0.75; }));
+  t.push_back(unary("s - a", [](auto a) { return 2.0 - a; }, N, [](double a) { return 2.0 - a; }));
+  t.push_back(unary("a * s", [](auto a) { return a * -1.5; }, N, [](double a) { return a * -1.5; }));
+  t.push_back(unary("s * a", [](auto a) { return -1.5 * a; }, N, [](double a) { return -1.5 * a; }));
+  t.push_back(unary("a / s", [](auto a) { return a / 3.0; }, N, [](double a) { return a / 3.0; }));
+  t.push_back(unary("s / a", [](auto a) { return 3.0 / a; }, nonzero, [](double a) { return 3.0 / a; }));
+
+  // row broadcasts
+  t.push_back(row_op("add_row", [](auto x, auto r) { return ad::add_row(x, r); }, [](double x, double r) { return x + r; }));
+  t.push_back(row_op("mul_row", [](auto x, auto r) { return ad::mul_row(x, r); }, [](double x, double r) { return x * r; }));
+
+  // matmul, all four transpose combinations
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) t.push_back(matmul_entry(ta, tb));
+
+  // reductions
+  t.push_back(reduction("sum", [](auto a) { return ad::sum(a); }, Axis::all, false));
+  t.push_back(reduction("mean", [](auto a) { return ad::mean(a); }, Axis::all, true));
+  t.push_back(reduction("row_sums", [](auto a) { return ad::row_sums(a); }, Axis::rows, false));
+  t.push_back(reduction("row_means", [](auto a) { return ad::row_means(a); }, Axis::rows, true));
+  t.push_back(reduction("col_sums", [](auto a) { return ad::col_sums(a); }, Axis::cols, false));
+  t.push_back(reduction("col_means", [](auto a) { return ad::col_means(a); }, Axis::cols, true));
+
+  // elementwise functions (kinked ones on inputs away from their kinks)
+  const Dist off_kink = avoiding(N2, {0.0}, 0.05);
+  t.push_back(unary("exp", [](auto a) { return ad::exp(a); }, N, [](double a) { return std::exp(a); }));
+  t.push_back(unary("log", [](auto a) { return ad::log(a); }, positive, [](double a) { return std::log(a); }));
+  t.push_back(unary("tanh", [](auto a) { return ad::tanh(a); }, N2, [](double a) { return std::tanh(a); }));
+  t.push_back(unary("sigmoid", [](auto a) { return ad::sigmoid(a); }, N3, [](double a) { return 1 / (1 + std::exp(-a)); }));
+  t.push_back(unary("relu", [](auto a) { return ad::relu(a); }, off_kink, [](double a) { return a > 0 ? a : 0.0; }));
+  t.push_back(unary("leaky_relu", [](auto a) { return ad::leaky_relu(a); }, off_kink,
+                    [](double a) { return a > 0 ? a : 0.01 * a; }));
+  t.push_back(unary("leaky_relu(0.2)", [](auto a) { return ad::leaky_relu(a, 0.2); }, off_kink,
+                    [](double a) { return a > 0 ? a : 0.2 * a; }));
+  t.push_back(unary("softplus", [](auto a) { return ad::softplus(a); }, N3,
+                    [](double a) { return act_ref(Activation::softplus, a, 0); }));
+  t.push_back(unary("elu", [](auto a) { return ad::elu(a); }, off_kink, [](double a) { return a > 0 ? a : std::expm1(a); }));
+  t.push_back(unary("elu(0.5)", [](auto a) { return ad::elu(a, 0.5); }, off_kink,
+                    [](double a) { return a > 0 ? a : 0.5 * std::expm1(a); }));
+  t.push_back(unary("square", [](auto a) { return ad::square(a); }, N, [](double a) { return a * a; }));
+  t.push_back(unary("sqrt", [](auto a) { return ad::sqrt(a); }, positive, [](double a) { return std::sqrt(a); }));
+  t.push_back(unary("pow(a, 2.5)", [](auto a) { return ad::pow(a, 2.5); }, positive, [](double a) { return std::pow(a, 2.5); }));
+  t.push_back(unary("pow(a, -1.5)", [](auto a) { return ad::pow(a, -1.5); }, positive,
+                    [](double a) { return std::pow(a, -1.5); }));
+  t.push_back(unary("pow(a, 3), a of either sign", [](auto a) { return ad::pow(a, 3.0); }, N,
+                    [](double a) { return a * a * a; }));
+  t.push_back(unary("clamp(a, -0.5, 0.7)", [](auto a) { return ad::clamp(a, -0.5, 0.7); }, avoiding(N, {-0.5, 0.7}, 0.02),
+                    [](double a) { return std::min(std::max(a, -0.5), 0.7); }));
+  t.push_back(unary("soft_clamp(a, 1.5)", [](auto a) { return ad::soft_clamp(a, 1.5); }, N3,
+                    [](double a) { return 1.5 * std::tanh(a / 1.5); }));
+  for (Activation act : kActivations)
+    t.push_back(unary(std::string("activation(") + ad::activation_name(act) + ")",
+                      [act](auto a) { return ad::activation(a, act); }, has_kink(act) ? off_kink : N2,
+                      [act](double a) { return act_ref(act, a, default_slope(act)); }));
+
+  // columns
+  auto one_input = [](Rng& r, const Dims& s) { return Inputs{rnd(r, s.m, s.n, normal())}; };
+  t.push_back(entry(
+      "take_cols (distinct)", [](const Dims& d, const auto& x) { return ad::take_cols(x[0], d.take); }, one_input,
+      [](const Dims& d, const Inputs& in) { return take_ref(in[0], d.take); }));
+  t.push_back(entry(
+      "take_cols (repeated)", [](const Dims& d, const auto& x) { return ad::take_cols(x[0], d.take_rep); }, one_input,
+      [](const Dims& d, const Inputs& in) { return take_ref(in[0], d.take_rep); }));
+  t.push_back(entry(
+      "scatter_cols", [](const Dims& d, const auto& x) { return ad::scatter_cols(x[0], x[1], d.scatter); },
+      [](Rng& r, const Dims& d) { return Inputs{rnd(r, d.m, d.n, normal()), rnd(r, d.m, d.scatter.size(), normal())}; },
+      [](const Dims& d, const Inputs& in) {
+        Array<double> y = in[0];
+        for (std::size_t i = 0; i < d.m; ++i)
+          for (std::size_t j = 0; j < d.scatter.size(); ++j) y(i, std::size_t(d.scatter[j])) = in[1](i, j);
+        return y;
+      }));
+  t.push_back(entry(
+      "concat_cols", [](const Dims&, const auto& x) { return ad::concat_cols(x[0], x[1]); },
+      [](Rng& r, const Dims& d) { return Inputs{rnd(r, d.m, d.n, normal()), rnd(r, d.m, 3, normal())}; },
+      [](const Dims& d, const Inputs& in) {
+        Array<double> y = zeros(d.m, d.n + 3);
+        for (std::size_t i = 0; i < d.m; ++i)
+          for (std::size_t j = 0; j < d.n + 3; ++j) y(i, j) = j < d.n ? in[0](i, j) : in[1](i, j - d.n);
+        return y;
+      }));
+  t.push_back(entry(
+      "slice_cols", [](const Dims& d, const auto& x) { return ad::slice_cols(x[0], d.slice_start, d.slice_count); },
+      one_input,
+      [](const Dims& d, const Inputs& in) {
+        Array<double> y = zeros(d.m, d.slice_count);
+        for (std::size_t i = 0; i < d.m; ++i)
+          for (std::size_t j = 0; j < d.slice_count; ++j) y(i, j) = in[0](i, d.slice_start + j);
+        return y;
+      }));
+
+  // fused dense layers, with and without bias, with every activation
+  for (bool bias : {true, false}) {
+    const std::string b = bias ? ", b" : ", no bias";
+    t.push_back(entry(
+        "linear(x, W" + b + ")",
+        [bias](const Dims&, const auto& x) {
+          using V = typename std::decay_t<decltype(x)>::value_type;
+          return ad::linear(x[0], x[1], bias ? x[2] : V{});
+        },
+        linear_inputs(bias, false), [](const Dims&, const Inputs& in) { return linear_ref(in); }));
+    for (Activation act : kActivations)
+      t.push_back(entry(
+          std::string("linear_act(x, W") + b + ", " + ad::activation_name(act) + ")",
+          [bias, act](const Dims&, const auto& x) {
+            using V = typename std::decay_t<decltype(x)>::value_type;
+            return ad::linear_act(x[0], x[1], bias ? x[2] : V{}, act);
+          },
+          linear_inputs(bias, has_kink(act)),
+          [act](const Dims&, const Inputs& in) {
+            return emap(linear_ref(in), [act](double z) { return act_ref(act, z, default_slope(act)); });
+          }));
+  }
+
+  // custom ops
+  t.push_back(entry(
+      "custom: a ⊙ b + sin(a)", [](const Dims&, const auto& x) {
+        using T = typename std::decay_t<decltype(x)>::value_type::scalar_type;
+        return ad::custom(sin_mul<T>(), x[0], x[1]);
+      },
+      [](Rng& r, const Dims& d) { return Inputs{rnd(r, d.m, d.n, normal(2)), rnd(r, d.m, d.n, normal())}; },
+      [](const Dims&, const Inputs& in) {
+        return emap2(in[0], in[1], [](double a, double b) { return a * b + std::sin(a); });
+      }));
+  t.push_back(entry(
+      "custom (3 inputs): a ⊙ b − c²", [](const Dims&, const auto& x) {
+        using T = typename std::decay_t<decltype(x)>::value_type::scalar_type;
+        return ad::custom(mul_sub_sq<T>(), x[0], x[1], x[2]);
+      },
+      [](Rng& r, const Dims& d) {
+        return Inputs{rnd(r, d.m, d.n, normal()), rnd(r, d.m, d.n, normal()), rnd(r, d.m, d.n, normal())};
+      },
+      [](const Dims&, const Inputs& in) {
+        Array<double> y = in[0];
+        for (std::size_t i = 0; i < y.size(); ++i)
+          y.data()[i] = in[0].data()[i] * in[1].data()[i] - in[2].data()[i] * in[2].data()[i];
+        return y;
+      }));
+
+  // a composition in which a is used three times
+  t.push_back(entry(
+      "composite: row_means(exp(soft_clamp(a, 2)) ⊙ a − a ⊘ (b² + 1))",
+      [](const Dims&, const auto& x) {
+        const auto a = x[0], b = x[1];
+        return ad::row_means(ad::exp(ad::soft_clamp(a, 2.0)) * a - a / (b * b + 1.0));
+      },
+      [](Rng& r, const Dims& d) { return Inputs{rnd(r, d.m, d.n, normal()), rnd(r, d.m, d.n, normal())}; },
+      [](const Dims& d, const Inputs& in) {
+        Array<double> y = zeros(d.m, 1);
+        for (std::size_t i = 0; i < d.m; ++i) {
+          for (std::size_t j = 0; j < d.n; ++j) {
+            const double a = in[0](i, j), b = in[1](i, j);
+            y(i, 0) += std::exp(2 * std::tanh(a / 2)) * a - a / (b * b + 1);
+          }
+          y(i, 0) /= double(d.n);
+        }
+        return y;
+      }));
+  return t;
+}
+
+const std::vector<Entry>& table() {
+  static const std::vector<Entry> t = build_table();
+  return t;
+}
+
+std::string shape_str(std::size_t m, std::size_t n) { return std::to_string(m) + "×" + std::to_string(n); }
+
+/// Every entry of the table through ad::gradcheck in float64 at one shape.
+void gradcheck_table(std::size_t m, std::size_t n) {
+  const Dims d = make_dims(m, n);
+  Rng rng(1000 + 97 * m + n);
+  ad::GradcheckOptions opt;
+  opt.rtol = 1e-6;
+  opt.seed = 11;
+  for (const Entry& e : table()) {
+    INFO("op: ", e.name, ", shape ", shape_str(m, n));
+    const ad::GradcheckResult r = ad::gradcheck(
+        [&](Tape<double>&, const std::vector<Var<double>>& x) { return e.f64(d, x); }, e.make(rng, d), opt);
+    CHECK_MESSAGE(r.ok, r.report);
+    CHECK(r.compared > 0);
+  }
+}
+
+template <class T>
+Array<T> cast(const Array<double>& a) {
+  Array<T> b(typename Array<T>::shape_type{a.shape()[0], a.shape()[1]});
+  for (std::size_t i = 0; i < a.size(); ++i) b.data()[i] = static_cast<T>(a.data()[i]);
+  return b;
+}
+
+/// Rounds every entry to the nearest float, so both precisions see the same numbers.
+void round_to_float(Array<double>& a) {
+  for (double& v : a) v = double(float(v));
+}
+
+/// The worst |x − ref| / (rtol · max(1, |ref|)) over two arrays of one shape, and where.
+struct Worst {
+  double ratio = 0;
+  std::size_t at = 0;
+  double got = 0, want = 0;
+};
+template <class T>
+Worst compare(const Array<T>& got, const Array<double>& want, double rtol) {
+  Worst w;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    const double g = double(got.data()[i]), r = want.data()[i];
+    const double ratio = std::abs(g - r) / (rtol * std::max(1.0, std::abs(r)));
+    if (!(ratio <= w.ratio)) w = {ratio, i, g, r};  // NaN sticks
+  }
+  return w;
+}
+
+bool same_bits(const void* a, const void* b, std::size_t bytes) { return std::memcmp(a, b, bytes) == 0; }
+
+}  // namespace
+
+// ================================================================ the table
+TEST_CASE("op table: every Op (but leaf/param) is recorded by some entry") {
+  REQUIRE(std::size_t(Op::count_) > 2);
+  const Dims d = make_dims(3, 17);
+  Rng rng(5);
+  std::set<Op> seen;
+  for (const Entry& e : table()) {
+    Tape<double> tape;
+    std::vector<Var<double>> vars;
+    for (const Array<double>& x : e.make(rng, d)) vars.push_back(tape.variable(x));
+    e.f64(d, vars);
+    for (std::size_t i = 0; i < tape.size(); ++i) seen.insert(tape.node(i).op);
+  }
+  int missing = 0;
+  for (std::size_t k = 0; k < std::size_t(Op::count_); ++k) {
+    const Op op = Op(k);
+    if (op == Op::leaf || op == Op::param) continue;
+    INFO("op without an entry in the gradient table: ", ad::op_name(op));
+    CHECK(seen.count(op) == 1);
+    missing += seen.count(op) == 0;
+  }
+  CHECK(missing == 0);
+}
+
+TEST_CASE("op table: float64 gradients match central differences (rtol 1e-6), 1×1") { gradcheck_table(1, 1); }
+TEST_CASE("op table: float64 gradients match central differences (rtol 1e-6), 1×19") { gradcheck_table(1, 19); }
+TEST_CASE("op table: float64 gradients match central differences (rtol 1e-6), 19×1") { gradcheck_table(19, 1); }
+TEST_CASE("op table: float64 gradients match central differences (rtol 1e-6), 3×17") { gradcheck_table(3, 17); }
+TEST_CASE("op table: float64 gradients match central differences (rtol 1e-6), 4×16") { gradcheck_table(4, 16); }
+TEST_CASE("op table: float64 gradients match central differences (rtol 1e-6), 5×33") { gradcheck_table(5, 33); }
+
+TEST_CASE("op table: float64 forward values equal independent reference formulas") {
+  for (const auto& [m, n] : kShapes) {
+    const Dims d = make_dims(m, n);
+    Rng rng(2000 + 97 * m + n);
+    for (const Entry& e : table()) {
+      INFO("op: ", e.name, ", shape ", shape_str(m, n));
+      const Inputs in = e.make(rng, d);
+      Tape<double> tape;
+      std::vector<Var<double>> vars;
+      for (const Array<double>& x : in) vars.push_back(tape.constant(x));
+      const Var<double> y = e.f64(d, vars);
+      const Array<double> want = e.ref(d, in);
+      REQUIRE(y.rows() == want.shape()[0]);
+      REQUIRE(y.cols() == want.shape()[1]);
+      const Worst w = compare(y.value(), want, 1e-12);
+      INFO("worst entry ", w.at, ": got ", w.got, ", reference ", w.want);
+      CHECK(w.ratio <= 1.0);
+    }
+  }
+}
+
+TEST_CASE("op table: float32 forward values and gradients agree with float64") {
+  double worst_value = 0, worst_grad = 0;
+  for (const auto& [m, n] : kShapes) {
+    const Dims d = make_dims(m, n);
+    Rng rng(3000 + 97 * m + n);
+    for (const Entry& e : table()) {
+      INFO("op: ", e.name, ", shape ", shape_str(m, n));
+      Inputs in = e.make(rng, d);
+      for (Array<double>& x : in) round_to_float(x);
+
+      Tape<double> t64;
+      Tape<float> t32;
+      std::vector<Var<double>> v64;
+      std::vector<Var<float>> v32;
+      for (const Array<double>& x : in) {
+        v64.push_back(t64.variable(x));
+        v32.push_back(t32.variable(cast<float>(x)));
+      }
+      const Var<double> y64 = e.f64(d, v64);
+      const Var<float> y32 = e.f32(d, v32);
+      REQUIRE(y32.value().shape() == y64.value().shape());
+      const Worst wv = compare(y32.value(), y64.value(), 1e-5);
+      {
+        INFO("worst value entry ", wv.at, ": float32 ", wv.got, ", float64 ", wv.want);
+        CHECK(wv.ratio <= 1.0);
+      }
+      worst_value = std::max(worst_value, wv.ratio);
+
+      Array<double> seed = rnd(rng, y64.rows(), y64.cols(), normal());
+      round_to_float(seed);
+      t64.backward(y64, seed);
+      t32.backward(y32, cast<float>(seed));
+      for (std::size_t k = 0; k < in.size(); ++k) {
+        const Worst wg = compare(v32[k].grad(), v64[k].grad(), 1e-5);
+        INFO("input ", k, ", worst gradient entry ", wg.at, ": float32 ", wg.got, ", float64 ", wg.want);
+        CHECK(wg.ratio <= 1.0);
+        worst_grad = std::max(worst_grad, wg.ratio);
+      }
+    }
+  }
+  MESSAGE("float32 vs float64, worst error / tolerance: values ", worst_value, ", gradients ", worst_grad);
+}
+
+// ================================================================ the checker itself
+TEST_CASE("gradcheck rejects a wrong VJP and accepts the right one") {
+  Rng rng(8);
+  const Inputs in{rnd(rng, 3, 5, normal(2)), rnd(rng, 3, 5, normal())};
+  WrongSinMul<double> wrong;
+  SinMul<double> right;
+  const ad::GradcheckResult bad = ad::gradcheck(
+      [&](Tape<double>&, const std::vector<Var<double>>& x) { return ad::custom<double>(wrong, x[0], x[1]); }, in);
+  CHECK_FALSE(bad.ok);
+  CHECK(bad.report.find("input 0") != std::string::npos);
+  CHECK(bad.max_rel_error > 1e-3);
+  const ad::GradcheckResult good = ad::gradcheck(
+      [&](Tape<double>&, const std::vector<Var<double>>& x) { return ad::custom<double>(right, x[0], x[1]); }, in);
+  CHECK_MESSAGE(good.ok, good.report);
+  CHECK(good.compared == 2 * 15 + 3);  // every entry of both inputs, then 3 projections
+}
+
+TEST_CASE("gradcheck_params: a two-layer network's parameter gradients") {
+  Rng rng(9);
+  Parameter<double> w1("w1", 6, 4), b1("b1", 1, 6), w2("w2", 2, 6), s("s", 1, 2);
+  for (Parameter<double>* p : {&w1, &b1, &w2, &s}) rng.fill_normal(p->value.data(), p->value.size(), 0.0, 0.7);
+  const Array<double> x = rnd(rng, 5, 4, normal());
+  auto f = [&](Tape<double>& t) {
+    const Var<double> h = ad::linear_act(t.constant(x), t.param(w1), t.param(b1), Activation::tanh);
+    const Var<double> y = ad::mul_row(ad::linear(h, t.param(w2), Var<double>{}), t.param(s));
+    return ad::mean(ad::softplus(y)) + ad::sum(ad::square(t.param(s)));
+  };
+  ad::GradcheckOptions opt;
+  opt.rtol = 1e-6;
+  const ad::GradcheckResult r = ad::gradcheck_params(f, {&w1, &b1, &w2, &s}, opt);
+  CHECK_MESSAGE(r.ok, r.report);
+  CHECK(r.compared == 24 + 6 + 12 + 2 + 3);
+}
+
+// ================================================================ the tape
+TEST_CASE("a value used twice: y = x⊙x + x has gradient 2x + 1 exactly") {
+  // dyadic values, so every sum and product along the way is exact
+  const Array<double> x0{{0.5, -1.25, 3.0}, {-0.375, 0.0, 7.5}};
+  Tape<double> tape;
+  const Var<double> x = tape.variable(x0);
+  const Var<double> y = ad::sum(x * x + x);
+  tape.backward(y);
+  for (std::size_t i = 0; i < x0.size(); ++i) {
+    CAPTURE(i);
+    CHECK(x.grad().data()[i] == 2 * x0.data()[i] + 1);
+  }
+  double expect = 0;
+  for (double v : x0) expect += v * v + v;
+  CHECK(y.item() == expect);
+
+  // the same through matmul: y = Σ (x xᵀ) has gradient 2 · (column sums of x) broadcast over rows
+  Tape<double> t2;
+  const Var<double> a = t2.variable(x0);
+  t2.backward(ad::sum(ad::matmul(a, a, false, true)));
+  for (std::size_t i = 0; i < 2; ++i)
+    for (std::size_t j = 0; j < 3; ++j) CHECK(a.grad()(i, j) == 2 * (x0(0, j) + x0(1, j)));
+}
+
+TEST_CASE("a value that does not reach the output gets zero gradient") {
+  Rng rng(3);
+  const Array<double> x0 = rnd(rng, 4, 5, normal()), z0 = rnd(rng, 4, 5, normal());
+  Tape<double> tape;
+  const Var<double> x = tape.variable(x0), z = tape.variable(z0);
+  const Var<double> unused = ad::exp(z) * x;  // consumes x and z but is not part of the output
+  const Var<double> out = ad::sum(ad::square(x));
+  tape.backward(out);
+  for (std::size_t i = 0; i < x0.size(); ++i) CHECK(x.grad().data()[i] == 2 * x0.data()[i]);
+  CHECK(z.grad().shape() == z0.shape());
+  CHECK(std::all_of(z.grad().begin(), z.grad().end(), [](double g) { return g == 0; }));
+  CHECK(std::all_of(unused.grad().begin(), unused.grad().end(), [](double g) { return g == 0; }));
+
+  // A second backward from another output on the same tape: x's adjoint from the
+  // first pass must not leak into the second.
+  const Var<double> out2 = ad::sum(z);
+  tape.backward(out2);
+  CHECK(std::all_of(x.grad().begin(), x.grad().end(), [](double g) { return g == 0; }));
+  CHECK(std::all_of(z.grad().begin(), z.grad().end(), [](double g) { return g == 1; }));
+
+  // An output that depends on no variable: backward does nothing, gradients are zero.
+  const Var<double> c = tape.constant(x0);
+  tape.backward(ad::sum(ad::exp(c)));
+  CHECK(std::all_of(c.grad().begin(), c.grad().end(), [](double g) { return g == 0; }));
+  CHECK(std::all_of(x.grad().begin(), x.grad().end(), [](double g) { return g == 0; }));
+}
+
+namespace {
+/// One training-like step; returns every node value, the parameters' gradients and the loss, in order.
+template <class T>
+std::vector<std::vector<T>> tape_step(Tape<T>& t, const Array<T>& x, std::vector<Parameter<T>>& ps,
+                                      const std::vector<int>& cols) {
+  t.clear();
+  for (Parameter<T>& p : ps) p.zero_grad();
+  const Var<T> xs = ad::mul_row(t.constant(x), t.param(ps[3]));
+  const Var<T> h = ad::linear_act(xs, t.param(ps[0]), t.param(ps[1]), Activation::elu);  // 6×4
+  const Var<T> k = ad::take_cols(h, cols);
+  const Var<T> sc = ad::scatter_cols(h, ad::tanh(k), cols);
+  const Var<T> g = ad::matmul(sc, t.param(ps[2]), false, true);  // 6×3
+  const Var<T> loss = ad::mean(ad::softplus(g)) + ad::sum(ad::square(ad::slice_cols(h, 1, 2))) * T(0.1) +
+                      ad::sum(ad::log(ad::sigmoid(ad::col_means(g))));
+  t.backward(loss);
+  std::vector<std::vector<T>> out;
+  for (std::size_t i = 0; i < t.size(); ++i) {
+    const Array<T>& v = t.value(std::int32_t(i));
+    out.emplace_back(v.begin(), v.end());
+  }
+  for (Parameter<T>& p : ps) out.emplace_back(p.grad.begin(), p.grad.end());
+  return out;
+}
+
+template <class T>
+void check_clear_and_reuse() {
+  Rng rng(4);
+  std::vector<Parameter<T>> ps;
+  ps.emplace_back("W", 4, 5);
+  ps.emplace_back("b", 1, 4);
+  ps.emplace_back("V", 3, 4);
+  ps.emplace_back("s", 1, 5);
+  for (Parameter<T>& p : ps) rng.fill_normal(p.value.data(), p.value.size(), 0.0, 0.8);
+  const Array<T> x = cast<T>(rnd(rng, 6, 5, normal()));
+  const std::vector<int> cols{3, 0};
+
+  Tape<T> tape;
+  const auto first = tape_step(tape, x, ps, cols);
+  const std::size_t bytes = tape.bytes_reserved(), nodes = tape.size();
+  std::vector<const T*> where;
+  for (std::size_t i = 0; i < nodes; ++i) where.push_back(tape.node(i).value.data());
+  CHECK(bytes > 0);
+  for (int rep = 0; rep < 3; ++rep) {
+    CAPTURE(rep);
+    const auto again = tape_step(tape, x, ps, cols);
+    CHECK(tape.size() == nodes);
+    CHECK(tape.bytes_reserved() == bytes);
+    REQUIRE(again.size() == first.size());
+    for (std::size_t i = 0; i < first.size(); ++i) {
+      CAPTURE(i);
+      REQUIRE(again[i].size() == first[i].size());
+      CHECK(same_bits(again[i].data(), first[i].data(), first[i].size() * sizeof(T)));
+    }
+    for (std::size_t i = 0; i < nodes; ++i) CHECK(tape.node(i).value.data() == where[i]);  // nothing reallocated
+  }
+  // the gradients are not all zero (the comparison above is not vacuous)
+  for (std::size_t k = 0; k < ps.size(); ++k) {
+    CAPTURE(k);
+    CHECK(std::any_of(ps[k].grad.begin(), ps[k].grad.end(), [](T g) { return g != T(0); }));
+  }
+}
+}  // namespace
+
+TEST_CASE("clear() and re-recording gives bitwise identical values and gradients without growing the tape") {
+  SUBCASE("float64") { check_clear_and_reuse<double>(); }
+  SUBCASE("float32") { check_clear_and_reuse<float>(); }
+}
+
+TEST_CASE("mismatched shapes throw ShapeError naming the op and both shapes") {
+  Tape<double> t;
+  const Var<double> a = t.variable(zeros(3, 4)), b = t.variable(zeros(5, 4)), r = t.variable(zeros(2, 4));
+  const Var<double> w = t.variable(zeros(6, 3)), bias = t.variable(zeros(1, 6));
+  const std::size_t before = t.size();
+  struct Bad {
+    std::string op;
+    std::function<void()> call;
+    std::vector<std::string> shapes;
+  };
+  const std::vector<int> cols{0, 1}, out_of_range{1, 4};
+  const std::vector<Bad> cases = {
+      {"add", [&] { ad::add(a, b); }, {"3×4", "5×4"}},
+      {"sub", [&] { (void)(a - b); }, {"3×4", "5×4"}},
+      {"mul", [&] { (void)(a * b); }, {"3×4", "5×4"}},
+      {"div", [&] { ad::div(b, a); }, {"5×4", "3×4"}},
+      {"add_row", [&] { ad::add_row(a, r); }, {"3×4", "2×4"}},
+      {"mul_row", [&] { ad::mul_row(a, b); }, {"3×4", "5×4"}},
+      {"matmul", [&] { ad::matmul(a, b); }, {"3×4", "5×4"}},
+      {"matmul", [&] { ad::matmul(a, b, true, false); }, {"3×4", "5×4"}},
+      {"concat_cols", [&] { ad::concat_cols(a, b); }, {"3×4", "5×4"}},
+      {"scatter_cols", [&] { ad::scatter_cols(a, b, cols); }, {"3×4", "5×4"}},
+      {"take_cols", [&] { ad::take_cols(a, out_of_range); }, {"3×4", "index 4"}},
+      {"slice_cols", [&] { ad::slice_cols(a, 3, 2); }, {"3×4"}},
+      {"linear", [&] { ad::linear(a, w, Var<double>{}); }, {"3×4", "6×3"}},
+      {"linear_act", [&] { ad::linear_act(a, b, bias, Activation::relu); }, {"3×4", "5×4", "1×6"}},
+  };
+  for (const Bad& c : cases) {
+    INFO("op ", c.op);
+    bool thrown = false;
+    try {
+      c.call();
+    } catch (const ad::ShapeError& e) {
+      thrown = true;
+      const std::string msg = e.what();
+      INFO("message: ", msg);
+      CHECK(msg.rfind(c.op + ":", 0) == 0);  // starts with the op's name
+      for (const std::string& s : c.shapes) {
+        CAPTURE(s);
+        CHECK(msg.find(s) != std::string::npos);
+      }
+    }
+    CHECK(thrown);
+    CHECK(t.size() == before);  // nothing committed
+  }
+  // the tape still works after the failures
+  const Var<double> ok = ad::sum(a + a);
+  t.backward(ok);
+  CHECK(std::all_of(a.grad().begin(), a.grad().end(), [](double g) { return g == 2; }));
+}
+
+TEST_CASE("backward needs a seed for a non-scalar output, of the output's shape") {
+  Rng rng(6);
+  const Array<double> x0 = rnd(rng, 2, 3, normal());
+  Tape<double> t;
+  const Var<double> x = t.variable(x0);
+  const Var<double> y = ad::exp(x);
+  try {
+    t.backward(y);
+    FAIL("backward on a 2×3 output without a seed did not throw");
+  } catch (const ad::ShapeError& e) {
+    CHECK(std::string(e.what()).find("2×3") != std::string::npos);
+  }
+  CHECK_THROWS_AS(t.backward(y, zeros(3, 2)), ad::ShapeError);
+  CHECK_THROWS_AS(y.item(), ad::ShapeError);
+
+  const Array<double> seed = rnd(rng, 2, 3, normal());
+  t.backward(y, seed);
+  for (std::size_t i = 0; i < x0.size(); ++i)
+    CHECK(x.grad().data()[i] == doctest::Approx(seed.data()[i] * std::exp(x0.data()[i])).epsilon(1e-14));
+
+  Tape<double> other;
+  CHECK_THROWS_AS(other.backward(ad::sum(y)), std::invalid_argument);  // an output on another tape
+  t.clear();
+  CHECK_THROWS_AS(ad::add(y, y), std::invalid_argument);  // a handle from before clear()
+}
+
+TEST_CASE("parameter gradients accumulate across backward calls until zero_grad") {
+  Rng rng(10);
+  Parameter<double> p("p", 2, 3);
+  rng.fill_normal(p.value.data(), p.value.size());
+  const Array<double> c = rnd(rng, 2, 3, normal()), x0 = rnd(rng, 2, 3, normal());
+  auto all = [&](const Array<double>& g, double k) {
+    for (std::size_t i = 0; i < g.size(); ++i) {
+      CAPTURE(i);
+      CHECK(g.data()[i] == k * c.data()[i]);  // c + c = 2c and 2c + c = fl(3c) exactly
+    }
+  };
+  Tape<double> t;
+  const Var<double> x = t.variable(x0);
+  const Var<double> loss = ad::sum(t.param(p) * t.constant(c) + x * t.constant(c));
+  t.backward(loss);
+  all(p.grad, 1);
+  all(x.grad(), 1);
+  t.backward(loss);  // same recording, second pass
+  all(p.grad, 2);
+  all(x.grad(), 1);  // a tape variable's adjoint is per pass
+  t.clear();
+  t.backward(ad::sum(t.param(p) * t.constant(c)));  // a new recording
+  all(p.grad, 3);
+  p.zero_grad();
+  all(p.grad, 0);
+  t.clear();
+  t.backward(ad::sum(t.param(p) * t.constant(c)));
+  all(p.grad, 1);
+  CHECK(ad::sum(t.param(p)).item() == doctest::Approx(std::accumulate(p.value.begin(), p.value.end(), 0.0)));
+}
+
+// ================================================================ forward values
+namespace {
+template <class T>
+void check_extreme_activations() {
+  const std::vector<double> xs{-1000, -100, -30, -1, 0, 1, 30, 100, 1000};
+  Array<T> x0(typename Array<T>::shape_type{1, xs.size()});
+  for (std::size_t i = 0; i < xs.size(); ++i) x0.data()[i] = T(xs[i]);
+  const double rtol = std::is_same<T, float>::value ? 2e-6 : 1e-14;
+  const double tiny = std::numeric_limits<T>::min();  // below this, exp(x) may flush to 0
+
+  Tape<T> t;
+  const Var<T> x = t.variable(x0);
+  const Var<T> sp = ad::softplus(x), sg = ad::sigmoid(x), th = ad::tanh(x);
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    const double v = xs[i];
+    CAPTURE(v);
+    const double got = sp.value().data()[i];
+    CHECK(std::isfinite(got));
+    CHECK(got >= 0);
+    const double want = v > 0 ? v + std::log1p(std::exp(-v)) : std::log1p(std::exp(v));  // = softplus, stably
+    if (want < tiny) CHECK(got <= 2 * tiny);
+    else CHECK(got == doctest::Approx(want).epsilon(rtol));
+    const double s = sg.value().data()[i];
+    CHECK(s >= 0);
+    CHECK(s <= 1);
+    const double s_want = 1 / (1 + std::exp(-v));
+    if (s_want < tiny) CHECK(s <= 2 * tiny);
+    else CHECK(s == doctest::Approx(s_want).epsilon(rtol));
+    CHECK(th.value().data()[i] == doctest::Approx(std::tanh(v)).epsilon(rtol));
+  }
+  CHECK(sg.value().data()[4] == T(0.5));
+  CHECK(sp.value().data()[4] == doctest::Approx(std::log(2.0)).epsilon(rtol));
+
+  // d softplus / dx = sigmoid(x): finite and correct out to |x| = 1000
+  t.backward(ad::sum(sp));
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    const double v = xs[i], g = x.grad().data()[i], want = 1 / (1 + std::exp(-v));
+    CAPTURE(v);
+    CHECK(std::isfinite(g));
+    if (want < tiny) CHECK(std::abs(g) <= 2 * tiny);
+    else CHECK(g == doctest::Approx(want).epsilon(std::is_same<T, float>::value ? 1e-5 : 1e-12));
+  }
+}
+}  // namespace
+
+TEST_CASE("softplus, sigmoid and tanh are finite and correct for large |x|") {
+  SUBCASE("float64") { check_extreme_activations<double>(); }
+  SUBCASE("float32") { check_extreme_activations<float>(); }
+}
+
+TEST_CASE("elu and leaky_relu with non-default α / slope: values and gradients against the formulas") {
+  const Array<double> x0{{-3.0, -0.5, -1e-3, 1e-3, 0.25, 4.0, -20.0, 2.0, -1.0}};
+  Tape<double> t;
+  const Var<double> x = t.variable(x0);
+  const Var<double> e = ad::elu(x, 0.5), l = ad::leaky_relu(x, 0.3);
+  t.backward(ad::sum(e) + ad::sum(l) * 2.0);
+  for (std::size_t i = 0; i < x0.size(); ++i) {
+    const double v = x0.data()[i];
+    CAPTURE(v);
+    CHECK(e.value().data()[i] == doctest::Approx(v > 0 ? v : 0.5 * std::expm1(v)).epsilon(1e-14));
+    CHECK(l.value().data()[i] == (v > 0 ? v : 0.3 * v));
+    const double de = v > 0 ? 1 : 0.5 * std::exp(v), dl = v > 0 ? 1 : 0.3;
+    CHECK(x.grad().data()[i] == doctest::Approx(de + 2 * dl).epsilon(1e-14));
+  }
+}
+
+namespace {
+template <class T>
+void check_matmul_vs_naive() {
+  Rng rng(12);
+  const std::size_t m = 37, k = 29, n = 23;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      CAPTURE(ta);
+      CAPTURE(tb);
+      Array<double> a = ta ? rnd(rng, k, m, normal()) : rnd(rng, m, k, normal());
+      Array<double> b = tb ? rnd(rng, n, k, normal()) : rnd(rng, k, n, normal());
+      round_to_float(a);
+      round_to_float(b);
+      Tape<T> t;
+      const Var<T> c = ad::matmul(t.constant(cast<T>(a)), t.constant(cast<T>(b)), ta, tb);
+      REQUIRE(c.rows() == m);
+      REQUIRE(c.cols() == n);
+      const Array<double> want = naive_matmul(a, b, ta, tb);
+      const Worst w = compare(c.value(), want, std::is_same<T, float>::value ? 1e-5 : 1e-13);
+      INFO("worst entry ", w.at, ": got ", w.got, ", naive loop ", w.want);
+      CHECK(w.ratio <= 1.0);
+    }
+}
+}  // namespace
+
+TEST_CASE("matmul equals a naive triple loop (37×29 by 29×23, all transposes)") {
+  SUBCASE("float64") { check_matmul_vs_naive<double>(); }
+  SUBCASE("float32") { check_matmul_vs_naive<float>(); }
+}
+
+TEST_CASE("a custom op sees null adjoints for inputs that need none") {
+  Rng rng(13);
+  const Array<double> a0 = rnd(rng, 3, 4, normal()), b0 = rnd(rng, 3, 4, normal());
+  SinMul<double> op;
+  Tape<double> t;
+  const Var<double> a = t.variable(a0), b = t.constant(b0);
+  const Var<double> y = ad::custom(op, a, b);
+  CHECK(t.node(std::size_t(y.index)).op == Op::custom);
+  t.backward(ad::sum(y));
+  for (std::size_t i = 0; i < a0.size(); ++i)
+    CHECK(a.grad().data()[i] == doctest::Approx(b0.data()[i] + std::cos(a0.data()[i])).epsilon(1e-14));
+  CHECK(std::all_of(b.grad().begin(), b.grad().end(), [](double g) { return g == 0; }));
+  CHECK_THROWS_AS(ad::custom(op, a, t.constant(zeros(2, 4))), ad::ShapeError);
+}
+
+// ================================================================ SIMD
+TEST_CASE("xsimd uses the CPU's vector width") {
+  const ad::SimdInfo s = ad::simd_info();
+  INFO("xsimd arch ", s.arch, ": ", s.float_lanes, " float lanes, ", s.double_lanes, " double lanes");
+  CHECK(ad::simd_supported_by_cpu());
+  CHECK(s.float_lanes == 2 * s.double_lanes);
+  CHECK(s.float_lanes == xsimd::batch<float>::size);  // the library and this file agree
+#if defined(__AVX512F__)
+  CHECK(s.float_lanes >= 16);
+#elif defined(__AVX2__)
+  CHECK(s.float_lanes >= 8);
+#elif defined(__SSE2__) || defined(__ARM_NEON)
+  CHECK(s.float_lanes >= 4);
+#endif
+#if defined(__SSE2__) || defined(__ARM_NEON)
+  CHECK(s.float_lanes > 1);
+#endif
+}
