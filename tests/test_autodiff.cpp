@@ -644,6 +644,52 @@ TEST_CASE("op table: float32 forward values and gradients agree with float64") {
   MESSAGE("float32 vs float64, worst error / tolerance: values ", worst_value, ", gradients ", worst_grad);
 }
 
+TEST_CASE("op table: every VJP adds to an input's adjoint instead of overwriting it") {
+  // out = Σ y ⊙ U + Σ_k Σ x_k ⊙ V_k, where the second term is recorded after y, so
+  // the reverse pass reaches it first and x_k's adjoint already holds V_k when
+  // the op's VJP runs. The gradient must then be V_k + Jᵀ U, with Jᵀ U from a
+  // plain seeded pass.
+  for (const auto& [m, n] : kShapes) {
+    const Dims d = make_dims(m, n);
+    Rng rng(4000 + 97 * m + n);
+    for (const Entry& e : table()) {
+      INFO("op: ", e.name, ", shape ", shape_str(m, n));
+      const Inputs in = e.make(rng, d);
+      Tape<double> t1, t2;
+      std::vector<Var<double>> x1, x2;
+      for (const Array<double>& x : in) {
+        x1.push_back(t1.variable(x));
+        x2.push_back(t2.variable(x));
+      }
+      const Var<double> y1 = e.f64(d, x1);
+      const Array<double> u = rnd(rng, y1.rows(), y1.cols(), normal());
+      t1.backward(y1, u);
+
+      const Var<double> y2 = e.f64(d, x2);
+      Var<double> out = ad::sum(y2 * t2.constant(u));
+      Inputs v;
+      for (std::size_t k = 0; k < in.size(); ++k) {
+        v.push_back(rnd(rng, in[k].shape()[0], in[k].shape()[1], normal()));
+        out = out + ad::sum(x2[k] * t2.constant(v[k]));
+      }
+      t2.backward(out);
+      for (std::size_t k = 0; k < in.size(); ++k) {
+        const Array<double>& g1 = x1[k].grad();
+        const Array<double>& g2 = x2[k].grad();
+        Worst w;
+        for (std::size_t i = 0; i < g1.size(); ++i) {
+          const double want = g1.data()[i] + v[k].data()[i];
+          const double tol = 1e-12 * std::max({1.0, std::abs(g1.data()[i]), std::abs(v[k].data()[i])});
+          const double ratio = std::abs(g2.data()[i] - want) / tol;
+          if (!(ratio <= w.ratio)) w = {ratio, i, g2.data()[i], want};
+        }
+        INFO("input ", k, ", worst entry ", w.at, ": got ", w.got, ", want ", w.want);
+        CHECK(w.ratio <= 1.0);
+      }
+    }
+  }
+}
+
 // ================================================================ the checker itself
 TEST_CASE("gradcheck rejects a wrong VJP and accepts the right one") {
   Rng rng(8);

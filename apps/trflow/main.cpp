@@ -141,6 +141,15 @@ int main(int argc, char** argv) {
   compare_cmd->get_option("--out")->default_str("runs/compare");
   compare.train.out = "runs/compare";
 
+  if (argc > 1 && argv[1][0] != '-') {
+    const std::string cmd = argv[1];
+    bool known = false;
+    for (const CLI::App* sub : app.get_subcommands({})) known = known || sub->get_name() == cmd;
+    if (!known) {
+      fmt::print(stderr, "trflow: unknown command '{}' (expected train, eval, sample, plot or compare; see --help)\n", cmd);
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -157,6 +166,8 @@ int main(int argc, char** argv) {
   try {
     for (auto* opt : train_cmd->get_options())
       if (opt->count() > 0) train.explicit_flags.push_back(opt->get_name());
+    for (auto* opt : compare_cmd->get_options())
+      if (opt->count() > 0) compare.train.explicit_flags.push_back(opt->get_name());
     if (*train_cmd) return trflow::run_train(train);
     if (*eval_cmd) return trflow::run_eval(eval);
     if (*sample_cmd) return trflow::run_sample(sample);

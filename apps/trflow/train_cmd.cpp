@@ -192,6 +192,7 @@ int run_train(const TrainOptions& cli) {
     const nlohmann::json arch = flows::read_architecture(checkpoint.string());
     o = options_from_json(arch.at("meta").at("train"), cli);
   }
+  if (!given(o, "--warmup")) o.warmup = std::min<std::int64_t>(o.warmup, o.steps / 10);  // short runs
   validate(o);
   set_threads(o.threads);
   fs::create_directories(out);

@@ -1,0 +1,273 @@
+// Micro-benchmarks (Google Benchmark) of the pieces a training step is made of, for the
+// three benchmark shapes (m = batch rows, in = d − ⌊d/2⌋ conditioning columns,
+// h = hidden width, out = 2⌊d/2⌋):
+//
+//   A: m 1024, in 1,  h 64,  out 2      B: m 1024, in 8, h 128, out 16
+//   C: m 2048, in 32, h 512, out 64
+//
+//  * sgemm/<shape>/<layer>/<pass>: the three GEMMs of each dense layer, exactly as ops.cpp
+//    calls cblas_sgemm (row-major): fwd  Z = X·Wᵀ (NT), dX += Z̄·W (NN, β = 1), dW += Z̄ᵀ·X (TN, β = 1).
+//  * linear_tanh/<shape>/{fwd,fwd_bwd}: the fused ad::linear_act node on a tape (hidden layer h→h).
+//  * tanh/<shape>: the elementwise activation alone on an m×h tape value (forward node).
+//  * coupling/<shape>/{forward,inverse,inverse_bwd}: one flows::AffineCoupling on a tape.
+//  * adam/<shape>: nn::Adam::step over every parameter of the shape's flow.
+//  * fma_peak: the machine's fp32 FMA peak on one core, measured here with an xsimd loop of
+//    independent accumulators; every other benchmark reports pct_peak against it.
+//
+// GFLOP/s counts 2·m·n·k per GEMM (activation and bias work not counted).
+// Extra flag (before Google Benchmark's own): --blas-threads=N (default 1).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+#include <cblas.h>
+#include <xsimd/xsimd.hpp>
+
+#include "autodiff/ops.hpp"
+#include "flows/flow.hpp"
+#include "flows/layers.hpp"
+#include "nn/optim.hpp"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double g_peak_gflops = 0;  // measured in main() before the benchmarks run
+
+struct Shape {
+  const char* name;
+  int m, d, h, layers;
+  int in() const { return d - d / 2; }
+  int out() const { return 2 * (d / 2); }
+};
+const Shape kShapes[] = {{"A", 1024, 2, 64, 8}, {"B", 1024, 16, 128, 8}, {"C", 2048, 64, 512, 16}};
+
+// ---------------------------------------------------------------- FMA peak
+// K independent chains acc_k ← acc_k·a + b: with K ≥ latency × FMA ports the loop is
+// throughput-bound. Returns GFLOP/s (2 flops per lane per FMA).
+template <int K>
+double fma_peak(double seconds) {
+  using B = xsimd::batch<float>;
+  B acc[K];
+  for (int k = 0; k < K; ++k) acc[k] = B(1.0f + 1e-3f * float(k));
+  const B a(0.99999994f), b(1e-7f);
+  std::size_t iters = 0;
+  const std::size_t inner = 1 << 16;
+  const auto t0 = Clock::now();
+  double elapsed = 0;
+  do {
+    for (std::size_t i = 0; i < inner; ++i) {
+#pragma GCC unroll 32
+      for (int k = 0; k < K; ++k) acc[k] = xsimd::fma(acc[k], a, b);
+    }
+    iters += inner;
+    elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
+  } while (elapsed < seconds);
+  B s(0.0f);
+  for (int k = 0; k < K; ++k) s += acc[k];
+  benchmark::DoNotOptimize(s);
+  return double(iters) * K * B::size * 2 / elapsed * 1e-9;
+}
+
+void BM_fma_peak(benchmark::State& state) {
+  double best = 0;
+  for (auto _ : state) best = std::max(best, fma_peak<16>(0.05));
+  state.counters["GFLOP/s"] = best;
+  state.counters["pct_peak"] = 100.0 * best / g_peak_gflops;
+  state.SetLabel(std::string(xsimd::default_arch::name()) + ", 16 accumulators, 1 thread");
+}
+
+void set_flops(benchmark::State& state, double flops_per_iter, double seconds, std::int64_t iters) {
+  const double gflops = flops_per_iter * double(iters) / seconds * 1e-9;
+  state.counters["GFLOP/s"] = gflops;
+  state.counters["pct_peak"] = 100.0 * gflops / g_peak_gflops;
+}
+
+void fill(std::vector<float>& v, unsigned seed) {
+  ad::Rng rng(seed);
+  rng.fill_uniform(v.data(), v.size(), -1.0, 1.0);
+}
+void fill(ad::Array<float>& v, unsigned seed) {
+  ad::Rng rng(seed);
+  rng.fill_uniform(v.data(), v.size(), -1.0, 1.0);
+}
+
+// ---------------------------------------------------------------- GEMMs
+// C(m×n) = α op(A) op(B) + β C, as ad::kern::gemm calls it.
+void BM_sgemm(benchmark::State& state, bool ta, bool tb, int m, int n, int k, float beta) {
+  std::vector<float> a(std::size_t(m) * k), b(std::size_t(k) * n), c(std::size_t(m) * n, 0.0f);
+  fill(a, 1), fill(b, 2);
+  const int lda = ta ? m : k, ldb = tb ? k : n;
+  const auto t0 = Clock::now();
+  for (auto _ : state) {
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, a.data(),
+                lda, b.data(), ldb, beta, c.data(), n);
+    benchmark::ClobberMemory();
+  }
+  set_flops(state, 2.0 * m * n * k, std::chrono::duration<double>(Clock::now() - t0).count(), state.iterations());
+}
+
+// ---------------------------------------------------------------- fused linear + tanh on the tape
+void BM_linear_tanh(benchmark::State& state, Shape s, bool backward) {
+  const std::size_t m = s.m, h = s.h;
+  ad::Parameter<float> w("weight", h, h), b("bias", 1, h);
+  fill(w.value, 3), fill(b.value, 4);
+  ad::Array<float> x({m, h}), seed({m, h}, 1.0f);
+  fill(x, 5);
+  ad::Tape<float> tape;
+  const auto t0 = Clock::now();
+  for (auto _ : state) {
+    tape.clear();
+    const auto xv = tape.variable(x);  // a hidden layer's input needs its adjoint too
+    const auto y = ad::linear_act(xv, tape.param(w), tape.param(b), ad::Activation::tanh);
+    if (backward) tape.backward(y, seed);
+    benchmark::DoNotOptimize(y.value().data());
+  }
+  const double mnk = double(m) * h * h;
+  set_flops(state, (backward ? 6.0 : 2.0) * mnk, std::chrono::duration<double>(Clock::now() - t0).count(),
+            state.iterations());
+  state.SetItemsProcessed(state.iterations() * std::int64_t(m));
+}
+
+void BM_tanh(benchmark::State& state, Shape s) {
+  const std::size_t m = s.m, h = s.h;
+  ad::Array<float> x({m, h});
+  fill(x, 6);
+  ad::Tape<float> tape;
+  tape.constant(x);
+  for (auto _ : state) {
+    tape.clear();
+    const auto y = ad::tanh(tape.constant(x));
+    benchmark::DoNotOptimize(y.value().data());
+  }
+  state.SetItemsProcessed(state.iterations() * std::int64_t(m * h));  // elements/s (includes the copy onto the tape)
+}
+
+// ---------------------------------------------------------------- affine coupling
+enum class CouplingPass { forward, inverse, inverse_bwd };
+
+void BM_coupling(benchmark::State& state, Shape s, CouplingPass pass) {
+  const std::size_t m = s.m, d = s.d;
+  ad::Rng rng(7);
+  std::vector<int> a, b;
+  flows::coupling_split(d, 0, flows::Permutation::random, rng, a, b);
+  flows::CouplingConfig cfg;
+  cfg.hidden = s.h;
+  cfg.depth = 2;
+  cfg.activation = ad::Activation::tanh;
+  flows::AffineCoupling<float> layer(d, a, b, cfg, rng);
+  // The last layer starts at zero; give it small weights so exp(w) is not trivially 1.
+  for (auto* p : layer.parameters()) {
+    ad::Rng r2(11);
+    r2.fill_uniform(p->value.data(), p->value.size(), -0.05, 0.05);
+  }
+  ad::Array<float> x({m, d});
+  fill(x, 8);
+  ad::Tape<float> tape;
+  const auto t0 = Clock::now();
+  for (auto _ : state) {
+    tape.clear();
+    if (pass == CouplingPass::forward) {
+      benchmark::DoNotOptimize(layer.forward(tape.constant(x)).out.value().data());
+    } else if (pass == CouplingPass::inverse) {
+      benchmark::DoNotOptimize(layer.inverse(tape.constant(x)).out.value().data());
+    } else {
+      layer.zero_grad();
+      const auto r = layer.inverse(tape.variable(x));
+      const auto loss = ad::sum(r.out) + ad::sum(r.logdet);
+      tape.backward(loss);
+      benchmark::DoNotOptimize(loss.value().data());
+    }
+  }
+  const double mlp = double(m) * (double(s.in()) * s.h + double(s.h) * s.h + double(s.h) * s.out());
+  set_flops(state, (pass == CouplingPass::inverse_bwd ? 6.0 : 2.0) * mlp,
+            std::chrono::duration<double>(Clock::now() - t0).count(), state.iterations());
+  state.SetItemsProcessed(state.iterations() * std::int64_t(m));
+}
+
+// ---------------------------------------------------------------- Adam
+void BM_adam(benchmark::State& state, Shape s) {
+  flows::FlowSpec spec;
+  spec.layers = s.layers;
+  spec.coupling.hidden = s.h;
+  spec.coupling.depth = 2;
+  auto flow = flows::make_flow<float>(s.d, spec);
+  auto params = flow->parameters();
+  for (auto* p : params) fill(p->grad, 9);
+  nn::Adam<float> adam(params, 1e-3);
+  std::size_t n = 0;
+  for (auto* p : params) n += p->value.size();
+  for (auto _ : state) adam.step();
+  state.SetItemsProcessed(state.iterations() * std::int64_t(n));  // parameters/s
+  state.SetLabel(std::to_string(n) + " parameters");
+}
+
+void register_all() {
+  benchmark::RegisterBenchmark("fma_peak", BM_fma_peak)->Iterations(5)->Unit(benchmark::kMillisecond);
+  for (const Shape& s : kShapes) {
+    const std::string S = s.name;
+    struct L { const char* name; int in, out; };
+    const L layers[] = {{"in", s.in(), s.h}, {"hidden", s.h, s.h}, {"out", s.h, s.out()}};
+    for (const L& l : layers) {
+      const std::string base = "sgemm/" + S + "/" + l.name + "/";
+      // fwd: Z(m×out) = X(m×in) · Wᵀ
+      benchmark::RegisterBenchmark((base + "fwd_NT_m" + std::to_string(s.m) + "_n" + std::to_string(l.out) + "_k" +
+                                    std::to_string(l.in)).c_str(),
+                                   BM_sgemm, false, true, s.m, l.out, l.in, 0.0f)
+          ->Unit(benchmark::kMicrosecond);
+      // dX(m×in) += Z̄(m×out) · W(out×in)
+      benchmark::RegisterBenchmark((base + "dX_NN_m" + std::to_string(s.m) + "_n" + std::to_string(l.in) + "_k" +
+                                    std::to_string(l.out)).c_str(),
+                                   BM_sgemm, false, false, s.m, l.in, l.out, 1.0f)
+          ->Unit(benchmark::kMicrosecond);
+      // dW(out×in) += Z̄ᵀ(out×m) · X(m×in)
+      benchmark::RegisterBenchmark((base + "dW_TN_m" + std::to_string(l.out) + "_n" + std::to_string(l.in) + "_k" +
+                                    std::to_string(s.m)).c_str(),
+                                   BM_sgemm, true, false, l.out, l.in, s.m, 1.0f)
+          ->Unit(benchmark::kMicrosecond);
+    }
+    benchmark::RegisterBenchmark(("linear_tanh/" + S + "/fwd").c_str(), BM_linear_tanh, s, false)
+        ->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark(("linear_tanh/" + S + "/fwd_bwd").c_str(), BM_linear_tanh, s, true)
+        ->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark(("tanh/" + S).c_str(), BM_tanh, s)->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark(("coupling/" + S + "/forward").c_str(), BM_coupling, s, CouplingPass::forward)
+        ->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark(("coupling/" + S + "/inverse").c_str(), BM_coupling, s, CouplingPass::inverse)
+        ->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark(("coupling/" + S + "/inverse_bwd").c_str(), BM_coupling, s, CouplingPass::inverse_bwd)
+        ->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark(("adam/" + S).c_str(), BM_adam, s)->Unit(benchmark::kMicrosecond);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int threads = 1;
+  std::vector<char*> args;
+  for (int i = 0; i < argc; ++i) {
+    if (std::strncmp(argv[i], "--blas-threads=", 15) == 0) threads = std::atoi(argv[i] + 15);
+    else args.push_back(argv[i]);
+  }
+  int n = int(args.size());
+  openblas_set_num_threads(threads);
+  for (int r = 0; r < 3; ++r) g_peak_gflops = std::max(g_peak_gflops, fma_peak<16>(0.1));
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.1f", g_peak_gflops);
+  benchmark::AddCustomContext("fp32_fma_peak_gflops_1core", buf);
+  benchmark::AddCustomContext("simd_arch", xsimd::default_arch::name());
+  benchmark::AddCustomContext("blas_threads", std::to_string(threads));
+  benchmark::AddCustomContext("openblas_core", openblas_get_corename());
+  benchmark::Initialize(&n, args.data());
+  if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 1;
+  register_all();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

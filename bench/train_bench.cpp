@@ -1,0 +1,430 @@
+// End-to-end throughput of trflow on the three benchmark shapes (one shape per process,
+// so that the peak RSS is per shape):
+//
+//   A: 8gaussians,  d = 2,  8 couplings, MLP 64×2 tanh,  batch 1024
+//   B: gaussian:16, d = 16, 8 couplings, MLP 128×2 tanh, batch 1024
+//   C: gaussian:64, d = 64, 16 couplings, MLP 512×2 tanh, batch 2048
+//
+// A training step is flows::Trainer<float>::step(), exactly as `trflow train` calls it:
+// NLL pass through G, transport pass through F on base samples (β = 0.01, direction gen),
+// backward, gradient norm, Adam. Also measured: log_prob throughput (chunks of 1024 rows,
+// as flows::mean_nll does) and sampling throughput (base draw + F, chunks of 1024 rows),
+// peak RSS (getrusage ru_maxrss) and heap allocations per steady-state step (a counting
+// global operator new, between step 10 and step 60).
+//
+//   train_bench --shape B --threads 1 [--steps 40 --reps 5 --warmup-steps 60 --eval-n 16384]
+//
+// prints a human summary on stderr and one JSON line on stdout.
+//
+// Finding allocations: TRFLOW_BENCH_ALLOC_TRACE=1 groups the steady-state allocations by
+// call stack (symbolized with dladdr; the executable exports its symbols) and prints the
+// sites; TRFLOW_BENCH_ALLOC_ABORT=1 aborts on the first one, for a backtrace under gdb:
+//   TRFLOW_BENCH_ALLOC_ABORT=1 gdb -batch -ex run -ex bt --args build-bench/bench/train_bench --shape A
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <new>
+#include <string>
+#include <vector>
+
+#include <cxxabi.h>
+#include <dlfcn.h>
+#include <execinfo.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cblas.h>
+#include <fmt/format.h>
+
+#include "flows/datasets.hpp"
+#include "flows/flow.hpp"
+#include "flows/train.hpp"
+#include "nn/io.hpp"
+
+// ---------------------------------------------------------------- counting operator new
+namespace alloc_count {
+std::atomic<bool> counting{false};
+std::atomic<std::uint64_t> count{0}, bytes{0};
+bool abort_on_first = false;
+bool trace = false;
+thread_local bool in_hook = false;
+
+constexpr int kFrames = 24;
+struct Record {
+  void* frames[kFrames];
+  int depth;
+};
+Record* records = nullptr;  // preallocated only when tracing
+std::size_t records_cap = 0;
+std::atomic<std::size_t> records_n{0};
+
+inline void on_alloc(std::size_t n) {
+  if (!counting.load(std::memory_order_relaxed)) return;
+  count.fetch_add(1, std::memory_order_relaxed);
+  bytes.fetch_add(n, std::memory_order_relaxed);
+  if (abort_on_first) {
+    static const char msg[] = "train_bench: heap allocation in the steady-state window; aborting (TRFLOW_BENCH_ALLOC_ABORT)\n";
+    (void)!write(2, msg, sizeof msg - 1);
+    std::abort();
+  }
+  if (trace && !in_hook) {
+    in_hook = true;
+    const std::size_t i = records_n.fetch_add(1, std::memory_order_relaxed);
+    if (i < records_cap) records[i].depth = backtrace(records[i].frames, kFrames);
+    in_hook = false;
+  }
+}
+
+void* allocate(std::size_t n) {
+  on_alloc(n);
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void* allocate_aligned(std::size_t n, std::align_val_t al) {
+  on_alloc(n);
+  const std::size_t a = std::max(static_cast<std::size_t>(al), sizeof(void*));
+  void* p = nullptr;
+  if (posix_memalign(&p, a, n ? n : 1) != 0) throw std::bad_alloc();
+  return p;
+}
+}  // namespace alloc_count
+
+void* operator new(std::size_t n) { return alloc_count::allocate(n); }
+void* operator new[](std::size_t n) { return alloc_count::allocate(n); }
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  try { return alloc_count::allocate(n); } catch (...) { return nullptr; }
+}
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+  try { return alloc_count::allocate(n); } catch (...) { return nullptr; }
+}
+void* operator new(std::size_t n, std::align_val_t a) { return alloc_count::allocate_aligned(n, a); }
+void* operator new[](std::size_t n, std::align_val_t a) { return alloc_count::allocate_aligned(n, a); }
+void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+  try { return alloc_count::allocate_aligned(n, a); } catch (...) { return nullptr; }
+}
+void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+  try { return alloc_count::allocate_aligned(n, a); } catch (...) { return nullptr; }
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Shape {
+  const char* name;
+  const char* data;
+  std::size_t layers, hidden, depth, batch;
+};
+
+const Shape kShapes[] = {
+    {"A", "8gaussians", 8, 64, 2, 1024},
+    {"B", "gaussian:16", 8, 128, 2, 1024},
+    {"C", "gaussian:64", 16, 512, 2, 2048},
+};
+
+struct Options {
+  std::string shape = "A";
+  int threads = 1;
+  int warmup_steps = 60;  // ≥ 60: the allocation window is steps 11..60
+  int steps = 0;          // per repetition; 0: a default per shape
+  int reps = 5;
+  std::size_t eval_n = 0;  // samples per log_prob / sampling repetition; 0: a default per shape
+  std::size_t chunk = 1024;
+  std::string write_data;  // write n samples of the dataset as float32 .npy, then exit
+  std::size_t write_n = 100000;
+  bool skip_eval = false;
+};
+
+[[noreturn]] void usage(const char* why) {
+  std::fprintf(stderr,
+               "train_bench: %s\n"
+               "usage: train_bench --shape A|B|C [--threads N] [--warmup-steps W (>= 60)] [--steps S] [--reps R]\n"
+               "                   [--eval-n N] [--chunk 1024] [--no-eval]\n"
+               "       train_bench --shape A|B|C --write-data out.npy [--n 100000]\n",
+               why);
+  std::exit(2);
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) usage(("missing value after " + a).c_str());
+      return argv[++i];
+    };
+    if (a == "--shape") o.shape = next();
+    else if (a == "--threads") o.threads = std::stoi(next());
+    else if (a == "--warmup-steps") o.warmup_steps = std::stoi(next());
+    else if (a == "--steps") o.steps = std::stoi(next());
+    else if (a == "--reps") o.reps = std::stoi(next());
+    else if (a == "--eval-n") o.eval_n = std::stoul(next());
+    else if (a == "--chunk") o.chunk = std::stoul(next());
+    else if (a == "--no-eval") o.skip_eval = true;
+    else if (a == "--write-data") o.write_data = next();
+    else if (a == "--n") o.write_n = std::stoul(next());
+    else usage(("unknown option " + a).c_str());
+  }
+  if (o.warmup_steps < 60) usage("--warmup-steps must be at least 60 (the allocation window is steps 11..60)");
+  if (o.reps < 1) usage("--reps must be positive");
+  return o;
+}
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+double peak_rss_mb() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return double(ru.ru_maxrss) / 1024.0;  // Linux: kilobytes
+}
+
+double loadavg1() {
+  double l = -1;
+  if (FILE* f = std::fopen("/proc/loadavg", "r")) {
+    if (std::fscanf(f, "%lf", &l) != 1) l = -1;
+    std::fclose(f);
+  }
+  return l;
+}
+
+std::string json_list(const std::vector<double>& v) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < v.size(); ++i) s += fmt::format("{}{:.2f}", i ? "," : "", v[i]);
+  return s + "]";
+}
+
+// ---------------------------------------------------------------- allocation sites
+std::string symbol_at(void* addr) {
+  Dl_info info{};
+  if (!dladdr(addr, &info) || !info.dli_sname) {
+    const char* lib = info.dli_fname ? std::strrchr(info.dli_fname, '/') : nullptr;
+    return fmt::format("?? ({})", lib ? lib + 1 : "?");
+  }
+  int status = 0;
+  char* d = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &status);
+  std::string s = status == 0 && d ? d : info.dli_sname;
+  std::free(d);
+  // Drop the parameter list, keep the qualified name: "flows::Trainer<float>::step".
+  int depth = 0;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '<') ++depth;
+    else if (s[i] == '>') --depth;
+    else if (s[i] == '(' && depth == 0 && i > 0) return s.substr(0, i);
+  }
+  return s;
+}
+
+bool is_project_frame(const std::string& s) {
+  return s.rfind("ad::", 0) == 0 || s.rfind("nn::", 0) == 0 || s.rfind("flows::", 0) == 0;
+}
+
+/// Groups the recorded stacks by their innermost three project frames and prints the sites.
+void report_sites(double steps) {
+  const std::size_t n = std::min(alloc_count::records_n.load(), alloc_count::records_cap);
+  std::map<std::string, std::size_t> sites;
+  std::map<void*, std::string> names;
+  auto name = [&](void* a) -> const std::string& {
+    auto it = names.find(a);
+    if (it == names.end()) it = names.emplace(a, symbol_at(a)).first;
+    return it->second;
+  };
+  for (std::size_t r = 0; r < n; ++r) {
+    const auto& rec = alloc_count::records[r];
+    std::string first_lib, chain;
+    int found = 0;
+    for (int f = 2; f < rec.depth && found < 3; ++f) {  // 0: on_alloc, 1: allocate
+      const std::string& s = name(rec.frames[f]);
+      if (s.rfind("operator new", 0) == 0) continue;
+      if (first_lib.empty() && !is_project_frame(s)) first_lib = s;
+      if (is_project_frame(s)) {
+        chain += (found ? "  <-  " : "") + s;
+        ++found;
+      }
+    }
+    if (!first_lib.empty() && chain.find(first_lib) == std::string::npos) chain = "[" + first_lib + "]  " + chain;
+    ++sites[chain.empty() ? "(no project frame)" : chain];
+  }
+  std::vector<std::pair<std::size_t, std::string>> sorted;
+  for (auto& [k, v] : sites) sorted.emplace_back(v, k);
+  std::sort(sorted.rbegin(), sorted.rend());
+  std::fprintf(stderr, "allocation sites in the steady-state window (%zu recorded%s), per step:\n", n,
+               alloc_count::records_n.load() > alloc_count::records_cap ? ", truncated" : "");
+  for (auto& [count, site] : sorted)
+    std::fprintf(stderr, "  %8.1f  %s\n", double(count) / steps, site.c_str());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options o = parse(argc, argv);
+  const Shape* shape = nullptr;
+  for (const Shape& s : kShapes)
+    if (o.shape == s.name) shape = &s;
+  if (!shape) usage("--shape must be A, B or C");
+
+  std::unique_ptr<flows::Dataset> data = flows::make_dataset(shape->data);
+  const std::size_t d = data->dim();
+
+  if (!o.write_data.empty()) {  // data parity for the PyTorch side (torch_realnvp.py --data file.npy)
+    ad::Rng rng(4242);
+    std::vector<double> buf(o.write_n * d);
+    data->sample(o.write_n, rng, buf.data());
+    std::vector<float> f(buf.begin(), buf.end());
+    nn::write_file_atomic(o.write_data, nn::encode_npy(f.data(), {o.write_n, d}));
+    std::fprintf(stderr, "train_bench: wrote %zu samples of %s to %s\n", o.write_n, shape->data, o.write_data.c_str());
+    return 0;
+  }
+
+  openblas_set_num_threads(o.threads);
+  alloc_count::abort_on_first = std::getenv("TRFLOW_BENCH_ALLOC_ABORT") != nullptr;
+  alloc_count::trace = std::getenv("TRFLOW_BENCH_ALLOC_TRACE") != nullptr;
+  if (alloc_count::trace) {
+    alloc_count::records_cap = 100000;
+    alloc_count::records = static_cast<alloc_count::Record*>(std::calloc(alloc_count::records_cap, sizeof(alloc_count::Record)));
+    void* warm[4];
+    backtrace(warm, 4);  // loads libgcc's unwinder now, not inside the window
+  }
+
+  const int steps_per_rep = o.steps > 0 ? o.steps : (shape->name[0] == 'C' ? 6 : 40);
+  const std::size_t eval_n = o.eval_n > 0 ? o.eval_n : (shape->name[0] == 'C' ? 8192 : 16384);
+
+  // The flow as `trflow train` builds it (defaults: random permutation, no ActNorm/LU, N(0, I) base).
+  flows::FlowSpec spec;
+  spec.layers = shape->layers;
+  spec.coupling.hidden = shape->hidden;
+  spec.coupling.depth = shape->depth;
+  spec.coupling.activation = ad::Activation::tanh;
+  spec.seed = 0;
+  auto flow = flows::make_flow<float>(d, spec);
+
+  flows::TrainConfig cfg;
+  cfg.batch = shape->batch;
+  cfg.steps = 1000000;
+  cfg.lr = 1e-3;  // as torch_realnvp.py
+  cfg.beta.kind = flows::BetaSchedule::Kind::constant;
+  cfg.beta.start = 0.01;
+  cfg.direction = flows::Direction::gen;
+  cfg.seed = 0;
+  flows::Trainer<float> trainer(*flow, *data, cfg);
+  const double load_start = loadavg1();
+
+  // Warm-up; steps 11..60 form the allocation-counting window.
+  flows::StepReport last;
+  for (int s = 1; s <= o.warmup_steps; ++s) {
+    if (s == 11) alloc_count::counting = true;
+    last = trainer.step(/*measure_transport=*/false);  // what the app calls on a non-logging step
+    if (s == 60) alloc_count::counting = false;
+  }
+  const double window_steps = 50;
+  const double allocs_per_step = double(alloc_count::count.load()) / window_steps;
+  const double alloc_bytes_per_step = double(alloc_count::bytes.load()) / window_steps;
+  if (alloc_count::trace) report_sites(window_steps);
+
+  std::vector<double> rep_rates;
+  for (int r = 0; r < o.reps; ++r) {
+    const auto t0 = Clock::now();
+    for (int s = 0; s < steps_per_rep; ++s) last = trainer.step(false);
+    rep_rates.push_back(steps_per_rep / seconds_since(t0));
+  }
+  const double steps_per_s = median(rep_rates);
+
+  // log_prob and sampling throughput, chunks of `chunk` rows, on one tape each (as flows::mean_nll).
+  std::vector<double> lp_rates, sample_rates;
+  double lp_allocs_per_chunk = 0, sample_allocs_per_chunk = 0, checksum = 0;
+  if (!o.skip_eval) {
+    ad::Rng rng(99);
+    std::vector<double> buffer;
+    ad::Array<float> y;
+    flows::sample_batch(*data, eval_n, rng, buffer, y);
+    ad::Tape<float> tape;
+    const std::size_t chunks = (eval_n + o.chunk - 1) / o.chunk;
+    auto log_prob_pass = [&] {
+      for (std::size_t start = 0; start < eval_n; start += o.chunk) {
+        const std::size_t rows = std::min(o.chunk, eval_n - start);
+        tape.clear();
+        const auto lp = flow->log_prob(tape.constant(y.data() + start * d, rows, d));
+        checksum += lp.value().data()[0];
+      }
+    };
+    ad::Array<float> x;
+    auto sample_pass = [&] {
+      for (std::size_t start = 0; start < eval_n; start += o.chunk) {
+        const std::size_t rows = std::min(o.chunk, eval_n - start);
+        flow->base().sample(rows, rng, x);
+        tape.clear();
+        const auto out = flow->forward(tape.constant(x)).out;
+        checksum += out.value().data()[0];
+      }
+    };
+    const int eval_reps = std::max(3, o.reps);
+    log_prob_pass();  // warm-up (sizes the tape)
+    alloc_count::count = 0;
+    alloc_count::counting = true;
+    log_prob_pass();
+    alloc_count::counting = false;
+    lp_allocs_per_chunk = double(alloc_count::count.load()) / double(chunks);
+    for (int r = 0; r < eval_reps; ++r) {
+      const auto t0 = Clock::now();
+      log_prob_pass();
+      lp_rates.push_back(double(eval_n) / seconds_since(t0));
+    }
+    sample_pass();
+    alloc_count::count = 0;
+    alloc_count::counting = true;
+    sample_pass();
+    alloc_count::counting = false;
+    sample_allocs_per_chunk = double(alloc_count::count.load()) / double(chunks);
+    for (int r = 0; r < eval_reps; ++r) {
+      const auto t0 = Clock::now();
+      sample_pass();
+      sample_rates.push_back(double(eval_n) / seconds_since(t0));
+    }
+  }
+  const double lp_sps = lp_rates.empty() ? 0 : median(lp_rates);
+  const double sample_sps = sample_rates.empty() ? 0 : median(sample_rates);
+  const double rss = peak_rss_mb();
+
+  std::fprintf(stderr,
+               "train_bench %s (%s, d=%zu, %zu couplings, MLP %zux%zu tanh, batch %zu, %zu params), %d BLAS thread(s):\n"
+               "  train   %8.2f steps/s  (median of %d x %d steps; reps %s; last loss %.4f)\n"
+               "  log_prob %9.0f samples/s   sampling %9.0f samples/s  (chunks of %zu, %zu samples)\n"
+               "  peak RSS %.1f MB   heap allocations/step %.1f (%.0f bytes)   log_prob allocs/chunk %.1f   sampling allocs/chunk %.1f\n"
+               "  load average at start %.2f, at end %.2f\n",
+               shape->name, shape->data, d, shape->layers, shape->hidden, shape->depth, shape->batch,
+               flow->parameter_count(), o.threads, steps_per_s, o.reps, steps_per_rep, json_list(rep_rates).c_str(),
+               last.loss, lp_sps, sample_sps, o.chunk, eval_n, rss, allocs_per_step, alloc_bytes_per_step,
+               lp_allocs_per_chunk, sample_allocs_per_chunk, load_start, loadavg1());
+  std::printf(
+      "{\"impl\":\"trflow\",\"shape\":\"%s\",\"data\":\"%s\",\"d\":%zu,\"layers\":%zu,\"hidden\":%zu,\"batch\":%zu,"
+      "\"params\":%zu,\"threads\":%d,\"steps_per_s\":%.3f,\"rep_steps_per_s\":%s,\"steps_per_rep\":%d,"
+      "\"logprob_sps\":%.1f,\"sample_sps\":%.1f,\"peak_rss_mb\":%.1f,\"allocs_per_step\":%.2f,"
+      "\"alloc_bytes_per_step\":%.0f,\"logprob_allocs_per_chunk\":%.2f,\"sample_allocs_per_chunk\":%.2f,"
+      "\"last_loss\":%.5f,\"load_start\":%.2f,\"load_end\":%.2f,\"checksum\":%g}\n",
+      shape->name, shape->data, d, shape->layers, shape->hidden, shape->batch, flow->parameter_count(), o.threads,
+      steps_per_s, json_list(rep_rates).c_str(), steps_per_rep, lp_sps, sample_sps, rss, allocs_per_step,
+      alloc_bytes_per_step, lp_allocs_per_chunk, sample_allocs_per_chunk, last.loss, load_start, loadavg1(),
+      checksum);
+  return 0;
+}

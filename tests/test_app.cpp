@@ -1,0 +1,276 @@
+// The trflow command line: outputs, exit codes, error messages, resume after SIGKILL and SIGINT.
+#ifdef TRFLOW_HAVE_APP
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+
+#include "nn/io.hpp"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Result {
+  int code = -1;
+  std::string out, err;
+};
+
+fs::path temp_dir(const std::string& name) {
+  const fs::path dir = fs::temp_directory_path() / ("trflow_app_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+/// Runs the trflow binary with the arguments, capturing stdout and stderr.
+Result run(const std::string& args, const fs::path& dir) {
+  const std::string out = (dir / "stdout.txt").string(), err = (dir / "stderr.txt").string();
+  const std::string cmd = std::string(TRFLOW_BINARY) + " " + args + " >" + out + " 2>" + err + " </dev/null";
+  const int status = std::system(cmd.c_str());
+  Result r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  std::ifstream o(out), e(err);
+  std::stringstream so, se;
+  so << o.rdbuf();
+  se << e.rdbuf();
+  r.out = so.str();
+  r.err = se.str();
+  return r;
+}
+
+/// The last line of stdout as JSON.
+nlohmann::json last_json(const std::string& out) {
+  std::string line, last;
+  std::istringstream in(out);
+  while (std::getline(in, line))
+    if (!line.empty()) last = line;
+  return nlohmann::json::parse(last);
+}
+
+std::string quick(const fs::path& out) {
+  return "train --steps 60 --batch 64 --layers 2 --hidden 16 --eval-n 500 --no-plots --threads 1 --out " + out.string();
+}
+
+/// The parameters of a model.npz by name.
+std::map<std::string, std::vector<double>> params_of(const fs::path& npz) {
+  std::map<std::string, std::vector<double>> m;
+  for (auto& a : nn::read_npz(npz.string()))
+    if (a.name != "architecture") m[a.name] = a.data;
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("trflow train writes the model, config, metrics and a final JSON line; eval, sample and plot use it") {
+  const fs::path dir = temp_dir("pipeline");
+  const fs::path model = dir / "model";
+  const Result t = run("train --data gaussian:2 --steps 80 --batch 64 --layers 2 --hidden 16 --eval-n 500 "
+                       "--threads 1 --log-every 20 --out " + model.string(), dir);
+  REQUIRE_MESSAGE(t.code == 0, t.err);
+  for (const char* f : {"model.npz", "config.json", "metrics.jsonl", "checkpoint.npz", "samples.png", "density.png",
+                        "trajectories.png", "losses.png"})
+    CHECK_MESSAGE(fs::exists(model / f), f);
+  const nlohmann::json final = last_json(t.out);
+  for (const char* k : {"nll", "transport", "map_cost", "true_nll", "w2_sq", "map_ratio", "transport_ratio"})
+    CHECK_MESSAGE(final.contains(k), k);
+  CHECK(final.at("steps").get<int>() == 80);
+  std::ifstream metrics(model / "metrics.jsonl");
+  int lines = 0;
+  for (std::string line; std::getline(metrics, line); ++lines) CHECK(nlohmann::json::parse(line).contains("nll"));
+  CHECK(lines == 5);  // steps 1, 20, 40, 60, 80
+
+  const Result e = run("eval --model " + model.string() + " --n 2000", dir);
+  REQUIRE_MESSAGE(e.code == 0, e.err);
+  const nlohmann::json ev = last_json(e.out);
+  for (const char* k : {"nll", "transport", "map_cost", "true_nll", "w2_sq", "map_ratio", "transport_ratio"})
+    CHECK_MESSAGE(ev.contains(k), k);
+  CHECK(ev.at("map_ratio").get<double>() == doctest::Approx(ev.at("map_cost").get<double>() / ev.at("w2_sq").get<double>()));
+
+  const Result s = run("sample --model " + model.string() + " --n 33 --out " + (dir / "s.npy").string() +
+                           " --trajectories " + (dir / "t.npy").string(), dir);
+  REQUIRE_MESSAGE(s.code == 0, s.err);
+  CHECK(nn::read_npy((dir / "s.npy").string()).shape == std::vector<std::size_t>{33, 2});
+  CHECK(nn::read_npy((dir / "t.npy").string()).shape == std::vector<std::size_t>{3, 33, 2});  // L + 1 = 3 states
+
+  const Result p = run("plot --model " + model.string() + " --out " + (dir / "figs").string(), dir);
+  REQUIRE_MESSAGE(p.code == 0, p.err);
+  CHECK(fs::exists(dir / "figs" / "trajectories.png"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("invalid flags exit with code 2 and a message naming the flag") {
+  const fs::path dir = temp_dir("flags");
+  struct Case {
+    const char* args;
+    const char* mention;
+  };
+  for (const Case& c : {Case{"train --steps 0", "--steps"}, Case{"train --steps -5", "--steps"},
+                        Case{"train --batch 0", "--batch"}, Case{"train --layers 0", "--layers"},
+                        Case{"train --hidden -1", "--hidden"}, Case{"train --lr 0", "--lr"},
+                        Case{"train --lr -1e-3", "--lr"}, Case{"train --activation swish", "--activation"},
+                        Case{"train --transport-dir sideways", "--transport-dir"},
+                        Case{"train --transport-floor 0.1", "--transport-floor"},
+                        Case{"train --transport-schedule cosine --transport-weight 0", "--transport-schedule"},
+                        Case{"train --steps ten", "--steps"}, Case{"train --no-such-flag", "no-such-flag"},
+                        Case{"eval", "--model"}, Case{"frobnicate", "frobnicate"}}) {
+    const std::string args = c.args;
+    CAPTURE(args);
+    const Result r = run(std::string(c.args) + " --out " + (dir / "x").string(), dir);
+    CHECK(r.code == 2);
+    CHECK_MESSAGE(r.err.find(c.mention) != std::string::npos, r.err);
+  }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("data errors exit with code 1 and name the file, the line or offset, and what was expected") {
+  const fs::path dir = temp_dir("data");
+  {
+    std::ofstream(dir / "bad.csv") << "x,y\n1,2\n3,abc\n";
+    const Result r = run(quick(dir / "m") + " --data " + (dir / "bad.csv").string(), dir);
+    CHECK(r.code == 1);
+    CHECK_MESSAGE(r.err.find("bad.csv") != std::string::npos, r.err);
+    CHECK_MESSAGE(r.err.find("3") != std::string::npos, r.err);
+    CHECK_MESSAGE(r.err.find("abc") != std::string::npos, r.err);
+  }
+  {
+    std::ofstream(dir / "nan.csv") << "1,2\n3,nan\n5,6\n7,8\n";
+    const Result r = run(quick(dir / "m") + " --data " + (dir / "nan.csv").string(), dir);
+    CHECK(r.code == 1);
+    CHECK_MESSAGE(r.err.find("nan.csv") != std::string::npos, r.err);
+    const Result dropped = run(quick(dir / "m") + " --drop-nonfinite --data " + (dir / "nan.csv").string(), dir);
+    CHECK_MESSAGE(dropped.code == 0, dropped.err);
+  }
+  {
+    std::ofstream(dir / "trunc.npy", std::ios::binary) << "\x93NUMPY\x01\x00";
+    const Result r = run(quick(dir / "m") + " --data " + (dir / "trunc.npy").string(), dir);
+    CHECK(r.code == 1);
+    CHECK_MESSAGE(r.err.find("trunc.npy") != std::string::npos, r.err);
+    CHECK_MESSAGE(r.err.find("offset") != std::string::npos, r.err);
+  }
+  {
+    const Result r = run(quick(dir / "m") + " --data 9gaussians", dir);
+    CHECK(r.code == 2);
+    CHECK_MESSAGE(r.err.find("8gaussians") != std::string::npos, r.err);  // lists the known sets
+    CHECK_MESSAGE(r.err.find("swissroll") != std::string::npos, r.err);
+  }
+  {
+    const Result t = run(quick(dir / "m2") + " --data gaussian:2", dir);
+    REQUIRE_MESSAGE(t.code == 0, t.err);
+    const Result r = run("eval --model " + (dir / "m2").string() + " --data gaussian:3", dir);
+    CHECK(r.code == 1);
+    CHECK_MESSAGE(r.err.find("3") != std::string::npos, r.err);
+    CHECK_MESSAGE(r.err.find("2") != std::string::npos, r.err);
+    const Result missing = run("eval --model " + (dir / "nowhere").string(), dir);
+    CHECK(missing.code == 1);
+    CHECK_MESSAGE(missing.err.find("nowhere") != std::string::npos, missing.err);
+  }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("divergence stops with the step and the term named, a hint, exit 1, and the checkpoint intact") {
+  const fs::path dir = temp_dir("diverge");
+  const Result r = run("train --steps 400 --batch 64 --layers 2 --hidden 16 --no-plots --threads 1 --lr 1e6 "
+                       "--checkpoint-every 1 --warmup 0 --out " + (dir / "m").string(), dir);
+  CHECK(r.code == 1);
+  CHECK_MESSAGE(r.err.find("diverged at step") != std::string::npos, r.err);
+  CHECK_MESSAGE(r.err.find("learning rate") != std::string::npos, r.err);
+  REQUIRE(fs::exists(dir / "m" / "checkpoint.npz"));
+  for (const auto& a : nn::read_npz((dir / "m" / "checkpoint.npz").string()))
+    for (double v : a.data) CHECK(std::isfinite(v));
+  // With --skip-nonfinite the run goes on and counts the skipped batches.
+  const Result skip = run("train --steps 40 --batch 64 --layers 2 --hidden 16 --no-plots --threads 1 --lr 1e6 "
+                          "--warmup 0 --eval-n 200 --skip-nonfinite --out " + (dir / "s").string(), dir);
+  CHECK_MESSAGE(skip.code != 2, skip.err);
+  if (skip.code == 0) CHECK(last_json(skip.out).at("skipped_batches").get<int>() > 0);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("a run killed with SIGKILL and resumed ends with the same parameters as an uninterrupted run") {
+  const fs::path dir = temp_dir("kill");
+  const std::string common = "train --data moons --steps 300 --batch 64 --layers 2 --hidden 16 --eval-n 200 "
+                             "--no-plots --threads 1 --checkpoint-every 25 --quiet --out ";
+  const Result straight = run(common + (dir / "a").string(), dir);
+  REQUIRE_MESSAGE(straight.code == 0, straight.err);
+
+  const fs::path b = dir / "b";
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    const std::string cmd = std::string(TRFLOW_BINARY) + " " + common + b.string() + " >/dev/null 2>&1";
+    execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  // Wait for the second checkpoint, then kill without warning.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  bool killed = false;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::ifstream metrics(b / "metrics.jsonl");
+    int lines = 0;
+    for (std::string line; std::getline(metrics, line);) ++lines;
+    if (lines >= 3 && fs::exists(b / "checkpoint.npz")) {
+      kill(pid, SIGKILL);
+      killed = true;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  REQUIRE(killed);
+  CHECK(WIFSIGNALED(status));
+  CHECK(!fs::exists(b / "model.npz"));
+
+  const Result resumed = run(common + b.string() + " --resume", dir);
+  REQUIRE_MESSAGE(resumed.code == 0, resumed.err);
+  CHECK(params_of(dir / "a" / "model.npz") == params_of(b / "model.npz"));
+  // The metrics log has each step once.
+  std::ifstream metrics(b / "metrics.jsonl");
+  std::vector<int> steps;
+  for (std::string line; std::getline(metrics, line);) steps.push_back(nlohmann::json::parse(line).at("step"));
+  for (std::size_t i = 1; i < steps.size(); ++i) CHECK(steps[i] > steps[i - 1]);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("SIGINT saves a checkpoint and exits cleanly; --resume finishes the run") {
+  const fs::path dir = temp_dir("sigint");
+  const fs::path m = dir / "m";
+  const std::string common = "train --steps 100000 --batch 64 --layers 2 --hidden 16 --eval-n 200 --no-plots "
+                             "--threads 1 --quiet --out ";
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    const std::string cmd = std::string(TRFLOW_BINARY) + " " + common + m.string() + " >/dev/null 2>" + (dir / "err.txt").string();
+    execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline && !fs::exists(m / "metrics.jsonl"))
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  kill(pid, SIGINT);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 130);
+  REQUIRE(fs::exists(m / "checkpoint.npz"));
+  std::ifstream err(dir / "err.txt");
+  std::stringstream ss;
+  ss << err.rdbuf();
+  CHECK_MESSAGE(ss.str().find("--resume") != std::string::npos, ss.str());
+  const Result resumed = run(common + m.string() + " --resume --steps 400", dir);
+  // The checkpoint may already be past step 400 on a fast machine; either way no crash.
+  CHECK_MESSAGE((resumed.code == 0 || resumed.code == 2), resumed.err);
+  fs::remove_all(dir);
+}
+#endif
