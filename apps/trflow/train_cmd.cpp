@@ -242,6 +242,7 @@ int run_train(const TrainOptions& cli) {
   auto previous = std::signal(SIGINT, on_sigint);
   Progress progress(o.steps, trainer.steps_done(), stderr_is_terminal());
   flows::StepReport last;
+  const std::int64_t first_step = trainer.steps_done();
   const auto start = std::chrono::steady_clock::now();
   try {
     while (trainer.steps_done() < o.steps) {
@@ -273,7 +274,8 @@ int run_train(const TrainOptions& cli) {
   }
   std::signal(SIGINT, previous);
   progress.finish();
-  const double rate = progress.steps_per_second();
+  const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double rate = train_seconds > 0 ? double(trainer.steps_done() - first_step) / train_seconds : 0.0;
 
   flows::save_checkpoint(checkpoint.string(), *flow, trainer, meta);
   flows::save_model((out / "model.npz").string(), *flow, meta);

@@ -331,6 +331,9 @@ AxesInfo curve_panel(Figure& fig, Rect area, const CurvePanel& p, XRange xr, boo
     cairo_fill(cr);
   }
   ax.unclip();
+  if (avoid.empty())
+    fig.text(area.x + 0.5 * area.w, area.y + 0.5 * area.h, "no data", style::kLabelFont, HAlign::Center,
+             VAlign::Middle, false, {0.6, 0.6, 0.6});
   ax.frame();
   ax.ticks(x_labels, true);
   if (x_labels) ax.xlabel(x_label);
@@ -359,10 +362,11 @@ FigureInfo scatter_compare(const std::string& path, const double* target, std::s
     lim = square_auto_limits({{target, n}, {model, m}});
   }
   Figure fig(2 * kPanel, kPanel);
-  const DotStyle ds = scatter_style(std::max(n, m));
   FigureInfo info{fig.width(), fig.height(), {}};
-  info.axes.push_back(scatter_panel(fig, square_area(0, 0), lim, target, n, palette(0), ds, title_target));
-  info.axes.push_back(scatter_panel(fig, square_area(kPanel, 0), lim, model, m, palette(1), ds, title_model));
+  info.axes.push_back(
+      scatter_panel(fig, square_area(0, 0), lim, target, n, palette(0), scatter_style(n), title_target));
+  info.axes.push_back(
+      scatter_panel(fig, square_area(kPanel, 0), lim, model, m, palette(1), scatter_style(m), title_model));
   fig.save(path);
   return info;
 }

@@ -120,9 +120,11 @@ std::vector<double> cell_centers(double lo, double hi, std::size_t n);
 
 /// Two square panels side by side, `title_target` (left) and `title_model`
 /// (right), scatter plots of the n target points and the m model points
-/// (n×2 and m×2 row-major) as small translucent dots, with the same axis
-/// limits in both panels: `limits` if given, otherwise robust limits of both
-/// point sets together, widened to a square. The PNG is 1000×500 pixels.
+/// (n×2 and m×2 row-major) as small translucent dots (about 1 px at alpha
+/// 0.3 for a few thousand points, larger and more opaque for a few hundred),
+/// with the same axis limits in both panels: `limits` if given, otherwise
+/// robust limits of both point sets together, widened to a square. The PNG
+/// is 1000×500 pixels.
 FigureInfo scatter_compare(const std::string& path, const double* target, std::size_t n, const double* model,
                            std::size_t m, const std::string& title_target = "target samples",
                            const std::string& title_model = "model samples",
