@@ -109,16 +109,18 @@ template <class T> ad::CustomOp<T>& mul_sub_sq() {
 /// One shape the table runs on, and what the column ops need for it (the index
 /// vectors must outlive every tape that references them).
 struct Dims {
-  std::size_t m, n;
+  std::size_t m = 0, n = 0;
   std::size_t p = 7;          ///< the other dimension of matmul and linear (m·p crosses a float batch)
   std::vector<int> take;      ///< distinct, in decreasing order
   std::vector<int> take_rep;  ///< with repeats: the VJP must accumulate
   std::vector<int> scatter;   ///< distinct, leaves the columns j % 3 == 1 to the base
-  std::size_t slice_start, slice_count;
+  std::size_t slice_start = 0, slice_count = 0;
 };
 
 Dims make_dims(std::size_t m, std::size_t n) {
-  Dims d{m, n};
+  Dims d;
+  d.m = m;
+  d.n = n;
   for (int j = int(n) - 1; j >= 0; j -= 2) d.take.push_back(j);
   d.take_rep = {int(n) - 1, 0, int(n) - 1, int(n / 2), 0};
   for (int j = int(n) - 1; j >= 0; --j)
@@ -1015,6 +1017,17 @@ TEST_CASE("elu and leaky_relu with non-default α / slope: values and gradients 
     const double de = v > 0 ? 1 : 0.5 * std::exp(v), dl = v > 0 ? 1 : 0.3;
     CHECK(x.grad().data()[i] == doctest::Approx(de + 2 * dl).epsilon(1e-14));
   }
+
+  // slope / α = 0 is allowed (gradient 0 on the negative side); a negative one would make
+  // the output-based derivative wrong (y > 0 on both sides), so it is rejected.
+  Tape<double> t0;
+  const Var<double> z = t0.variable(x0);
+  t0.backward(ad::sum(ad::leaky_relu(z, 0.0)) + ad::sum(ad::elu(z, 0.0)) * 3.0);
+  for (std::size_t i = 0; i < x0.size(); ++i) CHECK(z.grad().data()[i] == (x0.data()[i] > 0 ? 4.0 : 0.0));
+  const std::size_t before = t0.size();
+  CHECK_THROWS_AS(ad::leaky_relu(z, -0.5), std::invalid_argument);
+  CHECK_THROWS_AS(ad::elu(z, -1.0), std::invalid_argument);
+  CHECK(t0.size() == before);
 }
 
 namespace {

@@ -381,7 +381,12 @@ void activation_vjp(Activation act, T s, const T* y, const T* gy, T* gz, std::si
 
 // y = act(a), the activation and its slope/α held by the node.
 template <class T> struct Act {
-  static Shape shape(Ctx<T> c) { return same_as_input(c); }
+  static Shape shape(Ctx<T> c) {
+    // The VJP reads the slope from the output's sign, which only works for slope/α ≥ 0.
+    if ((c.node.act == Activation::leaky_relu || c.node.act == Activation::elu) && !(c.node.s0 >= T(0)))
+      shape_error(c, fmt::format("the {} must be ≥ 0, got {}", c.node.act == Activation::elu ? "α" : "slope", c.node.s0));
+    return same_as_input(c);
+  }
   static void forward(Ctx<T>& c) { activate(c.node.act, c.node.s0, c.x(0), c.y(), c.n()); }
   static void vjp(Ctx<T>& c) {
     if (T* ga = c.gx(0)) activation_vjp<true>(c.node.act, c.node.s0, c.node.value.data(), c.gy(), ga, c.n());

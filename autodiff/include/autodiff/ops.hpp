@@ -47,9 +47,9 @@ template <class T> Var<T> log(Var<T> a);
 template <class T> Var<T> tanh(Var<T> a);
 template <class T> Var<T> sigmoid(Var<T> a);                  // 1 / (1 + e^{−a})
 template <class T> Var<T> relu(Var<T> a);                     // max(a, 0)
-template <class T> Var<T> leaky_relu(Var<T> a, Scalar<T> slope = T(0.01));  // a > 0 ? a : slope·a
+template <class T> Var<T> leaky_relu(Var<T> a, Scalar<T> slope = T(0.01));  // a > 0 ? a : slope·a  (slope ≥ 0)
 template <class T> Var<T> softplus(Var<T> a);                 // log(1 + e^a)
-template <class T> Var<T> elu(Var<T> a, Scalar<T> alpha = T(1));      // a > 0 ? a : α(e^a − 1)
+template <class T> Var<T> elu(Var<T> a, Scalar<T> alpha = T(1));      // a > 0 ? a : α(e^a − 1)  (α ≥ 0)
 template <class T> Var<T> square(Var<T> a);
 template <class T> Var<T> sqrt(Var<T> a);
 template <class T> Var<T> pow(Var<T> a, Scalar<T> p);                 // a^p, for a > 0 or integer p
