@@ -202,6 +202,19 @@ TEST_CASE("viridis runs from dark purple to yellow with rising lightness") {
   }
 }
 
+TEST_CASE("square_limits widens the shorter side about its centre") {
+  const plot::Limits wide = plot::square_limits({-3.0, 3.0, 0.0, 2.0});
+  CHECK(wide.x0 == -3.0);
+  CHECK(wide.x1 == 3.0);
+  CHECK(wide.y0 == -2.0);
+  CHECK(wide.y1 == 4.0);
+  const plot::Limits tall = plot::square_limits({0.0, 1.0, -2.0, 2.0});
+  CHECK(tall.x0 == -1.5);
+  CHECK(tall.x1 == 2.5);
+  CHECK(tall.y0 == -2.0);
+  CHECK(tall.y1 == 2.0);
+}
+
 TEST_CASE("cell_centers split the range into equal cells") {
   CHECK(plot::cell_centers(0.0, 4.0, 4) == std::vector<double>{0.5, 1.5, 2.5, 3.5});
   CHECK(plot::cell_centers(-1.0, 1.0, 1) == std::vector<double>{0.0});
@@ -236,9 +249,16 @@ TEST_CASE("scatter_compare writes two same-limit panels with blue and orange dot
   const auto info2 = plot::scatter_compare(dir.file("scatter2.png"), target.data(), 3000, nullptr, 0, "a", "b", lim);
   CHECK(same_limits(info2.axes[1].limits, lim));
   CHECK_NOTHROW(plot::scatter_compare(dir.file("empty.png"), std::vector<double>{}, std::vector<double>{}));
+
+  // Auto-limits follow the target: a model with 10% of its samples far away
+  // does not shrink the picture.
+  auto diverged = gaussian_points(1000, 0.0, 0.0, 1.0, 5);
+  for (std::size_t i = 0; i < 100; ++i) diverged[2 * i] = 1e5;
+  const auto info3 = plot::scatter_compare(dir.file("diverged.png"), target, diverged);
+  CHECK(info3.axes[1].limits.x1 < 10.0);
 }
 
-TEST_CASE("density_heatmap of a Gaussian: yellow at the mode, dark purple in the corners, colour bar") {
+TEST_CASE("density_heatmap of a Gaussian: yellow at the mode, dark purple in the far corner, colour bar") {
   TempDir dir;
   const std::size_t nx = 90, ny = 60;
   const plot::Limits ext{-3.0, 3.0, -2.0, 2.0};

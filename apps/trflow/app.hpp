@@ -25,13 +25,13 @@ struct TrainOptions {
   std::size_t depth = 2;
   std::string activation = "tanh";
   std::size_t batch = 512;
-  std::int64_t steps = 6000;
+  std::int64_t steps = 10000;
   double lr = 2e-3;
   std::string lr_schedule = "cosine";
   std::int64_t warmup = 100;
   std::uint64_t seed = 0;
   double kl_weight = 1.0;
-  double transport_weight = 0.05;
+  double transport_weight = 0.01;
   std::string transport_dir = "gen";
   std::string transport_schedule = "constant";
   double transport_floor = 0.0;
@@ -86,7 +86,7 @@ struct PlotOptions {
 
 struct CompareOptions {
   TrainOptions train;     ///< shared settings; transport weight set per arm
-  double transport_weight = 0.05;
+  double transport_weight = 0.01;
   std::string out = "runs/compare";
 };
 

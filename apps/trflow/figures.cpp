@@ -155,7 +155,7 @@ std::vector<std::string> write_all_figures(Model& m, flows::Dataset& data, const
   plot::scatter_compare((out / "samples.png").string(), target, model, "target samples", "model samples");
   written.push_back((out / "samples.png").string());
 
-  plot::Limits lim = plot::robust_limits(target);
+  const plot::Limits lim = plot::square_limits(plot::robust_limits(target));
   const std::size_t cells = 160;
   plot::HeatmapOptions hopt;
   hopt.colorbar_label = "density";

@@ -50,9 +50,6 @@ void set_color(cairo_t* cr, Rgb c, double alpha = 1.0);
 /// Shrinks r (centred) so that its width/height ratio is `aspect`.
 Rect fit_aspect(Rect r, double aspect);
 
-/// Widens the shorter side of `l` (centred) so both sides have the same span.
-Limits square_limits(Limits l);
-
 /// Throws std::invalid_argument (naming `what`) unless l is finite with x0 < x1, y0 < y1.
 void check_limits(const Limits& l, const char* what);
 

@@ -62,7 +62,7 @@ Limits square_auto_limits(const std::vector<PointSet>& sets) {
   }
   const auto [x0, x1] = detail::robust_range(std::move(xs), 0.005, 0.05);
   const auto [y0, y1] = detail::robust_range(std::move(ys), 0.005, 0.05);
-  return detail::square_limits({x0, x1, y0, y1});
+  return square_limits({x0, x1, y0, y1});
 }
 
 // Plot area of the square panel whose cell's top-left corner is (cx, cy).
@@ -195,7 +195,8 @@ AxesInfo trajectory_panel(Figure& fig, Rect area, const Limits& lim, const Traje
   std::vector<LegendEntry> entries;
   if (!o.start_label.empty()) entries.push_back({o.start_label, style::kStart, true, 0.9});
   if (!o.end_label.empty()) entries.push_back({o.end_label, style::kEnd, true, 0.9});
-  if (!o.background.empty()) entries.push_back({"target samples", style::kBackground, true, 0.6});
+  if (!o.background.empty() && !o.background_label.empty())
+    entries.push_back({o.background_label, style::kBackground, true, 0.6});
   ax.legend(entries, trajectory_vertices_px(ax, t));
   return ax.info();
 }
@@ -359,7 +360,9 @@ FigureInfo scatter_compare(const std::string& path, const double* target, std::s
     detail::check_limits(*limits, fn);
     lim = *limits;
   } else {
-    lim = square_auto_limits({{target, n}, {model, m}});
+    // The target is the reference: a model that diverged on a few percent of
+    // its samples must not shrink the target to a dot.
+    lim = n > 0 ? square_auto_limits({{target, n}}) : square_auto_limits({{model, m}});
   }
   Figure fig(2 * kPanel, kPanel);
   FigureInfo info{fig.width(), fig.height(), {}};

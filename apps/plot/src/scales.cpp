@@ -175,6 +175,22 @@ Rgb palette(std::size_t i) {
   return kPalette[i % (sizeof(kPalette) / sizeof(kPalette[0]))];
 }
 
+Limits square_limits(const Limits& in) {
+  Limits l = in;
+  const double w = l.x1 - l.x0;
+  const double h = l.y1 - l.y0;
+  if (w > h) {
+    const double c = 0.5 * (l.y0 + l.y1);
+    l.y0 = c - 0.5 * w;
+    l.y1 = c + 0.5 * w;
+  } else if (h > w) {
+    const double c = 0.5 * (l.x0 + l.x1);
+    l.x0 = c - 0.5 * h;
+    l.x1 = c + 0.5 * h;
+  }
+  return l;
+}
+
 std::vector<double> cell_centers(double lo, double hi, std::size_t n) {
   std::vector<double> c(n);
   for (std::size_t i = 0; i < n; ++i) c[i] = lo + (double(i) + 0.5) * (hi - lo) / double(n);
@@ -237,21 +253,6 @@ Rect fit_aspect(Rect r, double aspect) {
     r.h = h;
   }
   return r;
-}
-
-Limits square_limits(Limits l) {
-  const double w = l.x1 - l.x0;
-  const double h = l.y1 - l.y0;
-  if (w > h) {
-    const double c = 0.5 * (l.y0 + l.y1);
-    l.y0 = c - 0.5 * w;
-    l.y1 = c + 0.5 * w;
-  } else {
-    const double c = 0.5 * (l.x0 + l.x1);
-    l.x0 = c - 0.5 * h;
-    l.x1 = c + 0.5 * h;
-  }
-  return l;
 }
 
 void check_limits(const Limits& l, const char* what) {

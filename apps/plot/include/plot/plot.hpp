@@ -101,6 +101,11 @@ Limits robust_limits(const double* xy, std::size_t n, double q = 0.005, double p
 /// robust_limits over the points of an n×2 row-major vector (size must be even).
 Limits robust_limits(const std::vector<double>& xy, double q = 0.005, double pad = 0.05);
 
+/// `l` with its shorter side widened (about the same centre) to the span of
+/// the longer one, e.g. to give a density heat map the same square view as
+/// scatter_compare's auto-limits.
+Limits square_limits(const Limits& l);
+
 /// The viridis colour map at t ∈ [0, 1] (t is clamped; NaN reads as 0):
 /// matplotlib's 256-entry table, linearly interpolated. viridis(0) is dark
 /// purple (#440154), viridis(1) yellow (#fde725).
@@ -123,8 +128,10 @@ std::vector<double> cell_centers(double lo, double hi, std::size_t n);
 /// (n×2 and m×2 row-major) as small translucent dots (about 1 px at alpha
 /// 0.3 for a few thousand points, larger and more opaque for a few hundred),
 /// with the same axis limits in both panels: `limits` if given, otherwise
-/// robust limits of both point sets together, widened to a square. The PNG
-/// is 1000×500 pixels.
+/// robust limits of the target points (of the model points when there is no
+/// target), widened to a square, so that a model that scatters a few percent
+/// of its samples far away cannot shrink the picture; model points outside
+/// are clipped. The PNG is 1000×500 pixels.
 FigureInfo scatter_compare(const std::string& path, const double* target, std::size_t n, const double* model,
                            std::size_t m, const std::string& title_target = "target samples",
                            const std::string& title_model = "model samples",
@@ -196,12 +203,15 @@ struct TrajectoryOptions {
   std::string start_label = "base point";
   /// Legend label of the end points (last state).
   std::string end_label = "pushed forward";
+  /// Legend label of the background samples (no entry when empty).
+  std::string background_label = "target samples";
 };
 
 /// One square panel drawing each point's polyline through its states (thin
 /// lines coloured as options.color says), its start as a small dark dot and
 /// its end as a small red dot, with a legend naming both (and the background
-/// samples, when given). The PNG is 500×500 pixels.
+/// samples, when given) placed in the corner that hides the fewest paths.
+/// Empty labels get no legend entry. The PNG is 500×500 pixels.
 FigureInfo trajectories(const std::string& path, const Trajectories& traj, const TrajectoryOptions& options = {});
 
 /// trajectories over a flat (states × points × 2) vector.
