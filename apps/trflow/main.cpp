@@ -10,33 +10,26 @@
 
 namespace {
 
-const CLI::Validator kPositive = CLI::Validator(
-    [](std::string& s) -> std::string {
-      try {
-        std::size_t used = 0;
-        const double v = std::stod(s, &used);
-        if (used != s.size()) return "expected a number, got '" + s + "'";
-        if (!(v > 0)) return "must be positive, got " + s;
-      } catch (const std::exception&) {
-        return "expected a number, got '" + s + "'";
-      }
-      return {};
-    },
-    "POSITIVE");
+/// A number that must satisfy `ok` (a strictly positive or a non-negative value).
+CLI::Validator number_check(bool (*ok)(double), const char* must_be, const char* name) {
+  return CLI::Validator(
+      [=](std::string& s) -> std::string {
+        try {
+          std::size_t used = 0;
+          const double v = std::stod(s, &used);
+          if (used != s.size()) return "expected a number, got '" + s + "'";
+          if (!ok(v)) return std::string(must_be) + ", got " + s;
+        } catch (const std::exception&) {
+          return "expected a number, got '" + s + "'";
+        }
+        return {};
+      },
+      name);
+}
 
-const CLI::Validator kNonNegative = CLI::Validator(
-    [](std::string& s) -> std::string {
-      try {
-        std::size_t used = 0;
-        const double v = std::stod(s, &used);
-        if (used != s.size()) return "expected a number, got '" + s + "'";
-        if (!(v >= 0)) return "must be zero or positive, got " + s;
-      } catch (const std::exception&) {
-        return "expected a number, got '" + s + "'";
-      }
-      return {};
-    },
-    "NON-NEGATIVE");
+const CLI::Validator kPositive = number_check([](double v) { return v > 0; }, "must be positive", "POSITIVE");
+const CLI::Validator kNonNegative =
+    number_check([](double v) { return v >= 0; }, "must be zero or positive", "NON-NEGATIVE");
 
 const std::vector<std::string> kActivations = {"tanh", "relu", "leaky_relu", "softplus", "elu", "sigmoid"};
 

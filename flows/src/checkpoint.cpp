@@ -56,6 +56,10 @@ struct Archive {
 
   nlohmann::json json(const std::string& name) const {
     const nn::NpyArray& a = get(name);
+    // The bytes of the text: only uint8 elements convert to char safely.
+    if (a.descr != "|u1")
+      throw nn::FormatError(path, fmt::format("entry '{}'", name),
+                            fmt::format("JSON text stored as uint8 ('|u1'), got dtype '{}'", a.descr));
     std::string text(a.data.size(), '\0');
     for (std::size_t i = 0; i < a.data.size(); ++i) text[i] = char(static_cast<unsigned char>(a.data[i]));
     try {
@@ -82,11 +86,16 @@ nlohmann::json architecture(const nlohmann::json& flow, const nlohmann::json& me
 }
 
 void check_architecture(const std::string& path, const nlohmann::json& arch) {
-  if (!arch.is_object() || arch.value("format", std::string()) != kFormat)
+  // (Compared as JSON values: a "format" that is not a string, or a "version"
+  // that is a float, must not be converted first.)
+  if (!arch.is_object() || !arch.contains("format") || arch["format"] != kFormat)
     throw nn::FormatError(path, "entry 'architecture'", fmt::format("a {} architecture record", kFormat));
-  if (arch.value("version", 0) != kVersion)
+  const nlohmann::json version = arch.value("version", nlohmann::json());
+  if (!version.is_number_integer() || version != kVersion)
     throw nn::FormatError(path, "entry 'architecture'",
-                          fmt::format("format version {}, found {}", kVersion, arch.value("version", 0)));
+                          fmt::format("format version {}, found {}", kVersion,
+                                      version.is_primitive() ? version.dump().substr(0, 40)
+                                                             : std::string("an ") + version.type_name()));
 }
 
 template <class T>
@@ -103,7 +112,8 @@ template <class T>
 void load_parameters(const Archive& archive, const Flow<T>& flow) {
   const auto params = flow.named_parameters();
   for (const auto& [name, p] : params) archive.load(name, p->value);
-  for (const auto& [name, a] : archive.arrays) {
+  for (const auto& entry : archive.arrays) {
+    const std::string& name = entry.first;  // (not a structured binding: clang 14 cannot capture one in the lambda)
     if (name == "architecture" || name == "trainer" || name.rfind("optimizer.", 0) == 0) continue;
     const bool known = std::any_of(params.begin(), params.end(), [&](const auto& np) { return np.first == name; });
     if (!known)

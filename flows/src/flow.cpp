@@ -50,9 +50,7 @@ Var<T> DiagonalGaussian<T>::log_prob(Var<T> z) {
   const Var<T> m = learned_ ? t.param(mean) : t.constant(mean.value);
   const Var<T> ls = learned_ ? t.param(log_std) : t.constant(log_std.value);
   const Var<T> u = ad::mul_row(ad::add_row(z, -m), ad::exp(-ls));  // (z − m) / σ
-  // Σ_j log σ_j for every row: ones(m×d) · (log σ)ᵀ
-  const Var<T> log_norm = ad::matmul(t.constant(z.rows(), this->dim_, T(1)), ls, false, true);
-  return ad::row_sums(ad::square(u)) * T(-0.5) - log_norm - T(0.5 * kLog2Pi * double(this->dim_));
+  return ad::row_sums(ad::square(u)) * T(-0.5) - row_total(z.rows(), ls) - T(0.5 * kLog2Pi * double(this->dim_));
 }
 
 template <class T>
@@ -139,9 +137,28 @@ nlohmann::json Flow<T>::config() const {
   return {{"dim", dim_}, {"base", base_->config()}, {"layers", layers}};
 }
 
+namespace {
+// Limits on what a config may ask for (make_layer checks each layer's fields
+// against its own), so that a hostile file cannot make from_config allocate
+// gigabytes: 2^26 parameters are 256 MiB of float32 values (and as much again
+// for their gradients).
+constexpr std::size_t kMaxFlowDim = std::size_t(1) << 20;
+constexpr std::size_t kMaxFlowParameters = std::size_t(1) << 26;
+}  // namespace
+
 template <class T>
 std::unique_ptr<Flow<T>> Flow<T>::from_config(const nlohmann::json& c) {
-  const std::size_t dim = c.at("dim").get<std::size_t>();
+  const nlohmann::json& dim_value = c.at("dim");
+  // A JSON integer (a float or a negative number would not convert safely).
+  const bool dim_ok = (dim_value.is_number_unsigned() && dim_value.get<std::uint64_t>() >= 1 &&
+                       dim_value.get<std::uint64_t>() <= kMaxFlowDim) ||
+                      (dim_value.is_number_integer() && dim_value.get<std::int64_t>() >= 1 &&
+                       std::uint64_t(dim_value.get<std::int64_t>()) <= kMaxFlowDim);
+  if (!dim_ok)
+    throw std::invalid_argument(fmt::format("flow: 'dim' must be an integer in [1, {}], got {}", kMaxFlowDim,
+                                            dim_value.is_primitive() ? dim_value.dump().substr(0, 40)
+                                                                     : std::string("an ") + dim_value.type_name()));
+  const std::size_t dim = dim_value.get<std::size_t>();
   const nlohmann::json& b = c.at("base");
   const std::string base_type = b.at("type").get<std::string>();
   std::unique_ptr<BaseDensity<T>> base;
@@ -153,8 +170,22 @@ std::unique_ptr<Flow<T>> Flow<T>::from_config(const nlohmann::json& c) {
     throw std::invalid_argument(
         fmt::format("unknown base density '{}' (expected standard_normal or diagonal_gaussian)", base_type));
   auto flow = std::make_unique<Flow<T>>(dim, std::move(base));
+  const nlohmann::json& layers = c.at("layers");
+  if (!layers.is_array())
+    throw std::invalid_argument(fmt::format("flow: 'layers' must be an array, got an {}", layers.type_name()));
   ad::Rng rng(0);  // weights are overwritten by the saved parameters
-  for (const auto& l : c.at("layers")) flow->add_layer(make_layer<T>(l, rng));
+  std::size_t parameters = flow->parameter_count();
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    try {
+      flow->add_layer(make_layer<T>(layers[l], rng));
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(fmt::format("layer {}: {}", l, e.what()));
+    }
+    parameters += flow->layer(l).parameter_count();
+    if (parameters > kMaxFlowParameters)
+      throw std::invalid_argument(
+          fmt::format("flow: more than {} parameters (after layer {} of {})", kMaxFlowParameters, l, layers.size()));
+  }
   return flow;
 }
 

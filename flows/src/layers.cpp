@@ -10,6 +10,12 @@
 
 namespace flows {
 
+// Σ_j r_j for each of m rows, as an m×1 column: ones(m×d) · rᵀ.
+template <class T>
+Var<T> row_total(std::size_t m, Var<T> r) {
+  return ad::matmul(r.tape->constant(m, r.cols(), T(1)), r, false, true);
+}
+
 template <class T>
 Array<T> Bijector<T>::initialize_from_data(const Array<T>& y) {
   Tape<T> tape;
@@ -113,26 +119,18 @@ ActNorm<T>::ActNorm(std::size_t dim) : Bijector<T>(dim), log_scale("log_scale", 
   this->register_parameter("shift", shift);
 }
 
-// Σ_j s_j for every row, as an m×1 column: ones(m×d) · sᵀ.
-template <class T>
-Var<T> ActNorm<T>::logdet_rows(Var<T> like, T sign) {
-  Tape<T>& t = *like.tape;
-  const Var<T> ld = ad::matmul(t.constant(like.rows(), this->dim_, T(1)), t.param(log_scale), false, true);
-  return sign < 0 ? -ld : ld;
-}
-
 template <class T>
 Mapped<T> ActNorm<T>::forward(Var<T> x) {
   Tape<T>& t = *x.tape;
   const Var<T> y = ad::add_row(ad::mul_row(x, ad::exp(t.param(log_scale))), t.param(shift));
-  return {y, logdet_rows(x, T(1))};
+  return {y, row_total(x.rows(), t.param(log_scale))};
 }
 
 template <class T>
 Mapped<T> ActNorm<T>::inverse(Var<T> y) {
   Tape<T>& t = *y.tape;
   const Var<T> x = ad::mul_row(ad::add_row(y, -t.param(shift)), ad::exp(-t.param(log_scale)));
-  return {x, logdet_rows(y, T(-1))};
+  return {x, -row_total(y.rows(), t.param(log_scale))};
 }
 
 template <class T>
@@ -251,19 +249,12 @@ Var<T> LULinear<T>::upper_factor(Tape<T>& t) {
   return t.param(upper) * t.constant(upper_mask_) + ad::mul_row(t.constant(identity_), ad::exp(t.param(log_diag)));
 }
 
-template <class T>
-Var<T> LULinear<T>::logdet_rows(Var<T> like, T sign) {
-  Tape<T>& t = *like.tape;
-  const Var<T> ld = ad::matmul(t.constant(like.rows(), this->dim_, T(1)), t.param(log_diag), false, true);
-  return sign < 0 ? -ld : ld;
-}
-
 // y = x Wᵀ = x U'ᵀ Lᵀ Pᵀ;  (z Pᵀ)_i = z_{perm[i]}
 template <class T>
 Mapped<T> LULinear<T>::forward(Var<T> x) {
   Tape<T>& t = *x.tape;
   const Var<T> z = ad::matmul(ad::matmul(x, upper_factor(t), false, true), lower_factor(t), false, true);
-  return {ad::take_cols(z, perm_), logdet_rows(x, T(1))};
+  return {ad::take_cols(z, perm_), row_total(x.rows(), t.param(log_diag))};
 }
 
 // x = y W⁻ᵀ = y P L⁻ᵀ U'⁻ᵀ;  (y P)_j = y_{perm⁻¹[j]}
@@ -274,7 +265,7 @@ Mapped<T> LULinear<T>::inverse(Var<T> y) {
   const Var<T> l_inv = ad::custom(lower_inverse_op<T>(), lower_factor(t));
   const Var<T> u_inv = ad::custom(upper_inverse_op<T>(), upper_factor(t));
   const Var<T> x = ad::matmul(ad::matmul(yp, l_inv, false, true), u_inv, false, true);
-  return {x, logdet_rows(y, T(-1))};
+  return {x, -row_total(y.rows(), t.param(log_diag))};
 }
 
 template <class T>
@@ -283,26 +274,99 @@ nlohmann::json LULinear<T>::config() const {
 }
 
 // ---------------------------------------------------------------- factory
+namespace {
+
+// Limits on what a config (a model file's architecture) may ask for, checked
+// before anything is allocated, so that a hostile or corrupt file cannot make
+// make_layer take gigabytes or fail with std::length_error / std::bad_alloc.
+constexpr std::size_t kMaxLayerDim = std::size_t(1) << 20;  // coordinates
+constexpr std::size_t kMaxHidden = std::size_t(1) << 20;    // conditioner width
+constexpr std::size_t kMaxDepth = 256;                      // conditioner hidden layers
+constexpr double kMaxLayerParameters = double(std::size_t(1) << 26);  // as Flow::from_config's total
+
+/// A JSON value for an error message: a number or a short string as written, else its type.
+std::string json_shown(const nlohmann::json& v) {
+  if (!v.is_primitive()) return std::string("an ") + v.type_name();
+  const std::string s = v.dump();
+  return s.size() > 40 ? s.substr(0, 40) + "..." : s;
+}
+
+/// v as a non-negative JSON integer (not a float, which could not be
+/// converted safely), or false.
+bool as_count(const nlohmann::json& v, std::uint64_t& n) {
+  if (v.is_number_unsigned()) return n = v.get<std::uint64_t>(), true;
+  if (v.is_number_integer() && v.get<std::int64_t>() >= 0) return n = std::uint64_t(v.get<std::int64_t>()), true;
+  return false;
+}
+
+std::size_t count_field(const nlohmann::json& c, const char* key, std::size_t lo, std::size_t hi, const std::string& type) {
+  const nlohmann::json& v = c.at(key);
+  std::uint64_t n = 0;
+  if (!as_count(v, n) || n < lo || n > hi)
+    throw std::invalid_argument(
+        fmt::format("{} layer: '{}' must be an integer in [{}, {}], got {}", type, key, lo, hi, json_shown(v)));
+  return static_cast<std::size_t>(n);
+}
+
+/// A list of coordinates in [0, dim) (an array of at most dim integers).
+std::vector<int> index_field(const nlohmann::json& c, const char* key, std::size_t dim, const std::string& type) {
+  const nlohmann::json& v = c.at(key);
+  if (!v.is_array() || v.size() > dim)
+    throw std::invalid_argument(fmt::format("{} layer: '{}' must be an array of at most {} coordinates, got {}", type,
+                                            key, dim, v.is_array() ? fmt::format("{} entries", v.size()) : json_shown(v)));
+  std::vector<int> out;
+  out.reserve(v.size());
+  for (const nlohmann::json& e : v) {
+    std::uint64_t i = 0;
+    if (!as_count(e, i) || i >= dim)
+      throw std::invalid_argument(
+          fmt::format("{} layer: '{}' must hold integers in [0, {}), got {}", type, key, dim, json_shown(e)));
+    out.push_back(static_cast<int>(i));
+  }
+  return out;
+}
+
+void check_parameter_count(double count, const std::string& type) {
+  if (count > kMaxLayerParameters)
+    throw std::invalid_argument(fmt::format("{} layer: {:.0f} parameters, more than the limit of {:.0f}", type, count,
+                                            kMaxLayerParameters));
+}
+
+}  // namespace
+
 template <class T>
 std::unique_ptr<Bijector<T>> make_layer(const nlohmann::json& c, ad::Rng& rng) {
   const std::string type = c.at("type").get<std::string>();
-  const std::size_t dim = c.at("dim").get<std::size_t>();
   if (type == "affine_coupling" || type == "additive_coupling") {
+    const std::size_t dim = count_field(c, "dim", 1, kMaxLayerDim, type);
     CouplingConfig cfg;
-    cfg.hidden = c.at("hidden").get<std::size_t>();
-    cfg.depth = c.at("depth").get<std::size_t>();
+    cfg.hidden = count_field(c, "hidden", 0, kMaxHidden, type);
+    cfg.depth = count_field(c, "depth", 0, kMaxDepth, type);
     cfg.activation = ad::activation_from_name(c.at("activation").get<std::string>());
     cfg.scale_clamp = c.value("scale_clamp", 0.0);
     cfg.additive = type == "additive_coupling";
-    return std::make_unique<AffineCoupling<T>>(dim, c.at("updated").get<std::vector<int>>(),
-                                               c.at("conditioning").get<std::vector<int>>(), cfg, rng);
+    std::vector<int> a = index_field(c, "updated", dim, type), b = index_field(c, "conditioning", dim, type);
+    // The conditioner MLP: max(1, |B|) -> hidden (depth times) -> (1 or 2)|A|, weights and biases.
+    double count = 0, width = double(std::max<std::size_t>(1, b.size()));
+    for (std::size_t l = 0; l <= cfg.depth; ++l) {
+      const double next = l < cfg.depth ? double(cfg.hidden) : double((cfg.additive ? 1 : 2) * a.size());
+      count += width * next + next;
+      width = next;
+    }
+    check_parameter_count(count, type);
+    return std::make_unique<AffineCoupling<T>>(dim, std::move(a), std::move(b), cfg, rng);
   }
   if (type == "actnorm") {
+    const std::size_t dim = count_field(c, "dim", 1, kMaxLayerDim, type);
     auto layer = std::make_unique<ActNorm<T>>(dim);
     layer->set_initialized(c.value("initialized", false));
     return layer;
   }
-  if (type == "lu_linear") return std::make_unique<LULinear<T>>(dim);
+  if (type == "lu_linear") {
+    const std::size_t dim = count_field(c, "dim", 1, kMaxLayerDim, type);
+    check_parameter_count(2.0 * double(dim) * double(dim) + double(dim), type);
+    return std::make_unique<LULinear<T>>(dim);
+  }
   throw std::invalid_argument(fmt::format(
       "unknown layer type '{}' (expected affine_coupling, additive_coupling, actnorm or lu_linear)", type));
 }
@@ -315,6 +379,8 @@ template class ActNorm<float>;
 template class ActNorm<double>;
 template class LULinear<float>;
 template class LULinear<double>;
+template Var<float> row_total<float>(std::size_t, Var<float>);
+template Var<double> row_total<double>(std::size_t, Var<double>);
 template std::unique_ptr<Bijector<float>> make_layer<float>(const nlohmann::json&, ad::Rng&);
 template std::unique_ptr<Bijector<double>> make_layer<double>(const nlohmann::json&, ad::Rng&);
 

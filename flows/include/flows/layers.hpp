@@ -105,7 +105,6 @@ class ActNorm : public Bijector<T> {
   Parameter<T> log_scale, shift;
 
  private:
-  Var<T> logdet_rows(Var<T> like, T sign);
   bool initialized_ = false;
 };
 
@@ -125,10 +124,14 @@ class LULinear : public Bijector<T> {
  private:
   Var<T> lower_factor(Tape<T>& t);   // L = I + strict_lower(lower)
   Var<T> upper_factor(Tape<T>& t);   // U' = strict_upper(upper) + diag(exp(s))
-  Var<T> logdet_rows(Var<T> like, T sign);
   Array<T> identity_, lower_mask_, upper_mask_;
   std::vector<int> perm_, perm_inverse_;  // P as an index list: (P v)_i = v_{perm[i]}
 };
+
+/// Σ_j r_j of a 1×d row r, repeated for m rows (m×1): the per-sample
+/// log-determinant of a layer whose Jacobian does not depend on the input.
+template <class T>
+Var<T> row_total(std::size_t m, Var<T> r);
 
 /// Rebuilds a layer from its config() (parameters are loaded separately).
 template <class T>
