@@ -84,7 +84,7 @@ StepReport Trainer<T>::step(bool measure_transport) {
 
   const char* bad = !std::isfinite(r.nll) ? "NLL" : (transport && !std::isfinite(r.transport)) ? "transport" : nullptr;
   if (!bad) {
-    flow_.zero_grad();
+    optimizer_.zero_grad();
     tape_.backward(terms.loss);
     r.grad_norm = cfg_.clip_norm > 0 ? nn::clip_grad_norm(optimizer_.params(), cfg_.clip_norm)
                                      : nn::grad_norm(optimizer_.params());
@@ -92,7 +92,7 @@ StepReport Trainer<T>::step(bool measure_transport) {
   }
   if (bad) {
     if (cfg_.skip_nonfinite) {
-      flow_.zero_grad();
+      optimizer_.zero_grad();
       ++skipped_;
       r.skipped = true;
       return r;

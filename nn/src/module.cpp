@@ -78,8 +78,9 @@ std::size_t Module<T>::parameter_count() const {
 }
 
 template <class T>
-void Module<T>::zero_grad() const {
-  for (Parameter<T>* p : parameters()) p->zero_grad();
+void Module<T>::zero_grad() const {  // recursive, without building names: no allocation
+  for (const auto& np : params_) np.second->zero_grad();
+  for (const auto& nm : children_) nm.second->zero_grad();
 }
 
 // ---------------------------------------------------------------- Linear
