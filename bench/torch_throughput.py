@@ -8,6 +8,13 @@ Warm-up pass, then --reps timed passes of --n samples; prints one JSON line with
 (samples/s) and the peak RSS. Throughput does not depend on the data values, so the data rows
 are plain normal draws of the right dimension.
 
+With --train-steps S (> 0) it also times torch_realnvp.py's training step (the same loop: data
+batch, lam*NLL + beta*T, zero_grad, backward, Adam; beta 0.01) after --train-warmup steps, in
+--reps repetitions of S steps: median wall-clock steps/s and CPU ms/step (time.process_time, all
+threads), a warm-started figure that, unlike torch_realnvp.py's whole-run average, matches how
+trflow's train_bench measures, and a CPU-time figure that other load on a shared machine does
+not deflate.
+
   /usr/bin/python3 bench/torch_throughput.py --config B --threads 1 [--realnvp ../shared/bench/torch_realnvp.py]
 """
 import argparse
@@ -37,6 +44,10 @@ def main():
     p.add_argument("--chunk", type=int, default=1024)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-steps", type=int, default=0)
+    p.add_argument("--train-warmup", type=int, default=10)
+    p.add_argument("--beta", type=float, default=0.01)
+    p.add_argument("--data", default=None, help="training data for --train-steps (default: the config's)")
     p.add_argument("--realnvp", default=os.path.join(here, "..", "..", "shared", "bench", "torch_realnvp.py"))
     a = p.parse_args()
     ref = load_reference(a.realnvp)
@@ -69,6 +80,37 @@ def main():
         return s
 
     rates = {}
+    if a.train_steps > 0:
+        import numpy as np
+        tflow = ref.Flow(d, cfg["layers"], cfg["hidden"], cfg["depth"], a.seed)
+        opt = torch.optim.Adam(tflow.parameters(), lr=1e-3)
+        rng = np.random.default_rng(a.seed)
+        data = a.data or cfg["data"]
+
+        def train_step():
+            yb = torch.from_numpy(ref.toy(data, cfg["batch"], rng))
+            loss = tflow.nll(yb).mean()
+            if a.beta > 0:
+                x = torch.randn(cfg["batch"], d)
+                tc, _ = tflow.transport(x)
+                loss = loss + a.beta * tc.mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        for _ in range(a.train_warmup):
+            train_step()
+        wall, cpu = [], []
+        for _ in range(a.reps):
+            t0, c0 = time.perf_counter(), time.process_time()
+            for _ in range(a.train_steps):
+                train_step()
+            wall.append(a.train_steps / (time.perf_counter() - t0))
+            cpu.append(1e3 * (time.process_time() - c0) / a.train_steps)
+        rates["train_steps_per_s"] = statistics.median(wall)
+        rates["train_cpu_ms_per_step"] = statistics.median(cpu)
+        rates["train_reps"] = [round(v, 2) for v in wall]
+        del tflow, opt
     with torch.no_grad():
         for name, fn in (("logprob_sps", log_prob_pass), ("sample_sps", sample_pass)):
             fn()  # warm-up
@@ -83,7 +125,9 @@ def main():
     print(json.dumps(dict(impl="torch", config=a.config, d=d, threads=a.threads, n=n, chunk=a.chunk,
                           logprob_sps=round(rates["logprob_sps"], 1), sample_sps=round(rates["sample_sps"], 1),
                           logprob_reps=rates["logprob_reps"], sample_reps=rates["sample_reps"],
-                          peak_rss_mb=round(rss_mb, 1), torch=torch.__version__)))
+                          peak_rss_mb=round(rss_mb, 1), torch=torch.__version__,
+                          **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in rates.items()
+                             if k.startswith("train")})))
 
 
 if __name__ == "__main__":

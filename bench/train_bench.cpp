@@ -26,12 +26,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <map>
 #include <memory>
 #include <new>
 #include <string>
 #include <vector>
+
+#include <cerrno>
 
 #include <cxxabi.h>
 #include <dlfcn.h>
@@ -47,10 +50,23 @@
 #include "flows/train.hpp"
 #include "nn/io.hpp"
 
-// ---------------------------------------------------------------- counting operator new
+// ---------------------------------------------------------------- counting allocator
+// Every heap allocation of the process is counted while `counting` is set: C++ operator new
+// (replaced below) and the C allocator (malloc, calloc, realloc, posix_memalign, aligned_alloc,
+// memalign, interposed below and forwarded to glibc's __libc_* entry points), which is what
+// xtensor's aligned arrays (xsimd::aligned_allocator → posix_memalign) and OpenBLAS use.
+extern "C" {
+void* __libc_malloc(std::size_t);
+void* __libc_calloc(std::size_t, std::size_t);
+void* __libc_realloc(void*, std::size_t);
+void* __libc_memalign(std::size_t, std::size_t);
+void __libc_free(void*);
+}
+
 namespace alloc_count {
+enum Kind { cxx_new = 0, c_malloc = 1 };
 std::atomic<bool> counting{false};
-std::atomic<std::uint64_t> count{0}, bytes{0};
+std::atomic<std::uint64_t> count[2], bytes[2];
 bool abort_on_first = false;
 bool trace = false;
 thread_local bool in_hook = false;
@@ -59,41 +75,80 @@ constexpr int kFrames = 24;
 struct Record {
   void* frames[kFrames];
   int depth;
+  int kind;
 };
 Record* records = nullptr;  // preallocated only when tracing
 std::size_t records_cap = 0;
 std::atomic<std::size_t> records_n{0};
 
-inline void on_alloc(std::size_t n) {
-  if (!counting.load(std::memory_order_relaxed)) return;
-  count.fetch_add(1, std::memory_order_relaxed);
-  bytes.fetch_add(n, std::memory_order_relaxed);
+void reset() {
+  for (int k = 0; k < 2; ++k) count[k] = 0, bytes[k] = 0;
+}
+std::uint64_t total() { return count[0].load() + count[1].load(); }
+
+inline void on_alloc(std::size_t n, Kind kind) {
+  if (!counting.load(std::memory_order_relaxed) || in_hook) return;
+  count[kind].fetch_add(1, std::memory_order_relaxed);
+  bytes[kind].fetch_add(n, std::memory_order_relaxed);
   if (abort_on_first) {
     static const char msg[] = "train_bench: heap allocation in the steady-state window; aborting (TRFLOW_BENCH_ALLOC_ABORT)\n";
     (void)!write(2, msg, sizeof msg - 1);
     std::abort();
   }
-  if (trace && !in_hook) {
-    in_hook = true;
+  if (trace) {
+    in_hook = true;  // backtrace() may allocate
     const std::size_t i = records_n.fetch_add(1, std::memory_order_relaxed);
-    if (i < records_cap) records[i].depth = backtrace(records[i].frames, kFrames);
+    if (i < records_cap) {
+      records[i].depth = backtrace(records[i].frames, kFrames);
+      records[i].kind = kind;
+    }
     in_hook = false;
   }
 }
 
 void* allocate(std::size_t n) {
-  on_alloc(n);
-  if (void* p = std::malloc(n ? n : 1)) return p;
+  on_alloc(n, cxx_new);
+  if (void* p = __libc_malloc(n ? n : 1)) return p;
   throw std::bad_alloc();
 }
 void* allocate_aligned(std::size_t n, std::align_val_t al) {
-  on_alloc(n);
+  on_alloc(n, cxx_new);
   const std::size_t a = std::max(static_cast<std::size_t>(al), sizeof(void*));
-  void* p = nullptr;
-  if (posix_memalign(&p, a, n ? n : 1) != 0) throw std::bad_alloc();
-  return p;
+  if (void* p = __libc_memalign(a, n ? n : 1)) return p;
+  throw std::bad_alloc();
 }
 }  // namespace alloc_count
+
+extern "C" {
+void* malloc(std::size_t n) noexcept {
+  alloc_count::on_alloc(n, alloc_count::c_malloc);
+  return __libc_malloc(n);
+}
+void* calloc(std::size_t k, std::size_t n) noexcept {
+  alloc_count::on_alloc(k * n, alloc_count::c_malloc);
+  return __libc_calloc(k, n);
+}
+void* realloc(void* p, std::size_t n) noexcept {
+  alloc_count::on_alloc(n, alloc_count::c_malloc);
+  return __libc_realloc(p, n);
+}
+void free(void* p) noexcept { __libc_free(p); }
+int posix_memalign(void** out, std::size_t al, std::size_t n) noexcept {
+  alloc_count::on_alloc(n, alloc_count::c_malloc);
+  void* p = __libc_memalign(al, n);
+  if (!p) return ENOMEM;
+  *out = p;
+  return 0;
+}
+void* aligned_alloc(std::size_t al, std::size_t n) noexcept {
+  alloc_count::on_alloc(n, alloc_count::c_malloc);
+  return __libc_memalign(al, n);
+}
+void* memalign(std::size_t al, std::size_t n) noexcept {
+  alloc_count::on_alloc(n, alloc_count::c_malloc);
+  return __libc_memalign(al, n);
+}
+}
 
 void* operator new(std::size_t n) { return alloc_count::allocate(n); }
 void* operator new[](std::size_t n) { return alloc_count::allocate(n); }
@@ -111,16 +166,16 @@ void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noe
 void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
   try { return alloc_count::allocate_aligned(n, a); } catch (...) { return nullptr; }
 }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete(void* p) noexcept { __libc_free(p); }
+void operator delete[](void* p) noexcept { __libc_free(p); }
+void operator delete(void* p, std::size_t) noexcept { __libc_free(p); }
+void operator delete[](void* p, std::size_t) noexcept { __libc_free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { __libc_free(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { __libc_free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { __libc_free(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { __libc_free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { __libc_free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { __libc_free(p); }
 
 namespace {
 
@@ -141,7 +196,8 @@ const Shape kShapes[] = {
 struct Options {
   std::string shape = "A";
   int threads = 1;
-  int warmup_steps = 60;  // ≥ 60: the allocation window is steps 11..60
+  int alloc_first = 11, alloc_last = 60;  // the allocation-counting window (steps, inclusive)
+  int warmup_steps = 0;   // 0: alloc_last (the window is part of the warm-up)
   int steps = 0;          // per repetition; 0: a default per shape
   int reps = 5;
   std::size_t eval_n = 0;  // samples per log_prob / sampling repetition; 0: a default per shape
@@ -154,8 +210,8 @@ struct Options {
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
                "train_bench: %s\n"
-               "usage: train_bench --shape A|B|C [--threads N] [--warmup-steps W (>= 60)] [--steps S] [--reps R]\n"
-               "                   [--eval-n N] [--chunk 1024] [--no-eval]\n"
+               "usage: train_bench --shape A|B|C [--threads N] [--steps S] [--reps R] [--alloc-window 11:60]\n"
+               "                   [--warmup-steps W (>= window end)] [--eval-n N] [--chunk 1024] [--no-eval]\n"
                "       train_bench --shape A|B|C --write-data out.npy [--n 100000]\n",
                why);
   std::exit(2);
@@ -172,6 +228,13 @@ Options parse(int argc, char** argv) {
     if (a == "--shape") o.shape = next();
     else if (a == "--threads") o.threads = std::stoi(next());
     else if (a == "--warmup-steps") o.warmup_steps = std::stoi(next());
+    else if (a == "--alloc-window") {
+      const std::string w = next();
+      const auto colon = w.find(':');
+      if (colon == std::string::npos) usage("--alloc-window wants FIRST:LAST");
+      o.alloc_first = std::stoi(w.substr(0, colon));
+      o.alloc_last = std::stoi(w.substr(colon + 1));
+    }
     else if (a == "--steps") o.steps = std::stoi(next());
     else if (a == "--reps") o.reps = std::stoi(next());
     else if (a == "--eval-n") o.eval_n = std::stoul(next());
@@ -181,7 +244,9 @@ Options parse(int argc, char** argv) {
     else if (a == "--n") o.write_n = std::stoul(next());
     else usage(("unknown option " + a).c_str());
   }
-  if (o.warmup_steps < 60) usage("--warmup-steps must be at least 60 (the allocation window is steps 11..60)");
+  if (o.alloc_first < 2 || o.alloc_last < o.alloc_first) usage("--alloc-window needs 2 <= FIRST <= LAST");
+  if (o.warmup_steps == 0) o.warmup_steps = o.alloc_last;
+  if (o.warmup_steps < o.alloc_last) usage("--warmup-steps must cover the allocation window");
   if (o.reps < 1) usage("--reps must be positive");
   return o;
 }
@@ -192,6 +257,18 @@ double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const std::size_t n = v.size();
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+double process_cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
+}
+
+long minor_faults() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_minflt;
 }
 
 double peak_rss_mb() {
@@ -256,20 +333,23 @@ void report_sites(double steps) {
     int found = 0;
     for (int f = 2; f < rec.depth && found < 3; ++f) {  // 0: on_alloc, 1: allocate
       const std::string& s = name(rec.frames[f]);
-      if (s.rfind("operator new", 0) == 0) continue;
-      if (first_lib.empty() && !is_project_frame(s)) first_lib = s;
+      if (s.rfind("operator new", 0) == 0 || s == "malloc" || s == "posix_memalign" || s == "calloc" ||
+          s == "realloc" || s == "aligned_alloc" || s == "memalign")
+        continue;
+      if (!found && first_lib.empty() && !is_project_frame(s)) first_lib = s;  // the library call that allocated
       if (is_project_frame(s)) {
         chain += (found ? "  <-  " : "") + s;
         ++found;
       }
     }
     if (!first_lib.empty() && chain.find(first_lib) == std::string::npos) chain = "[" + first_lib + "]  " + chain;
-    ++sites[chain.empty() ? "(no project frame)" : chain];
+    if (chain.empty()) chain = "(no project frame)";
+    ++sites[(rec.kind == alloc_count::cxx_new ? "new     " : "malloc  ") + chain];
   }
   std::vector<std::pair<std::size_t, std::string>> sorted;
   for (auto& [k, v] : sites) sorted.emplace_back(v, k);
   std::sort(sorted.rbegin(), sorted.rend());
-  std::fprintf(stderr, "allocation sites in the steady-state window (%zu recorded%s), per step:\n", n,
+  std::fprintf(stderr, "allocation sites in the steady-state window (%zu recorded%s), per step (kind, site):\n", n,
                alloc_count::records_n.load() > alloc_count::records_cap ? ", truncated" : "");
   for (auto& [count, site] : sorted)
     std::fprintf(stderr, "  %8.1f  %s\n", double(count) / steps, site.c_str());
@@ -330,25 +410,35 @@ int main(int argc, char** argv) {
   flows::Trainer<float> trainer(*flow, *data, cfg);
   const double load_start = loadavg1();
 
-  // Warm-up; steps 11..60 form the allocation-counting window.
+  // Warm-up; steps alloc_first..alloc_last (default 11..60) form the allocation-counting window.
   flows::StepReport last;
+  long faults0 = 0;
   for (int s = 1; s <= o.warmup_steps; ++s) {
-    if (s == 11) alloc_count::counting = true;
+    if (s == o.alloc_first) {
+      faults0 = minor_faults();
+      alloc_count::counting = true;
+    }
     last = trainer.step(/*measure_transport=*/false);  // what the app calls on a non-logging step
-    if (s == 60) alloc_count::counting = false;
+    if (s == o.alloc_last) alloc_count::counting = false;
   }
-  const double window_steps = 50;
-  const double allocs_per_step = double(alloc_count::count.load()) / window_steps;
-  const double alloc_bytes_per_step = double(alloc_count::bytes.load()) / window_steps;
+  const double window_steps = o.alloc_last - o.alloc_first + 1;
+  const double faults_per_step = double(minor_faults() - faults0) / window_steps;
+  const double new_per_step = double(alloc_count::count[0].load()) / window_steps;
+  const double malloc_per_step = double(alloc_count::count[1].load()) / window_steps;
+  const double allocs_per_step = new_per_step + malloc_per_step;
+  const double alloc_bytes_per_step = double(alloc_count::bytes[0].load() + alloc_count::bytes[1].load()) / window_steps;
   if (alloc_count::trace) report_sites(window_steps);
 
-  std::vector<double> rep_rates;
+  std::vector<double> rep_rates, rep_cpu;
   for (int r = 0; r < o.reps; ++r) {
+    const double c0 = process_cpu_seconds();
     const auto t0 = Clock::now();
     for (int s = 0; s < steps_per_rep; ++s) last = trainer.step(false);
     rep_rates.push_back(steps_per_rep / seconds_since(t0));
+    rep_cpu.push_back(1e3 * (process_cpu_seconds() - c0) / steps_per_rep);
   }
   const double steps_per_s = median(rep_rates);
+  const double cpu_ms_per_step = median(rep_cpu);  // all threads' CPU time: robust to other load, not to spinning
 
   // log_prob and sampling throughput, chunks of `chunk` rows, on one tape each (as flows::mean_nll).
   std::vector<double> lp_rates, sample_rates;
@@ -380,22 +470,22 @@ int main(int argc, char** argv) {
     };
     const int eval_reps = std::max(3, o.reps);
     log_prob_pass();  // warm-up (sizes the tape)
-    alloc_count::count = 0;
+    alloc_count::reset();
     alloc_count::counting = true;
     log_prob_pass();
     alloc_count::counting = false;
-    lp_allocs_per_chunk = double(alloc_count::count.load()) / double(chunks);
+    lp_allocs_per_chunk = double(alloc_count::total()) / double(chunks);
     for (int r = 0; r < eval_reps; ++r) {
       const auto t0 = Clock::now();
       log_prob_pass();
       lp_rates.push_back(double(eval_n) / seconds_since(t0));
     }
     sample_pass();
-    alloc_count::count = 0;
+    alloc_count::reset();
     alloc_count::counting = true;
     sample_pass();
     alloc_count::counting = false;
-    sample_allocs_per_chunk = double(alloc_count::count.load()) / double(chunks);
+    sample_allocs_per_chunk = double(alloc_count::total()) / double(chunks);
     for (int r = 0; r < eval_reps; ++r) {
       const auto t0 = Clock::now();
       sample_pass();
@@ -406,25 +496,63 @@ int main(int argc, char** argv) {
   const double sample_sps = sample_rates.empty() ? 0 : median(sample_rates);
   const double rss = peak_rss_mb();
 
+  // Where the memory goes (after the peak RSS is read: this builds a second tape): one training
+  // step's objective and backward on a fresh tape, as Trainer::step records it, and the bytes
+  // its nodes hold as values, adjoints and scratch (linear_act keeps z̄ there).
+  double tape_value_mb = 0, tape_grad_mb = 0, tape_scratch_mb = 0, params_mb = 0;
+  std::size_t tape_nodes = 0;
+  if (!o.skip_eval) {
+    ad::Rng rng(5);
+    std::vector<double> buffer;
+    ad::Array<float> yb, xb;
+    flows::sample_batch(*data, shape->batch, rng, buffer, yb);
+    flow->base().sample(shape->batch, rng, xb);
+    ad::Tape<float> tape;
+    flows::ObjectiveWeights w;
+    w.transport = 0.01;
+    w.direction = flows::Direction::gen;
+    w.measure_transport = false;
+    const auto terms = flows::objective(*flow, tape.constant(yb), tape.constant(xb), w);
+    flow->zero_grad();
+    tape.backward(terms.loss);
+    tape_nodes = tape.size();
+    for (std::size_t i = 0; i < tape.size(); ++i) {
+      const auto& n = tape.node(i);
+      tape_value_mb += double(n.value.size()) * sizeof(float) / 1048576.0;
+      tape_grad_mb += double(n.grad.size()) * sizeof(float) / 1048576.0;
+      tape_scratch_mb += double(n.scratch.size()) * sizeof(float) / 1048576.0;
+    }
+    // parameters: value + grad, plus Adam's two moments
+    params_mb = double(flow->parameter_count()) * sizeof(float) * 4 / 1048576.0;
+  }
+
   std::fprintf(stderr,
                "train_bench %s (%s, d=%zu, %zu couplings, MLP %zux%zu tanh, batch %zu, %zu params), %d BLAS thread(s):\n"
-               "  train   %8.2f steps/s  (median of %d x %d steps; reps %s; last loss %.4f)\n"
+               "  train   %8.2f steps/s  (median of %d x %d steps; reps %s; %.1f CPU ms/step; last loss %.4f)\n"
                "  log_prob %9.0f samples/s   sampling %9.0f samples/s  (chunks of %zu, %zu samples)\n"
-               "  peak RSS %.1f MB   heap allocations/step %.1f (%.0f bytes)   log_prob allocs/chunk %.1f   sampling allocs/chunk %.1f\n"
+               "  peak RSS %.1f MB   heap allocations/step %.1f (operator new %.1f, malloc family %.1f; %.0f bytes; steps %d..%d);"
+               " page faults/step %.1f\n  log_prob allocs/chunk %.1f   sampling allocs/chunk %.1f\n"
+               "  tape of one step: %zu nodes, values %.1f MB, adjoints %.1f MB, scratch %.1f MB;"
+               " parameters + grads + Adam moments %.1f MB\n"
                "  load average at start %.2f, at end %.2f\n",
                shape->name, shape->data, d, shape->layers, shape->hidden, shape->depth, shape->batch,
                flow->parameter_count(), o.threads, steps_per_s, o.reps, steps_per_rep, json_list(rep_rates).c_str(),
-               last.loss, lp_sps, sample_sps, o.chunk, eval_n, rss, allocs_per_step, alloc_bytes_per_step,
-               lp_allocs_per_chunk, sample_allocs_per_chunk, load_start, loadavg1());
+               cpu_ms_per_step, last.loss, lp_sps, sample_sps, o.chunk, eval_n, rss, allocs_per_step, new_per_step, malloc_per_step,
+               alloc_bytes_per_step, o.alloc_first, o.alloc_last, faults_per_step, lp_allocs_per_chunk, sample_allocs_per_chunk, tape_nodes,
+               tape_value_mb, tape_grad_mb, tape_scratch_mb, params_mb, load_start, loadavg1());
   std::printf(
       "{\"impl\":\"trflow\",\"shape\":\"%s\",\"data\":\"%s\",\"d\":%zu,\"layers\":%zu,\"hidden\":%zu,\"batch\":%zu,"
       "\"params\":%zu,\"threads\":%d,\"steps_per_s\":%.3f,\"rep_steps_per_s\":%s,\"steps_per_rep\":%d,"
+      "\"cpu_ms_per_step\":%.2f,"
       "\"logprob_sps\":%.1f,\"sample_sps\":%.1f,\"peak_rss_mb\":%.1f,\"allocs_per_step\":%.2f,"
+      "\"new_per_step\":%.2f,\"malloc_per_step\":%.2f,\"faults_per_step\":%.2f,"
       "\"alloc_bytes_per_step\":%.0f,\"logprob_allocs_per_chunk\":%.2f,\"sample_allocs_per_chunk\":%.2f,"
-      "\"last_loss\":%.5f,\"load_start\":%.2f,\"load_end\":%.2f,\"checksum\":%g}\n",
+      "\"alloc_window\":\"%d:%d\",\"tape_nodes\":%zu,\"tape_value_mb\":%.1f,\"tape_grad_mb\":%.1f,"
+      "\"tape_scratch_mb\":%.1f,\"params_adam_mb\":%.1f,\"last_loss\":%.5f,\"load_start\":%.2f,\"load_end\":%.2f,\"checksum\":%g}\n",
       shape->name, shape->data, d, shape->layers, shape->hidden, shape->batch, flow->parameter_count(), o.threads,
-      steps_per_s, json_list(rep_rates).c_str(), steps_per_rep, lp_sps, sample_sps, rss, allocs_per_step,
-      alloc_bytes_per_step, lp_allocs_per_chunk, sample_allocs_per_chunk, last.loss, load_start, loadavg1(),
+      steps_per_s, json_list(rep_rates).c_str(), steps_per_rep, cpu_ms_per_step, lp_sps, sample_sps, rss, allocs_per_step, new_per_step, malloc_per_step, faults_per_step,
+      alloc_bytes_per_step, lp_allocs_per_chunk, sample_allocs_per_chunk, o.alloc_first, o.alloc_last, tape_nodes, tape_value_mb, tape_grad_mb, tape_scratch_mb,
+      params_mb, last.loss, load_start, loadavg1(),
       checksum);
   return 0;
 }

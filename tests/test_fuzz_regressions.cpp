@@ -73,7 +73,7 @@ TEST_CASE("fuzz regressions: every saved input gives a value or an expected exce
       ++replayed;
     }
   }
-  CHECK(replayed >= 11);  // the directory was found
+  CHECK(replayed >= 12);  // the directory was found
 }
 
 TEST_CASE("fuzz regression: a negative conditioner depth is rejected, not a std::length_error") {
@@ -129,6 +129,23 @@ TEST_CASE("fuzz regression: huge dimensions and widths are rejected before alloc
                        std::invalid_argument);
   CHECK_THROWS_WITH_AS(flows::make_layer<float>({{"type", "lu_linear"}, {"dim", 8192}}, rng),
                        "lu_linear layer: 134225920 parameters, more than the limit of 67108864", std::invalid_argument);
+}
+
+TEST_CASE("fuzz regression: encode_npy writes an empty array whose other dimensions overflow, as parse_npy reads it") {
+  // Found by fuzz_npy: parse_npy accepted the shape (60, 8, 39447, ..., 0, 0)
+  // (no elements), but encode_npy threw "has too many elements" for it.
+  const std::string bytes = bytes_of("npy", "encode_empty_overflowing_shape.npy");
+  const nn::NpyArray a = nn::parse_npy(bytes, "regression.npy");
+  CHECK(a.data.empty());
+  REQUIRE(a.shape.size() == 14);
+  const nn::NpyArray b = nn::parse_npy(nn::encode_npy(a.data.data(), a.shape), "again.npy");
+  CHECK(b.shape == a.shape);
+  CHECK(b.data.empty());
+  const double none = 0;
+  CHECK(nn::parse_npy(nn::encode_npy(&none, {std::size_t(1) << 63, 4, 0}), "x").shape ==
+        std::vector<std::size_t>{std::size_t(1) << 63, 4, 0});
+  // Without a zero, an overflowing shape is still refused.
+  CHECK_THROWS_AS(nn::encode_npy(&none, {std::size_t(1) << 63, 4}), std::invalid_argument);
 }
 
 TEST_CASE("fuzz regression: the new limits still accept large but real architectures") {

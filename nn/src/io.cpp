@@ -72,6 +72,8 @@ std::string shape_repr(const std::vector<std::size_t>& shape) {
 }
 
 std::size_t element_count(const std::vector<std::size_t>& shape) {
+  // A zero dimension makes the array empty whatever the others are, as parse_npy reads it.
+  if (std::find(shape.begin(), shape.end(), std::size_t{0}) != shape.end()) return 0;
   std::size_t n = 1;
   for (std::size_t d : shape) {
     if (d != 0 && n > std::numeric_limits<std::size_t>::max() / d)

@@ -233,7 +233,9 @@ void exercise(flows::Flow<T>& flow) {
   FUZZ_INVARIANT(z.shape()[0] == 2 && z.shape()[1] == d);
 }
 
-/// load_model and read_architecture on the bytes as an .npz file.
+/// load_model and read_architecture on the bytes as an .npz file; for a small
+/// model that loads, also load_checkpoint (what --resume reads: the optimizer's
+/// moments and the trainer's state) and one training step from it.
 inline Outcome load_model_bytes(std::string_view bytes) {
   const std::string path = temp_path("model", ".npz");
   write_bytes(path, bytes);
@@ -243,6 +245,16 @@ inline Outcome load_model_bytes(std::string_view bytes) {
     FUZZ_INVARIANT(m.flow != nullptr);
     exercise(*m.flow);
     FUZZ_INVARIANT(outcome_of([&] { flows::read_architecture(path); }).accepted);
+    if (m.flow->dim() <= 16 && m.flow->parameter_count() <= (1u << 14)) {
+      flows::GaussianDataset data(m.flow->dim());
+      flows::TrainConfig cfg;
+      cfg.batch = 4;
+      flows::Trainer<float> trainer(*m.flow, data, cfg);
+      outcome_of([&] {
+        flows::load_checkpoint(path, *m.flow, trainer);
+        trainer.step();
+      });
+    }
   }
   return o;
 }
@@ -251,6 +263,9 @@ inline Outcome load_model_bytes(std::string_view bytes) {
 /// Flow::from_config on its "flow" (float and double), then load_model on an
 /// .npz holding the record alone, and, when from_config accepted it, the
 /// record plus every parameter (zeros, the right shapes), which must load.
+/// A record with a "trainer" member (not part of the format) also becomes a
+/// checkpoint: that member as the "trainer" entry plus zero optimizer moments,
+/// through load_checkpoint and one training step.
 inline void run_architecture(std::string_view text) {
   const nlohmann::json arch = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   std::unique_ptr<flows::Flow<float>> flow;
@@ -265,20 +280,38 @@ inline void run_architecture(std::string_view text) {
   nn::write_npz(path, entries);
   outcome_of([&] { flows::load_model(path); });
   if (!flow || flow->parameter_count() > (1u << 20)) return;
-  for (const auto& [name, p] : flow->named_parameters()) {
-    const std::vector<float> zeros(p->value.size(), 0.0f);
-    entries.emplace_back(name, nn::encode_npy(zeros.data(), {p->value.shape()[0], p->value.shape()[1]}));
+  auto add_zeros = [&](const std::string& name, const ad::Array<float>& like) {
+    const std::vector<float> zeros(like.size(), 0.0f);
+    entries.emplace_back(name, nn::encode_npy(zeros.data(), {like.shape()[0], like.shape()[1]}));
+  };
+  for (const auto& [name, p] : flow->named_parameters()) add_zeros(name, p->value);
+
+  const bool checkpoint = arch.contains("trainer") && flow->dim() <= 16 && flow->parameter_count() <= (1u << 14);
+  flows::GaussianDataset data(checkpoint ? flow->dim() : 1);
+  flows::TrainConfig cfg;
+  cfg.batch = 4;
+  std::unique_ptr<flows::Trainer<float>> trainer;
+  if (checkpoint) {
+    trainer = std::make_unique<flows::Trainer<float>>(*flow, data, cfg);
+    for (const auto& [name, a] : trainer->optimizer().state()) add_zeros("optimizer." + name, *a);
+    const std::string state = arch["trainer"].dump();
+    entries.emplace_back("trainer", nn::encode_npy(reinterpret_cast<const std::uint8_t*>(state.data()), {state.size()}));
   }
   nn::write_npz(path, entries);
   // The record's format and version are not from_config's business: only a
   // record that passes them must load.
-  const bool versioned = arch.is_object() && arch.value("format", nlohmann::json()) == "trflow-model" &&
+  const bool versioned = arch.value("format", nlohmann::json()) == "trflow-model" &&
                          arch.value("version", nlohmann::json()) == 1;
   const Outcome o = outcome_of([&] {
     flows::LoadedModel m = flows::load_model(path);
     exercise(*m.flow);
   });
   if (versioned && !o.accepted) throw std::logic_error("from_config accepted the flow, load_model did not: " + o.error);
+  if (trainer)
+    outcome_of([&] {
+      flows::load_checkpoint(path, *flow, *trainer);
+      trainer->step();
+    });
 }
 
 /// fuzz_model: text starting with '{' is an architecture record

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "flows/checkpoint.hpp"
+#include "flows/datasets.hpp"
 #include "flows/flow.hpp"
 #include "nn/io.hpp"
 
@@ -105,6 +106,28 @@ int main(int argc, char** argv) {
     flows::save_model((out / "model" / (std::string(v.name) + ".npz")).string(), *flow, meta);
     const nlohmann::json arch = {{"format", "trflow-model"}, {"version", 1}, {"flow", flow->config()}, {"meta", meta}};
     put(out / "model" / (std::string(v.name) + ".json"), arch.dump());
+  }
+  // A training checkpoint (model + optimizer moments + trainer state) after two steps (1-D: the
+  // random-generator state alone is 6 kB of text).
+  {
+    auto flow = flows::make_flow<float>(1, variants[2].spec);
+    flows::GaussianDataset data(1);
+    flows::TrainConfig cfg;
+    cfg.batch = 8;
+    flows::Trainer<float> trainer(*flow, data, cfg);
+    trainer.step();
+    trainer.step();
+    flows::save_checkpoint((out / "model" / "checkpoint_1d.npz").string(), *flow, trainer, {{"data", "gaussian:1"}});
+    const nlohmann::json record = {{"format", "trflow-model"},
+                                   {"version", 1},
+                                   {"flow", flow->config()},
+                                   {"meta", nlohmann::json::object()},
+                                   {"trainer",
+                                    {{"steps_done", trainer.steps_done()},
+                                     {"optimizer_steps", trainer.optimizer().steps()},
+                                     {"skipped", trainer.skipped()},
+                                     {"rng", trainer.rng().state()}}}};
+    put(out / "model" / "checkpoint_1d.json", record.dump());
   }
   return 0;
 }

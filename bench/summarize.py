@@ -1,0 +1,480 @@
+"""Turns the raw results of scripts/bench.sh into one table (stdout) and bench/RESULTS.md.
+
+Inputs (in --out-dir): runs.jsonl (one JSON line per train_bench / torch_realnvp.py /
+torch_throughput.py run), micro.json and micro_skylakex.json (Google Benchmark),
+perf_<shape>.txt (perf report --sort dso,symbol) or callgrind_<shape>.txt, alloc_sites.txt.
+"""
+import argparse
+import datetime
+import json
+import os
+import re
+import statistics
+import subprocess
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        return ""
+
+
+def load_runs(path):
+    runs = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                runs.append(json.loads(line))
+    return runs
+
+
+def f1(v, digits=1):
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def fmt_rate(v):
+    if v is None:
+        return "-"
+    if v >= 1e5:
+        return f"{v / 1e3:.0f}k"
+    if v >= 1e4:
+        return f"{v / 1e3:.1f}k"
+    if v >= 100:
+        return f"{v:.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+def best(rows, key):
+    vals = [r[key] for r in rows if r.get(key)]
+    return max(vals) if vals else None
+
+
+def shape_rows(runs):
+    table = []
+    for shape in ("A", "B", "C"):
+        tf = [r for r in runs if r.get("impl") == "trflow" and r.get("shape") == shape and not r.get("variant")]
+        sx = [r for r in runs if r.get("impl") == "trflow" and r.get("shape") == shape and r.get("variant") == "skylakex"]
+        tt_all = [r for r in runs if r.get("impl") == "torch" and r.get("kind") == "train" and r.get("config") == shape]
+        tp_all = [r for r in runs if r.get("impl") == "torch" and r.get("kind") == "throughput" and r.get("config") == shape]
+        tt = [r for r in tt_all if not r.get("timed_out")]
+        tp = [r for r in tp_all if not r.get("timed_out")]
+        timeouts = [f"{r['kind']} {r['threads']}thr" for r in tt_all + tp_all if r.get("timed_out")]
+        if not tf and not tt:
+            continue
+        by_t = {r["threads"]: r for r in tf}
+        t1, t2 = by_t.get(1), by_t.get(2)
+        tf_best = max(tf, key=lambda r: r["steps_per_s"]) if tf else None
+        tt_best = max(tt, key=lambda r: r["steps_per_s"]) if tt else None
+        tp_lp = best(tp, "logprob_sps")
+        tp_s = best(tp, "sample_sps")
+        row = dict(
+            shape=shape,
+            tf1=t1["steps_per_s"] if t1 else None,
+            tf2=t2["steps_per_s"] if t2 else None,
+            torch=tt_best["steps_per_s"] if tt_best else None,
+            torch_threads=tt_best["threads"] if tt_best else None,
+            torch1=next((r["steps_per_s"] for r in tt if r["threads"] == 1), None),
+            torch2=next((r["steps_per_s"] for r in tt if r["threads"] == 2), None),
+            tf_best=tf_best["steps_per_s"] if tf_best else None,
+            rss_tf=tf_best["peak_rss_mb"] if tf_best else None,
+            rss_torch=tt_best["peak_rss_mb"] if tt_best else None,
+            lp_tf=best(tf, "logprob_sps"), lp_torch=tp_lp,
+            s_tf=best(tf, "sample_sps"), s_torch=tp_s,
+            allocs=tf[0]["allocs_per_step"] if tf else None,
+            allocs_new=tf[0].get("new_per_step") if tf else None,
+            allocs_malloc=tf[0].get("malloc_per_step") if tf else None,
+            faults=tf[0].get("faults_per_step") if tf else None,
+            alloc_bytes=tf[0]["alloc_bytes_per_step"] if tf else None,
+            alloc_window=tf[0].get("alloc_window") if tf else None,
+            lp_allocs=tf[0].get("logprob_allocs_per_chunk") if tf else None,
+            s_allocs=tf[0].get("sample_allocs_per_chunk") if tf else None,
+            params=tf[0]["params"] if tf else None,
+            timeouts=timeouts,
+            tape=(tf[0].get("tape_nodes"), tf[0].get("tape_value_mb"), tf[0].get("tape_grad_mb"),
+                  tf[0].get("tape_scratch_mb"), tf[0].get("params_adam_mb")) if tf else None,
+            tf1_cpu=t1.get("cpu_ms_per_step") if t1 else None,
+            sx1=sx[0]["steps_per_s"] if sx else None,
+            sx1_cpu=sx[0].get("cpu_ms_per_step") if sx else None,
+            sx_lp=sx[0].get("logprob_sps") if sx else None,
+            torch_warm=best(tp, "train_steps_per_s"),
+            torch_cpu=next((r["train_cpu_ms_per_step"] for r in tp
+                            if r["threads"] == 1 and r.get("train_cpu_ms_per_step")), None),
+            loads=[r.get("load_before") for r in tf + tt_all + tp_all if r.get("load_before") is not None],
+            reps=[(r["threads"], r.get("rep_steps_per_s")) for r in tf],
+        )
+        table.append(row)
+    return table
+
+
+def main_table(rows):
+    head = ["shape", "trflow steps/s 1thr", "trflow 2thr", "torch steps/s (best)", "ratio",
+            "peak RSS MB trflow/torch", "log_prob samples/s trflow/torch", "ratio",
+            "sampling samples/s trflow/torch", "ratio", "allocs/step"]
+    lines = []
+    for r in rows:
+        lines.append([
+            r["shape"], fmt_rate(r["tf1"]), fmt_rate(r["tf2"]),
+            f"{fmt_rate(r['torch'])} ({r['torch_threads']}thr)" if r["torch"] else "-",
+            ratio(r["tf_best"], r["torch"]),
+            f"{r['rss_tf']:.0f} / {r['rss_torch']:.0f}" if r["rss_tf"] and r["rss_torch"] else "-",
+            f"{fmt_rate(r['lp_tf'])} / {fmt_rate(r['lp_torch'])}", ratio(r["lp_tf"], r["lp_torch"]),
+            f"{fmt_rate(r['s_tf'])} / {fmt_rate(r['s_torch'])}", ratio(r["s_tf"], r["s_torch"]),
+            f"{r['allocs']:.0f}" if r["allocs"] is not None else "-",
+        ])
+    return head, lines
+
+
+def cpu_table(rows):
+    head = ["shape", "trflow CPU ms/step (1thr)", "torch CPU ms/step (1thr, warm)", "torch/trflow",
+            "trflow steps/s (1thr)", "torch steps/s (1thr, warm)",
+            "trflow CPU ms/step, OPENBLAS_CORETYPE=SkylakeX", "gain"]
+    lines = []
+    for r in rows:
+        lines.append([r["shape"],
+                      f"{r['tf1_cpu']:.1f}" if r["tf1_cpu"] else "-",
+                      f"{r['torch_cpu']:.1f}" if r["torch_cpu"] else "-",
+                      f"{r['torch_cpu'] / r['tf1_cpu']:.2f}x" if r["tf1_cpu"] and r["torch_cpu"] else "-",
+                      fmt_rate(r["tf1"]), fmt_rate(r["torch_warm"]),
+                      f"{r['sx1_cpu']:.1f}" if r["sx1_cpu"] else "-",
+                      f"{r['tf1_cpu'] / r['sx1_cpu']:.2f}x" if r["tf1_cpu"] and r["sx1_cpu"] else "-"])
+    return head, lines
+
+
+def render_text(head, lines):
+    widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h) for i, h in enumerate(head)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(l, widths)) for l in lines]
+    return "\n".join(out)
+
+
+def render_md(head, lines):
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    out += ["| " + " | ".join(l) + " |" for l in lines]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- micro benchmarks
+def load_micro(path):
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def micro_section(micro, micro_sx):
+    if not micro:
+        return "", None
+    ctx = micro.get("context", {})
+    peak = float(ctx.get("fp32_fma_peak_gflops_1core", "nan"))
+    sx = {}
+    if micro_sx:
+        for b in micro_sx["benchmarks"]:
+            sx[b["name"]] = b
+    lines = [f"Measured fp32 FMA peak, 1 core ({ctx.get('simd_arch', '?')}, 16 independent accumulators): "
+             f"**{peak:.0f} GFLOP/s**. OpenBLAS core: {ctx.get('openblas_core', '?')}, "
+             f"{ctx.get('blas_threads', '?')} BLAS thread(s); the last two columns force "
+             f"OPENBLAS_CORETYPE=SkylakeX (AVX-512 kernels).", "",
+             "| benchmark | time | GFLOP/s | % peak | other | SkylakeX GFLOP/s | SkylakeX % peak |",
+             "|---|---|---|---|---|---|---|"]
+    for b in micro["benchmarks"]:
+        name = b["name"]
+        t = f"{b['real_time']:.1f} {b['time_unit']}"
+        g = b.get("GFLOP/s")
+        p = b.get("pct_peak")
+        other = ""
+        if "items_per_second" in b:
+            unit = "elem/s" if name.startswith("tanh") else ("params/s" if name.startswith("adam") else "rows/s")
+            other = f"{b['items_per_second'] / 1e6:.1f} M{unit}"
+        if b.get("label"):
+            other = (other + " " + b["label"]).strip()
+        s = sx.get(name, {})
+        lines.append(f"| {name} | {t} | {g:.1f} | {p:.0f}% | {other} | "
+                     f"{s.get('GFLOP/s', float('nan')):.1f} | {s.get('pct_peak', float('nan')):.0f}% |"
+                     if g is not None else f"| {name} | {t} | - | - | {other} | | |")
+    return "\n".join(lines), peak
+
+
+# ---------------------------------------------------------------- profile
+CATEGORIES = [
+    ("GEMM kernel (OpenBLAS)", lambda d, s: "blas" in d and "kernel" in s),
+    ("GEMM packing/copy (OpenBLAS)", lambda d, s: "blas" in d and "copy" in s),
+    ("OpenBLAS driver/threads", lambda d, s: "blas" in d),
+    ("fused linear: bias copy + tanh + tanh' (non-GEMM)", lambda d, s: "Linear<" in s and "ad::" in s),
+    ("Adam", lambda d, s: "Adam" in s),
+    ("gradient norm", lambda d, s: "grad_norm" in s),
+    ("zero_grad / parameter list / names", lambda d, s: "Module<" in s or "basic_string" in s or "collect" in s),
+    ("tape bookkeeping (record, grad_sink, backward loop)", lambda d, s: "Tape<" in s or "record" in s),
+    ("other tape ops (gather/scatter, exp, square, reductions, ...)", lambda d, s: "ad::" in s),
+    ("data + base sampling (RNG, Box-Muller, dataset)", lambda d, s: any(k in s for k in (
+        "Dataset", "Rng", "mersenne", "sample", "normal", "Mixture", "log", "sincos", "cos", "sin"))),
+    ("memset/memcpy (libc)", lambda d, s: "libc" in d and any(k in s for k in ("mem", "str"))),
+    ("heap (malloc/free/new)", lambda d, s: any(k in s for k in ("malloc", "free", "operator new", "operator delete",
+                                                                   "_int_", "tcache"))),
+    ("OS kernel", lambda d, s: "kernel" in d),
+]
+
+
+def parse_perf(path):
+    rows = []
+    pat = re.compile(r"^\s*([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(.*?)\s*$")
+    with open(path, errors="replace") as f:
+        for line in f:
+            m = pat.match(line)
+            if m:
+                sym = re.sub(r"(\s+-)+\s*$", "", m.group(4)).strip()
+                rows.append((float(m.group(1)), m.group(2), sym))
+    return rows
+
+
+def categorize(rows):
+    cats = {}
+    for pct, dso, sym in rows:
+        name = "other"
+        for cname, pred in CATEGORIES:
+            if pred(dso, sym):
+                name = cname
+                break
+        cats[name] = cats.get(name, 0.0) + pct
+    return sorted(cats.items(), key=lambda kv: -kv[1])
+
+
+def short(sym, n=90):
+    sym = re.sub(r"\(anonymous namespace\)::", "", sym)
+    return sym if len(sym) <= n else sym[: n - 3] + "..."
+
+
+KIND_COLS = [
+    ("GEMM (OpenBLAS kernel + packing)", "GEMM"),
+    ("fused linear: bias, tanh, tanh', bias grad (non-GEMM)", "linear non-GEMM"),
+    ("other tape ops (gather/scatter, exp, mul, square, reductions)", "other ops"),
+    ("memset/memcpy (libc)", "memset/memcpy"),
+    ("tape bookkeeping", "tape"),
+    ("OS kernel / page faults / VM", "OS/VM"),
+]
+
+
+def phases_table(ph):
+    phases = ph["phases"]
+    head = ["phase", "total"] + [c for _, c in KIND_COLS] + ["rest"]
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for name, total in phases.items():
+        row = ph["matrix"].get(name, {})
+        cells = [f"{row.get(k, 0):.1f}" if row.get(k) else "" for k, _ in KIND_COLS]
+        rest = total - sum(row.get(k, 0) for k, _ in KIND_COLS)
+        out.append(f"| {name} | **{total:.1f}** | " + " | ".join(cells) + f" | {rest:.1f} |")
+    kinds = ph["kinds"]
+    cells = [f"**{kinds.get(k, 0):.1f}**" for k, _ in KIND_COLS]
+    rest = 100.0 - sum(kinds.get(k, 0) for k, _ in KIND_COLS)
+    out.append("| **all** | 100 | " + " | ".join(cells) + f" | {rest:.1f} |")
+    return "\n".join(out)
+
+
+def profile_section(out_dir):
+    parts = []
+    for shape in ("A", "B"):
+        p = os.path.join(out_dir, f"perf_{shape}.txt")
+        j = os.path.join(out_dir, f"perf_{shape}_phases.json")
+        c = os.path.join(out_dir, f"callgrind_{shape}.txt")
+        if os.path.exists(j) and os.path.getsize(j) > 0:
+            ph = json.load(open(j))
+            parts.append(f"#### Shape {shape}: phases of a training step x kind of work "
+                         f"(% of {ph['samples']} samples, 1 BLAS thread)\n")
+            parts.append(phases_table(ph))
+            if ph.get("mem_callers"):
+                parts.append("\nmemset/memcpy callers: " + "; ".join(
+                    f"{short(k, 140)}: {v:.1f}%" for k, v in list(ph["mem_callers"].items())[:4]) + "\n")
+        if os.path.exists(p) and os.path.getsize(p) > 0:
+            rows = parse_perf(p)
+            if rows:
+                parts.append(f"Top symbols, shape {shape} (self time):\n")
+                parts.append("| % | object | symbol |\n|---|---|---|")
+                parts += [f"| {pct:.1f}% | {dso} | `{short(sym)}` |" for pct, dso, sym in rows[:14]]
+                parts.append("")
+        elif os.path.exists(c):
+            parts.append(f"#### Shape {shape} (callgrind, instructions)\n\n```\n{open(c).read()[:6000]}\n```\n")
+    return "\n".join(parts)
+
+
+def findings(rows, micro, micro_sx, out_dir):
+    """Data-driven bullet points for RESULTS.md."""
+    f = []
+    if micro:
+        ctx = micro.get("context", {})
+        peak = float(ctx.get("fp32_fma_peak_gflops_1core", "nan"))
+        by = {b["name"]: b for b in micro["benchmarks"]}
+        sx = {b["name"]: b for b in micro_sx["benchmarks"]} if micro_sx else {}
+        hid = [n for n in by if n.startswith("sgemm/") and "/hidden/" in n]
+        if hid:
+            g = [by[n]["GFLOP/s"] for n in hid]
+            line = (f"**OpenBLAS runs its AVX2 kernels on this AVX-512 CPU.** OpenBLAS 0.3.21 does not know this "
+                    f"CPU and picks core `{ctx.get('openblas_core', '?')}`: the hidden-layer GEMMs reach "
+                    f"{min(g):.0f}-{max(g):.0f} GFLOP/s, {100 * min(g) / peak:.0f}-{100 * max(g) / peak:.0f}% of the "
+                    f"measured {peak:.0f} GFLOP/s fp32 FMA peak")
+            if sx:
+                gs = [sx[n]["GFLOP/s"] for n in hid if n in sx]
+                if gs:
+                    line += (f"; with `OPENBLAS_CORETYPE=SkylakeX` (AVX-512 kernels) the same GEMMs reach "
+                             f"{min(gs):.0f}-{max(gs):.0f} GFLOP/s ({100 * min(gs) / peak:.0f}-{100 * max(gs) / peak:.0f}%)")
+            sxr = [r for r in rows if r.get("sx1_cpu") and r.get("tf1_cpu")]
+            if sxr:
+                line += ", and a training step gets " + ", ".join(
+                    f"{r['tf1_cpu'] / r['sx1_cpu']:.2f}x (shape {r['shape']})" for r in sxr) + " faster in CPU time"
+            f.append(line + ". Setting the variable before the process starts (OpenBLAS reads it when the "
+                     "library loads), or a newer OpenBLAS that knows Zen 4/5, is a free win for trflow and torch alike.")
+        small = [n for n in by if n.startswith("sgemm/A/in/") or n.startswith("sgemm/A/out/")]
+        if small:
+            g = [by[n]["GFLOP/s"] for n in small]
+            f.append(f"The degenerate GEMMs of shape A (k = 1 input column, 2 output columns) run at "
+                     f"{min(g):.0f}-{max(g):.0f} GFLOP/s: for these, the cblas call and packing overhead dominate; "
+                     f"a hand-written xsimd loop (rank-1 update / 2-column dot products) would beat sgemm.")
+    for shape in ("A", "B"):
+        j = os.path.join(out_dir, f"perf_{shape}_phases.json")
+        if not os.path.exists(j):
+            continue
+        ph = json.load(open(j))
+        k = ph["kinds"]
+        g = k.get("GEMM (OpenBLAS kernel + packing)", 0)
+        ms = k.get("memset/memcpy (libc)", 0)
+        lin = k.get("fused linear: bias, tanh, tanh', bias grad (non-GEMM)", 0)
+        oth = k.get("other tape ops (gather/scatter, exp, mul, square, reductions)", 0)
+        tape = k.get("tape bookkeeping", 0)
+        bw = ph["phases"].get("backward", 0)
+        memsets = {kk: v for kk, v in ph.get("mem_callers", {}).items()}
+        zero = sum(v for kk, v in memsets.items() if "grad_sink" in kk)
+        bias = sum(v for kk, v in memsets.items() if "memcpy" in kk and "Linear" in kk)
+        f.append(f"Shape {shape} profile: GEMM {g:.0f}% of the step, the fused linear node's own loops {lin:.0f}%, "
+                 f"other tape ops {oth:.0f}%, memset/memcpy {ms:.0f}% (adjoint zeroing in `Tape::grad_sink` "
+                 f"{zero:.1f}%, bias broadcast copy in the linear forward {bias:.1f}%), tape bookkeeping {tape:.1f}%, "
+                 f"backward {bw:.0f}% of all time.")
+    for r in rows:
+        if r.get("allocs"):
+            f.append(f"Shape {r['shape']}: {r['allocs']:.0f} heap allocations per steady-state step "
+                     f"({f1(r['allocs_new'], 0)} operator new, {f1(r['allocs_malloc'], 0)} malloc-family; "
+                     f"{f1(r['faults'])} page faults/step); log_prob and sampling allocate "
+                     f"{f1(r['lp_allocs'], 0)} / {f1(r['s_allocs'], 0)} per 1024-row chunk.")
+    return f
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--out-dir", required=True)
+    ap.add_argument("--markdown", required=True)
+    ap.add_argument("--elapsed", type=int, default=0)
+    a = ap.parse_args()
+
+    runs = load_runs(a.results)
+    rows = shape_rows(runs)
+    head, lines = main_table(rows)
+    print()
+    print(render_text(head, lines))
+    print()
+    chead, clines = cpu_table(rows)
+    print("Load-robust view (CPU time per training step, 1 thread, both sides warm):")
+    print(render_text(chead, clines))
+    print()
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(a.markdown)))
+    commit = sh(f"git -C {root} rev-parse --short HEAD")
+    dirty = sh(f"git -C {root} status --porcelain --untracked-files=no")
+    model = sh("lscpu | sed -n 's/^Model name: *//p'")
+    cores = sh("nproc")
+    corename = sh("sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1")
+    torch_ver = next((r.get("torch") for r in runs if r.get("torch")), "?")
+    micro = load_micro(os.path.join(a.out_dir, "micro.json"))
+    micro_sx = load_micro(os.path.join(a.out_dir, "micro_skylakex.json"))
+    micro_md, peak = micro_section(micro, micro_sx)
+    ocore = micro.get("context", {}).get("openblas_core", "?") if micro else "?"
+
+    md = ["# trflow benchmark results", "",
+          f"- date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M %Z').strip()}",
+          f"- machine: {model or corename} ({cores} cores), OpenBLAS 0.3.21 core `{ocore}`"
+          + (f", fp32 FMA peak {peak:.0f} GFLOP/s/core (measured)" if peak else ""),
+          f"- commit: {commit}{' (with uncommitted changes)' if dirty else ''}; PyTorch {torch_ver}",
+          f"- command: `scripts/bench.sh` ({a.elapsed} s)", "",
+          "## Training, log_prob and sampling throughput", "",
+          "A training step = NLL pass + transport pass (β = 0.01, direction gen) + backward + Adam "
+          "(trflow: `flows::Trainer<float>::step`; PyTorch: `torch_realnvp.py --beta 0.01`). "
+          "trflow figures are the median of several timed repetitions after warm-up; the torch "
+          "training figure is torch_realnvp.py's own steps/s over its whole run (best of --threads 1 and 2). "
+          "`ratio` = best trflow / best torch (> 1: trflow faster). log_prob and sampling: chunks of "
+          "1024 rows, best of 1 and 2 threads on both sides (torch under `torch.no_grad()`). "
+          "Peak RSS: ru_maxrss of the best run of each side (torch_realnvp.py's includes its "
+          "20000-sample test evaluation and the Python/torch runtime, ~240 MB on its own). "
+          "`allocs/step`: operator new calls per steady-state trflow training step.", "",
+          render_md(head, lines), "",
+          "The machine is shared (other sessions compile at nice 0), so wall-clock rates depend on "
+          "what else ran. CPU time per step is not deflated by other processes: trflow's is "
+          "train_bench's process CPU time per timed step; torch's comes from "
+          "`bench/torch_throughput.py --train-steps`, which runs torch_realnvp.py's own training "
+          "loop warm (after warm-up steps) and reads `time.process_time()`.", "",
+          render_md(*cpu_table(rows)), ""]
+    md.append("Per-run details (load = 1-minute load average just before the run; the machine is shared):\n")
+    md.append("| shape | trflow reps steps/s (1thr; 2thr) | torch 1thr / 2thr steps/s | params | "
+              "alloc window | allocs/step: new + malloc (bytes) | page faults/step | log_prob / sampling allocs per 1024-chunk | loads |")
+    md.append("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        reps = "; ".join(f"{', '.join(f'{v:.1f}' for v in rr)}" for _, rr in sorted(r["reps"], key=lambda x: x[0]) if rr)
+        t1s = fmt_rate(r['torch1']) if r['torch1'] else ("timed out" if "train 1thr" in r["timeouts"] else "-")
+        t2s = fmt_rate(r['torch2']) if r['torch2'] else ("timed out" if "train 2thr" in r["timeouts"] else "-")
+        md.append(f"| {r['shape']} | {reps} | {t1s} / {t2s} | {r['params']} | "
+                  f"{r['alloc_window']} | {f1(r['allocs_new'])} + {f1(r['allocs_malloc'])} ({f1(r['alloc_bytes'], 0)} B) | "
+                  f"{f1(r['faults'])} | "
+                  f"{f1(r['lp_allocs'])} / {f1(r['s_allocs'])} | "
+                  f"{', '.join(f'{l:.1f}' for l in r['loads'])} |")
+    md.append("")
+    if any(r.get("tape") and r["tape"][0] for r in rows):
+        md += ["Memory of one trflow training step (a fresh tape after objective + backward, as `Trainer::step` "
+               "records it; \"scratch\" is where `linear_act` keeps z̄ = ȳ ⊙ act'(y) for its GEMMs):", "",
+               "| shape | tape nodes | values MB | adjoints MB | scratch MB | params + grads + Adam MB | "
+               "peak RSS trflow MB | peak RSS torch MB |", "|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            t = r.get("tape")
+            if t and t[0]:
+                md.append(f"| {r['shape']} | {t[0]} | {t[1]:.0f} | {t[2]:.0f} | {t[3]:.0f} | {t[4]:.0f} | "
+                          f"{f1(r['rss_tf'], 0)} | {f1(r['rss_torch'], 0)} |")
+        md.append("")
+    if micro_md:
+        md += ["## Micro-benchmarks (Google Benchmark, 1 BLAS thread)", "", micro_md, ""]
+    fl = findings(rows, micro, micro_sx, a.out_dir)
+    if fl:
+        md += ["## Findings", ""] + [f"- {x}" for x in fl] + [""]
+    prof = profile_section(a.out_dir)
+    if prof:
+        md += ["## Profile: where a training step's time goes", "",
+               "`perf record -F 999 --call-graph dwarf` of `train_bench --threads 1 --no-eval` (5 warm-up "
+               "steps, 40 timed; cpu-clock sampling: the VM exposes no hardware counters), attributed by "
+               "`bench/perf_phases.py`: rows are the phase of the step a sample falls in (innermost "
+               "recognised frame), columns what the leaf frame is doing. \"linear non-GEMM\" is the fused "
+               "linear node's own loops (bias broadcast, tanh, tanh', bias gradient); \"other ops\" "
+               "every other tape op (take/scatter columns, exp, mul, square, row sums, ...); \"OS/VM\" "
+               "is kernel time, mostly timer-interrupt and hypervisor entry (pvm_irq_enable; there are "
+               "no page faults in the steady state).", "", prof]
+    sites = os.path.join(a.out_dir, "alloc_sites.txt")
+    if os.path.exists(sites):
+        txt = open(sites).read().strip()
+        keep = [l for l in txt.splitlines() if l.startswith("allocation sites") or re.match(r"^\s+[\d.]+\s+(new|malloc)\s", l)]
+        if keep:
+            md += ["## Heap allocations per steady-state training step (shape A)", "",
+                   "train_bench counts every heap allocation between steps 11 and 60 (2 and 3 for shape C): "
+                   "a replaced operator new and an interposed malloc/calloc/realloc/posix_memalign "
+                   "(xtensor's arrays and OpenBLAS allocate through the C allocator). "
+                   "`TRFLOW_BENCH_ALLOC_TRACE=1 train_bench --shape A` groups them by the innermost "
+                   "project frames (dladdr; inlined frames do not appear; "
+                   "`TRFLOW_BENCH_ALLOC_ABORT=1` under gdb gives the full stack):", "",
+                   "```", *keep[:40], "```", ""]
+    with open(a.markdown, "w") as f:
+        f.write("\n".join(md) + "\n")
+    print(f"wrote {a.markdown}")
+
+
+if __name__ == "__main__":
+    main()

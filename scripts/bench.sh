@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# trflow benchmarks against the PyTorch reference, in one command:
+#
+#   scripts/bench.sh                 # build (Release, -DTRFLOW_BUILD_BENCH=ON) and run everything
+#   scripts/bench.sh --no-build      # reuse build-bench/
+#   scripts/bench.sh --shapes "A B"  # a subset of the shapes
+#   scripts/bench.sh --no-profile --no-micro
+#   scripts/bench.sh --quick         # smoke test of the pipeline: tiny runs, figures meaningless
+#
+# Needs `scripts/install-deps.sh --bench` (Google Benchmark, python3-torch, python3-numpy) and
+# ../shared/bench/torch_realnvp.py. It builds build-bench/ (Release plus -g, which changes no
+# code), then, shape by shape, runs trflow's train_bench (1 and 2 OpenBLAS threads) interleaved
+# with torch_realnvp.py (--beta 0.01, --threads 1 and 2) and bench/torch_throughput.py, so both
+# sides see the same machine load; then micro_bench (Google Benchmark), the allocation-site
+# trace, and a perf profile of shapes A and B (callgrind if perf cannot record). It prints one
+# table and writes bench/RESULTS.md (table, date, machine, commit, profile summary); raw logs
+# go to build-bench/bench-results/. Whole run: about 6-10 minutes on a 2-core machine.
+#
+# Measurement hygiene: before every measurement it waits (up to $BENCH_WAIT_S seconds, default
+# 30) for the 1-minute load average to drop below $BENCH_MAX_LOAD (default 1.5), and records
+# the load it measured under; the table quotes medians and trflow/torch ratios.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${TRFLOW_BENCH_BUILD:-$root/build-bench}
+shared=${TRFLOW_SHARED:-$root/../shared}
+py=/usr/bin/python3
+max_load=${BENCH_MAX_LOAD:-1.5}
+wait_s=${BENCH_WAIT_S:-30}
+shapes="A B C"
+do_build=1 do_profile=1 do_micro=1 quick=0
+
+while (($#)); do
+  case "$1" in
+    --no-build) do_build=0 ;;
+    --no-profile) do_profile=0 ;;
+    --no-micro) do_micro=0 ;;
+    --quick) quick=1 ;;
+    --shapes) shapes=$2; shift ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    *) echo "bench.sh: unknown option '$1'" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+realnvp=$shared/bench/torch_realnvp.py
+[[ -f $realnvp ]] || { echo "bench.sh: $realnvp not found (set TRFLOW_SHARED)" >&2; exit 1; }
+out=$build/bench-results
+results=$out/runs.jsonl
+
+if ((do_build)); then
+  "$root/scripts/install-deps.sh" --bench
+  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTRFLOW_BUILD_BENCH=ON \
+    -DTRFLOW_BUILD_TESTS=OFF -DCMAKE_CXX_FLAGS=-g >/dev/null
+  cmake --build "$build" --target train_bench micro_bench
+fi
+tb=$build/bench/train_bench
+mb=$build/bench/micro_bench
+[[ -x $tb && -x $mb ]] || { echo "bench.sh: $tb or $mb missing (build first)" >&2; exit 1; }
+
+mkdir -p "$out"
+: >"$results"
+start_time=$(date +%s)
+
+load1() { cut -d' ' -f1 /proc/loadavg; }
+# Waits until the 1-minute load is below $max_load, at most $wait_s seconds; echoes the load.
+quiet() {
+  local waited=0
+  while awk -v l="$(load1)" -v m="$max_load" 'BEGIN { exit !(l > m) }' && ((waited < wait_s)); do
+    sleep 5
+    waited=$((waited + 5))
+  done
+  load1
+}
+# Appends one JSON result line, tagged with the load it ran under.
+record() {  # record LOAD JSON
+  $py -c 'import json,sys; j=json.loads(sys.argv[2]); j["load_before"]=float(sys.argv[1]); print(json.dumps(j))' "$1" "$2" >>"$results"
+}
+
+# Per-shape settings (shape C is ~100x the work of A: fewer steps). trflow: steps per timed
+# repetition, repetitions, allocation window; torch_realnvp.py: steps of its whole-run average;
+# torch_throughput.py (1 thread): warm-started training reps, and samples per timed pass.
+declare -A tb_args=([A]="--steps 40 --reps 5" [B]="--steps 20 --reps 5"
+                    [C]="--steps 2 --reps 3 --alloc-window 2:3 --eval-n 4096")
+declare -A torch_steps=([A]=150 [B]=100 [C]=6)
+declare -A tt_args=([A]="--train-steps 20 --train-warmup 10 --reps 3" [B]="--train-steps 10 --train-warmup 5 --reps 3"
+                    [C]="--train-steps 2 --train-warmup 1 --reps 3 --n 4096")
+declare -A tt_n=([A]="" [B]="" [C]="--n 4096")
+declare -A torch_limit=([A]=90 [B]=90 [C]=240)  # seconds per torch process
+if ((quick)); then
+  tb_args=([A]="--steps 2 --reps 1 --eval-n 1024" [B]="--steps 2 --reps 1 --eval-n 1024"
+           [C]="--steps 1 --reps 1 --alloc-window 2:2 --eval-n 1024")
+  torch_steps=([A]=3 [B]=3 [C]=1)
+  tt_args=([A]="--train-steps 1 --train-warmup 1 --reps 1 --n 1024" [B]="--train-steps 1 --train-warmup 1 --reps 1 --n 1024"
+           [C]="--train-steps 1 --train-warmup 0 --reps 1 --n 1024")
+  tt_n=([A]="--n 1024 --reps 1" [B]="--n 1024 --reps 1" [C]="--n 1024 --reps 1")
+  wait_s=0
+  torch_limit=([A]=60 [B]=60 [C]=120)
+fi
+declare -A torch_data=([A]="" [B]="$out/gaussian16.npy" [C]="$out/gaussian64.npy")
+
+# Passes the JSON line through, or stands in for a run that timeout(1) killed.
+timed_out() {  # timed_out SHAPE THREADS
+  local line
+  line=$(tail -1)
+  if [[ $line == \{* ]]; then echo "$line"
+  else echo "{\"config\": \"$1\", \"threads\": $2, \"timed_out\": true, \"limit_s\": ${torch_limit[$1]}}"; fi
+}
+tag() {  # tag KEY VALUE: adds "KEY": "VALUE" to the JSON object on stdin (last line)
+  tail -1 | $py -c 'import json,sys; j=json.loads(sys.stdin.read()); j[sys.argv[1]]=sys.argv[2]; print(json.dumps(j))' "$1" "$2"
+}
+
+for s in $shapes; do
+  # Data parity: the torch side trains on rows drawn from trflow's own gaussian:D.
+  if [[ -n ${torch_data[$s]} && ! -f ${torch_data[$s]} ]]; then
+    "$tb" --shape "$s" --write-data "${torch_data[$s]}" --n 100000 2>/dev/null
+  fi
+  data_flag=()
+  [[ -n ${torch_data[$s]} ]] && data_flag=(--data "${torch_data[$s]}")
+  for t in 1 2; do
+    l=$(quiet); echo "[bench] shape $s, $t thread(s): trflow train_bench (load $l)" >&2
+    record "$l" "$("$tb" --shape "$s" --threads "$t" ${tb_args[$s]} 2>>"$out/train_bench.log" | tag kind train)"
+    # PyTorch's OpenMP threads spin-wait: on a loaded 2-core machine a 2-thread run can be 10x
+    # slower than a 1-thread run. A time limit keeps the whole script bounded.
+    l=$(quiet); echo "[bench] shape $s, $t thread(s): torch_realnvp.py (load $l)" >&2
+    record "$l" "$(timeout "${torch_limit[$s]}" $py "$realnvp" --config "$s" --beta 0.01 --threads "$t" \
+      --steps "${torch_steps[$s]}" "${data_flag[@]}" | timed_out "$s" "$t" | tag impl torch | tag kind train)"
+    l=$(quiet); echo "[bench] shape $s, $t thread(s): torch_throughput.py (load $l)" >&2
+    train_flags=(${tt_n[$s]})
+    ((t == 1)) && train_flags=(${tt_args[$s]} "${data_flag[@]}")
+    record "$l" "$(timeout "${torch_limit[$s]}" $py "$root/bench/torch_throughput.py" --config "$s" --threads "$t" \
+      --realnvp "$realnvp" "${train_flags[@]}" | timed_out "$s" "$t" | tag impl torch | tag kind throughput)"
+  done
+  if grep -qw avx512f /proc/cpuinfo; then
+    # The same trflow run with OpenBLAS's AVX-512 kernels forced (see micro_bench below).
+    l=$(quiet); echo "[bench] shape $s, 1 thread: trflow train_bench, OPENBLAS_CORETYPE=SkylakeX (load $l)" >&2
+    record "$l" "$(OPENBLAS_CORETYPE=SkylakeX "$tb" --shape "$s" --threads 1 ${tb_args[$s]} 2>>"$out/train_bench.log" |
+      tag kind train | tag variant skylakex)"
+  fi
+done
+
+if ((do_micro)); then
+  l=$(quiet); echo "[bench] micro_bench (load $l)" >&2
+  mt=0.2
+  ((quick)) && mt=0.01
+  "$mb" --benchmark_min_time=$mt --benchmark_out="$out/micro.json" --benchmark_out_format=json \
+    >"$out/micro.txt" 2>&1 || echo "[bench] micro_bench failed (see $out/micro.txt)" >&2
+  if grep -qw avx512f /proc/cpuinfo; then
+    # OpenBLAS 0.3.21 may not know this CPU and fall back to its AVX2 (Haswell) kernels;
+    # the AVX-512 (SkylakeX) sgemm kernels, forced, for comparison.
+    echo "[bench] micro_bench sgemm with OPENBLAS_CORETYPE=SkylakeX" >&2
+    OPENBLAS_CORETYPE=SkylakeX "$mb" --benchmark_min_time=$mt --benchmark_filter='sgemm|linear_tanh|coupling|fma' \
+      --benchmark_out="$out/micro_skylakex.json" --benchmark_out_format=json >"$out/micro_skylakex.txt" 2>&1 || true
+  fi
+fi
+
+# Where the steady-state heap allocations come from (shape A; cheap).
+TRFLOW_BENCH_ALLOC_TRACE=1 "$tb" --shape A --steps 2 --reps 1 --no-eval >/dev/null 2>"$out/alloc_sites.txt" || true
+
+if ((do_profile)); then
+  # perf with DWARF call graphs (no frame pointers in OpenBLAS): flat self-time report plus
+  # bench/perf_phases.py's attribution to the phases of a step. Short warm-up, 40 timed steps.
+  for s in A B; do
+    [[ $shapes == *$s* ]] || continue
+    l=$(quiet); echo "[bench] profiling shape $s, 1 thread (load $l)" >&2
+    psteps=40
+    ((quick)) && psteps=2
+    prof_args=(--shape "$s" --threads 1 --alloc-window 2:3 --warmup-steps 5 --steps $psteps --reps 1 --no-eval)
+    if /usr/bin/perf record -q -F 999 --call-graph dwarf,16384 -o "$out/perf_$s.data" -- "$tb" "${prof_args[@]}" \
+         >/dev/null 2>"$out/perf_$s.log"; then
+      /usr/bin/perf report -i "$out/perf_$s.data" --stdio --no-children --sort dso,symbol -g none --percent-limit 0.2 \
+        2>/dev/null >"$out/perf_$s.txt" || true
+      /usr/bin/perf script -i "$out/perf_$s.data" -F ip,sym,dso 2>/dev/null | $py "$root/bench/perf_phases.py" \
+        >"$out/perf_${s}_phases.json" || true
+      rm -f "$out/perf_$s.data"
+    else
+      echo "[bench] perf record failed (see $out/perf_$s.log); using callgrind on a short run" >&2
+      valgrind --tool=callgrind --callgrind-out-file="$out/callgrind_$s.out" "$tb" --shape "$s" --threads 1 \
+        --alloc-window 2:3 --warmup-steps 3 --steps 3 --reps 1 --no-eval >/dev/null 2>"$out/callgrind_$s.log" || true
+      callgrind_annotate "$out/callgrind_$s.out" 2>/dev/null | head -60 >"$out/callgrind_$s.txt" || true
+    fi
+  done
+fi
+
+$py "$root/bench/summarize.py" --results "$results" --out-dir "$out" --markdown "$root/bench/RESULTS.md" \
+  --elapsed "$(($(date +%s) - start_time))"
