@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 BUILD_DIR=build-portable BUILD_TYPE=RelWithDebInfo scripts/build.sh -DTRFLOW_NATIVE=OFF -DTRFLOW_BUILD_TESTS=OFF
 out=$(mktemp -d)
-vg="valgrind --tool=memcheck --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite --track-origins=yes"
+vg="valgrind --tool=memcheck --suppressions=scripts/valgrind.supp --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite --track-origins=yes"
 export OPENBLAS_NUM_THREADS=1
 $vg build-portable/apps/trflow train --steps 20 --batch 64 --layers 2 --hidden 16 --eval-n 200 --out "$out/m" --quiet
 $vg build-portable/apps/trflow eval --model "$out/m" --n 500
