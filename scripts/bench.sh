@@ -17,7 +17,7 @@
 # go to build-bench/bench-results/. Whole run: about 6-10 minutes on a 2-core machine.
 #
 # Measurement hygiene: before every measurement it waits (up to $BENCH_WAIT_S seconds, default
-# 30) for the 1-minute load average to drop below $BENCH_MAX_LOAD (default 1.5), and records
+# 15) for the 1-minute load average to drop below $BENCH_MAX_LOAD (default 1.5), and records
 # the load it measured under; the table quotes medians and trflow/torch ratios.
 set -euo pipefail
 
@@ -26,7 +26,7 @@ build=${TRFLOW_BENCH_BUILD:-$root/build-bench}
 shared=${TRFLOW_SHARED:-$root/../shared}
 py=/usr/bin/python3
 max_load=${BENCH_MAX_LOAD:-1.5}
-wait_s=${BENCH_WAIT_S:-30}
+wait_s=${BENCH_WAIT_S:-15}
 shapes="A B C"
 do_build=1 do_profile=1 do_micro=1 quick=0
 
