@@ -73,7 +73,7 @@ TEST_CASE("fuzz regressions: every saved input gives a value or an expected exce
       ++replayed;
     }
   }
-  CHECK(replayed >= 12);  // the directory was found
+  CHECK(replayed >= 13);  // the directory was found
 }
 
 TEST_CASE("fuzz regression: a negative conditioner depth is rejected, not a std::length_error") {
@@ -129,6 +129,39 @@ TEST_CASE("fuzz regression: huge dimensions and widths are rejected before alloc
                        std::invalid_argument);
   CHECK_THROWS_WITH_AS(flows::make_layer<float>({{"type", "lu_linear"}, {"dim", 8192}}, rng),
                        "lu_linear layer: 134225920 parameters, more than the limit of 67108864", std::invalid_argument);
+}
+
+TEST_CASE("fuzz regression: a float step count in a checkpoint's trainer state is rejected before conversion") {
+  // "optimizer_steps": 1e300 was converted to int64 (undefined behaviour) by load_checkpoint.
+  // The regression file is a record with a "trainer" member (fuzz_model's checkpoint form);
+  // here that member replaces the trainer state of a real checkpoint.
+  const nlohmann::json record = nlohmann::json::parse(bytes_of("model", "checkpoint_steps_float_1e300.json"));
+  const nlohmann::json flow_config = record.at("flow");
+  auto flow = flows::Flow<float>::from_config(flow_config);
+  flows::GaussianDataset data(flow->dim());
+  flows::TrainConfig cfg;
+  cfg.batch = 4;
+  flows::Trainer<float> trainer(*flow, data, cfg);
+  const std::string path = trflow_fuzz::temp_path("regression_checkpoint", ".npz");
+  flows::save_checkpoint(path, *flow, trainer, nlohmann::json::object());
+  std::vector<std::pair<std::string, std::string>> entries;
+  for (const nn::NpyArray& a : nn::read_npz(path)) {
+    std::string text;
+    if (a.name == "trainer") text = record.at("trainer").dump();
+    else if (a.descr == "|u1")
+      for (double v : a.data) text.push_back(char(static_cast<unsigned char>(v)));
+    if (a.descr == "|u1") {
+      entries.emplace_back(a.name, nn::encode_npy(reinterpret_cast<const std::uint8_t*>(text.data()), {text.size()}));
+    } else {
+      entries.emplace_back(a.name, nn::encode_npy(a.data.data(), a.shape, nn::Dtype::float32));
+    }
+  }
+  nn::write_npz(path, entries);
+  CHECK_THROWS_WITH_AS(flows::load_checkpoint(path, *flow, trainer),
+                       doctest::Contains("entry 'trainer': expected the trainer's state ('optimizer_steps' must be a "
+                                         "non-negative integer, got 1e+300)"),
+                       nn::FormatError);
+  fs::remove(path);
 }
 
 TEST_CASE("fuzz regression: encode_npy writes an empty array whose other dimensions overflow, as parse_npy reads it") {

@@ -1,6 +1,7 @@
 #include "flows/checkpoint.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <map>
 
 #include <fmt/format.h>
@@ -170,9 +171,19 @@ void load_checkpoint(const std::string& path, Flow<T>& flow, Trainer<T>& trainer
   load_parameters(archive, flow);
   for (const auto& [name, a] : trainer.optimizer().state()) archive.load("optimizer." + name, *a);
   const nlohmann::json state = archive.json("trainer");
+  // A step count: a non-negative JSON integer (a float such as 1e300 must not be converted).
+  auto count = [&](const char* key) {
+    const nlohmann::json& v = state.at(key);
+    const bool ok = v.is_number_unsigned() ? v.get<std::uint64_t>() <= std::uint64_t(INT64_MAX)
+                                           : v.is_number_integer() && v.get<std::int64_t>() >= 0;
+    if (!ok)
+      throw std::invalid_argument(fmt::format("'{}' must be a non-negative integer, got {}", key,
+                                              v.is_primitive() ? v.dump().substr(0, 40) : std::string("an ") + v.type_name()));
+    return v.get<std::int64_t>();
+  };
   try {
-    trainer.optimizer().set_steps(state.at("optimizer_steps").get<std::int64_t>());
-    trainer.set_skipped(state.at("skipped").get<std::int64_t>());
+    trainer.optimizer().set_steps(count("optimizer_steps"));
+    trainer.set_skipped(count("skipped"));
     trainer.rng().set_state(state.at("rng").get<std::string>());
   } catch (const std::exception& e) {
     throw nn::FormatError(path, "entry 'trainer'", fmt::format("the trainer's state ({})", e.what()));

@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -62,13 +63,22 @@ Outcome outcome_of(F&& f) {
 }
 
 /// A per-process scratch file name: $TRFLOW_FUZZ_TMPDIR, else /dev/shm (no
-/// disk traffic), else /tmp.
+/// disk traffic), else /tmp. The files are removed when the process exits normally.
 inline std::string temp_path(const std::string& tag, const std::string& ext) {
+  struct Scratch {
+    std::set<std::string> paths;
+    ~Scratch() {
+      for (const std::string& p : paths) ::unlink(p.c_str());
+    }
+  };
+  static Scratch scratch;
   std::string dir;
   if (const char* d = std::getenv("TRFLOW_FUZZ_TMPDIR"); d && *d) dir = d;
   else if (::access("/dev/shm", W_OK) == 0) dir = "/dev/shm";
   else dir = "/tmp";
-  return dir + "/trflow_fuzz_" + tag + "_" + std::to_string(::getpid()) + ext;
+  std::string path = dir + "/trflow_fuzz_" + tag + "_" + std::to_string(::getpid()) + ext;
+  scratch.paths.insert(path);
+  return path;
 }
 
 /// Writes bytes to path (plain fwrite: no fsync per execution).
