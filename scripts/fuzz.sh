@@ -78,6 +78,13 @@ rm -rf "$dir/seeds"
 
 # ---------------------------------------------------------------- run
 export OPENBLAS_NUM_THREADS=1
+# The targets' scratch files (libFuzzer does not always exit through the
+# destructors that remove them): a directory of our own, on tmpfs when there is one.
+scratch_root=/dev/shm
+[ -w "$scratch_root" ] || scratch_root=${TMPDIR:-/tmp}
+export TRFLOW_FUZZ_TMPDIR
+TRFLOW_FUZZ_TMPDIR=$(mktemp -d "$scratch_root/trflow-fuzz.XXXXXX")
+trap 'rm -rf "$TRFLOW_FUZZ_TMPDIR"' EXIT
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=0:handle_abort=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 mkdir -p "$dir/logs"
