@@ -1,18 +1,22 @@
 """Attributes perf samples (recorded with --call-graph dwarf) to the phases of a training step
 and to the kind of work at the leaf, from `perf script -F ip,sym,dso` on stdin.
 
-  perf script -i perf.data -F ip,sym,dso | /usr/bin/python3 bench/perf_phases.py > phases.json
+  perf script -i perf.data -F pid,tid,ip,sym,dso | /usr/bin/python3 bench/perf_phases.py > phases.json
 
 Phase = the outermost recognised frame (NLL pass through G, transport pass through F, backward,
 Adam, ...); kind = what the leaf frame is (OpenBLAS GEMM, memset/memcpy, the fused linear node's
-own loops, other tape ops, tape bookkeeping, ...). Samples in the Trainer's constructor
-(data-dependent initialization) are left out. Also lists who calls memset/memmove.
+own loops, other tape ops, tape bookkeeping, ...). Percentages are of the main thread's samples
+outside the Trainer's constructor; samples of other threads (OpenBLAS's worker, which spin-waits
+in sched_yield for a while after the library loads even when it is given no work) and of process
+start-up are left out and reported under "excluded" (as % of all samples). Also lists who calls
+memset/memmove.
 """
 import json
 import re
 import sys
 
 FRAME = re.compile(r"^\s*([0-9a-f]+)\s+(.*?)(?:\s+\((.*)\))?\s*$")
+HEADER = re.compile(r"^\s*(\d+)/(\d+)\s*$")  # pid/tid (perf script -F pid,tid,...)
 
 PHASES = [  # (name, predicate on a frame's symbol), checked from the root of the stack towards the leaf
     ("init", lambda s: "Trainer<float>::Trainer" in s),
@@ -64,14 +68,19 @@ def kind_of(frames):
 
 
 def main():
-    samples = []
+    samples, threads = [], []
     frames = []
-    last_dso = ""
+    main_thread = True
     for line in sys.stdin:
         if not line.strip():
             if frames:
                 samples.append(frames)
-            frames, last_dso = [], ""
+                threads.append(main_thread)
+            frames = []
+            continue
+        h = HEADER.match(line)
+        if h:
+            main_thread = h.group(1) == h.group(2)
             continue
         m = FRAME.match(line)
         if not m:
@@ -84,6 +93,7 @@ def main():
         frames.append([sym, dso])
     if frames:
         samples.append(frames)
+        threads.append(main_thread)
     # Inlined frames inherit the dso of the next real frame below them.
     for fr in samples:
         nxt = ""
@@ -105,21 +115,28 @@ def main():
                 break
 
     matrix, phases, kinds, mem_callers, others = {}, {}, {}, {}, {}
-    total = 0
-    for fr in samples:
+    total = all_samples = 0
+    excluded = {}
+    for fr, is_main in zip(samples, threads):
         syms = [s for s, _ in fr]
         phase = "other"
         if any(PHASES[0][1](s) for s in syms):
             phase = "init"
+        elif not is_main:
+            phase = "other threads (OpenBLAS workers)"
+        elif "main" not in syms and any(s.startswith("_dl_") or s == "_start" for s in syms):
+            phase = "process start (dynamic loader)"
         elif "main" not in syms:
-            phase = "other threads / process start (OpenBLAS workers, dynamic loader)"
+            phase = "main thread, call stack not unwound"
         else:
             for s in syms:  # the innermost recognised frame: Flow::inverse inside objective is the NLL pass
                 hit = next((name for name, pred in PHASES if pred(s)), None)
                 if hit:
                     phase = hit
                     break
-        if phase == "init":
+        all_samples += 1
+        if phase in ("init", "other threads (OpenBLAS workers)", "process start (dynamic loader)"):
+            excluded[phase] = excluded.get(phase, 0) + 1
             continue
         total += 1
         kind = kind_of(fr)
@@ -140,7 +157,9 @@ def main():
     def pct(d):
         return {k: round(100.0 * v / total, 2) for k, v in sorted(d.items(), key=lambda kv: -kv[1])}
 
-    print(json.dumps(dict(samples=total, phases=pct(phases), kinds=pct(kinds),
+    print(json.dumps(dict(samples=total, all_samples=all_samples,
+                          excluded={k: round(100.0 * v / max(1, all_samples), 2) for k, v in excluded.items()},
+                          phases=pct(phases), kinds=pct(kinds),
                           matrix={p: pct(m) for p, m in matrix.items()},
                           mem_callers=pct(mem_callers),
                           other_leaves=dict(list(pct(others).items())[:12])), indent=1))

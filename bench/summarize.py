@@ -268,11 +268,11 @@ def phases_table(ph):
     for name, total in phases.items():
         row = ph["matrix"].get(name, {})
         cells = [f"{row.get(k, 0):.1f}" if row.get(k) else "" for k, _ in KIND_COLS]
-        rest = total - sum(row.get(k, 0) for k, _ in KIND_COLS)
+        rest = max(0.0, total - sum(row.get(k, 0) for k, _ in KIND_COLS))
         out.append(f"| {name} | **{total:.1f}** | " + " | ".join(cells) + f" | {rest:.1f} |")
     kinds = ph["kinds"]
     cells = [f"**{kinds.get(k, 0):.1f}**" for k, _ in KIND_COLS]
-    rest = 100.0 - sum(kinds.get(k, 0) for k, _ in KIND_COLS)
+    rest = max(0.0, 100.0 - sum(kinds.get(k, 0) for k, _ in KIND_COLS))
     out.append("| **all** | 100 | " + " | ".join(cells) + f" | {rest:.1f} |")
     return "\n".join(out)
 
@@ -285,8 +285,10 @@ def profile_section(out_dir):
         c = os.path.join(out_dir, f"callgrind_{shape}.txt")
         if os.path.exists(j) and os.path.getsize(j) > 0:
             ph = json.load(open(j))
+            exc = ph.get("excluded", {})
+            exc_txt = ("; left out: " + ", ".join(f"{k} {v:.0f}%" for k, v in exc.items()) + " of all samples") if exc else ""
             parts.append(f"#### Shape {shape}: phases of a training step x kind of work "
-                         f"(% of {ph['samples']} samples, 1 BLAS thread)\n")
+                         f"(% of the main thread's {ph['samples']} samples, 1 BLAS thread{exc_txt})\n")
             parts.append(phases_table(ph))
             if ph.get("mem_callers"):
                 parts.append("\nmemset/memcpy callers: " + "; ".join(
@@ -294,7 +296,7 @@ def profile_section(out_dir):
         if os.path.exists(p) and os.path.getsize(p) > 0:
             rows = parse_perf(p)
             if rows:
-                parts.append(f"Top symbols, shape {shape} (self time):\n")
+                parts.append(f"Top symbols, shape {shape} (self time, all threads of the process):\n")
                 parts.append("| % | object | symbol |\n|---|---|---|")
                 parts += [f"| {pct:.1f}% | {dso} | `{short(sym)}` |" for pct, dso, sym in rows[:14]]
                 parts.append("")
@@ -355,7 +357,7 @@ def findings(rows, micro, micro_sx, out_dir):
                  f"{zero:.1f}%, bias broadcast copy in the linear forward {bias:.1f}%), tape bookkeeping {tape:.1f}%, "
                  f"backward {bw:.0f}% of all time.")
     for r in rows:
-        if r.get("allocs"):
+        if r.get("allocs") is not None:
             f.append(f"Shape {r['shape']}: {r['allocs']:.0f} heap allocations per steady-state step "
                      f"({f1(r['allocs_new'], 0)} operator new, {f1(r['allocs_malloc'], 0)} malloc-family; "
                      f"{f1(r['faults'])} page faults/step); log_prob and sampling allocate "
@@ -382,7 +384,7 @@ def main():
     print(render_text(chead, clines))
     print()
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(a.markdown)))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     commit = sh(f"git -C {root} rev-parse --short HEAD")
     dirty = sh(f"git -C {root} status --porcelain --untracked-files=no")
     model = sh("lscpu | sed -n 's/^Model name: *//p'")
@@ -409,7 +411,10 @@ def main():
           "1024 rows, best of 1 and 2 threads on both sides (torch under `torch.no_grad()`). "
           "Peak RSS: ru_maxrss of the best run of each side (torch_realnvp.py's includes its "
           "20000-sample test evaluation and the Python/torch runtime, ~240 MB on its own). "
-          "`allocs/step`: operator new calls per steady-state trflow training step.", "",
+          "`allocs/step`: heap allocations (operator new + malloc family) per steady-state trflow "
+          "training step. Threads = BLAS threads on both sides: trflow calls openblas_set_num_threads, "
+          "the torch runs get `--threads N` and OPENBLAS_NUM_THREADS=N (torch.set_num_threads alone "
+          "leaves PyTorch's OpenBLAS at 2 threads).", "",
           render_md(head, lines), "",
           "The machine is shared (other sessions compile at nice 0), so wall-clock rates depend on "
           "what else ran. CPU time per step is not deflated by other processes: trflow's is "
@@ -457,7 +462,11 @@ def main():
                "linear node's own loops (bias broadcast, tanh, tanh', bias gradient); \"other ops\" "
                "every other tape op (take/scatter columns, exp, mul, square, row sums, ...); \"OS/VM\" "
                "is kernel time, mostly timer-interrupt and hypervisor entry (pvm_irq_enable; there are "
-               "no page faults in the steady state).", "", prof]
+               "no page faults in the steady state). Percentages are of the main thread's samples; "
+               "OpenBLAS's worker thread, which spin-waits in sched_yield for a while after the "
+               "library loads although it is given no work with 1 thread (in the timed steps "
+               "train_bench's CPU time equals its wall time, so the spin is a start-up transient), "
+               "and process start-up are left out.", "", prof]
     sites = os.path.join(a.out_dir, "alloc_sites.txt")
     if os.path.exists(sites):
         txt = open(sites).read().strip()
@@ -470,7 +479,8 @@ def main():
                    "`TRFLOW_BENCH_ALLOC_TRACE=1 train_bench --shape A` groups them by the innermost "
                    "project frames (dladdr; inlined frames do not appear; "
                    "`TRFLOW_BENCH_ALLOC_ABORT=1` under gdb gives the full stack):", "",
-                   "```", *keep[:40], "```", ""]
+                   "```", *keep[:40], *(["(none: no heap allocation in the window)"] if len(keep) <= 1 else []),
+                   "```", ""]
     with open(a.markdown, "w") as f:
         f.write("\n".join(md) + "\n")
     print(f"wrote {a.markdown}")

@@ -13,7 +13,10 @@ batch, lam*NLL + beta*T, zero_grad, backward, Adam; beta 0.01) after --train-war
 --reps repetitions of S steps: median wall-clock steps/s and CPU ms/step (time.process_time, all
 threads), a warm-started figure that, unlike torch_realnvp.py's whole-run average, matches how
 trflow's train_bench measures, and a CPU-time figure that other load on a shared machine does
-not deflate.
+not deflate (process CPU time; the main thread's alone is reported too). Run it with
+OPENBLAS_NUM_THREADS equal to --threads: torch.set_num_threads does not limit the OpenBLAS that
+PyTorch's CPU GEMMs call, whose worker thread otherwise computes and spin-waits beside a
+"1-thread" run.
 
   /usr/bin/python3 bench/torch_throughput.py --config B --threads 1 [--realnvp ../shared/bench/torch_realnvp.py]
 """
@@ -100,15 +103,17 @@ def main():
 
         for _ in range(a.train_warmup):
             train_step()
-        wall, cpu = [], []
+        wall, cpu, main_cpu = [], [], []
         for _ in range(a.reps):
-            t0, c0 = time.perf_counter(), time.process_time()
+            t0, c0, m0 = time.perf_counter(), time.process_time(), time.thread_time()
             for _ in range(a.train_steps):
                 train_step()
             wall.append(a.train_steps / (time.perf_counter() - t0))
             cpu.append(1e3 * (time.process_time() - c0) / a.train_steps)
+            main_cpu.append(1e3 * (time.thread_time() - m0) / a.train_steps)
         rates["train_steps_per_s"] = statistics.median(wall)
         rates["train_cpu_ms_per_step"] = statistics.median(cpu)
+        rates["train_main_thread_cpu_ms_per_step"] = statistics.median(main_cpu)
         rates["train_reps"] = [round(v, 2) for v in wall]
         del tflow, opt
     with torch.no_grad():

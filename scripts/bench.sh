@@ -5,7 +5,9 @@
 #   scripts/bench.sh --no-build      # reuse build-bench/
 #   scripts/bench.sh --shapes "A B"  # a subset of the shapes
 #   scripts/bench.sh --no-profile --no-micro
-#   scripts/bench.sh --quick         # smoke test of the pipeline: tiny runs, figures meaningless
+#   scripts/bench.sh --quick         # smoke test of the pipeline: tiny runs, figures meaningless;
+#                                    # writes its table to <out>/RESULTS.md, not bench/RESULTS.md
+#   scripts/bench.sh --out DIR       # raw results somewhere else than build-bench/bench-results
 #
 # Needs `scripts/install-deps.sh --bench` (Google Benchmark, python3-torch, python3-numpy) and
 # ../shared/bench/torch_realnvp.py. It builds build-bench/ (Release plus -g, which changes no
@@ -14,7 +16,8 @@
 # sides see the same machine load; then micro_bench (Google Benchmark), the allocation-site
 # trace, and a perf profile of shapes A and B (callgrind if perf cannot record). It prints one
 # table and writes bench/RESULTS.md (table, date, machine, commit, profile summary); raw logs
-# go to build-bench/bench-results/. Whole run: about 6-10 minutes on a 2-core machine.
+# go to build-bench/bench-results/. Whole run: about 10-11 minutes on the 2-core dev machine when
+# it is quiet (shape C and the 2-thread torch runs dominate), longer under load.
 #
 # Measurement hygiene: before every measurement it waits (up to $BENCH_WAIT_S seconds, default
 # 15) for the 1-minute load average to drop below $BENCH_MAX_LOAD (default 1.5), and records
@@ -28,7 +31,7 @@ py=/usr/bin/python3
 max_load=${BENCH_MAX_LOAD:-1.5}
 wait_s=${BENCH_WAIT_S:-15}
 shapes="A B C"
-do_build=1 do_profile=1 do_micro=1 quick=0
+do_build=1 do_profile=1 do_micro=1 quick=0 out_arg=""
 
 while (($#)); do
   case "$1" in
@@ -37,7 +40,8 @@ while (($#)); do
     --no-micro) do_micro=0 ;;
     --quick) quick=1 ;;
     --shapes) shapes=$2; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --out) out_arg=$2; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "bench.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
   shift
@@ -45,8 +49,10 @@ done
 
 realnvp=$shared/bench/torch_realnvp.py
 [[ -f $realnvp ]] || { echo "bench.sh: $realnvp not found (set TRFLOW_SHARED)" >&2; exit 1; }
-out=$build/bench-results
+out=${out_arg:-$build/bench-results}
 results=$out/runs.jsonl
+results_md=$root/bench/RESULTS.md
+((quick)) && results_md=$out/RESULTS.md
 
 if ((do_build)); then
   "$root/scripts/install-deps.sh" --bench
@@ -123,12 +129,14 @@ for s in $shapes; do
     # PyTorch's OpenMP threads spin-wait: on a loaded 2-core machine a 2-thread run can be 10x
     # slower than a 1-thread run. A time limit keeps the whole script bounded.
     l=$(quiet); echo "[bench] shape $s, $t thread(s): torch_realnvp.py (load $l)" >&2
-    record "$l" "$(timeout "${torch_limit[$s]}" $py "$realnvp" --config "$s" --beta 0.01 --threads "$t" \
+    # OPENBLAS_NUM_THREADS=t: torch.set_num_threads does not limit the OpenBLAS that PyTorch's
+    # GEMMs run in (its worker thread computes and spin-waits beside a "1-thread" run otherwise).
+    record "$l" "$(OPENBLAS_NUM_THREADS=$t timeout "${torch_limit[$s]}" $py "$realnvp" --config "$s" --beta 0.01 --threads "$t" \
       --steps "${torch_steps[$s]}" "${data_flag[@]}" | timed_out "$s" "$t" | tag impl torch | tag kind train)"
     l=$(quiet); echo "[bench] shape $s, $t thread(s): torch_throughput.py (load $l)" >&2
     train_flags=(${tt_n[$s]})
     ((t == 1)) && train_flags=(${tt_args[$s]} "${data_flag[@]}")
-    record "$l" "$(timeout "${torch_limit[$s]}" $py "$root/bench/torch_throughput.py" --config "$s" --threads "$t" \
+    record "$l" "$(OPENBLAS_NUM_THREADS=$t timeout "${torch_limit[$s]}" $py "$root/bench/torch_throughput.py" --config "$s" --threads "$t" \
       --realnvp "$realnvp" "${train_flags[@]}" | timed_out "$s" "$t" | tag impl torch | tag kind throughput)"
   done
   if grep -qw avx512f /proc/cpuinfo; then
@@ -170,7 +178,7 @@ if ((do_profile)); then
          >/dev/null 2>"$out/perf_$s.log"; then
       /usr/bin/perf report -i "$out/perf_$s.data" --stdio --no-children --sort dso,symbol -g none --percent-limit 0.2 \
         2>/dev/null >"$out/perf_$s.txt" || true
-      /usr/bin/perf script -i "$out/perf_$s.data" -F ip,sym,dso 2>/dev/null | $py "$root/bench/perf_phases.py" \
+      /usr/bin/perf script -i "$out/perf_$s.data" -F pid,tid,ip,sym,dso 2>/dev/null | $py "$root/bench/perf_phases.py" \
         >"$out/perf_${s}_phases.json" || true
       rm -f "$out/perf_$s.data"
     else
@@ -182,5 +190,5 @@ if ((do_profile)); then
   done
 fi
 
-$py "$root/bench/summarize.py" --results "$results" --out-dir "$out" --markdown "$root/bench/RESULTS.md" \
+$py "$root/bench/summarize.py" --results "$results" --out-dir "$out" --markdown "$results_md" \
   --elapsed "$(($(date +%s) - start_time))"
