@@ -7,8 +7,9 @@
 //
 // A training step is flows::Trainer<float>::step(), exactly as `trflow train` calls it:
 // NLL pass through G, transport pass through F on base samples (β = 0.01, direction gen),
-// backward, gradient norm, Adam. Also measured: log_prob throughput (chunks of 1024 rows,
-// as flows::mean_nll does) and sampling throughput (base draw + F, chunks of 1024 rows),
+// backward, gradient norm, Adam, with the batch's rows split across --threads threads.
+// Also measured: log_prob throughput (flows::Inference, chunks of 1024 rows per thread, as
+// flows::mean_nll) and sampling throughput (base draw + F, likewise),
 // peak RSS (getrusage ru_maxrss) and heap allocations per steady-state step (a counting
 // global operator new, between step 10 and step 60).
 //
@@ -47,6 +48,7 @@
 
 #include "flows/datasets.hpp"
 #include "flows/flow.hpp"
+#include "flows/inference.hpp"
 #include "flows/train.hpp"
 #include "nn/io.hpp"
 
@@ -195,7 +197,8 @@ const Shape kShapes[] = {
 
 struct Options {
   std::string shape = "A";
-  int threads = 1;
+  int threads = 1;       // threads that split the rows (Trainer, Inference)
+  int blas_threads = 1;  // OpenBLAS's own threads
   int alloc_first = 11, alloc_last = 60;  // the allocation-counting window (steps, inclusive)
   int warmup_steps = 0;   // 0: alloc_last (the window is part of the warm-up)
   int steps = 0;          // per repetition; 0: a default per shape
@@ -210,7 +213,7 @@ struct Options {
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
                "train_bench: %s\n"
-               "usage: train_bench --shape A|B|C [--threads N] [--steps S] [--reps R] [--alloc-window 11:60]\n"
+               "usage: train_bench --shape A|B|C [--threads N] [--blas-threads N] [--steps S] [--reps R] [--alloc-window 11:60]\n"
                "                   [--warmup-steps W (>= window end)] [--eval-n N] [--chunk 1024] [--no-eval]\n"
                "       train_bench --shape A|B|C --write-data out.npy [--n 100000]\n",
                why);
@@ -227,6 +230,7 @@ Options parse(int argc, char** argv) {
     };
     if (a == "--shape") o.shape = next();
     else if (a == "--threads") o.threads = std::stoi(next());
+    else if (a == "--blas-threads") o.blas_threads = std::stoi(next());
     else if (a == "--warmup-steps") o.warmup_steps = std::stoi(next());
     else if (a == "--alloc-window") {
       const std::string w = next();
@@ -377,7 +381,9 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  openblas_set_num_threads(o.threads);
+  // --threads N splits each batch's rows across N threads (flows::ThreadTeam), each
+  // calling single-threaded BLAS; --blas-threads lets OpenBLAS thread instead.
+  openblas_set_num_threads(o.blas_threads);
   alloc_count::abort_on_first = std::getenv("TRFLOW_BENCH_ALLOC_ABORT") != nullptr;
   alloc_count::trace = std::getenv("TRFLOW_BENCH_ALLOC_TRACE") != nullptr;
   if (alloc_count::trace) {
@@ -407,6 +413,7 @@ int main(int argc, char** argv) {
   cfg.beta.start = 0.01;
   cfg.direction = flows::Direction::gen;
   cfg.seed = 0;
+  cfg.threads = o.threads;
   flows::Trainer<float> trainer(*flow, *data, cfg);
   const double load_start = loadavg1();
 
@@ -448,25 +455,20 @@ int main(int argc, char** argv) {
     std::vector<double> buffer;
     ad::Array<float> y;
     flows::sample_batch(*data, eval_n, rng, buffer, y);
-    ad::Tape<float> tape;
+    flows::Inference<float> inference(*flow, o.threads, o.chunk);
     const std::size_t chunks = (eval_n + o.chunk - 1) / o.chunk;
+    std::vector<float> lp(eval_n), pushed(eval_n * d);
     auto log_prob_pass = [&] {
-      for (std::size_t start = 0; start < eval_n; start += o.chunk) {
-        const std::size_t rows = std::min(o.chunk, eval_n - start);
-        tape.clear();
-        const auto lp = flow->log_prob(tape.constant(y.data() + start * d, rows, d));
-        checksum += lp.value().data()[0];
-      }
+      inference.log_prob(y.data(), eval_n, lp.data());
+      checksum += lp[0];
     };
     ad::Array<float> x;
-    auto sample_pass = [&] {
-      for (std::size_t start = 0; start < eval_n; start += o.chunk) {
-        const std::size_t rows = std::min(o.chunk, eval_n - start);
-        flow->base().sample(rows, rng, x);
-        tape.clear();
-        const auto out = flow->forward(tape.constant(x)).out;
-        checksum += out.value().data()[0];
-      }
+    flows::PushOutputs<float> push;
+    push.y = pushed.data();
+    auto sample_pass = [&] {  // base draw + F
+      flow->base().sample(eval_n, rng, x);
+      inference.forward(x.data(), eval_n, push);
+      checksum += pushed[0];
     };
     const int eval_reps = std::max(3, o.reps);
     log_prob_pass();  // warm-up (sizes the tape)

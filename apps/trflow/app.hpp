@@ -96,7 +96,8 @@ int run_sample(const SampleOptions& o);
 int run_plot(const PlotOptions& o);
 int run_compare(const CompareOptions& o);
 
-/// Sets the number of threads (OpenBLAS's and the engine's).
+/// trflow splits rows across its own threads (flows/parallel.hpp), so BLAS runs
+/// single-threaded inside each of them.
 void set_threads(int n);
 /// "trflow 0.1.0 (xsimd avx512bw: 16 float lanes, …)"
 std::string version_text();

@@ -6,13 +6,14 @@
 
 #include "app.hpp"
 #include "autodiff/simd.hpp"
+#include "flows/inference.hpp"
 #include "flows/metrics.hpp"
 #include "model_dir.hpp"
 #include "nn/io.hpp"
 
 namespace trflow {
 
-void set_threads(int n) { openblas_set_num_threads(n); }
+void set_threads(int /*n*/) { openblas_set_num_threads(1); }
 
 std::string version_text() {
   const ad::SimdInfo s = ad::simd_info();
@@ -24,7 +25,7 @@ int run_eval(const EvalOptions& o) {
   set_threads(o.threads);
   Model m = load_model_dir(o.model);
   auto data = dataset_for_model(m, o.data);
-  const flows::EvalReport r = flows::evaluate(*m.flow, *data, o.n, o.seed, m.standardization.nll_offset());
+  const flows::EvalReport r = flows::evaluate(*m.flow, *data, o.n, o.seed, m.standardization.nll_offset(), o.threads);
   nlohmann::json j = r.to_json();
   j["data"] = o.data.empty() ? m.meta.value("data", std::string()) : o.data;
   std::cout << j.dump() << std::endl;
@@ -38,21 +39,18 @@ int run_sample(const SampleOptions& o) {
   ad::Rng rng(o.seed);
   ad::Array<float> x;
   m.flow->base().sample(n, rng, x);
-  ad::Tape<float> tape;
-  std::vector<ad::Var<float>> traj;
   const bool with_traj = !o.trajectories.empty();
-  const auto y = m.flow->forward(tape.constant(x), with_traj ? &traj : nullptr).out;
+  std::vector<float> samples(n * d), all(with_traj ? (L + 1) * n * d : 0);
+  flows::PushOutputs<float> out;
+  out.y = samples.data();
+  if (with_traj) out.states = all.data();  // (L+1, N, D), starting from the base samples
+  flows::Inference<float>(*m.flow, o.threads).forward(x.data(), n, out);
 
-  std::vector<float> samples(y.value().data(), y.value().data() + n * d);
   if (m.standardization.active()) m.standardization.invert(samples.data(), n);
   nn::write_file_atomic(o.out, nn::encode_npy(samples.data(), {n, d}));
   if (with_traj) {
-    // (L+1, N, D), starting from the base samples; states in data units.
-    std::vector<float> all((L + 1) * n * d);
-    for (std::size_t l = 0; l <= L; ++l) {
-      std::copy(traj[l].value().data(), traj[l].value().data() + n * d, all.data() + l * n * d);
-      if (m.standardization.active()) m.standardization.invert(all.data() + l * n * d, n);
-    }
+    if (m.standardization.active())  // states in data units
+      for (std::size_t l = 0; l <= L; ++l) m.standardization.invert(all.data() + l * n * d, n);
     nn::write_file_atomic(o.trajectories, nn::encode_npy(all.data(), {L + 1, n, d}));
   }
   std::cout << nlohmann::json({{"samples", o.out}, {"n", n}, {"dim", d}, {"trajectories", o.trajectories}}).dump()

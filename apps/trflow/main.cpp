@@ -80,7 +80,7 @@ void add_train_options(CLI::App& c, trflow::TrainOptions& o) {
   c.add_flag("--drop-nonfinite", o.drop_nonfinite, "drop data rows holding NaN or Inf instead of rejecting the file");
   c.add_option("--clip-norm", o.clip_norm, "clip the global gradient norm (0: off)")->check(kNonNegative)->capture_default_str();
   c.add_flag("--skip-nonfinite", o.skip_nonfinite, "skip batches with a non-finite loss or gradient (counted) instead of stopping");
-  c.add_option("--threads", o.threads, "threads for BLAS")->check(kPositive)->capture_default_str();
+  c.add_option("--threads", o.threads, "threads that share the rows of each batch")->check(kPositive)->capture_default_str();
   c.add_option("--out", o.out, "output directory")->capture_default_str();
   c.add_flag("--resume", o.resume, "continue from OUT/checkpoint.npz");
   c.add_option("--log-every", o.log_every, "steps between metrics.jsonl lines")->check(kPositive)->capture_default_str();
@@ -107,7 +107,7 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--data", eval.data, "data to evaluate on (default: the training data)");
   eval_cmd->add_option("--n", eval.n, "number of samples")->check(kPositive)->capture_default_str();
   eval_cmd->add_option("--seed", eval.seed, "random seed")->capture_default_str();
-  eval_cmd->add_option("--threads", eval.threads, "threads for BLAS")->check(kPositive)->capture_default_str();
+  eval_cmd->add_option("--threads", eval.threads, "threads that share the rows of each batch")->check(kPositive)->capture_default_str();
 
   trflow::SampleOptions sample;
   auto* sample_cmd = app.add_subcommand("sample", "draw samples (and their trajectories) from a model into .npy files");
@@ -116,7 +116,7 @@ int main(int argc, char** argv) {
   sample_cmd->add_option("--out", sample.out, "samples, an (N, D) .npy file")->required();
   sample_cmd->add_option("--trajectories", sample.trajectories, "trajectories, an (L+1, N, D) .npy file");
   sample_cmd->add_option("--seed", sample.seed, "random seed")->capture_default_str();
-  sample_cmd->add_option("--threads", sample.threads, "threads for BLAS")->check(kPositive)->capture_default_str();
+  sample_cmd->add_option("--threads", sample.threads, "threads that share the rows of each batch")->check(kPositive)->capture_default_str();
 
   trflow::PlotOptions plot;
   auto* plot_cmd = app.add_subcommand("plot", "write PNG figures of a model");
@@ -125,7 +125,7 @@ int main(int argc, char** argv) {
   plot_cmd->add_option("--data", plot.data, "target data to show (default: the training data)");
   plot_cmd->add_option("--n", plot.n, "number of points per scatter")->check(kPositive)->capture_default_str();
   plot_cmd->add_option("--seed", plot.seed, "random seed")->capture_default_str();
-  plot_cmd->add_option("--threads", plot.threads, "threads for BLAS")->check(kPositive)->capture_default_str();
+  plot_cmd->add_option("--threads", plot.threads, "threads that share the rows of each batch")->check(kPositive)->capture_default_str();
 
   trflow::CompareOptions compare;
   auto* compare_cmd = app.add_subcommand(

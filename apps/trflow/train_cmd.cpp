@@ -47,6 +47,7 @@ void validate(const TrainOptions& o) {
 flows::TrainConfig train_config(const TrainOptions& o) {
   flows::TrainConfig c;
   c.batch = o.batch;
+  c.threads = o.threads;
   c.steps = o.steps;
   c.lr = o.lr;
   c.lr_schedule = nn::LrSchedule::kind_from_name(o.lr_schedule);
@@ -281,7 +282,7 @@ int run_train(const TrainOptions& cli) {
   flows::save_model((out / "model.npz").string(), *flow, meta);
 
   // Final evaluation on fresh samples, in the data's own units.
-  flows::EvalReport eval = flows::evaluate(*flow, *data, o.eval_n, o.seed + 1000, stdz.nll_offset());
+  flows::EvalReport eval = flows::evaluate(*flow, *data, o.eval_n, o.seed + 1000, stdz.nll_offset(), o.threads);
   nlohmann::json result = eval.to_json();
   result.erase("n");
   result["steps"] = trainer.steps_done();

@@ -5,6 +5,7 @@
 #include <functional>
 #include <fmt/format.h>
 
+#include "kernels.hpp"
 #include "op_table.hpp"
 
 namespace ad {
@@ -94,9 +95,10 @@ template <class T>
 Array<T>* Tape<T>::grad_sink(std::int32_t i) {
   Node<T>& n = nodes_[i];
   if (!n.needs_grad) return nullptr;
-  if (n.param) return &n.param->grad;  // accumulates across passes until zero_grad()
+  if (n.param && !param_grads_on_tape_) return &n.param->grad;  // accumulates across passes until zero_grad()
   if (n.grad_epoch != epoch_) {         // first adjoint this pass: start from zero
-    if (n.grad.shape() != n.value.shape()) n.grad.resize(n.value.shape());
+    const Array<T>& v = value(i);        // a parameter node's value lives in the Parameter
+    if (n.grad.shape() != v.shape()) n.grad.resize(v.shape());
     n.grad.fill(T(0));
     n.grad_epoch = epoch_;
   }
@@ -106,9 +108,10 @@ Array<T>* Tape<T>::grad_sink(std::int32_t i) {
 template <class T>
 const Array<T>& Tape<T>::grad(std::int32_t i) {
   Node<T>& n = nodes_[i];
-  if (n.param) return n.param->grad;
+  if (n.param && !param_grads_on_tape_) return n.param->grad;
   if (n.grad_epoch != epoch_ || !n.needs_grad) {  // no adjoint reached it: ∂out/∂value = 0
-    if (n.grad.shape() != n.value.shape()) n.grad.resize(n.value.shape());
+    const Array<T>& v = value(i);
+    if (n.grad.shape() != v.shape()) n.grad.resize(v.shape());
     n.grad.fill(T(0));
     n.grad_epoch = epoch_;
   }
@@ -150,6 +153,14 @@ void Tape<T>::run_backward(std::int32_t out) {
     Node<T>& n = nodes_[i];
     if (n.grad_epoch != epoch_ || !n.needs_grad || n.op == Op::leaf || n.op == Op::param) continue;
     op_def<T>(n.op).vjp(*this, n);
+  }
+}
+
+template <class T>
+void Tape<T>::accumulate_param_grads() {
+  for (std::size_t i = 0; i < size_; ++i) {
+    Node<T>& n = nodes_[i];
+    if (n.op == Op::param && n.grad_epoch == epoch_) kern::acc(n.grad.data(), n.param->grad.data(), n.grad.size());
   }
 }
 

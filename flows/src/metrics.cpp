@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "flows/inference.hpp"
 #include "flows/train.hpp"
 
 namespace flows {
@@ -24,32 +25,34 @@ nlohmann::json EvalReport::to_json() const {
 }
 
 template <class T>
-double mean_nll(Flow<T>& flow, const Array<T>& y, std::size_t chunk) {
-  Tape<T> tape;
-  const std::size_t n = y.shape()[0], d = y.shape()[1];
+double mean_nll(Flow<T>& flow, const Array<T>& y, int threads, std::size_t chunk) {
+  const std::size_t n = y.shape()[0];
+  std::vector<T> lp(n);
+  Inference<T>(flow, threads, chunk).log_prob(y.data(), n, lp.data());
   double total = 0;
-  for (std::size_t start = 0; start < n; start += chunk) {
-    const std::size_t rows = std::min(chunk, n - start);
-    tape.clear();
-    const Var<T> lp = flow.log_prob(tape.constant(y.data() + start * d, rows, d));
-    for (std::size_t i = 0; i < rows; ++i) total -= double(lp.value().data()[i]);
-  }
+  for (T v : lp) total -= double(v);
   return total / double(n);
 }
 
 template <class T>
-EvalReport evaluate(Flow<T>& flow, Dataset& data, std::size_t n, std::uint64_t seed, double nll_offset,
+EvalReport evaluate(Flow<T>& flow, Dataset& data, std::size_t n, std::uint64_t seed, double nll_offset, int threads,
                     std::size_t chunk) {
   if (data.dim() != flow.dim())
     throw std::invalid_argument("evaluate: the data have " + std::to_string(data.dim()) +
                                 " dimensions but the model has " + std::to_string(flow.dim()));
+  if (n == 0) throw std::invalid_argument("evaluate: the number of samples must be positive");
   EvalReport r;
   r.n = n;
   ad::Rng rng(seed);
   std::vector<double> buffer;
   Array<T> y, x;
   sample_batch(data, n, rng, buffer, y);
-  r.nll = mean_nll(flow, y, chunk) + nll_offset;
+  Inference<T> inference(flow, threads, chunk);
+  std::vector<T> per_row(n);
+  inference.log_prob(y.data(), n, per_row.data());
+  double nll = 0;
+  for (T v : per_row) nll -= double(v);
+  r.nll = nll / double(n) + nll_offset;
   if (data.has_log_prob()) {
     std::vector<double> lp(n);
     data.log_prob(buffer.data(), n, lp.data());
@@ -63,30 +66,37 @@ EvalReport evaluate(Flow<T>& flow, Dataset& data, std::size_t n, std::uint64_t s
 
   // Transport and map cost on base samples; the reverse KL on the same pushes.
   flow.base().sample(n, rng, x);
-  Tape<T> tape;
-  std::vector<Var<T>> traj;
-  double transport = 0, map_cost = 0, reverse_kl = 0;
   const std::size_t d = flow.dim();
-  std::vector<double> pushed, target_lp;
-  for (std::size_t start = 0; start < n; start += chunk) {
-    const std::size_t rows = std::min(chunk, n - start);
-    tape.clear();
-    const Var<T> x0 = tape.constant(x.data() + start * d, rows, d);
-    const Mapped<T> f = flow.forward(x0, &traj);
-    transport += path_energy(traj).item() * double(rows);
-    map_cost += mean_squared_distance(traj.front(), traj.back()).item() * double(rows);
-    if (data.has_log_prob()) {
-      // log q(F(x)) = log α0(x) − log|det ∇F(x)|
-      const Var<T> log_q = f.logdet.tape ? flow.base().log_prob(x0) - f.logdet : flow.base().log_prob(x0);
-      pushed.assign(f.out.value().data(), f.out.value().data() + rows * d);
-      target_lp.resize(rows);
-      data.log_prob(pushed.data(), rows, target_lp.data());
-      for (std::size_t i = 0; i < rows; ++i) reverse_kl += double(log_q.value().data()[i]) - target_lp[i];
+  std::vector<T> pushed(n * d), logdet(n);
+  PushOutputs<T> out;
+  out.y = pushed.data();
+  out.logdet = logdet.data();
+  out.path_energy = per_row.data();
+  inference.forward(x.data(), n, out);
+  // T = L · mean_x Σ_l ‖F_{l+1}(x) − F_l(x)‖²,  map cost = mean_x ‖F(x) − x‖²
+  double transport = 0, map_cost = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    transport += double(per_row[i]);
+    for (std::size_t j = 0; j < d; ++j) {
+      const double step = double(pushed[i * d + j]) - double(x.data()[i * d + j]);
+      map_cost += step * step;
     }
   }
-  r.transport = transport / double(n);
+  r.transport = double(flow.num_layers()) * transport / double(n);
   r.map_cost = map_cost / double(n);
   if (data.has_log_prob()) {
+    // KL(q ‖ p) = E_x[log q(F(x)) − log p(F(x))],  log q(F(x)) = log α0(x) − log|det ∇F(x)|
+    Tape<T> tape;
+    double reverse_kl = 0;
+    std::vector<double> pushed_d(pushed.begin(), pushed.end()), target_lp(n);
+    data.log_prob(pushed_d.data(), n, target_lp.data());
+    for (std::size_t start = 0; start < n; start += chunk) {
+      const std::size_t rows = std::min(chunk, n - start);
+      tape.clear();
+      const Var<T> log_base = flow.base().log_prob(tape.constant(x.data() + start * d, rows, d));
+      for (std::size_t i = 0; i < rows; ++i)
+        reverse_kl += double(log_base.value().data()[i]) - double(logdet[start + i]) - target_lp[start + i];
+    }
     r.reverse_kl = reverse_kl / double(n);
     r.jeffreys = *r.forward_kl + *r.reverse_kl;
   }
@@ -97,9 +107,9 @@ EvalReport evaluate(Flow<T>& flow, Dataset& data, std::size_t n, std::uint64_t s
   return r;
 }
 
-template double mean_nll<float>(Flow<float>&, const Array<float>&, std::size_t);
-template double mean_nll<double>(Flow<double>&, const Array<double>&, std::size_t);
-template EvalReport evaluate<float>(Flow<float>&, Dataset&, std::size_t, std::uint64_t, double, std::size_t);
-template EvalReport evaluate<double>(Flow<double>&, Dataset&, std::size_t, std::uint64_t, double, std::size_t);
+template double mean_nll<float>(Flow<float>&, const Array<float>&, int, std::size_t);
+template double mean_nll<double>(Flow<double>&, const Array<double>&, int, std::size_t);
+template EvalReport evaluate<float>(Flow<float>&, Dataset&, std::size_t, std::uint64_t, double, int, std::size_t);
+template EvalReport evaluate<double>(Flow<double>&, Dataset&, std::size_t, std::uint64_t, double, int, std::size_t);
 
 }  // namespace flows

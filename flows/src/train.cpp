@@ -41,10 +41,16 @@ template <class T>
 Trainer<T>::Trainer(Flow<T>& flow, Dataset& data, const TrainConfig& cfg)
     : flow_(flow), data_(data), cfg_(cfg), optimizer_(flow.parameters(), cfg.lr, 0.9, 0.999, 1e-8, cfg.weight_decay,
                                                       /*decoupled=*/cfg.weight_decay != 0.0),
-      rng_(cfg.seed) {
+      rng_(cfg.seed), team_(useful_lanes(cfg.batch, cfg.threads)) {
   if (data.dim() != flow.dim())
     throw std::invalid_argument(fmt::format("the data have {} dimensions but the model has {}", data.dim(), flow.dim()));
   if (cfg.batch == 0) throw std::invalid_argument("the batch size must be positive");
+  if (cfg.threads < 1) throw std::invalid_argument("the number of threads must be positive");
+  for (int k = 0; k < team_.lanes(); ++k) {
+    lanes_.push_back(std::make_unique<Lane>());
+    // Lane 0 accumulates into Parameter::grad while the others run; they add theirs after.
+    lanes_.back()->tape.set_param_grads_on_tape(k > 0);
+  }
   lr_schedule_.kind = cfg.lr_schedule;
   lr_schedule_.base = cfg.lr;
   lr_schedule_.warmup = cfg.warmup;
@@ -69,23 +75,51 @@ StepReport Trainer<T>::step(bool measure_transport) {
   const bool transport = r.beta != 0.0 || measure_transport;
   if (transport && cfg_.direction == Direction::gen) flow_.base().sample(cfg_.batch, rng_, base_batch_);
 
-  tape_.clear();
   ObjectiveWeights w;
   w.kl = cfg_.kl_weight;
   w.transport = r.beta;
   w.direction = cfg_.direction;
   w.measure_transport = measure_transport;
-  const Var<T> base = transport && cfg_.direction == Direction::gen ? tape_.constant(base_batch_) : Var<T>{};
-  const ObjectiveTerms<T> terms = objective(flow_, tape_.constant(data_batch_), base, w);
-  r.loss = terms.loss.item();
-  r.nll = terms.nll.item();
-  r.transport = terms.transport.tape ? terms.transport.item() : std::nan("");
-  r.map_cost = terms.map_cost.tape ? terms.map_cost.item() : std::nan("");
+  const bool gen = transport && cfg_.direction == Direction::gen;
+  const std::size_t d = flow_.dim(), n = cfg_.batch;
+  const int lanes = team_.lanes();
 
-  const char* bad = !std::isfinite(r.nll) ? "NLL" : (transport && !std::isfinite(r.transport)) ? "transport" : nullptr;
+  // Each lane: objective on its rows, then (if finite) backward seeded with n_k / n.
+  optimizer_.zero_grad();
+  auto work = [&](int k) {
+    Lane& lane = *lanes_[std::size_t(k)];
+    const auto [first, last] = lane_rows(n, k, lanes);
+    const std::size_t rows = last - first;
+    lane.tape.clear();
+    const Var<T> base = gen ? lane.tape.constant(base_batch_.data() + first * d, rows, d) : Var<T>{};
+    lane.terms = objective(flow_, lane.tape.constant(data_batch_.data() + first * d, rows, d), base, w);
+    const double nll = lane.terms.nll.item();
+    lane.bad = !std::isfinite(nll) ? "NLL" : (transport && !std::isfinite(lane.terms.transport.item())) ? "transport" : nullptr;
+    if (lane.bad) return;
+    lane.seed.data()[0] = T(double(rows) / double(n));
+    if (lanes == 1) lane.tape.backward(lane.terms.loss);
+    else lane.tape.backward(lane.terms.loss, lane.seed);
+  };
+  team_.run(work);
+
+  // loss = Σ_k (n_k / n) · loss_k, and likewise for each term.
+  r.loss = r.nll = 0;
+  r.transport = r.map_cost = transport ? 0.0 : std::nan("");
+  const char* bad = nullptr;
+  for (int k = 0; k < lanes; ++k) {
+    const Lane& lane = *lanes_[std::size_t(k)];
+    const auto [first, last] = lane_rows(n, k, lanes);
+    const double share = double(last - first) / double(n);
+    r.loss += share * lane.terms.loss.item();
+    r.nll += share * lane.terms.nll.item();
+    if (transport) {
+      r.transport += share * lane.terms.transport.item();
+      r.map_cost += share * lane.terms.map_cost.item();
+    }
+    if (lane.bad && !bad) bad = lane.bad;
+  }
   if (!bad) {
-    optimizer_.zero_grad();
-    tape_.backward(terms.loss);
+    for (int k = 1; k < lanes; ++k) lanes_[std::size_t(k)]->tape.accumulate_param_grads();
     r.grad_norm = cfg_.clip_norm > 0 ? nn::clip_grad_norm(optimizer_.params(), cfg_.clip_norm)
                                      : nn::grad_norm(optimizer_.params());
     if (!std::isfinite(r.grad_norm)) bad = "gradient";

@@ -122,7 +122,7 @@ struct Node {
   Array<T> value, grad, scratch;            // reused across clear()
 };
 
-/// The tape. Not thread-safe; one per training thread.
+/// The tape. Not thread-safe; one per thread (see set_param_grads_on_tape).
 template <class T>
 class Tape {
  public:
@@ -137,8 +137,17 @@ class Tape {
   Var<T> constant(std::size_t rows, std::size_t cols, T fill);
   /// An independent variable whose gradient backward() computes (read it with Var::grad()).
   Var<T> variable(const Array<T>& value);
-  /// A parameter: its value is read in place and its gradient accumulates into p.grad.
+  /// A parameter: its value is read in place and its gradient accumulates into p.grad
+  /// (or, with param_grads_on_tape, into the node's own adjoint).
   Var<T> param(Parameter<T>& p);
+
+  /// Data parallelism: several threads each record the same model on their own tape,
+  /// on their own rows. Only one of them may write Parameter::grad while the others
+  /// run; the others set this, keep their parameter adjoints on the tape, and add
+  /// them in with accumulate_param_grads() once every thread has finished.
+  void set_param_grads_on_tape(bool on) { param_grads_on_tape_ = on; }
+  /// p.grad += this tape's adjoint of p, for every parameter node reached by the last backward.
+  void accumulate_param_grads();
 
   /// Reverse pass from a 1×1 output, seeded with ∂out/∂out = 1.
   void backward(Var<T> out);
@@ -180,6 +189,7 @@ class Tape {
   std::vector<Node<T>> nodes_;
   std::size_t size_ = 0;
   std::uint64_t epoch_ = 1;  // nodes start at grad_epoch 0: no adjoint yet
+  bool param_grads_on_tape_ = false;
 };
 
 template <class T>

@@ -30,13 +30,14 @@ struct EvalReport {
 
 /// Evaluates on n fresh samples of the data and n base samples, in chunks of
 /// `chunk` rows so memory stays bounded. nll_offset is added to every NLL
-/// (Σ log σ_j when the model was trained on standardized data).
+/// (Σ log σ_j when the model was trained on standardized data). The rows are
+/// split across `threads` threads; the result does not depend on their number.
 template <class T>
 EvalReport evaluate(Flow<T>& flow, Dataset& data, std::size_t n, std::uint64_t seed, double nll_offset = 0.0,
-                    std::size_t chunk = 4096);
+                    int threads = 1, std::size_t chunk = 4096);
 
-/// Mean −log p(y) of the rows of y under the flow (chunked).
+/// Mean −log p(y) of the rows of y under the flow (chunked, on `threads` threads).
 template <class T>
-double mean_nll(Flow<T>& flow, const Array<T>& y, std::size_t chunk = 4096);
+double mean_nll(Flow<T>& flow, const Array<T>& y, int threads = 1, std::size_t chunk = 4096);
 
 }  // namespace flows

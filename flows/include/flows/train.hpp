@@ -3,11 +3,14 @@
 // λ·NLL + β(t)·T on the tape, backward, clip, Adam. One Trainer holds every
 // piece of state a resumed run needs (parameters live in the flow).
 #include <cstdint>
+#include <memory>
+#include <vector>
 #include <stdexcept>
 #include <string>
 
 #include "flows/datasets.hpp"
 #include "flows/flow.hpp"
+#include "flows/parallel.hpp"
 #include "nn/optim.hpp"
 
 namespace flows {
@@ -39,6 +42,7 @@ struct TrainConfig {
   double clip_norm = 0.0;         ///< > 0: clip the global gradient norm
   bool skip_nonfinite = false;    ///< skip a batch whose loss or gradient is not finite, instead of stopping
   std::uint64_t seed = 0;         ///< for the batches (the flow's weights have their own seed)
+  int threads = 1;                ///< threads that split each batch's rows (flows/parallel.hpp)
 };
 
 /// What one step measured (transport and map_cost are NaN when not measured).
@@ -73,6 +77,8 @@ class Trainer {
   ad::Rng& rng() { return rng_; }
   const TrainConfig& config() const { return cfg_; }
   double lr_at(std::int64_t t) const { return lr_schedule_.at(t); }
+  /// Threads that share each batch (cfg.threads, fewer for a small batch).
+  int threads() const { return team_.lanes(); }
 
  private:
   Flow<T>& flow_;
@@ -81,7 +87,15 @@ class Trainer {
   nn::LrSchedule lr_schedule_;
   nn::Adam<T> optimizer_;
   ad::Rng rng_;
-  Tape<T> tape_;
+  /// One lane per thread: its own tape, rows and results.
+  struct Lane {
+    Tape<T> tape;
+    ObjectiveTerms<T> terms;
+    Array<T> seed = Array<T>::from_shape({1, 1});  // n_k / n, the lane's share of the batch mean
+    const char* bad = nullptr;   // the term that became non-finite
+  };
+  ThreadTeam team_;
+  std::vector<std::unique_ptr<Lane>> lanes_;
   Array<T> data_batch_, base_batch_;
   std::vector<double> buffer_;
   std::int64_t skipped_ = 0;

@@ -1,0 +1,49 @@
+#pragma once
+// Batched inference with a trained flow: log-densities and pushes through F,
+// in chunks of rows, the rows split across threads (flows/parallel.hpp). Each
+// thread keeps its own tape, so repeated calls allocate nothing.
+#include <memory>
+#include <vector>
+
+#include "flows/flow.hpp"
+#include "flows/parallel.hpp"
+
+namespace flows {
+
+/// Optional per-row results of a push x ↦ F(x); each non-null pointer receives n rows.
+template <class T>
+struct PushOutputs {
+  T* y = nullptr;            ///< F(x), n×d
+  T* logdet = nullptr;       ///< log|det ∇F(x)|, n
+  T* path_energy = nullptr;  ///< Σ_l ‖F_{l+1}(x) − F_l(x)‖², n (T = L · its mean)
+  T* states = nullptr;       ///< [x, f_1(x), …, F(x)]: (L+1)×n×d, state-major
+};
+
+template <class T>
+class Inference {
+ public:
+  /// threads: how many threads share the rows; chunk: rows per tape pass (bounds memory).
+  explicit Inference(Flow<T>& flow, int threads = 1, std::size_t chunk = 1024);
+
+  /// out[i] = log p(y_i) = log α0(G(y_i)) + log|det ∇G(y_i)| for the n rows of y (n×d).
+  void log_prob(const T* y, std::size_t n, T* out);
+  /// Pushes the n rows of x (n×d) through F.
+  void forward(const T* x, std::size_t n, const PushOutputs<T>& out);
+
+  int threads() const { return team_.lanes(); }
+  std::size_t chunk() const { return chunk_; }
+
+ private:
+  template <class Pass>
+  void for_each_chunk(std::size_t n, Pass& pass);
+
+  Flow<T>& flow_;
+  std::size_t chunk_;
+  ThreadTeam team_;
+  std::vector<std::unique_ptr<Tape<T>>> tapes_;  // one per lane
+};
+
+extern template class Inference<float>;
+extern template class Inference<double>;
+
+}  // namespace flows

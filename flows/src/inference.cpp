@@ -1,0 +1,74 @@
+#include "flows/inference.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace flows {
+
+template <class T>
+Inference<T>::Inference(Flow<T>& flow, int threads, std::size_t chunk) : flow_(flow), chunk_(chunk), team_(threads) {
+  if (chunk == 0) throw std::invalid_argument("Inference: the chunk size must be positive");
+  for (int k = 0; k < threads; ++k) tapes_.push_back(std::make_unique<Tape<T>>());
+}
+
+// Lane k takes a contiguous block of rows and walks it chunk by chunk on its own tape.
+template <class T>
+template <class Pass>
+void Inference<T>::for_each_chunk(std::size_t n, Pass& pass) {
+  const int lanes = useful_lanes(n, team_.lanes());
+  auto work = [&](int lane) {
+    if (lane >= lanes) return;
+    const auto [first, last] = lane_rows(n, lane, lanes);
+    Tape<T>& tape = *tapes_[std::size_t(lane)];
+    for (std::size_t start = first; start < last; start += chunk_) {
+      tape.clear();
+      pass(tape, start, std::min(chunk_, last - start));
+    }
+  };
+  team_.run(work);
+}
+
+template <class T>
+void Inference<T>::log_prob(const T* y, std::size_t n, T* out) {
+  const std::size_t d = flow_.dim();
+  auto pass = [&](Tape<T>& tape, std::size_t start, std::size_t rows) {
+    const Var<T> lp = flow_.log_prob(tape.constant(y + start * d, rows, d));
+    std::copy(lp.value().data(), lp.value().data() + rows, out + start);
+  };
+  for_each_chunk(n, pass);
+}
+
+template <class T>
+void Inference<T>::forward(const T* x, std::size_t n, const PushOutputs<T>& out) {
+  const std::size_t d = flow_.dim();
+  const bool want_traj = out.path_energy || out.states;
+  auto pass = [&](Tape<T>& tape, std::size_t start, std::size_t rows) {
+    static thread_local std::vector<Var<T>> traj;  // keeps its capacity across calls
+    traj.clear();
+    const Mapped<T> f = flow_.forward(tape.constant(x + start * d, rows, d), want_traj ? &traj : nullptr);
+    if (out.y) std::copy(f.out.value().data(), f.out.value().data() + rows * d, out.y + start * d);
+    if (out.logdet) {
+      if (f.logdet.tape) std::copy(f.logdet.value().data(), f.logdet.value().data() + rows, out.logdet + start);
+      else std::fill(out.logdet + start, out.logdet + start + rows, T(0));
+    }
+    if (out.path_energy)
+      for (std::size_t i = 0; i < rows; ++i) {  // Σ_l ‖s_{l+1} − s_l‖², accumulated in double
+        double e = 0;
+        for (std::size_t l = 0; l + 1 < traj.size(); ++l) {
+          const T* a = traj[l].value().data() + i * d;
+          const T* b = traj[l + 1].value().data() + i * d;
+          for (std::size_t j = 0; j < d; ++j) e += double(b[j] - a[j]) * double(b[j] - a[j]);
+        }
+        out.path_energy[start + i] = T(e);
+      }
+    if (out.states)
+      for (std::size_t l = 0; l < traj.size(); ++l)
+        std::copy(traj[l].value().data(), traj[l].value().data() + rows * d, out.states + (l * n + start) * d);
+  };
+  for_each_chunk(n, pass);
+}
+
+template class Inference<float>;
+template class Inference<double>;
+
+}  // namespace flows

@@ -1,0 +1,201 @@
+// Data parallelism: the thread team, the row split, parameter adjoints kept on a
+// worker's tape, and the multi-threaded Trainer and Inference against one thread.
+#include <atomic>
+#include <cmath>
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include "flows/datasets.hpp"
+#include "flows/inference.hpp"
+#include "flows/metrics.hpp"
+#include "flows/train.hpp"
+
+using ad::Array;
+using ad::Tape;
+using ad::Var;
+using namespace flows;
+
+namespace {
+
+/// A flow with every layer kind, its weights moved off their initial values.
+std::unique_ptr<Flow<double>> test_flow(std::size_t d, std::uint64_t seed) {
+  FlowSpec spec;
+  spec.layers = 3;
+  spec.coupling.hidden = 12;
+  spec.actnorm = true;
+  spec.lu = true;
+  spec.base = "diagonal_gaussian";
+  spec.seed = seed;
+  auto flow = make_flow<double>(d, spec);
+  ad::Rng rng(seed + 1);
+  for (auto* p : flow->parameters()) rng.fill_normal(p->value.data(), p->value.size(), 0.0, 0.2);
+  return flow;
+}
+
+double max_rel_diff(const double* a, const double* b, std::size_t n) {
+  double m = 0;
+  for (std::size_t i = 0; i < n; ++i) m = std::max(m, std::abs(a[i] - b[i]) / (1e-12 + std::abs(a[i]) + std::abs(b[i])));
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("a thread team runs every lane once per run and rethrows a lane's exception") {
+  for (int lanes : {1, 2, 3}) {
+    ThreadTeam team(lanes);
+    CHECK(team.lanes() == lanes);
+    std::vector<std::atomic<int>> calls(static_cast<std::size_t>(lanes));
+    auto count = [&](int lane) { calls[std::size_t(lane)]++; };
+    for (int run = 0; run < 50; ++run) team.run(count);
+    for (auto& c : calls) CHECK(c.load() == 50);
+    auto fail_last = [&](int lane) {
+      if (lane == lanes - 1) throw std::runtime_error("lane failed");
+    };
+    CHECK_THROWS_WITH_AS(team.run(fail_last), "lane failed", std::runtime_error);
+    team.run(count);  // still usable after an exception
+    for (auto& c : calls) CHECK(c.load() == 51);
+  }
+  CHECK_THROWS_AS(ThreadTeam(0), std::invalid_argument);
+}
+
+TEST_CASE("lane_rows splits n rows into contiguous blocks that cover them once") {
+  for (std::size_t n : {0, 1, 5, 64, 1023, 1024}) {
+    for (int lanes : {1, 2, 3, 7}) {
+      std::size_t next = 0;
+      for (int k = 0; k < lanes; ++k) {
+        const auto [first, last] = lane_rows(n, k, lanes);
+        CHECK(first == next);
+        CHECK(last >= first);
+        CHECK(last - first <= n / std::size_t(lanes) + 1);
+        next = last;
+      }
+      CHECK(next == n);
+    }
+  }
+  CHECK(useful_lanes(1024, 2) == 2);
+  CHECK(useful_lanes(100, 2) == 1);  // fewer than 64 rows per thread: not worth a thread
+  CHECK(useful_lanes(1024, 0) == 1);
+}
+
+TEST_CASE("parameter adjoints kept on a second tape add up to the one-tape gradient") {
+  // loss = mean_rows(tanh(x Wᵀ + b)·c) over 9 rows, split 4 + 5; each part seeded with n_k / n.
+  ad::Rng rng(3);
+  Parameter<double> w("w", 3, 2), b("b", 1, 3), c("c", 3, 1);
+  for (auto* p : {&w, &b, &c}) rng.fill_normal(p->value.data(), p->value.size(), 0.0, 1.0);
+  Array<double> x = Array<double>::from_shape({9, 2});
+  rng.fill_normal(x.data(), x.size(), 0.0, 1.0);
+  auto loss = [&](Tape<double>& t, std::size_t first, std::size_t rows) {
+    const Var<double> h = ad::linear_act(t.constant(x.data() + first * 2, rows, 2), t.param(w), t.param(b), ad::Activation::tanh);
+    return ad::mean(ad::matmul(h, t.param(c)));
+  };
+  Tape<double> whole;
+  whole.backward(loss(whole, 0, 9));
+  const Array<double> gw = w.grad, gb = b.grad, gc = c.grad;
+  for (auto* p : {&w, &b, &c}) p->zero_grad();
+
+  Tape<double> first, second;
+  second.set_param_grads_on_tape(true);
+  Array<double> seed = Array<double>::from_shape({1, 1});
+  seed(0, 0) = 4.0 / 9.0;
+  first.backward(loss(first, 0, 4), seed);
+  seed(0, 0) = 5.0 / 9.0;
+  second.backward(loss(second, 4, 5), seed);
+  CHECK(max_rel_diff(w.grad.data(), gw.data(), gw.size()) > 1e-3);  // the second part is not in yet
+  second.accumulate_param_grads();
+  CHECK(max_rel_diff(w.grad.data(), gw.data(), gw.size()) < 1e-13);
+  CHECK(max_rel_diff(b.grad.data(), gb.data(), gb.size()) < 1e-13);
+  CHECK(max_rel_diff(c.grad.data(), gc.data(), gc.size()) < 1e-13);
+}
+
+TEST_CASE("a training step on 2 or 3 threads gives the one-thread loss and gradient (float64)") {
+  GaussianDataset data(5);
+  for (Direction dir : {Direction::gen, Direction::norm})
+    for (std::size_t batch : {std::size_t(300), std::size_t(301)}) {
+      CAPTURE(direction_name(dir));
+      CAPTURE(batch);
+      auto reference = test_flow(5, 11);
+      TrainConfig cfg;
+      cfg.batch = batch;
+      cfg.beta.start = 0.3;
+      cfg.direction = dir;
+      cfg.seed = 5;
+      Trainer<double> one(*reference, data, cfg);
+      const StepReport r1 = one.step();
+      for (int threads : {2, 3}) {
+        auto flow = test_flow(5, 11);
+        cfg.threads = threads;
+        Trainer<double> many(*flow, data, cfg);
+        CHECK(many.threads() == threads);
+        const StepReport r = many.step();
+        CHECK(r.loss == doctest::Approx(r1.loss).epsilon(1e-12));
+        CHECK(r.nll == doctest::Approx(r1.nll).epsilon(1e-12));
+        CHECK(r.transport == doctest::Approx(r1.transport).epsilon(1e-12));
+        CHECK(r.map_cost == doctest::Approx(r1.map_cost).epsilon(1e-12));
+        CHECK(r.grad_norm == doctest::Approx(r1.grad_norm).epsilon(1e-12));
+        const auto ps = flow->parameters(), refs = reference->parameters();
+        for (std::size_t i = 0; i < ps.size(); ++i) {
+          CAPTURE(ps[i]->name);
+          // After step(), grad holds the step's gradient and value the updated parameters.
+          CHECK(max_rel_diff(ps[i]->grad.data(), refs[i]->grad.data(), ps[i]->grad.size()) < 1e-10);
+          CHECK(max_rel_diff(ps[i]->value.data(), refs[i]->value.data(), ps[i]->value.size()) < 1e-10);
+        }
+      }
+    }
+}
+
+TEST_CASE("Inference on several threads matches one tape pass: log p, F(x), log-det, path energy, states") {
+  const std::size_t d = 4, n = 203;
+  auto flow = test_flow(d, 21);
+  ad::Rng rng(8);
+  Array<double> x = Array<double>::from_shape({n, d});
+  rng.fill_normal(x.data(), x.size(), 0.0, 1.0);
+
+  Tape<double> tape;
+  const Var<double> lp = flow->log_prob(tape.constant(x));
+  std::vector<Var<double>> traj;
+  const Mapped<double> f = flow->forward(tape.constant(x), &traj);
+  const std::size_t L = flow->num_layers();
+  REQUIRE(traj.size() == L + 1);
+
+  for (int threads : {1, 3})
+    for (std::size_t chunk : {std::size_t(7), std::size_t(1024)}) {
+      CAPTURE(threads);
+      CAPTURE(chunk);
+      Inference<double> inference(*flow, threads, chunk);
+      std::vector<double> out_lp(n), y(n * d), logdet(n), energy(n), states((L + 1) * n * d);
+      inference.log_prob(x.data(), n, out_lp.data());
+      CHECK(max_rel_diff(out_lp.data(), lp.value().data(), n) < 1e-12);
+      PushOutputs<double> out;
+      out.y = y.data();
+      out.logdet = logdet.data();
+      out.path_energy = energy.data();
+      out.states = states.data();
+      inference.forward(x.data(), n, out);
+      CHECK(max_rel_diff(y.data(), f.out.value().data(), n * d) < 1e-12);
+      CHECK(max_rel_diff(logdet.data(), f.logdet.value().data(), n) < 1e-12);
+      for (std::size_t l = 0; l <= L; ++l)
+        CHECK(max_rel_diff(states.data() + l * n * d, traj[l].value().data(), n * d) < 1e-12);
+      // Σ_rows path energy · L / n is T as path_energy() computes it on the tape.
+      double total = 0;
+      for (double e : energy) total += e;
+      CHECK(double(L) * total / double(n) == doctest::Approx(path_energy(traj).item()).epsilon(1e-12));
+    }
+}
+
+TEST_CASE("evaluate gives the same report on 1 and 2 threads") {
+  GaussianDataset data(3);
+  auto flow = test_flow(3, 31);
+  const EvalReport a = evaluate(*flow, data, 1000, 17, 0.0, 1, 128);
+  const EvalReport b = evaluate(*flow, data, 1000, 17, 0.0, 2, 128);
+  CHECK(b.nll == doctest::Approx(a.nll).epsilon(1e-12));
+  CHECK(b.transport == doctest::Approx(a.transport).epsilon(1e-12));
+  CHECK(b.map_cost == doctest::Approx(a.map_cost).epsilon(1e-12));
+  REQUIRE(a.reverse_kl);
+  REQUIRE(b.reverse_kl);
+  CHECK(*b.reverse_kl == doctest::Approx(*a.reverse_kl).epsilon(1e-12));
+  CHECK(a.transport > 0);
+  CHECK(std::isfinite(a.nll));
+}
