@@ -412,8 +412,9 @@ def main():
           "Peak RSS: ru_maxrss of the best run of each side (torch_realnvp.py's includes its "
           "20000-sample test evaluation and the Python/torch runtime, ~240 MB on its own). "
           "`allocs/step`: heap allocations (operator new + malloc family) per steady-state trflow "
-          "training step. Threads = BLAS threads on both sides: trflow calls openblas_set_num_threads, "
-          "the torch runs get `--threads N` and OPENBLAS_NUM_THREADS=N (torch.set_num_threads alone "
+          "training step. Threads: trflow splits each batch's rows across N threads, each with its own "
+          "tape and single-threaded BLAS (`--threads N`, flows/parallel.hpp); the torch runs get "
+          "`--threads N` (intra-op threads) and OPENBLAS_NUM_THREADS=N (torch.set_num_threads alone "
           "leaves PyTorch's OpenBLAS at 2 threads).", "",
           render_md(head, lines), "",
           "The machine is shared (other sessions compile at nice 0), so wall-clock rates depend on "

@@ -72,7 +72,7 @@ std::map<std::string, std::vector<double>> params_of(const fs::path& npz) {
 
 }  // namespace
 
-TEST_CASE("trflow train writes the model, config, metrics and a final JSON line; eval, sample and plot use it") {
+TEST_CASE("trflow train writes the model, config, metrics and a final JSON line, and eval, sample and plot use it") {
   const fs::path dir = temp_dir("pipeline");
   const fs::path model = dir / "model";
   const Result t = run("train --data gaussian:2 --steps 80 --batch 64 --layers 2 --hidden 16 --eval-n 500 "
@@ -196,6 +196,35 @@ TEST_CASE("divergence stops with the step and the term named, a hint, exit 1, an
   fs::remove_all(dir);
 }
 
+TEST_CASE("--threads 2: training is reproducible run to run, and eval and sample agree with --threads 1") {
+  const fs::path dir = temp_dir("threads");
+  const std::string common = "train --data moons --steps 60 --batch 256 --layers 2 --hidden 16 --eval-n 500 "
+                             "--no-plots --quiet --threads 2 --out ";
+  const Result a = run(common + (dir / "a").string(), dir);
+  REQUIRE_MESSAGE(a.code == 0, a.err);
+  const Result b = run(common + (dir / "b").string(), dir);
+  REQUIRE_MESSAGE(b.code == 0, b.err);
+  CHECK(params_of(dir / "a" / "model.npz") == params_of(dir / "b" / "model.npz"));
+
+  const std::string model = (dir / "a").string();
+  const Result e1 = run("eval --model " + model + " --n 3000 --threads 1", dir);
+  const Result e2 = run("eval --model " + model + " --n 3000 --threads 2", dir);
+  REQUIRE_MESSAGE(e1.code == 0, e1.err);
+  REQUIRE_MESSAGE(e2.code == 0, e2.err);
+  for (const char* k : {"nll", "transport", "map_cost"})
+    CHECK(last_json(e2.out).at(k).get<double>() == doctest::Approx(last_json(e1.out).at(k).get<double>()).epsilon(1e-6));
+
+  const Result s1 = run("sample --model " + model + " --n 700 --threads 1 --out " + (dir / "s1.npy").string(), dir);
+  const Result s2 = run("sample --model " + model + " --n 700 --threads 2 --out " + (dir / "s2.npy").string(), dir);
+  REQUIRE_MESSAGE(s1.code == 0, s1.err);
+  REQUIRE_MESSAGE(s2.code == 0, s2.err);
+  const std::vector<double> x1 = nn::read_npy((dir / "s1.npy").string()).data, x2 = nn::read_npy((dir / "s2.npy").string()).data;
+  REQUIRE(x1.size() == 1400);
+  REQUIRE(x2.size() == 1400);
+  for (std::size_t i = 0; i < x1.size(); ++i) CHECK(x2[i] == doctest::Approx(x1[i]).epsilon(1e-5));
+  fs::remove_all(dir);
+}
+
 TEST_CASE("a run killed with SIGKILL and resumed ends with the same parameters as an uninterrupted run") {
   const fs::path dir = temp_dir("kill");
   const std::string common = "train --data moons --steps 300 --batch 64 --layers 2 --hidden 16 --eval-n 200 "
@@ -242,7 +271,7 @@ TEST_CASE("a run killed with SIGKILL and resumed ends with the same parameters a
   fs::remove_all(dir);
 }
 
-TEST_CASE("SIGINT saves a checkpoint and exits cleanly; --resume finishes the run") {
+TEST_CASE("SIGINT saves a checkpoint and exits cleanly, and --resume finishes the run") {
   const fs::path dir = temp_dir("sigint");
   const fs::path m = dir / "m";
   const std::string common = "train --steps 100000 --batch 64 --layers 2 --hidden 16 --eval-n 200 --no-plots "

@@ -64,7 +64,7 @@ TEST_CASE("Adam's first updates equal the paper's formulas computed independentl
   CHECK(adam.steps() == 5);
 }
 
-TEST_CASE("AdamW decays the weights before the Adam step; Adam's L2 adds λp to the gradient") {
+TEST_CASE("AdamW decays the weights before the Adam step, and Adam's L2 adds λp to the gradient") {
   const double lr = 0.01, wd = 0.1;
   for (const bool decoupled : {false, true}) {
     CAPTURE(decoupled);
