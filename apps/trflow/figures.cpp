@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "flows/inference.hpp"
 #include "plot/plot.hpp"
 
 namespace fs = std::filesystem;
@@ -15,13 +16,14 @@ namespace trflow {
 namespace {
 
 /// n model samples in data units, first two coordinates (n×2 row-major).
-std::vector<double> model_samples_2d(Model& m, std::size_t n, ad::Rng& rng) {
+std::vector<double> model_samples_2d(Model& m, std::size_t n, ad::Rng& rng, int threads) {
   const std::size_t d = m.flow->dim();
   ad::Array<float> x;
   m.flow->base().sample(n, rng, x);
-  ad::Tape<float> tape;
-  const ad::Var<float> y = m.flow->forward(tape.constant(x)).out;
-  std::vector<float> v(y.value().data(), y.value().data() + n * d);
+  std::vector<float> v(n * d);
+  flows::PushOutputs<float> out;
+  out.y = v.data();
+  flows::Inference<float>(*m.flow, threads).forward(x.data(), n, out);
   if (m.standardization.active()) m.standardization.invert(v.data(), n);
   std::vector<double> xy(2 * n);
   for (std::size_t i = 0; i < n; ++i) {
@@ -44,7 +46,8 @@ std::vector<double> target_samples_2d(flows::Dataset& data, std::size_t n, ad::R
 
 /// The model's density on a grid over `lim`: exact log p for d = 2; for d > 2 the
 /// 2-D marginal of the first two coordinates, estimated by a smoothed histogram of samples.
-std::vector<double> density_grid(Model& m, const plot::Limits& lim, std::size_t nx, std::size_t ny, ad::Rng& rng) {
+std::vector<double> density_grid(Model& m, const plot::Limits& lim, std::size_t nx, std::size_t ny, ad::Rng& rng,
+                                 int threads) {
   std::vector<double> values(nx * ny, 0.0);
   const std::vector<double> cx = plot::cell_centers(lim.x0, lim.x1, nx), cy = plot::cell_centers(lim.y0, lim.y1, ny);
   if (m.flow->dim() == 2) {
@@ -59,14 +62,14 @@ std::vector<double> density_grid(Model& m, const plot::Limits& lim, std::size_t 
         grid(j * nx + i, 0) = float(px);
         grid(j * nx + i, 1) = float(py);
       }
-    ad::Tape<float> tape;
-    const ad::Var<float> lp = m.flow->log_prob(tape.constant(grid));
+    std::vector<float> lp(nx * ny);
+    flows::Inference<float>(*m.flow, threads).log_prob(grid.data(), nx * ny, lp.data());
     const double offset = m.standardization.nll_offset();  // density in data units
-    for (std::size_t k = 0; k < nx * ny; ++k) values[k] = std::exp(double(lp.value().data()[k]) - offset);
+    for (std::size_t k = 0; k < nx * ny; ++k) values[k] = std::exp(double(lp[k]) - offset);
     return values;
   }
   const std::size_t n = 200000;
-  const std::vector<double> xy = model_samples_2d(m, n, rng);
+  const std::vector<double> xy = model_samples_2d(m, n, rng, threads);
   const double wx = (lim.x1 - lim.x0) / double(nx), wy = (lim.y1 - lim.y0) / double(ny);
   for (std::size_t k = 0; k < n; ++k) {
     const double fx = (xy[2 * k] - lim.x0) / wx, fy = (xy[2 * k + 1] - lim.y0) / wy;
@@ -144,14 +147,14 @@ std::vector<double> grid_trajectories(Model& m, std::size_t per_side, std::size_
 }
 
 std::vector<std::string> write_all_figures(Model& m, flows::Dataset& data, const std::string& dir, std::size_t n,
-                                           std::uint64_t seed) {
+                                           std::uint64_t seed, int threads) {
   const fs::path out = dir;
   fs::create_directories(out);
   ad::Rng rng(seed);
   std::vector<std::string> written;
 
   const std::vector<double> target = target_samples_2d(data, n, rng);
-  const std::vector<double> model = model_samples_2d(m, n, rng);
+  const std::vector<double> model = model_samples_2d(m, n, rng, threads);
   plot::scatter_compare((out / "samples.png").string(), target, model, "target samples", "model samples");
   written.push_back((out / "samples.png").string());
 
@@ -159,7 +162,7 @@ std::vector<std::string> write_all_figures(Model& m, flows::Dataset& data, const
   const std::size_t cells = 160;
   plot::HeatmapOptions hopt;
   hopt.colorbar_label = "density";
-  const std::vector<double> dens = density_grid(m, lim, cells, cells, rng);
+  const std::vector<double> dens = density_grid(m, lim, cells, cells, rng, threads);
   plot::density_heatmap((out / "density.png").string(), dens, cells, cells, lim,
                         m.flow->dim() == 2 ? "model density" : "model density, marginal of (x1, x2)", hopt);
   written.push_back((out / "density.png").string());

@@ -7,9 +7,10 @@
 namespace trflow {
 
 /// Writes DIR/samples.png, density.png, trajectories.png and (if metrics.jsonl
-/// exists in the model's directory) losses.png. Returns the paths written.
+/// exists in the model's directory) losses.png, the model's passes on `threads`
+/// threads. Returns the paths written.
 std::vector<std::string> write_all_figures(Model& model, flows::Dataset& data, const std::string& dir, std::size_t n,
-                                           std::uint64_t seed);
+                                           std::uint64_t seed, int threads = 1);
 
 /// Trajectories of a grid of base points through the layers, as (L+1)·N·2
 /// doubles in data units (2-D models, or the first two coordinates).

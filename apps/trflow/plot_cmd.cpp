@@ -23,7 +23,7 @@ int run_plot(const PlotOptions& o) {
   auto data = open_dataset(spec, m.meta.contains("train") && m.meta["train"].value("drop_nonfinite", false));
   if (data->dim() != m.flow->dim())
     throw DataError(fmt::format("{} has {} dimensions but the model has {}", spec, data->dim(), m.flow->dim()));
-  const std::vector<std::string> files = write_all_figures(m, *data, o.out.empty() ? m.dir : o.out, o.n, o.seed);
+  const std::vector<std::string> files = write_all_figures(m, *data, o.out.empty() ? m.dir : o.out, o.n, o.seed, o.threads);
   std::cout << nlohmann::json({{"figures", files}}).dump() << std::endl;
   return 0;
 }

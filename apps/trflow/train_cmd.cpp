@@ -296,7 +296,7 @@ int run_train(const TrainOptions& cli) {
   if (o.plots) {
     Model m{std::move(flow), meta, stdz, out.string()};
     auto raw_data = open_dataset(o.data, o.drop_nonfinite);  // figures are in the data's own units
-    write_all_figures(m, *raw_data, out.string(), 4000, o.seed + 2000);
+    write_all_figures(m, *raw_data, out.string(), 4000, o.seed + 2000, o.threads);
     if (!cli.quiet) fmt::print(stderr, "trflow: figures written to {}\n", out.string());
   }
   if (cli.print_result) std::cout << result.dump() << std::endl;
