@@ -7,6 +7,11 @@
 //
 //  * sgemm/<shape>/<layer>/<pass>: the three GEMMs of each dense layer, exactly as ops.cpp
 //    calls cblas_sgemm (row-major): fwd  Z = X·Wᵀ (NT), dX += Z̄·W (NN, β = 1), dW += Z̄ᵀ·X (TN, β = 1).
+//  * gemm/<shape>/<layer>/<pass>_m.._n.._k../{blas,kern}: the same GEMMs through cblas_sgemm and
+//    through ad::kern::gemm (which picks an xsimd kernel for a skinny shape, see kernels.hpp;
+//    the label names the kernel), at m = the batch and m = half of it (two threads split the
+//    batch). Only the skinny layers differ: shape A's input and output layers, shape B's input
+//    layer forward (k = 8).
 //  * linear_tanh/<shape>/{fwd,fwd_bwd}: the fused ad::linear_act node on a tape (hidden layer h→h).
 //  * tanh/<shape>: the elementwise activation alone on an m×h tape value (forward node).
 //  * coupling/<shape>/{forward,inverse,inverse_bwd}: one flows::AffineCoupling on a tape.
@@ -33,6 +38,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include "autodiff/ops.hpp"
+#include "../autodiff/src/kernels.hpp"  // ad::kern::gemm and its skinny-shape kernels
 #include "flows/flow.hpp"
 #include "flows/layers.hpp"
 #include "nn/optim.hpp"
@@ -135,6 +141,24 @@ void BM_sgemm(benchmark::State& state, bool ta, bool tb, int m, int n, int k, fl
   const Timer timer;
   for (auto _ : state) body();
   set_flops(state, 2.0 * m * n * k, timer.seconds(), state.iterations());
+}
+
+// C(m×n) = op(A) op(B) + β C through cblas_sgemm (blas) or ad::kern::gemm (kern).
+void BM_gemm_vs(benchmark::State& state, bool kern, bool ta, bool tb, int m, int n, int k, float beta) {
+  std::vector<float> a(std::size_t(m) * k), b(std::size_t(k) * n), c(std::size_t(m) * n, 0.0f);
+  fill(a, 1), fill(b, 2);
+  const int lda = ta ? m : k, ldb = tb ? k : n;
+  auto body = [&] {
+    if (kern) ad::kern::gemm(ta, tb, m, n, k, 1.0f, a.data(), lda, b.data(), ldb, beta, c.data(), n);
+    else ad::kern::gemm_blas(ta, tb, m, n, k, 1.0f, a.data(), lda, b.data(), ldb, beta, c.data(), n);
+    benchmark::ClobberMemory();
+  };
+  body();
+  const Timer timer;
+  for (auto _ : state) body();
+  set_flops(state, 2.0 * m * n * k, timer.seconds(), state.iterations());
+  static const char* names[] = {"cblas_sgemm", "xsimd small_k", "xsimd small_n", "xsimd tn_thin"};
+  state.SetLabel(kern ? names[int(ad::kern::gemm_kernel<float>(ta, tb, m, n, k))] : names[0]);
 }
 
 // ---------------------------------------------------------------- fused linear + tanh on the tape
@@ -262,6 +286,23 @@ void register_all() {
                                    BM_sgemm, true, false, l.out, l.in, s.m, 1.0f)
           ->Unit(benchmark::kMicrosecond);
     }
+    if (S != "C")  // the skinny shapes: cblas against ad::kern::gemm, at the batch and half of it
+      for (int m : {s.m, s.m / 2})
+        for (const L& l : {layers[0], layers[2]}) {
+          struct G { const char* pass; bool ta, tb; int m, n, k; float beta; };
+          const std::string dims = "_m" + std::to_string(m);
+          const G gs[] = {{"fwd_NT", false, true, m, l.out, l.in, 0.0f},
+                          {"dX_NN", false, false, m, l.in, l.out, 1.0f},
+                          {"dW_TN", true, false, l.out, l.in, m, 1.0f}};
+          for (const G& g : gs)
+            for (bool kern : {false, true}) {
+              const std::string name = "gemm/" + S + "/" + l.name + "/" + g.pass + "_m" + std::to_string(g.m) + "_n" +
+                                       std::to_string(g.n) + "_k" + std::to_string(g.k) + (kern ? "/kern" : "/blas");
+              benchmark::RegisterBenchmark(name.c_str(), BM_gemm_vs, kern, g.ta, g.tb, g.m, g.n, g.k, g.beta)
+                  ->Unit(benchmark::kMicrosecond);
+            }
+          (void)dims;
+        }
     benchmark::RegisterBenchmark(("linear_tanh/" + S + "/fwd").c_str(), BM_linear_tanh, s, false)
         ->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark(("linear_tanh/" + S + "/fwd_bwd").c_str(), BM_linear_tanh, s, true)

@@ -19,6 +19,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include "autodiff/autodiff.hpp"
+#include "../autodiff/src/kernels.hpp"  // the GEMM kernels, tested directly below
 
 using ad::Activation;
 using ad::Array;
@@ -1073,6 +1074,156 @@ TEST_CASE("a custom op sees null adjoints for inputs that need none") {
     CHECK(a.grad().data()[i] == doctest::Approx(b0.data()[i] + std::cos(a0.data()[i])).epsilon(1e-14));
   CHECK(std::all_of(b.grad().begin(), b.grad().end(), [](double g) { return g == 0; }));
   CHECK_THROWS_AS(ad::custom(op, a, t.constant(zeros(2, 4))), ad::ShapeError);
+}
+
+// ================================================================ skinny GEMM kernels
+namespace {
+/// kern::gemm on one shape against a naive float64 loop, for β = 0 (C starts as NaN: it must
+/// not be read), β = 1 and β = −0.5, with padded leading dimensions.
+template <class T>
+void check_gemm_shape(bool ta, bool tb, int m, int n, int k, ad::kern::GemmKernel expect, Rng& rng) {
+  using ad::kern::GemmKernel;
+  CAPTURE(ta);
+  CAPTURE(tb);
+  CAPTURE(m);
+  CAPTURE(n);
+  CAPTURE(k);
+  REQUIRE(ad::kern::gemm_kernel<T>(ta, tb, m, n, k) == expect);
+  const int a_rows = ta ? k : m, a_cols = ta ? m : k, b_rows = tb ? n : k, b_cols = tb ? k : n;
+  const int lda = a_cols + 3, ldb = b_cols + 2, ldc = n + 1;
+  std::vector<double> a(std::size_t(a_rows) * lda), b(std::size_t(b_rows) * ldb);
+  for (double& v : a) v = double(float(rng.normal()));  // representable in both precisions
+  for (double& v : b) v = double(float(rng.normal()));
+  const double alpha = 1.5;
+  for (double beta : {0.0, 1.0, -0.5}) {
+    CAPTURE(beta);
+    std::vector<double> c0(std::size_t(m) * ldc);
+    for (double& v : c0) v = beta == 0 ? std::numeric_limits<double>::quiet_NaN() : double(float(rng.normal()));
+    std::vector<T> at(a.begin(), a.end()), bt(b.begin(), b.end()), ct(c0.begin(), c0.end());
+    ad::kern::gemm<T>(ta, tb, m, n, k, T(alpha), at.data(), lda, bt.data(), ldb, T(beta), ct.data(), ldc);
+    double worst = 0;
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < n; ++j) {
+        double sum = 0, scale = 0;  // scale: Σ |terms|, what rounding errors are proportional to
+        for (int p = 0; p < k; ++p) {
+          const double t = (ta ? a[std::size_t(p) * lda + i] : a[std::size_t(i) * lda + p]) *
+                           (tb ? b[std::size_t(j) * ldb + p] : b[std::size_t(p) * ldb + j]);
+          sum += t;
+          scale += std::abs(t);
+        }
+        const double old = c0[std::size_t(i) * ldc + j];
+        const double want = alpha * sum + (beta == 0 ? 0.0 : beta * old);
+        scale = alpha * scale + std::abs(beta * (beta == 0 ? 0.0 : old)) + 1e-300;
+        const double err = std::abs(double(ct[std::size_t(i) * ldc + j]) - want) / scale;
+        if (!(err <= worst)) worst = err;  // NaN sticks
+      }
+    CHECK(worst <= (std::is_same<T, float>::value ? 1e-6 : 1e-14));
+    // the padding between rows of C is left alone
+    for (int i = 0; i < m; ++i)
+      for (int j = n; j < ldc; ++j) {
+        const double v = double(ct[std::size_t(i) * ldc + j]), o = c0[std::size_t(i) * ldc + j];
+        CHECK((v == o || (std::isnan(v) && std::isnan(o))));
+      }
+  }
+}
+
+template <class T>
+void check_skinny_gemms() {
+  using ad::kern::GemmKernel;
+  Rng rng(21);
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      // k ≤ 8: a sum of k outer products (k = 0 leaves β C); n = 300 crosses the 256-column block
+      for (int k = 0; k <= 8; ++k) check_gemm_shape<T>(ta, tb, 37, 70, k, GemmKernel::small_k, rng);
+      check_gemm_shape<T>(ta, tb, 19, 300, 3, GemmKernel::small_k, rng);
+      check_gemm_shape<T>(ta, tb, 1, 1, 1, GemmKernel::small_k, rng);
+    }
+  for (bool tb : {false, true}) {
+    // n ≤ 4 with A not transposed: dot products; m = 37 leaves a remainder of every row group,
+    // k = 70 a scalar tail, k = 600 crosses the 512-deep block
+    for (int n = 1; n <= 4; ++n) check_gemm_shape<T>(false, tb, 37, n, 70, GemmKernel::small_n, rng);
+    check_gemm_shape<T>(false, tb, 21, 2, 600, GemmKernel::small_n, rng);
+    check_gemm_shape<T>(false, tb, 32, 1, 64, GemmKernel::small_n, rng);
+  }
+  // Aᵀ B with a thin m or n (weight gradients): full and partial vector blocks and a scalar tail
+  for (int s = 1; s <= 4; ++s) {
+    check_gemm_shape<T>(true, false, s, 70, 100, GemmKernel::tn_thin, rng);
+    check_gemm_shape<T>(true, false, 70, s, 100, GemmKernel::tn_thin, rng);
+    check_gemm_shape<T>(true, false, s, 3, 50, GemmKernel::tn_thin, rng);
+  }
+  check_gemm_shape<T>(true, false, 2, 64, 1024, GemmKernel::tn_thin, rng);
+  check_gemm_shape<T>(true, false, 64, 1, 1024, GemmKernel::tn_thin, rng);
+  // and the shapes that stay with BLAS
+  check_gemm_shape<T>(false, false, 9, 8, 9, GemmKernel::blas, rng);
+  check_gemm_shape<T>(true, true, 3, 9, 9, GemmKernel::blas, rng);
+}
+}  // namespace
+
+TEST_CASE("skinny GEMM kernels equal a naive loop, every transpose they serve, β = 0 / 1 / −0.5") {
+  SUBCASE("float64") { check_skinny_gemms<double>(); }
+  SUBCASE("float32") { check_skinny_gemms<float>(); }
+}
+
+// ================================================================ fresh adjoints
+TEST_CASE("an op with one input twice: the first write assigns, the second adds (stale adjoints ignored)") {
+  // Each f uses x twice in a single op. Two backward passes over one recording with different
+  // seeds: the second pass finds last pass's values in every adjoint and must ignore them.
+  Rng rng(22);
+  const Array<double> x0 = rnd(rng, 4, 4, normal());
+  const std::vector<int> perm{2, 0, 3, 1};
+  const std::vector<std::pair<std::string, std::function<Var<double>(Var<double>)>>> fs = {
+      {"x ⊙ x", [](Var<double> x) { return x * x; }},
+      {"x + x", [](Var<double> x) { return x + x; }},
+      {"x ⊘ (1.5 x + 10)", [](Var<double> x) { return x / (x * 1.5 + 10.0); }},
+      {"x xᵀ", [](Var<double> x) { return ad::matmul(x, x, false, true); }},
+      {"xᵀ x", [](Var<double> x) { return ad::matmul(x, x, true, false); }},
+      {"linear_act(x, W = x)", [](Var<double> x) { return ad::linear_act(x, x, Var<double>{}, Activation::tanh); }},
+      {"linear(x, W = x)", [](Var<double> x) { return ad::linear(x, x, Var<double>{}); }},
+      {"scatter_cols(x, x, perm)", [&perm](Var<double> x) { return ad::scatter_cols(x, x, perm); }},
+      {"concat_cols(x, x)", [](Var<double> x) { return ad::concat_cols(x, x); }},
+  };
+  for (const auto& [name, f] : fs) {
+    INFO(name);
+    // the gradient against central differences (one pass on a fresh tape)
+    const ad::GradcheckResult r =
+        ad::gradcheck([&](Tape<double>&, const std::vector<Var<double>>& x) { return f(x[0]); }, {x0});
+    CHECK_MESSAGE(r.ok, r.report);
+    // two passes on one tape: the second equals a first pass with the same seed, bitwise
+    Tape<double> t, fresh;
+    const Var<double> x = t.variable(x0), xf = fresh.variable(x0);
+    const Var<double> y = f(x), yf = f(xf);
+    const Array<double> u1 = rnd(rng, y.rows(), y.cols(), normal()), u2 = rnd(rng, y.rows(), y.cols(), normal());
+    t.backward(y, u1);
+    t.backward(y, u2);
+    fresh.backward(yf, u2);
+    CHECK(same_bits(x.grad().data(), xf.grad().data(), x0.size() * sizeof(double)));
+  }
+}
+
+TEST_CASE("parameter adjoints: accumulate into Parameter::grad, or start fresh on a param_grads_on_tape tape") {
+  Rng rng(23);
+  Parameter<double> p("p", 3, 3);
+  rng.fill_normal(p.value.data(), p.value.size());
+  const Array<double> x0 = rnd(rng, 5, 3, normal());
+  auto loss = [&](Tape<double>& t) {  // p used twice by one op, and again by another
+    const Var<double> w = t.param(p);
+    return ad::sum(ad::linear_act(t.constant(x0), w, Var<double>{}, Activation::tanh)) + ad::sum(w * w);
+  };
+  Tape<double> t;
+  t.backward(loss(t));
+  const Array<double> g1 = p.grad;
+  CHECK(std::any_of(g1.begin(), g1.end(), [](double g) { return g != 0; }));
+  t.backward(loss(t));  // accumulates: 2 g1 (up to the order of the sums)
+  for (std::size_t i = 0; i < g1.size(); ++i) CHECK(p.grad.data()[i] == doctest::Approx(2 * g1.data()[i]).epsilon(1e-14));
+
+  Tape<double> on;
+  on.set_param_grads_on_tape(true);
+  const Var<double> l = loss(on);
+  on.backward(l);
+  on.backward(l);  // the second pass finds the first one's adjoint on the tape and must not add to it
+  p.zero_grad();
+  on.accumulate_param_grads();
+  for (std::size_t i = 0; i < g1.size(); ++i) CHECK(p.grad.data()[i] == doctest::Approx(g1.data()[i]).epsilon(1e-14));
 }
 
 // ================================================================ SIMD

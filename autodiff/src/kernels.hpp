@@ -2,6 +2,7 @@
 // SIMD loops over raw pointers. Each loop runs xsimd batches of the widest
 // width the build targets, then a scalar tail; the functor is generic so the
 // same lambda serves both (xsimd provides the scalar overloads of exp, tanh, …).
+#include <algorithm>
 #include <cstddef>
 
 #include <cblas.h>
@@ -78,17 +79,263 @@ template <class T> inline T sum(const T* x, std::size_t n) {
   return r;
 }
 
-// cblas gemm in row-major order, for float and double:
-// C = alpha · op(A) · op(B) + beta · C, with op(A) m×k and op(B) k×n.
-inline void gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda,
-                 const float* b, int ldb, float beta, float* c, int ldc) {
+/// z[i] = f(x[i], y[i], w[i])
+template <class T, class F>
+inline void map3(const T* x, const T* y, const T* w, T* z, std::size_t n, F f) {
+  constexpr std::size_t W = batch<T>::size;
+  std::size_t i = 0;
+  for (; i + W <= n; i += W)
+    f(batch<T>::load_unaligned(x + i), batch<T>::load_unaligned(y + i), batch<T>::load_unaligned(w + i))
+        .store_unaligned(z + i);
+  for (; i < n; ++i) z[i] = f(x[i], y[i], w[i]);
+}
+
+// ---------------------------------------------------------------- GEMM
+// C = α · op(A) · op(B) + β · C in row-major order, op(A) m×k, op(B) k×n, op = identity or
+// transpose (ta, tb). As in BLAS, β = 0 means C is not read: it may hold anything, even NaN,
+// which lets a VJP write a fresh adjoint without zeroing it first.
+//
+// OpenBLAS is fast on big blocks, but when one dimension is tiny (a 1-column input layer, a
+// 2-column output layer) its packing and dispatch dominate and it reaches 5-25 % of peak. For
+// those shapes gemm() below uses one of three small xsimd kernels instead:
+//   gemm_small_k:  k ≤ 8         C = β C + Σ_p op(A)(:, p) ⊗ op(B)(p, :), k outer products
+//   gemm_small_n:  n ≤ 4, A      C(i, j) = β C + ⟨A(i, :), op(B)(:, j)⟩, dot products
+//   gemm_tn_thin:  Aᵀ B, m or n ≤ 4 (long k: a weight gradient), accumulated in registers
+// The limits are where they beat OpenBLAS's Haswell kernels in bench/micro_bench (k = 16 no
+// longer does: its 16 broadcasts crowd the registers).
+constexpr int kSmallK = 8;  // inner dimensions up to this go to gemm_small_k
+constexpr int kThin = 4;    // an outer dimension this small makes a GEMM "skinny"
+
+// OpenBLAS, for float and double.
+inline void gemm_blas(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda,
+                      const float* b, int ldb, float beta, float* c, int ldc) {
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k,
               alpha, a, lda, b, ldb, beta, c, ldc);
 }
-inline void gemm(bool ta, bool tb, int m, int n, int k, double alpha, const double* a, int lda,
-                 const double* b, int ldb, double beta, double* c, int ldc) {
+inline void gemm_blas(bool ta, bool tb, int m, int n, int k, double alpha, const double* a, int lda,
+                      const double* b, int ldb, double beta, double* c, int ldc) {
   cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k,
               alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+/// β·c, with β = 0 giving 0 whatever c holds.
+template <class T> inline T scaled(T beta, T c) { return beta == T(0) ? T(0) : beta * c; }
+template <class T> inline batch<T> scaled_load(T beta, const T* c) {
+  if (beta == T(0)) return batch<T>(T(0));
+  const batch<T> v = batch<T>::load_unaligned(c);
+  return beta == T(1) ? v : batch<T>(beta) * v;
+}
+
+/// k = K ≤ 8: row i of C is β C(i, :) + Σ_p α op(A)(i, p) · op(B)(p, :), a few broadcast FMAs
+/// per vector of C. op(B)'s rows are read in place, or, for a transposed B, gathered block by
+/// block into a stack buffer first.
+template <int K, class T>
+void gemm_small_k(bool ta, bool tb, int m, int n, T alpha, const T* a, int lda, const T* b, int ldb, T beta,
+                  T* c, int ldc) {
+  constexpr int W = int(batch<T>::size), NB = 256;
+  T gathered[K > 0 ? K : 1][NB];
+  for (int j0 = 0; j0 < n; j0 += NB) {
+    const int nb = std::min(NB, n - j0);
+    const T* brow[K > 0 ? K : 1];  // brow[p][j] = op(B)(p, j0 + j)
+    for (int p = 0; p < K; ++p) {
+      if (!tb) {
+        brow[p] = b + std::size_t(p) * ldb + j0;
+      } else {
+        for (int j = 0; j < nb; ++j) gathered[p][j] = b[std::size_t(j0 + j) * ldb + p];
+        brow[p] = gathered[p];
+      }
+    }
+    for (int i = 0; i < m; ++i) {
+      T ai[K > 0 ? K : 1];  // α · op(A)(i, p)
+      for (int p = 0; p < K; ++p) ai[p] = alpha * (ta ? a[std::size_t(p) * lda + i] : a[std::size_t(i) * lda + p]);
+      T* ci = c + std::size_t(i) * ldc + j0;
+      int j = 0;
+      for (; j + W <= nb; j += W) {
+        batch<T> s = scaled_load(beta, ci + j);
+        for (int p = 0; p < K; ++p) s = xsimd::fma(batch<T>(ai[p]), batch<T>::load_unaligned(brow[p] + j), s);
+        s.store_unaligned(ci + j);
+      }
+      for (; j < nb; ++j) {
+        T s = scaled(beta, ci[j]);
+        for (int p = 0; p < K; ++p) s += ai[p] * brow[p][j];
+        ci[j] = s;
+      }
+    }
+  }
+}
+
+/// n = N ≤ 4, op(A) = A: every C(i, j) is a dot product of row i of A with column j of
+/// op(B), summed lane-wise in a vector accumulator and then across lanes (xsimd::hadd; not
+/// haddp, whose AVX-512 float version in xsimd 8.1 returns the sums out of order). R rows at
+/// a time give 16 independent accumulators. op(B)'s columns are read in place for a
+/// transposed B, else gathered into a stack buffer, KB entries of the depth at a time
+/// (C = β C + Σ over the blocks).
+template <int N, class T>
+void gemm_small_n(bool tb, int m, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c,
+                  int ldc) {
+  constexpr int W = int(batch<T>::size), R = 16 / N, KB = 512;
+  T gathered[N][KB];
+  for (int p0 = 0; p0 < k; p0 += KB) {
+    const int kb = std::min(KB, k - p0);
+    const T beta_block = p0 == 0 ? beta : T(1);
+    const T* bcol[N];  // bcol[j][p] = op(B)(p0 + p, j)
+    for (int j = 0; j < N; ++j) {
+      if (tb) {
+        bcol[j] = b + std::size_t(j) * ldb + p0;
+      } else {
+        for (int p = 0; p < kb; ++p) gathered[j][p] = b[std::size_t(p0 + p) * ldb + j];
+        bcol[j] = gathered[j];
+      }
+    }
+    const int p_vec = kb - kb % W;  // the depth covered by full batches
+    // C(i, j) = β C(i, j) + α (Σ_lanes acc + the scalar tail of the depth)
+    auto finish = [&](int i, int j, const batch<T>& acc) {
+      const T* ai = a + std::size_t(i) * lda + p0;
+      T dot = xsimd::hadd(acc);
+      for (int p = p_vec; p < kb; ++p) dot += ai[p] * bcol[j][p];
+      T& cij = c[std::size_t(i) * ldc + j];
+      cij = scaled(beta_block, cij) + alpha * dot;
+    };
+    int i = 0;
+    for (; i + R <= m; i += R) {
+      batch<T> acc[R][N];  // acc[r][j]: lane-wise partial sums of C(i + r, j)
+      for (int r = 0; r < R; ++r)
+        for (int j = 0; j < N; ++j) acc[r][j] = batch<T>(T(0));
+      for (int p = 0; p < p_vec; p += W) {
+        batch<T> bv[N];
+        for (int j = 0; j < N; ++j) bv[j] = batch<T>::load_unaligned(bcol[j] + p);
+        for (int r = 0; r < R; ++r) {
+          const batch<T> av = batch<T>::load_unaligned(a + std::size_t(i + r) * lda + p0 + p);
+          for (int j = 0; j < N; ++j) acc[r][j] = xsimd::fma(av, bv[j], acc[r][j]);
+        }
+      }
+      for (int r = 0; r < R; ++r)
+        for (int j = 0; j < N; ++j) finish(i + r, j, acc[r][j]);
+    }
+    for (; i < m; ++i)  // the last m % R rows, one at a time
+      for (int j = 0; j < N; ++j) {
+        batch<T> acc(T(0));
+        for (int p = 0; p < p_vec; p += W)
+          acc = xsimd::fma(batch<T>::load_unaligned(a + std::size_t(i) * lda + p0 + p),
+                           batch<T>::load_unaligned(bcol[j] + p), acc);
+        finish(i, j, acc);
+      }
+  }
+}
+
+/// The sum of k outer products of a short vector (S ≤ 4 entries, u_p = U[p·ldu + s]) and a long
+/// one (v_p = V[p·ldv + l], contiguous): R(s, l) = Σ_p u_p[s] v_p[l], written to
+/// C[s·csu + l·csl] = β C + α R. Columns l0 … l0 + NV·W − 1 here; the accumulators (S·NV
+/// batches) stay in registers for the whole sum over p.
+template <int S, int NV, class T>
+void outer_sum_block(int l0, int k, const T* u, int ldu, const T* v, int ldv, T alpha, T beta, T* c, int csu,
+                     int csl) {
+  constexpr int W = int(batch<T>::size);
+  batch<T> acc[S][NV];
+  for (int s = 0; s < S; ++s)
+    for (int q = 0; q < NV; ++q) acc[s][q] = batch<T>(T(0));
+  for (int p = 0; p < k; ++p) {
+    const T* vp = v + std::size_t(p) * ldv + l0;
+    batch<T> vb[NV];
+    for (int q = 0; q < NV; ++q) vb[q] = batch<T>::load_unaligned(vp + q * W);
+    for (int s = 0; s < S; ++s) {
+      const batch<T> us(u[std::size_t(p) * ldu + s]);
+      for (int q = 0; q < NV; ++q) acc[s][q] = xsimd::fma(us, vb[q], acc[s][q]);
+    }
+  }
+  for (int s = 0; s < S; ++s)
+    for (int q = 0; q < NV; ++q) {
+      T* cs = c + std::size_t(s) * csu + std::size_t(l0 + q * W) * csl;
+      const batch<T> r = batch<T>(alpha) * acc[s][q];
+      if (csl == 1) {
+        (scaled_load(beta, cs) + r).store_unaligned(cs);
+      } else {  // C holds the transpose: scatter the lanes down a column
+        alignas(64) T lanes[W];
+        r.store_aligned(lanes);
+        for (int x = 0; x < W; ++x) cs[std::size_t(x) * csl] = scaled(beta, cs[std::size_t(x) * csl]) + lanes[x];
+      }
+    }
+}
+
+template <int S, class T>
+void outer_sum(int L, int k, const T* u, int ldu, const T* v, int ldv, T alpha, T beta, T* c, int csu, int csl) {
+  constexpr int W = int(batch<T>::size);
+  int l0 = 0;
+  for (; l0 + 4 * W <= L; l0 += 4 * W) outer_sum_block<S, 4>(l0, k, u, ldu, v, ldv, alpha, beta, c, csu, csl);
+  switch ((L - l0) / W) {
+    case 3: outer_sum_block<S, 3>(l0, k, u, ldu, v, ldv, alpha, beta, c, csu, csl); break;
+    case 2: outer_sum_block<S, 2>(l0, k, u, ldu, v, ldv, alpha, beta, c, csu, csl); break;
+    case 1: outer_sum_block<S, 1>(l0, k, u, ldu, v, ldv, alpha, beta, c, csu, csl); break;
+    default: break;
+  }
+  for (int l = l0 + (L - l0) / W * W; l < L; ++l)  // the last L % W columns, scalar
+    for (int s = 0; s < S; ++s) {
+      T r = T(0);
+      for (int p = 0; p < k; ++p) r += u[std::size_t(p) * ldu + s] * v[std::size_t(p) * ldv + l];
+      T& cs = c[std::size_t(s) * csu + std::size_t(l) * csl];
+      cs = scaled(beta, cs) + alpha * r;
+    }
+}
+
+/// C = β C + α Aᵀ B with A k×m, B k×n and m ≤ 4 or n ≤ 4: Σ_p (row p of A) ⊗ (row p of B).
+/// The thin side is broadcast, the wide side vectorized; with n thin, C is written transposed.
+template <class T>
+void gemm_tn_thin(int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c, int ldc) {
+  const bool thin_m = m <= n;  // broadcast the shorter side
+  const int S = thin_m ? m : n, L = thin_m ? n : m;
+  const T* u = thin_m ? a : b;
+  const T* v = thin_m ? b : a;
+  const int ldu = thin_m ? lda : ldb, ldv = thin_m ? ldb : lda;
+  const int csu = thin_m ? ldc : 1, csl = thin_m ? 1 : ldc;
+  switch (S) {
+    case 1: outer_sum<1>(L, k, u, ldu, v, ldv, alpha, beta, c, csu, csl); return;
+    case 2: outer_sum<2>(L, k, u, ldu, v, ldv, alpha, beta, c, csu, csl); return;
+    case 3: outer_sum<3>(L, k, u, ldu, v, ldv, alpha, beta, c, csu, csl); return;
+    case 4: outer_sum<4>(L, k, u, ldu, v, ldv, alpha, beta, c, csu, csl); return;
+    default: return;  // S = 0: C is empty
+  }
+}
+
+/// Which of the kernels gemm() uses for a shape.
+enum class GemmKernel { blas, small_k, small_n, tn_thin };
+
+template <class T>
+inline GemmKernel gemm_kernel(bool ta, bool tb, int m, int n, int k) {
+  if (k <= kSmallK) return GemmKernel::small_k;
+  if (!ta && n <= kThin) return GemmKernel::small_n;
+  if (ta && !tb && (m <= kThin || n <= kThin)) return GemmKernel::tn_thin;
+  return GemmKernel::blas;
+}
+
+/// C = α op(A) op(B) + β C (row-major; β = 0: C is not read), through the fastest kernel for the shape.
+template <class T>
+inline void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta,
+                 T* c, int ldc) {
+  switch (gemm_kernel<T>(ta, tb, m, n, k)) {
+    case GemmKernel::small_k:
+      switch (k) {
+        case 0: return gemm_small_k<0>(ta, tb, m, n, alpha, a, lda, b, ldb, beta, c, ldc);
+        case 1: return gemm_small_k<1>(ta, tb, m, n, alpha, a, lda, b, ldb, beta, c, ldc);
+        case 2: return gemm_small_k<2>(ta, tb, m, n, alpha, a, lda, b, ldb, beta, c, ldc);
+        case 3: return gemm_small_k<3>(ta, tb, m, n, alpha, a, lda, b, ldb, beta, c, ldc);
+        case 4: return gemm_small_k<4>(ta, tb, m, n, alpha, a, lda, b, ldb, beta, c, ldc);
+        case 5: return gemm_small_k<5>(ta, tb, m, n, alpha, a, lda, b, ldb, beta, c, ldc);
+        case 6: return gemm_small_k<6>(ta, tb, m, n, alpha, a, lda, b, ldb, beta, c, ldc);
+        case 7: return gemm_small_k<7>(ta, tb, m, n, alpha, a, lda, b, ldb, beta, c, ldc);
+        default: return gemm_small_k<8>(ta, tb, m, n, alpha, a, lda, b, ldb, beta, c, ldc);
+      }
+    case GemmKernel::small_n:
+      switch (n) {
+        case 0: return;
+        case 1: return gemm_small_n<1>(tb, m, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        case 2: return gemm_small_n<2>(tb, m, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        case 3: return gemm_small_n<3>(tb, m, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        default: return gemm_small_n<4>(tb, m, k, alpha, a, lda, b, ldb, beta, c, ldc);
+      }
+    case GemmKernel::tn_thin: return gemm_tn_thin(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    case GemmKernel::blas: break;
+  }
+  gemm_blas(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 }  // namespace ad::kern

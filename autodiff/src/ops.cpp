@@ -1,6 +1,10 @@
 // Every op: its output shape, its forward, and its vector–Jacobian product
 // (VJP), side by side. Notation: y is the op's output, ȳ = ∂L/∂y its adjoint,
 // and ā += (∂y/∂a)ᵀ ȳ is what the VJP adds to input a's adjoint.
+//
+// When an op is the first to reach ā in a backward pass (ā is "fresh"), it assigns
+// ā = (∂y/∂a)ᵀ ȳ instead, which saves zero-filling ā beforehand; put(), put2() and
+// put3() below make that choice for the elementwise VJPs, and the GEMMs use β = 0.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -15,6 +19,7 @@ namespace ad {
 namespace {
 
 using Shape = std::array<std::size_t, 2>;
+
 
 /// What an op's functions see: its inputs, output and adjoints as raw pointers.
 template <class T>
@@ -36,7 +41,51 @@ struct Ctx {
     Array<T>* g = tape.grad_sink(node.in[k]);
     return g ? g->data() : nullptr;
   }
+  /// The same for a VJP that writes every element: fresh = true means assign (ā = …, the
+  /// old contents are stale), false means add (ā += …). See Tape::grad_sink.
+  T* gx(int k, bool& fresh) {
+    Array<T>* g = tape.grad_sink(node.in[k], fresh);
+    return g ? g->data() : nullptr;
+  }
 };
+
+// ā ⟵ f(u, v) elementwise over n entries, for input k: ā = f(u, v) when ā is fresh, ā += f(u, v)
+// otherwise. put(c, k, u, n) is ā ⟵ u, put3 takes three operands.
+template <class T, class F>
+void put2(Ctx<T>& c, int k, const T* u, const T* v, std::size_t n, F f) {
+  bool fresh;
+  T* g = c.gx(k, fresh);
+  if (!g) return;
+  if (fresh) kern::map2(u, v, g, n, f);
+  else kern::acc2(u, v, g, n, f);
+}
+template <class T>
+void put(Ctx<T>& c, int k, const T* u, std::size_t n) {
+  bool fresh;
+  T* g = c.gx(k, fresh);
+  if (!g) return;
+  if (fresh) std::copy(u, u + n, g);
+  else kern::acc(u, g, n);
+}
+template <class T, class F>
+void put3(Ctx<T>& c, int k, const T* u, const T* v, const T* w, std::size_t n, F f) {
+  bool fresh;
+  T* g = c.gx(k, fresh);
+  if (!g) return;
+  if (fresh) kern::map3(u, v, w, g, n, f);
+  else kern::acc3(u, v, w, g, n, f);
+}
+
+/// g ⟵ Σ_i rows_i (the column sums of an m×n array): assigned when fresh, else added.
+template <class T>
+void put_col_sums(T* g, bool fresh, const T* rows, std::size_t m, std::size_t n) {
+  std::size_t i = 0;
+  if (fresh) {
+    if (m == 0) std::fill(g, g + n, T(0));
+    else std::copy(rows, rows + n, g), i = 1;
+  }
+  for (; i < m; ++i) kern::acc(rows + i * n, g, n);
+}
 
 template <class T>
 std::string dims(const Array<T>& a) {
@@ -93,8 +142,8 @@ template <class T> struct Add {
   static Shape shape(Ctx<T> c) { return equal_shapes(c); }
   static void forward(Ctx<T>& c) { kern::map2(c.x(0), c.x(1), c.y(), c.n(), [](auto a, auto b) { return a + b; }); }
   static void vjp(Ctx<T>& c) {
-    if (T* ga = c.gx(0)) kern::acc(c.gy(), ga, c.n());
-    if (T* gb = c.gx(1)) kern::acc(c.gy(), gb, c.n());
+    put(c, 0, c.gy(), c.n());
+    put(c, 1, c.gy(), c.n());
   }
 };
 
@@ -103,8 +152,8 @@ template <class T> struct Sub {
   static Shape shape(Ctx<T> c) { return equal_shapes(c); }
   static void forward(Ctx<T>& c) { kern::map2(c.x(0), c.x(1), c.y(), c.n(), [](auto a, auto b) { return a - b; }); }
   static void vjp(Ctx<T>& c) {
-    if (T* ga = c.gx(0)) kern::acc(c.gy(), ga, c.n());
-    if (T* gb = c.gx(1)) kern::acc2(c.gy(), c.gy(), gb, c.n(), [](auto g, auto) { return -g; });
+    put(c, 0, c.gy(), c.n());
+    put2(c, 1, c.gy(), c.gy(), c.n(), [](auto g, auto) { return -g; });
   }
 };
 
@@ -114,8 +163,8 @@ template <class T> struct Mul {
   static void forward(Ctx<T>& c) { kern::map2(c.x(0), c.x(1), c.y(), c.n(), [](auto a, auto b) { return a * b; }); }
   static void vjp(Ctx<T>& c) {
     auto times = [](auto g, auto v) { return g * v; };
-    if (T* ga = c.gx(0)) kern::acc2(c.gy(), c.x(1), ga, c.n(), times);
-    if (T* gb = c.gx(1)) kern::acc2(c.gy(), c.x(0), gb, c.n(), times);
+    put2(c, 0, c.gy(), c.x(1), c.n(), times);
+    put2(c, 1, c.gy(), c.x(0), c.n(), times);
   }
 };
 
@@ -124,9 +173,8 @@ template <class T> struct Div {
   static Shape shape(Ctx<T> c) { return equal_shapes(c); }
   static void forward(Ctx<T>& c) { kern::map2(c.x(0), c.x(1), c.y(), c.n(), [](auto a, auto b) { return a / b; }); }
   static void vjp(Ctx<T>& c) {
-    if (T* ga = c.gx(0)) kern::acc2(c.gy(), c.x(1), ga, c.n(), [](auto g, auto b) { return g / b; });
-    if (T* gb = c.gx(1))
-      kern::acc3(c.gy(), c.node.value.data(), c.x(1), gb, c.n(), [](auto g, auto y, auto b) { return -g * y / b; });
+    put2(c, 0, c.gy(), c.x(1), c.n(), [](auto g, auto b) { return g / b; });
+    put3(c, 1, c.gy(), c.node.value.data(), c.x(1), c.n(), [](auto g, auto y, auto b) { return -g * y / b; });
   }
 };
 
@@ -135,7 +183,7 @@ template <class T> struct Neg {
   static Shape shape(Ctx<T> c) { return same_as_input(c); }
   static void forward(Ctx<T>& c) { kern::map(c.x(0), c.y(), c.n(), [](auto a) { return -a; }); }
   static void vjp(Ctx<T>& c) {
-    if (T* ga = c.gx(0)) kern::acc2(c.gy(), c.gy(), ga, c.n(), [](auto g, auto) { return -g; });
+    put2(c, 0, c.gy(), c.gy(), c.n(), [](auto g, auto) { return -g; });
   }
 };
 
@@ -147,7 +195,7 @@ template <class T> struct AddScalar {
     kern::map(c.x(0), c.y(), c.n(), [s](auto a) { return a + decltype(a)(s); });
   }
   static void vjp(Ctx<T>& c) {
-    if (T* ga = c.gx(0)) kern::acc(c.gy(), ga, c.n());
+    put(c, 0, c.gy(), c.n());
   }
 };
 
@@ -160,7 +208,7 @@ template <class T> struct MulScalar {
   }
   static void vjp(Ctx<T>& c) {
     const T s = c.node.s0;
-    if (T* ga = c.gx(0)) kern::acc2(c.gy(), c.gy(), ga, c.n(), [s](auto g, auto) { return g * decltype(g)(s); });
+    put2(c, 0, c.gy(), c.gy(), c.n(), [s](auto g, auto) { return g * decltype(g)(s); });
   }
 };
 
@@ -172,7 +220,7 @@ template <class T> struct RSubScalar {
     kern::map(c.x(0), c.y(), c.n(), [s](auto a) { return decltype(a)(s) - a; });
   }
   static void vjp(Ctx<T>& c) {
-    if (T* ga = c.gx(0)) kern::acc2(c.gy(), c.gy(), ga, c.n(), [](auto g, auto) { return -g; });
+    put2(c, 0, c.gy(), c.gy(), c.n(), [](auto g, auto) { return -g; });
   }
 };
 
@@ -184,8 +232,7 @@ template <class T> struct RDivScalar {
     kern::map(c.x(0), c.y(), c.n(), [s](auto a) { return decltype(a)(s) / a; });
   }
   static void vjp(Ctx<T>& c) {
-    if (T* ga = c.gx(0))
-      kern::acc3(c.gy(), c.node.value.data(), c.x(0), ga, c.n(), [](auto g, auto y, auto a) { return -g * y / a; });
+    put3(c, 0, c.gy(), c.node.value.data(), c.x(0), c.n(), [](auto g, auto y, auto a) { return -g * y / a; });
   }
 };
 
@@ -200,9 +247,9 @@ template <class T> struct AddRow {
   }
   static void vjp(Ctx<T>& c) {
     const std::size_t m = c.rows(0), n = c.cols(0);
-    if (T* gx = c.gx(0)) kern::acc(c.gy(), gx, m * n);
-    if (T* gr = c.gx(1))
-      for (std::size_t i = 0; i < m; ++i) kern::acc(c.gy() + i * n, gr, n);
+    put(c, 0, c.gy(), m * n);
+    bool fresh;
+    if (T* gr = c.gx(1, fresh)) put_col_sums(gr, fresh, c.gy(), m, n);
   }
 };
 
@@ -217,10 +264,18 @@ template <class T> struct MulRow {
   static void vjp(Ctx<T>& c) {
     const std::size_t m = c.rows(0), n = c.cols(0);
     auto times = [](auto g, auto v) { return g * v; };
-    if (T* gx = c.gx(0))
-      for (std::size_t i = 0; i < m; ++i) kern::acc2(c.gy() + i * n, c.x(1), gx + i * n, n, times);
-    if (T* gr = c.gx(1))
-      for (std::size_t i = 0; i < m; ++i) kern::acc2(c.gy() + i * n, c.x(0) + i * n, gr, n, times);
+    bool fresh;
+    if (T* gx = c.gx(0, fresh))
+      for (std::size_t i = 0; i < m; ++i) {
+        if (fresh) kern::map2(c.gy() + i * n, c.x(1), gx + i * n, n, times);
+        else kern::acc2(c.gy() + i * n, c.x(1), gx + i * n, n, times);
+      }
+    if (T* gr = c.gx(1, fresh)) {
+      std::size_t i = 0;
+      if (fresh && m == 0) std::fill(gr, gr + n, T(0));
+      else if (fresh) kern::map2(c.gy(), c.x(0), gr, n, times), i = 1;  // row 0's term, then add the others
+      for (; i < m; ++i) kern::acc2(c.gy() + i * n, c.x(0) + i * n, gr, n, times);
+    }
   }
 };
 
@@ -230,7 +285,7 @@ template <class T> struct MulRow {
 //   C = Aᵀ B:   Ā += B C̄ᵀ,    B̄ += A C̄
 //   C = A Bᵀ:   Ā += C̄ B,     B̄ += C̄ᵀ A
 //   C = Aᵀ Bᵀ:  Ā += Bᵀ C̄ᵀ,   B̄ += C̄ᵀ Aᵀ
-// each one gemm with β = 1, accumulating straight into the adjoint.
+// each one gemm with β = 1, accumulating straight into the adjoint (β = 0 when the adjoint is fresh).
 template <class T> struct MatMul {
   static Shape shape(Ctx<T> c) {
     const bool ta = c.node.trans_a, tb = c.node.trans_b;
@@ -252,13 +307,16 @@ template <class T> struct MatMul {
     const T* a = c.x(0);
     const T* b = c.x(1);
     const T* g = c.gy();
-    if (T* ga = c.gx(0)) {
-      if (!ta) kern::gemm(false, !tb, m, k, n, T(1), g, n, b, bc, T(1), ga, ac);  // C̄ op(B)ᵀ: m×k
-      else kern::gemm(tb, true, k, m, n, T(1), b, bc, g, n, T(1), ga, ac);        // op(B) C̄ᵀ: k×m
+    bool fresh;
+    if (T* ga = c.gx(0, fresh)) {
+      const T beta = fresh ? T(0) : T(1);
+      if (!ta) kern::gemm(false, !tb, m, k, n, T(1), g, n, b, bc, beta, ga, ac);  // C̄ op(B)ᵀ: m×k
+      else kern::gemm(tb, true, k, m, n, T(1), b, bc, g, n, beta, ga, ac);        // op(B) C̄ᵀ: k×m
     }
-    if (T* gb = c.gx(1)) {
-      if (!tb) kern::gemm(!ta, false, k, n, m, T(1), a, ac, g, n, T(1), gb, bc);  // op(A)ᵀ C̄: k×n
-      else kern::gemm(true, ta, n, k, m, T(1), g, n, a, ac, T(1), gb, bc);        // C̄ᵀ op(A): n×k
+    if (T* gb = c.gx(1, fresh)) {
+      const T beta = fresh ? T(0) : T(1);
+      if (!tb) kern::gemm(!ta, false, k, n, m, T(1), a, ac, g, n, beta, gb, bc);  // op(A)ᵀ C̄: k×n
+      else kern::gemm(true, ta, n, k, m, T(1), g, n, a, ac, beta, gb, bc);        // C̄ᵀ op(A): n×k
     }
     (void)ar, (void)br;
   }
@@ -277,7 +335,11 @@ template <class T, bool Mean> struct SumAll {
   static void vjp(Ctx<T>& c) {
     const std::size_t n = c.in(0).size();
     const T g = Mean ? c.gy()[0] / T(n) : c.gy()[0];
-    if (T* ga = c.gx(0)) kern::acc2(ga, ga, ga, n, [g](auto a, auto) { return decltype(a)(g); });
+    bool fresh;
+    if (T* ga = c.gx(0, fresh)) {
+      if (fresh) std::fill(ga, ga + n, g);
+      else kern::acc2(ga, ga, ga, n, [g](auto a, auto) { return decltype(a)(g); });
+    }
   }
 };
 
@@ -293,11 +355,13 @@ template <class T, bool Mean> struct RowSums {
   }
   static void vjp(Ctx<T>& c) {
     const std::size_t m = c.rows(0), n = c.cols(0);
-    T* ga = c.gx(0);
+    bool fresh;
+    T* ga = c.gx(0, fresh);
     if (!ga) return;
     for (std::size_t i = 0; i < m; ++i) {
       const T g = Mean ? c.gy()[i] / T(n) : c.gy()[i];
-      kern::acc2(ga + i * n, ga + i * n, ga + i * n, n, [g](auto a, auto) { return decltype(a)(g); });
+      if (fresh) std::fill(ga + i * n, ga + (i + 1) * n, g);
+      else kern::acc2(ga + i * n, ga + i * n, ga + i * n, n, [g](auto a, auto) { return decltype(a)(g); });
     }
   }
 };
@@ -313,11 +377,15 @@ template <class T, bool Mean> struct ColSums {
   }
   static void vjp(Ctx<T>& c) {
     const std::size_t m = c.rows(0), n = c.cols(0);
-    T* ga = c.gx(0);
+    bool fresh;
+    T* ga = c.gx(0, fresh);
     if (!ga) return;
     const T scale = Mean ? T(1) / T(m) : T(1);
-    for (std::size_t i = 0; i < m; ++i)
-      kern::acc2(c.gy(), c.gy(), ga + i * n, n, [scale](auto g, auto) { return g * decltype(g)(scale); });
+    auto scaled = [scale](auto g, auto) { return g * decltype(g)(scale); };
+    for (std::size_t i = 0; i < m; ++i) {
+      if (fresh) kern::map2(c.gy(), c.gy(), ga + i * n, n, scaled);
+      else kern::acc2(c.gy(), c.gy(), ga + i * n, n, scaled);
+    }
   }
 };
 
@@ -330,45 +398,35 @@ template <class T, bool Mean> struct ColSums {
 //   leaky_relu  y = z > 0 ? z : s z         y' = y > 0 ? 1 : s      (s > 0)
 //   softplus    y = log(1 + e^z)            y' = σ(z) = 1 − e^{−y} = −expm1(−y)
 //   elu         y = z > 0 ? z : α(e^z − 1)  y' = y > 0 ? 1 : y + α  (α > 0)
-template <class T>
-void activate(Activation act, T s, const T* z, T* y, std::size_t n) {
+template <class T, class Run>
+void with_activation(Activation act, T s, Run run) {  // run(f) with f the activation, for batches and scalars
   switch (act) {
-    case Activation::identity: if (y != z) std::copy(z, z + n, y); return;
-    case Activation::tanh: kern::map(z, y, n, [](auto v) { return xsimd::tanh(v); }); return;
-    case Activation::sigmoid:
-      kern::map(z, y, n, [](auto v) { using V = decltype(v); return V(1) / (V(1) + xsimd::exp(-v)); });
-      return;
-    case Activation::relu: kern::map(z, y, n, [](auto v) { return xsimd::max(v, decltype(v)(0)); }); return;
+    case Activation::identity: run([](auto v) { return v; }); return;
+    case Activation::tanh: run([](auto v) { return xsimd::tanh(v); }); return;
+    case Activation::sigmoid: run([](auto v) { using V = decltype(v); return V(1) / (V(1) + xsimd::exp(-v)); }); return;
+    case Activation::relu: run([](auto v) { return xsimd::max(v, decltype(v)(0)); }); return;
     case Activation::leaky_relu:
-      kern::map(z, y, n, [s](auto v) { using V = decltype(v); return kern::where(v > V(0), v, V(s) * v); });
+      run([s](auto v) { using V = decltype(v); return kern::where(v > V(0), v, V(s) * v); });
       return;
     case Activation::softplus:  // max(z, 0) + log1p(e^{−|z|}): no overflow for large z
-      kern::map(z, y, n, [](auto v) {
+      run([](auto v) {
         using V = decltype(v);
         return xsimd::max(v, V(0)) + xsimd::log1p(xsimd::exp(-xsimd::abs(v)));
       });
       return;
     case Activation::elu:
-      kern::map(z, y, n, [s](auto v) { using V = decltype(v); return kern::where(v > V(0), v, V(s) * xsimd::expm1(v)); });
+      run([s](auto v) { using V = decltype(v); return kern::where(v > V(0), v, V(s) * xsimd::expm1(v)); });
       return;
   }
 }
 
-/// gz (+)= ȳ ⊙ y'(y); Accumulate selects += (an input's adjoint) or = (a scratch buffer).
-template <bool Accumulate, class T>
-void activation_vjp(Activation act, T s, const T* y, const T* gy, T* gz, std::size_t n) {
-  auto run = [&](auto dydz) {
-    auto f = [dydz](auto g, auto v) { return g * dydz(v); };
-    if constexpr (Accumulate) kern::acc2(gy, y, gz, n, f);
-    else kern::map2(gy, y, gz, n, f);
-  };
+template <class T, class Run>
+void with_activation_slope(Activation act, T s, Run run) {  // run(f) with f(y) = act'(z), from the output y
   switch (act) {
     case Activation::identity: run([](auto v) { return decltype(v)(1); }); return;
     case Activation::tanh: run([](auto v) { return decltype(v)(1) - v * v; }); return;
     case Activation::sigmoid: run([](auto v) { return v * (decltype(v)(1) - v); }); return;
-    case Activation::relu:
-      run([](auto v) { using V = decltype(v); return kern::where(v > V(0), V(1), V(0)); });
-      return;
+    case Activation::relu: run([](auto v) { using V = decltype(v); return kern::where(v > V(0), V(1), V(0)); }); return;
     case Activation::leaky_relu:
       run([s](auto v) { using V = decltype(v); return kern::where(v > V(0), V(1), V(s)); });
       return;
@@ -377,6 +435,35 @@ void activation_vjp(Activation act, T s, const T* y, const T* gy, T* gz, std::si
       run([s](auto v) { using V = decltype(v); return kern::where(v > V(0), V(1), v + V(s)); });
       return;
   }
+}
+
+/// y = act(z), n entries (y may be z).
+template <class T>
+void activate(Activation act, T s, const T* z, T* y, std::size_t n) {
+  if (act == Activation::identity) {
+    if (y != z) std::copy(z, z + n, y);
+    return;
+  }
+  with_activation(act, s, [&](auto f) { kern::map(z, y, n, f); });
+}
+
+/// y_i = act(y_i + b) for each row y_i of an m×n array and a 1×n bias b, in one pass.
+template <class T>
+void add_bias_activate(Activation act, T s, const T* b, T* y, std::size_t m, std::size_t n) {
+  with_activation(act, s, [&](auto f) {
+    for (std::size_t i = 0; i < m; ++i)
+      kern::map2(y + i * n, b, y + i * n, n, [f](auto z, auto bias) { return f(z + bias); });
+  });
+}
+
+/// gz ⟵ ȳ ⊙ act'(y): assigned (gz = …, a fresh adjoint or a workspace) or added (gz += …).
+template <class T>
+void activation_vjp(bool assign, Activation act, T s, const T* y, const T* gy, T* gz, std::size_t n) {
+  with_activation_slope(act, s, [&](auto dydz) {
+    auto f = [dydz](auto g, auto v) { return g * dydz(v); };
+    if (assign) kern::map2(gy, y, gz, n, f);
+    else kern::acc2(gy, y, gz, n, f);
+  });
 }
 
 // y = act(a), the activation and its slope/α held by the node.
@@ -389,7 +476,8 @@ template <class T> struct Act {
   }
   static void forward(Ctx<T>& c) { activate(c.node.act, c.node.s0, c.x(0), c.y(), c.n()); }
   static void vjp(Ctx<T>& c) {
-    if (T* ga = c.gx(0)) activation_vjp<true>(c.node.act, c.node.s0, c.node.value.data(), c.gy(), ga, c.n());
+    bool fresh;
+    if (T* ga = c.gx(0, fresh)) activation_vjp(fresh, c.node.act, c.node.s0, c.node.value.data(), c.gy(), ga, c.n());
   }
 };
 
@@ -398,7 +486,7 @@ template <class T> struct Exp {
   static Shape shape(Ctx<T> c) { return same_as_input(c); }
   static void forward(Ctx<T>& c) { kern::map(c.x(0), c.y(), c.n(), [](auto a) { return xsimd::exp(a); }); }
   static void vjp(Ctx<T>& c) {
-    if (T* ga = c.gx(0)) kern::acc2(c.gy(), c.node.value.data(), ga, c.n(), [](auto g, auto y) { return g * y; });
+    put2(c, 0, c.gy(), c.node.value.data(), c.n(), [](auto g, auto y) { return g * y; });
   }
 };
 
@@ -407,7 +495,7 @@ template <class T> struct Log {
   static Shape shape(Ctx<T> c) { return same_as_input(c); }
   static void forward(Ctx<T>& c) { kern::map(c.x(0), c.y(), c.n(), [](auto a) { return xsimd::log(a); }); }
   static void vjp(Ctx<T>& c) {
-    if (T* ga = c.gx(0)) kern::acc2(c.gy(), c.x(0), ga, c.n(), [](auto g, auto a) { return g / a; });
+    put2(c, 0, c.gy(), c.x(0), c.n(), [](auto g, auto a) { return g / a; });
   }
 };
 
@@ -416,8 +504,7 @@ template <class T> struct Square {
   static Shape shape(Ctx<T> c) { return same_as_input(c); }
   static void forward(Ctx<T>& c) { kern::map(c.x(0), c.y(), c.n(), [](auto a) { return a * a; }); }
   static void vjp(Ctx<T>& c) {
-    if (T* ga = c.gx(0))
-      kern::acc2(c.gy(), c.x(0), ga, c.n(), [](auto g, auto a) { return decltype(a)(2) * a * g; });
+    put2(c, 0, c.gy(), c.x(0), c.n(), [](auto g, auto a) { return decltype(a)(2) * a * g; });
   }
 };
 
@@ -426,8 +513,7 @@ template <class T> struct Sqrt {
   static Shape shape(Ctx<T> c) { return same_as_input(c); }
   static void forward(Ctx<T>& c) { kern::map(c.x(0), c.y(), c.n(), [](auto a) { return xsimd::sqrt(a); }); }
   static void vjp(Ctx<T>& c) {
-    if (T* ga = c.gx(0))
-      kern::acc2(c.gy(), c.node.value.data(), ga, c.n(), [](auto g, auto y) { return g / (decltype(y)(2) * y); });
+    put2(c, 0, c.gy(), c.node.value.data(), c.n(), [](auto g, auto y) { return g / (decltype(y)(2) * y); });
   }
 };
 
@@ -440,11 +526,10 @@ template <class T> struct Pow {
   }
   static void vjp(Ctx<T>& c) {
     const T p = c.node.s0;
-    if (T* ga = c.gx(0))
-      kern::acc2(c.gy(), c.x(0), ga, c.n(), [p](auto g, auto a) {
-        using V = decltype(a);
-        return g * V(p) * xsimd::pow(a, V(p - T(1)));
-      });
+    put2(c, 0, c.gy(), c.x(0), c.n(), [p](auto g, auto a) {
+      using V = decltype(a);
+      return g * V(p) * xsimd::pow(a, V(p - T(1)));
+    });
   }
 };
 
@@ -463,11 +548,10 @@ template <class T> struct Clamp {
   }
   static void vjp(Ctx<T>& c) {
     const T lo = c.node.s0, hi = c.node.s1;
-    if (T* ga = c.gx(0))
-      kern::acc2(c.gy(), c.x(0), ga, c.n(), [lo, hi](auto g, auto a) {
-        using V = decltype(a);
-        return kern::where(a >= V(lo), kern::where(a <= V(hi), g, V(0)), V(0));
-      });
+    put2(c, 0, c.gy(), c.x(0), c.n(), [lo, hi](auto g, auto a) {
+      using V = decltype(a);
+      return kern::where(a >= V(lo), kern::where(a <= V(hi), g, V(0)), V(0));
+    });
   }
 };
 
@@ -483,12 +567,11 @@ template <class T> struct SoftClamp {
   }
   static void vjp(Ctx<T>& c) {
     const T inv = T(1) / c.node.s0;
-    if (T* ga = c.gx(0))
-      kern::acc2(c.gy(), c.node.value.data(), ga, c.n(), [inv](auto g, auto y) {
-        using V = decltype(y);
-        const V t = y * V(inv);
-        return g * (V(1) - t * t);
-      });
+    put2(c, 0, c.gy(), c.node.value.data(), c.n(), [inv](auto g, auto y) {
+      using V = decltype(y);
+      const V t = y * V(inv);
+      return g * (V(1) - t * t);
+    });
   }
 };
 
@@ -509,9 +592,12 @@ template <class T> struct TakeCols {
   static void vjp(Ctx<T>& c) {
     const std::vector<int>& idx = *c.node.cols;
     const std::size_t m = c.rows(0), n = c.cols(0), k = idx.size();
-    if (T* ga = c.gx(0))
-      for (std::size_t i = 0; i < m; ++i)
-        for (std::size_t j = 0; j < k; ++j) ga[i * n + idx[j]] += c.gy()[i * k + j];
+    bool fresh;
+    if (T* ga = c.gx(0, fresh))
+      for (std::size_t i = 0; i < m; ++i) {
+        if (fresh) std::fill(ga + i * n, ga + (i + 1) * n, T(0));  // row by row, while it is in cache
+        for (std::size_t j = 0; j < k; ++j) ga[i * n + idx[j]] += c.gy()[i * k + j];  // idx may repeat: add
+      }
   }
 };
 
@@ -544,12 +630,16 @@ template <class T> struct ScatterCols {
   static void vjp(Ctx<T>& c) {
     const std::vector<int>& idx = *c.node.cols;
     const std::size_t m = c.rows(0), n = c.cols(0), k = idx.size();
-    if (T* gb = c.gx(0))
+    auto kept = [](auto g, auto keep) { return g * keep; };
+    bool fresh;
+    if (T* gb = c.gx(0, fresh))
+      for (std::size_t i = 0; i < m; ++i) {
+        if (fresh) kern::map2(c.gy() + i * n, c.node.scratch.data(), gb + i * n, n, kept);
+        else kern::acc2(c.gy() + i * n, c.node.scratch.data(), gb + i * n, n, kept);
+      }
+    if (T* gs = c.gx(1, fresh))  // the indices are distinct (checked in shape), so a fresh src̄ is fully assigned
       for (std::size_t i = 0; i < m; ++i)
-        kern::acc2(c.gy() + i * n, c.node.scratch.data(), gb + i * n, n, [](auto g, auto keep) { return g * keep; });
-    if (T* gs = c.gx(1))
-      for (std::size_t i = 0; i < m; ++i)
-        for (std::size_t j = 0; j < k; ++j) gs[i * k + j] += c.gy()[i * n + idx[j]];
+        for (std::size_t j = 0; j < k; ++j) gs[i * k + j] = (fresh ? T(0) : gs[i * k + j]) + c.gy()[i * n + idx[j]];
   }
 };
 
@@ -568,10 +658,17 @@ template <class T> struct ConcatCols {
   }
   static void vjp(Ctx<T>& c) {
     const std::size_t m = c.rows(0), na = c.cols(0), nb = c.cols(1), n = na + nb;
-    if (T* ga = c.gx(0))
-      for (std::size_t i = 0; i < m; ++i) kern::acc(c.gy() + i * n, ga + i * na, na);
-    if (T* gb = c.gx(1))
-      for (std::size_t i = 0; i < m; ++i) kern::acc(c.gy() + i * n + na, gb + i * nb, nb);
+    bool fresh;
+    if (T* ga = c.gx(0, fresh))
+      for (std::size_t i = 0; i < m; ++i) {
+        if (fresh) std::copy(c.gy() + i * n, c.gy() + i * n + na, ga + i * na);
+        else kern::acc(c.gy() + i * n, ga + i * na, na);
+      }
+    if (T* gb = c.gx(1, fresh))
+      for (std::size_t i = 0; i < m; ++i) {
+        if (fresh) std::copy(c.gy() + i * n + na, c.gy() + (i + 1) * n, gb + i * nb);
+        else kern::acc(c.gy() + i * n + na, gb + i * nb, nb);
+      }
   }
 };
 
@@ -588,14 +685,27 @@ template <class T> struct SliceCols {
   }
   static void vjp(Ctx<T>& c) {
     const std::size_t m = c.rows(0), n = c.cols(0), s = std::size_t(c.node.s0), k = std::size_t(c.node.s1);
-    if (T* ga = c.gx(0))
-      for (std::size_t i = 0; i < m; ++i) kern::acc(c.gy() + i * k, ga + i * n + s, k);
+    bool fresh;
+    if (T* ga = c.gx(0, fresh))
+      for (std::size_t i = 0; i < m; ++i) {
+        T* row = ga + i * n;
+        if (fresh) {  // ā_i = [0 … 0 | ȳ_i | 0 … 0]
+          std::fill(row, row + s, T(0));
+          std::copy(c.gy() + i * k, c.gy() + (i + 1) * k, row + s);
+          std::fill(row + s + k, row + n, T(0));
+        } else {
+          kern::acc(c.gy() + i * k, row + s, k);
+        }
+      }
   }
 };
 
 // ---------------------------------------------------------------- fused dense layer
 // z = x Wᵀ + b,  y = act(z)   (x: m×in, W: out×in, b: 1×out)
 //   z̄ = ȳ ⊙ act'(y),  x̄ += z̄ W,  W̄ += z̄ᵀ x,  b̄ += Σ_i z̄_i
+// The forward is one GEMM with β = 0 and one pass y = act(z + b) (as fast as copying b into
+// every row and using β = 1, and one pass fewer). z̄ is needed only inside the VJP, so it lives
+// in the tape's workspace, one buffer shared by every layer, not in each node.
 template <class T> struct Linear {
   static Shape shape(Ctx<T> c) {
     if (c.cols(1) != c.cols(0)) shape_error(c, fmt::format("x has {} columns but W has {} (W is out×in)", c.cols(0), c.cols(1)));
@@ -605,25 +715,23 @@ template <class T> struct Linear {
   }
   static void forward(Ctx<T>& c) {
     const int m = int(c.rows(0)), in = int(c.cols(0)), out = int(c.rows(1));
-    if (c.has(2))
-      for (int i = 0; i < m; ++i) std::copy(c.x(2), c.x(2) + out, c.y() + std::size_t(i) * out);
-    kern::gemm(false, true, m, out, in, T(1), c.x(0), in, c.x(1), in, c.has(2) ? T(1) : T(0), c.y(), out);
-    if (c.node.act != Activation::identity) activate(c.node.act, c.node.s0, c.y(), c.y(), c.n());
+    kern::gemm(false, true, m, out, in, T(1), c.x(0), in, c.x(1), in, T(0), c.y(), out);  // y = x Wᵀ
+    if (c.has(2)) add_bias_activate(c.node.act, c.node.s0, c.x(2), c.y(), std::size_t(m), std::size_t(out));
+    else activate(c.node.act, c.node.s0, c.y(), c.y(), c.n());  // y = act(y + b)
   }
   static void vjp(Ctx<T>& c) {
     const int m = int(c.rows(0)), in = int(c.cols(0)), out = int(c.rows(1));
     const T* gz = c.gy();
-    if (c.node.act != Activation::identity) {  // z̄ = ȳ ⊙ act'(y), into the node's scratch
-      Array<T>& s = c.node.scratch;
-      if (s.shape() != c.node.value.shape()) s.resize(c.node.value.shape());
-      activation_vjp<false>(c.node.act, c.node.s0, c.node.value.data(), c.gy(), s.data(), c.n());
-      gz = s.data();
+    if (c.node.act != Activation::identity) {  // z̄ = ȳ ⊙ act'(y), into the tape's workspace
+      T* z_bar = c.tape.workspace(c.n());
+      activation_vjp(true, c.node.act, c.node.s0, c.node.value.data(), c.gy(), z_bar, c.n());
+      gz = z_bar;
     }
-    if (T* gx = c.gx(0)) kern::gemm(false, false, m, in, out, T(1), gz, out, c.x(1), in, T(1), gx, in);
-    if (T* gw = c.gx(1)) kern::gemm(true, false, out, in, m, T(1), gz, out, c.x(0), in, T(1), gw, in);
+    bool fresh;  // a fresh adjoint is assigned: β = 0
+    if (T* gx = c.gx(0, fresh)) kern::gemm(false, false, m, in, out, T(1), gz, out, c.x(1), in, fresh ? T(0) : T(1), gx, in);
+    if (T* gw = c.gx(1, fresh)) kern::gemm(true, false, out, in, m, T(1), gz, out, c.x(0), in, fresh ? T(0) : T(1), gw, in);
     if (c.has(2))
-      if (T* gb = c.gx(2))
-        for (int i = 0; i < m; ++i) kern::acc(gz + std::size_t(i) * out, gb, std::size_t(out));
+      if (T* gb = c.gx(2, fresh)) put_col_sums(gb, fresh, gz, std::size_t(m), std::size_t(out));
   }
 };
 

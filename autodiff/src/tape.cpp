@@ -92,17 +92,26 @@ Var<T> Tape<T>::record(Op op, std::int32_t a, std::int32_t b, std::int32_t c, T 
 }
 
 template <class T>
-Array<T>* Tape<T>::grad_sink(std::int32_t i) {
+Array<T>* Tape<T>::grad_sink(std::int32_t i, bool& fresh) {
   Node<T>& n = nodes_[i];
+  fresh = false;
   if (!n.needs_grad) return nullptr;
   if (n.param && !param_grads_on_tape_) return &n.param->grad;  // accumulates across passes until zero_grad()
-  if (n.grad_epoch != epoch_) {         // first adjoint this pass: start from zero
-    const Array<T>& v = value(i);        // a parameter node's value lives in the Parameter
+  if (n.grad_epoch != epoch_) {  // first adjoint this pass: the caller assigns every element
+    const Array<T>& v = value(i);  // a parameter node's value lives in the Parameter
     if (n.grad.shape() != v.shape()) n.grad.resize(v.shape());
-    n.grad.fill(T(0));
     n.grad_epoch = epoch_;
+    fresh = true;
   }
   return &n.grad;
+}
+
+template <class T>
+Array<T>* Tape<T>::grad_sink(std::int32_t i) {
+  bool fresh;
+  Array<T>* g = grad_sink(i, fresh);
+  if (fresh) g->fill(T(0));  // start from zero: the caller only adds
+  return g;
 }
 
 template <class T>
@@ -126,9 +135,10 @@ void Tape<T>::backward(Var<T> out) {
     throw ShapeError(fmt::format("backward: the output is {}×{}; a non-scalar output needs an explicit seed",
                                  v.shape()[0], v.shape()[1]));
   ++epoch_;
-  Array<T>* g = grad_sink(out.index);
+  bool fresh;
+  Array<T>* g = grad_sink(out.index, fresh);
   if (!g) return;  // the output depends on no parameter or variable
-  g->data()[0] += T(1);  // ∂out/∂out = 1
+  g->data()[0] = (fresh ? T(0) : g->data()[0]) + T(1);  // ∂out/∂out = 1
   run_backward(out.index);
 }
 
@@ -139,9 +149,11 @@ void Tape<T>::backward(Var<T> out, const Array<T>& seed) {
     throw ShapeError(fmt::format("backward: seed is {}×{} but the output is {}×{}", seed.shape()[0],
                                  seed.shape()[1], value(out.index).shape()[0], value(out.index).shape()[1]));
   ++epoch_;
-  Array<T>* g = grad_sink(out.index);
+  bool fresh;
+  Array<T>* g = grad_sink(out.index, fresh);
   if (!g) return;  // the output depends on no parameter or variable
-  std::transform(g->data(), g->data() + g->size(), seed.data(), g->data(), std::plus<T>());
+  if (fresh) std::copy(seed.data(), seed.data() + seed.size(), g->data());
+  else std::transform(g->data(), g->data() + g->size(), seed.data(), g->data(), std::plus<T>());
   run_backward(out.index);
 }
 
@@ -168,7 +180,7 @@ template <class T>
 std::size_t Tape<T>::bytes_reserved() const {
   std::size_t bytes = 0;
   for (const Node<T>& n : nodes_) bytes += (n.value.size() + n.grad.size() + n.scratch.size()) * sizeof(T);
-  return bytes;
+  return bytes + workspace_.capacity() * sizeof(T);
 }
 
 template class Tape<float>;

@@ -119,7 +119,8 @@ struct Node {
   CustomOp<T>* custom = nullptr;
   Parameter<T>* param = nullptr;            // set for Op::param: value and grad live there
   std::uint64_t grad_epoch = 0;             // == tape's epoch when grad holds this pass's adjoint
-  Array<T> value, grad, scratch;            // reused across clear()
+  Array<T> value, grad;                     // reused across clear()
+  Array<T> scratch;                         // small per-node memory (scatter_cols' column mask)
 };
 
 /// The tape. Not thread-safe; one per thread (see set_param_grads_on_tape).
@@ -157,7 +158,7 @@ class Tape {
   /// Forgets all nodes but keeps their memory for the next recording.
   void clear() { size_ = 0; }
   std::size_t size() const { return size_; }
-  /// Bytes held by node arrays (values, adjoints, scratch), live or reusable.
+  /// Bytes held by node arrays (values, adjoints, scratch) and the workspace, live or reusable.
   std::size_t bytes_reserved() const;
 
   const Node<T>& node(std::size_t i) const { return nodes_[i]; }
@@ -181,6 +182,21 @@ class Tape {
   /// The adjoint to accumulate into for node i, zeroed on first use in this pass;
   /// nullptr when node i does not need a gradient.
   Array<T>* grad_sink(std::int32_t i);
+  /// The same for a VJP that writes every element of the adjoint: fresh = true when this is
+  /// the first contribution to node i's adjoint in this pass, and then the array is *not*
+  /// zeroed (it holds stale values) and the caller must assign ā = …; fresh = false when
+  /// earlier contributions are there (or it is a Parameter::grad), and the caller adds ā += ….
+  /// An op with the same node as two inputs is safe as long as it finishes writing one
+  /// input's adjoint before asking for the next: the second request then finds fresh = false.
+  Array<T>* grad_sink(std::int32_t i, bool& fresh);
+  /// Temporary memory for one VJP: at least n elements, contents undefined, valid until the
+  /// next call. One grow-only buffer per tape, so a step allocates nothing once it has seen
+  /// its largest request (the fused linear layer's z̄ = ȳ ⊙ act'(y)).
+  T* workspace(std::size_t n) {
+    if (workspace_.size() < n) workspace_.resize(n);
+    return workspace_.data();
+  }
+  std::size_t workspace_size() const { return workspace_.size(); }
 
  private:
   Node<T>& push(Op op);
@@ -190,6 +206,7 @@ class Tape {
   std::size_t size_ = 0;
   std::uint64_t epoch_ = 1;  // nodes start at grad_epoch 0: no adjoint yet
   bool param_grads_on_tape_ = false;
+  std::vector<T> workspace_;  // see workspace()
 };
 
 template <class T>
