@@ -439,7 +439,7 @@ def main():
     md.append("")
     if any(r.get("tape") and r["tape"][0] for r in rows):
         md += ["Memory of one trflow training step (a fresh tape after objective + backward, as `Trainer::step` "
-               "records it; \"scratch\" is where `linear_act` keeps z̄ = ȳ ⊙ act'(y) for its GEMMs):", "",
+               "records it; \"scratch\" is the nodes' scratch arrays plus the tape's one workspace, where `linear_act` puts z̄ = ȳ ⊙ act'(y) for its GEMMs, one node at a time):", "",
                "| shape | tape nodes | values MB | adjoints MB | scratch MB | params + grads + Adam MB | "
                "peak RSS trflow MB | peak RSS torch MB |", "|---|---|---|---|---|---|---|---|"]
         for r in rows:

@@ -500,7 +500,8 @@ int main(int argc, char** argv) {
 
   // Where the memory goes (after the peak RSS is read: this builds a second tape): one training
   // step's objective and backward on a fresh tape, as Trainer::step records it, and the bytes
-  // its nodes hold as values, adjoints and scratch (linear_act keeps z̄ there).
+  // its nodes hold as values, adjoints and scratch, plus the tape's workspace (where
+  // linear_act puts z̄ = ȳ ⊙ act'(y) for its GEMMs, one node at a time).
   double tape_value_mb = 0, tape_grad_mb = 0, tape_scratch_mb = 0, params_mb = 0;
   std::size_t tape_nodes = 0;
   if (!o.skip_eval) {
@@ -524,17 +525,18 @@ int main(int argc, char** argv) {
       tape_grad_mb += double(n.grad.size()) * sizeof(float) / 1048576.0;
       tape_scratch_mb += double(n.scratch.size()) * sizeof(float) / 1048576.0;
     }
+    tape_scratch_mb += double(tape.workspace_size()) * sizeof(float) / 1048576.0;
     // parameters: value + grad, plus Adam's two moments
     params_mb = double(flow->parameter_count()) * sizeof(float) * 4 / 1048576.0;
   }
 
   std::fprintf(stderr,
-               "train_bench %s (%s, d=%zu, %zu couplings, MLP %zux%zu tanh, batch %zu, %zu params), %d BLAS thread(s):\n"
+               "train_bench %s (%s, d=%zu, %zu couplings, MLP %zux%zu tanh, batch %zu, %zu params), %d thread(s):\n"
                "  train   %8.2f steps/s  (median of %d x %d steps; reps %s; %.1f CPU ms/step; last loss %.4f)\n"
                "  log_prob %9.0f samples/s   sampling %9.0f samples/s  (chunks of %zu, %zu samples)\n"
                "  peak RSS %.1f MB   heap allocations/step %.1f (operator new %.1f, malloc family %.1f; %.0f bytes; steps %d..%d);"
                " page faults/step %.1f\n  log_prob allocs/chunk %.1f   sampling allocs/chunk %.1f\n"
-               "  tape of one step: %zu nodes, values %.1f MB, adjoints %.1f MB, scratch %.1f MB;"
+               "  tape of one step: %zu nodes, values %.1f MB, adjoints %.1f MB, scratch + workspace %.1f MB;"
                " parameters + grads + Adam moments %.1f MB\n"
                "  load average at start %.2f, at end %.2f\n",
                shape->name, shape->data, d, shape->layers, shape->hidden, shape->depth, shape->batch,
