@@ -87,7 +87,7 @@ record() {  # record LOAD JSON
 # repetition, repetitions, allocation window; torch_realnvp.py: steps of its whole-run average;
 # torch_throughput.py (1 thread): warm-started training reps, and samples per timed pass.
 declare -A tb_args=([A]="--steps 40 --reps 5" [B]="--steps 20 --reps 5"
-                    [C]="--steps 2 --reps 3 --alloc-window 2:3 --eval-n 4096")
+                    [C]="--steps 2 --reps 3 --alloc-window 3:4 --eval-n 4096")
 declare -A torch_steps=([A]=150 [B]=100 [C]=6)
 declare -A tt_args=([A]="--train-steps 20 --train-warmup 10 --reps 3" [B]="--train-steps 10 --train-warmup 5 --reps 3"
                     [C]="--train-steps 2 --train-warmup 1 --reps 3 --n 4096")

@@ -99,6 +99,7 @@ Array<T>* Tape<T>::grad_sink(std::int32_t i, bool& fresh) {
   if (n.param && !param_grads_on_tape_) return &n.param->grad;  // accumulates across passes until zero_grad()
   if (n.grad_epoch != epoch_) {  // first adjoint this pass: the caller assigns every element
     const Array<T>& v = value(i);  // a parameter node's value lives in the Parameter
+    if (release_adjoints_ && n.grad.size() != v.size()) take_pooled_adjoint(n.grad, v.size());
     if (n.grad.shape() != v.shape()) n.grad.resize(v.shape());
     n.grad_epoch = epoch_;
     fresh = true;
@@ -114,9 +115,27 @@ Array<T>* Tape<T>::grad_sink(std::int32_t i) {
   return g;
 }
 
+// Swaps a pooled buffer of exactly `size` elements into `grad` (if there is one);
+// the buffer grad held goes back to the pool unless it is empty.
+template <class T>
+void Tape<T>::take_pooled_adjoint(Array<T>& grad, std::size_t size) {
+  for (std::size_t k = 0; k < adjoint_pool_.size(); ++k) {
+    if (adjoint_pool_[k].size() != size) continue;
+    std::swap(grad, adjoint_pool_[k]);
+    if (adjoint_pool_[k].size() == 0) {
+      std::swap(adjoint_pool_[k], adjoint_pool_.back());
+      adjoint_pool_.pop_back();
+    }
+    return;
+  }
+}
+
 template <class T>
 const Array<T>& Tape<T>::grad(std::int32_t i) {
   Node<T>& n = nodes_[i];
+  if (n.grad_epoch == kReleased)
+    throw std::logic_error(fmt::format("grad: the adjoint of node {} ({}) was released during backward "
+                                       "(Tape::set_release_adjoints)", i, op_name(n.op)));
   if (n.param && !param_grads_on_tape_) return n.param->grad;
   if (n.grad_epoch != epoch_ || !n.needs_grad) {  // no adjoint reached it: ∂out/∂value = 0
     const Array<T>& v = value(i);
@@ -165,6 +184,11 @@ void Tape<T>::run_backward(std::int32_t out) {
     Node<T>& n = nodes_[i];
     if (n.grad_epoch != epoch_ || !n.needs_grad || n.op == Op::leaf || n.op == Op::param) continue;
     op_def<T>(n.op).vjp(*this, n);
+    if (release_adjoints_) {  // ȳ_i is spent: every consumer of node i came later and has run
+      adjoint_pool_.emplace_back();
+      std::swap(adjoint_pool_.back(), n.grad);
+      n.grad_epoch = kReleased;
+    }
   }
 }
 
@@ -177,10 +201,18 @@ void Tape<T>::accumulate_param_grads() {
 }
 
 template <class T>
+std::size_t Tape<T>::adjoint_bytes() const {
+  std::size_t elements = 0;
+  for (const Node<T>& n : nodes_) elements += n.grad.size();
+  for (const Array<T>& a : adjoint_pool_) elements += a.size();
+  return elements * sizeof(T);
+}
+
+template <class T>
 std::size_t Tape<T>::bytes_reserved() const {
   std::size_t bytes = 0;
-  for (const Node<T>& n : nodes_) bytes += (n.value.size() + n.grad.size() + n.scratch.size()) * sizeof(T);
-  return bytes + workspace_.capacity() * sizeof(T);
+  for (const Node<T>& n : nodes_) bytes += (n.value.size() + n.scratch.size()) * sizeof(T);
+  return bytes + adjoint_bytes() + workspace_.capacity() * sizeof(T);
 }
 
 template class Tape<float>;

@@ -50,6 +50,7 @@ Trainer<T>::Trainer(Flow<T>& flow, Dataset& data, const TrainConfig& cfg)
     lanes_.push_back(std::make_unique<Lane>());
     // Lane 0 accumulates into Parameter::grad while the others run; they add theirs after.
     lanes_.back()->tape.set_param_grads_on_tape(k > 0);
+    lanes_.back()->tape.set_release_adjoints(true);  // only parameter gradients are read after backward
   }
   lr_schedule_.kind = cfg.lr_schedule;
   lr_schedule_.base = cfg.lr;

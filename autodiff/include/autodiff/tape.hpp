@@ -150,6 +150,15 @@ class Tape {
   /// p.grad += this tape's adjoint of p, for every parameter node reached by the last backward.
   void accumulate_param_grads();
 
+  /// Memory: with this on, backward() returns each intermediate node's adjoint to a pool as
+  /// soon as that node's VJP has run (nothing reads ȳ after it), and a node receiving its
+  /// first adjoint takes a buffer of its size from the pool. The adjoints alive at once are
+  /// then the frontier of the reverse sweep instead of one per node. Leaves, variables and
+  /// parameters keep theirs; grad() of a released intermediate throws.
+  void set_release_adjoints(bool on) { release_adjoints_ = on; }
+  /// Bytes held by adjoints: the nodes' and the pool's.
+  std::size_t adjoint_bytes() const;
+
   /// Reverse pass from a 1×1 output, seeded with ∂out/∂out = 1.
   void backward(Var<T> out);
   /// Reverse pass from any output, seeded with the given adjoint (same shape as out).
@@ -201,11 +210,15 @@ class Tape {
  private:
   Node<T>& push(Op op);
   void run_backward(std::int32_t out);
+  void take_pooled_adjoint(Array<T>& grad, std::size_t size);
 
   std::vector<Node<T>> nodes_;
   std::size_t size_ = 0;
   std::uint64_t epoch_ = 1;  // nodes start at grad_epoch 0: no adjoint yet
   bool param_grads_on_tape_ = false;
+  bool release_adjoints_ = false;
+  std::vector<Array<T>> adjoint_pool_;  // released adjoint buffers (see set_release_adjoints)
+  static constexpr std::uint64_t kReleased = ~std::uint64_t(0);  // grad_epoch of a released adjoint
   std::vector<T> workspace_;  // see workspace()
 };
 
