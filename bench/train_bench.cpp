@@ -499,7 +499,8 @@ int main(int argc, char** argv) {
   const double rss = peak_rss_mb();
 
   // Where the memory goes (after the peak RSS is read: this builds a second tape): one training
-  // step's objective and backward on a fresh tape, as Trainer::step records it, and the bytes
+  // step's objective and backward on a fresh tape, as Trainer::step records it with 1 thread
+  // (adjoints released during the sweep), and the bytes
   // its nodes hold as values, adjoints and scratch, plus the tape's workspace (where
   // linear_act puts z̄ = ȳ ⊙ act'(y) for its GEMMs, one node at a time).
   double tape_value_mb = 0, tape_grad_mb = 0, tape_scratch_mb = 0, params_mb = 0;
@@ -511,6 +512,7 @@ int main(int argc, char** argv) {
     flows::sample_batch(*data, shape->batch, rng, buffer, yb);
     flow->base().sample(shape->batch, rng, xb);
     ad::Tape<float> tape;
+    tape.set_release_adjoints(true);  // as the Trainer's tapes
     flows::ObjectiveWeights w;
     w.transport = 0.01;
     w.direction = flows::Direction::gen;
@@ -522,10 +524,10 @@ int main(int argc, char** argv) {
     for (std::size_t i = 0; i < tape.size(); ++i) {
       const auto& n = tape.node(i);
       tape_value_mb += double(n.value.size()) * sizeof(float) / 1048576.0;
-      tape_grad_mb += double(n.grad.size()) * sizeof(float) / 1048576.0;
       tape_scratch_mb += double(n.scratch.size()) * sizeof(float) / 1048576.0;
     }
     tape_scratch_mb += double(tape.workspace_size()) * sizeof(float) / 1048576.0;
+    tape_grad_mb = double(tape.adjoint_bytes()) / 1048576.0;  // nodes' + pool's: the sweep's peak
     // parameters: value + grad, plus Adam's two moments
     params_mb = double(flow->parameter_count()) * sizeof(float) * 4 / 1048576.0;
   }
