@@ -391,7 +391,9 @@ def main():
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     commit = sh(f"git -C {root} rev-parse --short HEAD")
-    dirty = sh(f"git -C {root} status --porcelain --untracked-files=no")
+    # Uncommitted changes other than this file itself (which the previous run wrote).
+    dirty = [l for l in sh(f"git -C {root} status --porcelain --untracked-files=no").splitlines()
+             if l.strip() and not l.endswith("bench/RESULTS.md")]
     model = sh("lscpu | sed -n 's/^Model name: *//p'")
     cores = sh("nproc")
     corename = sh("sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1")

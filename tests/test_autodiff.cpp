@@ -1244,3 +1244,34 @@ TEST_CASE("xsimd uses the CPU's vector width") {
   CHECK(s.float_lanes > 1);
 #endif
 }
+
+TEST_CASE("Rng::normals is the stream of normal() calls, and its values are standard normal") {
+  for (bool spare_first : {false, true})
+    for (std::size_t n : {0, 1, 7, 16, 17, 33, 300}) {
+      CAPTURE(spare_first);
+      CAPTURE(n);
+      ad::Rng one_by_one(77), batched(77);
+      if (spare_first) one_by_one.normal(), batched.normal();  // both now hold a spare
+      std::vector<double> expected(n), got(n);
+      for (double& v : expected) v = one_by_one.normal();
+      batched.normals(got.data(), n);
+      for (std::size_t i = 0; i < n; ++i) CHECK(got[i] == doctest::Approx(expected[i]).epsilon(1e-14));
+      CHECK(batched.normal() == doctest::Approx(one_by_one.normal()).epsilon(1e-14));  // same state after
+    }
+  // Moments and the mass within one standard deviation, on 400 000 draws.
+  ad::Rng rng(5);
+  std::vector<float> x(400000);
+  rng.fill_normal(x.data(), x.size(), 1.5, 2.0);
+  double mean = 0, var = 0, within = 0;
+  for (float v : x) mean += v;
+  mean /= double(x.size());
+  for (float v : x) {
+    var += (v - mean) * (v - mean);
+    within += std::abs(v - 1.5) < 2.0;
+  }
+  var /= double(x.size() - 1);
+  const double se = 2.0 / std::sqrt(double(x.size()));
+  CHECK(std::abs(mean - 1.5) < 4 * se);
+  CHECK(std::abs(var - 4.0) < 4 * 4.0 * std::sqrt(2.0 / double(x.size())));
+  CHECK(std::abs(within / double(x.size()) - 0.682689) < 4 * std::sqrt(0.682689 * 0.317311 / double(x.size())));
+}

@@ -4,6 +4,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <xsimd/xsimd.hpp>
+
 namespace ad {
 
 std::uint64_t Rng::below(std::uint64_t n) {
@@ -31,6 +33,35 @@ double Rng::normal() {
   spare_ = r * std::sin(theta);
   has_spare_ = true;
   return r * std::cos(theta);
+}
+
+// Box–Muller on W pairs at a time: the uniforms are drawn in the order normal()
+// draws them (u₁ of a pair, rejecting 0, then u₂), and each pair is written as
+// (r cos θ, r sin θ), the order in which normal() returns it.
+void Rng::normals(double* out, std::size_t n) {
+  using Batch = xsimd::batch<double>;
+  constexpr std::size_t W = Batch::size;
+  std::size_t i = 0;
+  if (n > 0 && has_spare_) {
+    out[i++] = spare_;
+    has_spare_ = false;
+  }
+  alignas(64) double u1[W], u2[W], cos_part[W], sin_part[W];
+  for (; n - i >= 2 * W; i += 2 * W) {
+    for (std::size_t k = 0; k < W; ++k) {
+      do u1[k] = uniform(); while (u1[k] <= 0.0);
+      u2[k] = uniform();
+    }
+    const Batch r = xsimd::sqrt(Batch(-2.0) * xsimd::log(Batch::load_aligned(u1)));
+    const auto [sin_theta, cos_theta] = xsimd::sincos(Batch(6.283185307179586476925) * Batch::load_aligned(u2));
+    (r * cos_theta).store_aligned(cos_part);
+    (r * sin_theta).store_aligned(sin_part);
+    for (std::size_t k = 0; k < W; ++k) {
+      out[i + 2 * k] = cos_part[k];
+      out[i + 2 * k + 1] = sin_part[k];
+    }
+  }
+  for (; i < n; ++i) out[i] = normal();
 }
 
 std::string Rng::state() const {

@@ -29,9 +29,18 @@ class Rng {
   /// second value is kept for the next call (it is part of the saved state).
   double normal();
 
+  /// n standard normals, the same stream as n calls of normal(), with the
+  /// transform of whole batches of pairs done in SIMD (random.cpp).
+  void normals(double* out, std::size_t n);
+
   /// Fills p[0..n) with N(mean, std²) values / U[lo, hi) values.
   template <class T> void fill_normal(T* p, std::size_t n, double mean = 0.0, double std = 1.0) {
-    for (std::size_t i = 0; i < n; ++i) p[i] = static_cast<T>(mean + std * normal());
+    double block[256];
+    for (std::size_t start = 0; start < n; start += 256) {
+      const std::size_t k = n - start < 256 ? n - start : 256;
+      normals(block, k);
+      for (std::size_t i = 0; i < k; ++i) p[start + i] = static_cast<T>(mean + std * block[i]);
+    }
   }
   template <class T> void fill_uniform(T* p, std::size_t n, double lo = 0.0, double hi = 1.0) {
     for (std::size_t i = 0; i < n; ++i) p[i] = static_cast<T>(uniform(lo, hi));
