@@ -23,7 +23,7 @@ PHASES = [  # (name, predicate on a frame's symbol), checked from the root of th
     ("zero_grad (parameter list)", lambda s: "Module<float>::zero_grad" in s),
     ("Adam", lambda s: "Adam<float>::step" in s),
     ("gradient norm", lambda s: "grad_norm<float>" in s or "clip_grad_norm" in s),
-    ("backward", lambda s: "Tape<float>::backward" in s),
+    ("backward", lambda s: "Tape<float>::backward" in s or "Tape<float>::run_backward" in s),  # backward tail-calls run_backward
     ("forward: NLL pass through G", lambda s: "Flow<float>::inverse" in s),
     ("forward: transport pass through F", lambda s: "Flow<float>::forward" in s),
     ("data + base sampling", lambda s: "sample_batch" in s or "StandardNormal<float>::sample" in s),
