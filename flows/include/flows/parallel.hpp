@@ -5,6 +5,7 @@
 // the n rows,
 //   loss = Σ_k (n_k / n) · loss_k   and   ∇loss = Σ_k (n_k / n) · ∇loss_k,
 // which is what the lanes compute (each backward is seeded with n_k / n).
+#include <algorithm>
 #include <condition_variable>
 #include <cstddef>
 #include <exception>
