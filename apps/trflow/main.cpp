@@ -107,7 +107,7 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--data", eval.data, "data to evaluate on (default: the training data)");
   eval_cmd->add_option("--n", eval.n, "number of samples")->check(kPositive)->capture_default_str();
   eval_cmd->add_option("--seed", eval.seed, "random seed")->capture_default_str();
-  eval_cmd->add_option("--threads", eval.threads, "threads that share the rows of each batch")->check(kPositive)->capture_default_str();
+  eval_cmd->add_option("--threads", eval.threads, "threads that share the rows")->check(kPositive)->capture_default_str();
 
   trflow::SampleOptions sample;
   auto* sample_cmd = app.add_subcommand("sample", "draw samples (and their trajectories) from a model into .npy files");
@@ -116,7 +116,7 @@ int main(int argc, char** argv) {
   sample_cmd->add_option("--out", sample.out, "samples, an (N, D) .npy file")->required();
   sample_cmd->add_option("--trajectories", sample.trajectories, "trajectories, an (L+1, N, D) .npy file");
   sample_cmd->add_option("--seed", sample.seed, "random seed")->capture_default_str();
-  sample_cmd->add_option("--threads", sample.threads, "threads that share the rows of each batch")->check(kPositive)->capture_default_str();
+  sample_cmd->add_option("--threads", sample.threads, "threads that share the rows")->check(kPositive)->capture_default_str();
 
   trflow::PlotOptions plot;
   auto* plot_cmd = app.add_subcommand("plot", "write PNG figures of a model");
@@ -125,7 +125,7 @@ int main(int argc, char** argv) {
   plot_cmd->add_option("--data", plot.data, "target data to show (default: the training data)");
   plot_cmd->add_option("--n", plot.n, "number of points per scatter")->check(kPositive)->capture_default_str();
   plot_cmd->add_option("--seed", plot.seed, "random seed")->capture_default_str();
-  plot_cmd->add_option("--threads", plot.threads, "threads that share the rows of each batch")->check(kPositive)->capture_default_str();
+  plot_cmd->add_option("--threads", plot.threads, "threads that share the rows")->check(kPositive)->capture_default_str();
 
   trflow::CompareOptions compare;
   auto* compare_cmd = app.add_subcommand(
