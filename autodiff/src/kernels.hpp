@@ -68,6 +68,19 @@ template <class T> inline void acc(const T* x, T* g, std::size_t n) {
   acc2(x, x, g, n, [](auto a, auto) { return a; });
 }
 
+/// g ⟵ x, g ⟵ f(x, y), g ⟵ f(x, y, z): assigned (g = …) when `assign`, else added (g += …).
+/// A VJP assigns when it is the first to write an input's adjoint in a pass (Tape::grad_sink).
+template <class T> inline void put(bool assign, const T* x, T* g, std::size_t n) {
+  if (assign) std::copy(x, x + n, g);
+  else acc(x, g, n);
+}
+template <class T, class F> inline void put2(bool assign, const T* x, const T* y, T* g, std::size_t n, F f) {
+  if (assign) map2(x, y, g, n, f);
+  else acc2(x, y, g, n, f);
+}
+template <class T, class F>
+inline void put3(bool assign, const T* x, const T* y, const T* z, T* g, std::size_t n, F f);
+
 /// Σ x[i], accumulated in batches (then xsimd::hadd) for speed.
 template <class T> inline T sum(const T* x, std::size_t n) {
   constexpr std::size_t W = batch<T>::size;
@@ -88,6 +101,12 @@ inline void map3(const T* x, const T* y, const T* w, T* z, std::size_t n, F f) {
     f(batch<T>::load_unaligned(x + i), batch<T>::load_unaligned(y + i), batch<T>::load_unaligned(w + i))
         .store_unaligned(z + i);
   for (; i < n; ++i) z[i] = f(x[i], y[i], w[i]);
+}
+
+template <class T, class F>
+inline void put3(bool assign, const T* x, const T* y, const T* z, T* g, std::size_t n, F f) {
+  if (assign) map3(x, y, z, g, n, f);
+  else acc3(x, y, z, g, n, f);
 }
 
 // ---------------------------------------------------------------- GEMM

@@ -3,8 +3,8 @@
 // and ā += (∂y/∂a)ᵀ ȳ is what the VJP adds to input a's adjoint.
 //
 // When an op is the first to reach ā in a backward pass (ā is "fresh"), it assigns
-// ā = (∂y/∂a)ᵀ ȳ instead, which saves zero-filling ā beforehand; put(), put2() and
-// put3() below make that choice for the elementwise VJPs, and the GEMMs use β = 0.
+// ā = (∂y/∂a)ᵀ ȳ instead, which saves zero-filling ā beforehand; kern::put*() and put*()
+// below make that choice for the elementwise VJPs, and the GEMMs use β = 0.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -19,7 +19,6 @@ namespace ad {
 namespace {
 
 using Shape = std::array<std::size_t, 2>;
-
 
 /// What an op's functions see: its inputs, output and adjoints as raw pointers.
 template <class T>
@@ -49,42 +48,34 @@ struct Ctx {
   }
 };
 
-// ā ⟵ f(u, v) elementwise over n entries, for input k: ā = f(u, v) when ā is fresh, ā += f(u, v)
-// otherwise. put(c, k, u, n) is ā ⟵ u, put3 takes three operands.
-template <class T, class F>
-void put2(Ctx<T>& c, int k, const T* u, const T* v, std::size_t n, F f) {
-  bool fresh;
-  T* g = c.gx(k, fresh);
-  if (!g) return;
-  if (fresh) kern::map2(u, v, g, n, f);
-  else kern::acc2(u, v, g, n, f);
-}
+// ā ⟵ u, f(u, v) or f(u, v, w) elementwise over n entries, for input k: assigned when ā is
+// fresh, added otherwise (kern::put*); nothing when input k needs no gradient.
 template <class T>
 void put(Ctx<T>& c, int k, const T* u, std::size_t n) {
   bool fresh;
-  T* g = c.gx(k, fresh);
-  if (!g) return;
-  if (fresh) std::copy(u, u + n, g);
-  else kern::acc(u, g, n);
+  if (T* g = c.gx(k, fresh)) kern::put(fresh, u, g, n);
+}
+template <class T, class F>
+void put2(Ctx<T>& c, int k, const T* u, const T* v, std::size_t n, F f) {
+  bool fresh;
+  if (T* g = c.gx(k, fresh)) kern::put2(fresh, u, v, g, n, f);
 }
 template <class T, class F>
 void put3(Ctx<T>& c, int k, const T* u, const T* v, const T* w, std::size_t n, F f) {
   bool fresh;
-  T* g = c.gx(k, fresh);
-  if (!g) return;
-  if (fresh) kern::map3(u, v, w, g, n, f);
-  else kern::acc3(u, v, w, g, n, f);
+  if (T* g = c.gx(k, fresh)) kern::put3(fresh, u, v, w, g, n, f);
 }
 
-/// g ⟵ Σ_i rows_i (the column sums of an m×n array): assigned when fresh, else added.
+/// g ⟵ Σ_i f(u_i, v_i) over the rows of two m×n arrays (a bias or row-vector adjoint):
+/// assigned when fresh (row 0 assigns, the others add), else added.
+template <class T, class F>
+void put_col_sums(T* g, bool fresh, const T* u, const T* v, std::size_t m, std::size_t n, F f) {
+  if (fresh && m == 0) std::fill(g, g + n, T(0));
+  for (std::size_t i = 0; i < m; ++i) kern::put2(fresh && i == 0, u + i * n, v + i * n, g, n, f);
+}
 template <class T>
 void put_col_sums(T* g, bool fresh, const T* rows, std::size_t m, std::size_t n) {
-  std::size_t i = 0;
-  if (fresh) {
-    if (m == 0) std::fill(g, g + n, T(0));
-    else std::copy(rows, rows + n, g), i = 1;
-  }
-  for (; i < m; ++i) kern::acc(rows + i * n, g, n);
+  put_col_sums(g, fresh, rows, rows, m, n, [](auto a, auto) { return a; });
 }
 
 template <class T>
@@ -266,16 +257,8 @@ template <class T> struct MulRow {
     auto times = [](auto g, auto v) { return g * v; };
     bool fresh;
     if (T* gx = c.gx(0, fresh))
-      for (std::size_t i = 0; i < m; ++i) {
-        if (fresh) kern::map2(c.gy() + i * n, c.x(1), gx + i * n, n, times);
-        else kern::acc2(c.gy() + i * n, c.x(1), gx + i * n, n, times);
-      }
-    if (T* gr = c.gx(1, fresh)) {
-      std::size_t i = 0;
-      if (fresh && m == 0) std::fill(gr, gr + n, T(0));
-      else if (fresh) kern::map2(c.gy(), c.x(0), gr, n, times), i = 1;  // row 0's term, then add the others
-      for (; i < m; ++i) kern::acc2(c.gy() + i * n, c.x(0) + i * n, gr, n, times);
-    }
+      for (std::size_t i = 0; i < m; ++i) kern::put2(fresh, c.gy() + i * n, c.x(1), gx + i * n, n, times);
+    if (T* gr = c.gx(1, fresh)) put_col_sums(gr, fresh, c.gy(), c.x(0), m, n, times);
   }
 };
 
@@ -382,10 +365,7 @@ template <class T, bool Mean> struct ColSums {
     if (!ga) return;
     const T scale = Mean ? T(1) / T(m) : T(1);
     auto scaled = [scale](auto g, auto) { return g * decltype(g)(scale); };
-    for (std::size_t i = 0; i < m; ++i) {
-      if (fresh) kern::map2(c.gy(), c.gy(), ga + i * n, n, scaled);
-      else kern::acc2(c.gy(), c.gy(), ga + i * n, n, scaled);
-    }
+    for (std::size_t i = 0; i < m; ++i) kern::put2(fresh, c.gy(), c.gy(), ga + i * n, n, scaled);
   }
 };
 
@@ -460,9 +440,7 @@ void add_bias_activate(Activation act, T s, const T* b, T* y, std::size_t m, std
 template <class T>
 void activation_vjp(bool assign, Activation act, T s, const T* y, const T* gy, T* gz, std::size_t n) {
   with_activation_slope(act, s, [&](auto dydz) {
-    auto f = [dydz](auto g, auto v) { return g * dydz(v); };
-    if (assign) kern::map2(gy, y, gz, n, f);
-    else kern::acc2(gy, y, gz, n, f);
+    kern::put2(assign, gy, y, gz, n, [dydz](auto g, auto v) { return g * dydz(v); });
   });
 }
 
@@ -633,10 +611,7 @@ template <class T> struct ScatterCols {
     auto kept = [](auto g, auto keep) { return g * keep; };
     bool fresh;
     if (T* gb = c.gx(0, fresh))
-      for (std::size_t i = 0; i < m; ++i) {
-        if (fresh) kern::map2(c.gy() + i * n, c.node.scratch.data(), gb + i * n, n, kept);
-        else kern::acc2(c.gy() + i * n, c.node.scratch.data(), gb + i * n, n, kept);
-      }
+      for (std::size_t i = 0; i < m; ++i) kern::put2(fresh, c.gy() + i * n, c.node.scratch.data(), gb + i * n, n, kept);
     if (T* gs = c.gx(1, fresh))  // the indices are distinct (checked in shape), so a fresh src̄ is fully assigned
       for (std::size_t i = 0; i < m; ++i)
         for (std::size_t j = 0; j < k; ++j) gs[i * k + j] = (fresh ? T(0) : gs[i * k + j]) + c.gy()[i * n + idx[j]];
@@ -660,15 +635,9 @@ template <class T> struct ConcatCols {
     const std::size_t m = c.rows(0), na = c.cols(0), nb = c.cols(1), n = na + nb;
     bool fresh;
     if (T* ga = c.gx(0, fresh))
-      for (std::size_t i = 0; i < m; ++i) {
-        if (fresh) std::copy(c.gy() + i * n, c.gy() + i * n + na, ga + i * na);
-        else kern::acc(c.gy() + i * n, ga + i * na, na);
-      }
+      for (std::size_t i = 0; i < m; ++i) kern::put(fresh, c.gy() + i * n, ga + i * na, na);
     if (T* gb = c.gx(1, fresh))
-      for (std::size_t i = 0; i < m; ++i) {
-        if (fresh) std::copy(c.gy() + i * n + na, c.gy() + (i + 1) * n, gb + i * nb);
-        else kern::acc(c.gy() + i * n + na, gb + i * nb, nb);
-      }
+      for (std::size_t i = 0; i < m; ++i) kern::put(fresh, c.gy() + i * n + na, gb + i * nb, nb);
   }
 };
 
@@ -691,11 +660,9 @@ template <class T> struct SliceCols {
         T* row = ga + i * n;
         if (fresh) {  // ā_i = [0 … 0 | ȳ_i | 0 … 0]
           std::fill(row, row + s, T(0));
-          std::copy(c.gy() + i * k, c.gy() + (i + 1) * k, row + s);
           std::fill(row + s + k, row + n, T(0));
-        } else {
-          kern::acc(c.gy() + i * k, row + s, k);
         }
+        kern::put(fresh, c.gy() + i * k, row + s, k);
       }
   }
 };
