@@ -45,11 +45,12 @@ void Inference<T>::forward(const T* x, std::size_t n, const PushOutputs<T>& out)
   auto pass = [&](Tape<T>& tape, std::size_t start, std::size_t rows) {
     static thread_local std::vector<Var<T>> traj;  // keeps its capacity across calls
     traj.clear();
-    const Mapped<T> f = flow_.forward(tape.constant(x + start * d, rows, d), want_traj ? &traj : nullptr);
+    const Var<T> x0 = tape.constant(x + start * d, rows, d);
+    const Mapped<T> f = flow_.forward(x0, want_traj ? &traj : nullptr);
     if (out.y) std::copy(f.out.value().data(), f.out.value().data() + rows * d, out.y + start * d);
-    if (out.logdet) {
-      if (f.logdet.tape) std::copy(f.logdet.value().data(), f.logdet.value().data() + rows, out.logdet + start);
-      else std::fill(out.logdet + start, out.logdet + start + rows, T(0));
+    if (out.log_density) {
+      const Var<T> log_q = f.logdet.tape ? flow_.base().log_prob(x0) - f.logdet : flow_.base().log_prob(x0);
+      std::copy(log_q.value().data(), log_q.value().data() + rows, out.log_density + start);
     }
     if (out.path_energy)
       for (std::size_t i = 0; i < rows; ++i) {  // Σ_l ‖s_{l+1} − s_l‖², accumulated in double

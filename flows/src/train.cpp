@@ -47,10 +47,14 @@ Trainer<T>::Trainer(Flow<T>& flow, Dataset& data, const TrainConfig& cfg)
   if (cfg.batch == 0) throw std::invalid_argument("the batch size must be positive");
   if (cfg.threads < 1) throw std::invalid_argument("the number of threads must be positive");
   for (int k = 0; k < team_.lanes(); ++k) {
-    lanes_.push_back(std::make_unique<Lane>());
+    Lane& lane = *lanes_.emplace_back(std::make_unique<Lane>());
+    const auto [first, last] = lane_rows(cfg.batch, k, team_.lanes());
+    lane.first = first;
+    lane.rows = last - first;
+    lane.seed.data()[0] = T(double(lane.rows) / double(cfg.batch));
     // Lane 0 accumulates into Parameter::grad while the others run; they add theirs after.
-    lanes_.back()->tape.set_param_grads_on_tape(k > 0);
-    lanes_.back()->tape.set_release_adjoints(true);  // only parameter gradients are read after backward
+    lane.tape.set_param_grads_on_tape(k > 0);
+    lane.tape.set_release_adjoints(true);  // only parameter gradients are read after backward
   }
   lr_schedule_.kind = cfg.lr_schedule;
   lr_schedule_.base = cfg.lr;
@@ -82,24 +86,19 @@ StepReport Trainer<T>::step(bool measure_transport) {
   w.direction = cfg_.direction;
   w.measure_transport = measure_transport;
   const bool gen = transport && cfg_.direction == Direction::gen;
-  const std::size_t d = flow_.dim(), n = cfg_.batch;
-  const int lanes = team_.lanes();
+  const std::size_t d = flow_.dim();
 
   // Each lane: objective on its rows, then (if finite) backward seeded with n_k / n.
   optimizer_.zero_grad();
   auto work = [&](int k) {
     Lane& lane = *lanes_[std::size_t(k)];
-    const auto [first, last] = lane_rows(n, k, lanes);
-    const std::size_t rows = last - first;
     lane.tape.clear();
-    const Var<T> base = gen ? lane.tape.constant(base_batch_.data() + first * d, rows, d) : Var<T>{};
-    lane.terms = objective(flow_, lane.tape.constant(data_batch_.data() + first * d, rows, d), base, w);
-    const double nll = lane.terms.nll.item();
-    lane.bad = !std::isfinite(nll) ? "NLL" : (transport && !std::isfinite(lane.terms.transport.item())) ? "transport" : nullptr;
-    if (lane.bad) return;
-    lane.seed.data()[0] = T(double(rows) / double(n));
-    if (lanes == 1) lane.tape.backward(lane.terms.loss);
-    else lane.tape.backward(lane.terms.loss, lane.seed);
+    const Var<T> base = gen ? lane.tape.constant(base_batch_.data() + lane.first * d, lane.rows, d) : Var<T>{};
+    lane.terms = objective(flow_, lane.tape.constant(data_batch_.data() + lane.first * d, lane.rows, d), base, w);
+    lane.bad = nullptr;
+    if (!std::isfinite(lane.terms.nll.item())) lane.bad = "NLL";
+    else if (transport && !std::isfinite(lane.terms.transport.item())) lane.bad = "transport";
+    if (!lane.bad) lane.tape.backward(lane.terms.loss, lane.seed);
   };
   team_.run(work);
 
@@ -107,10 +106,9 @@ StepReport Trainer<T>::step(bool measure_transport) {
   r.loss = r.nll = 0;
   r.transport = r.map_cost = transport ? 0.0 : std::nan("");
   const char* bad = nullptr;
-  for (int k = 0; k < lanes; ++k) {
-    const Lane& lane = *lanes_[std::size_t(k)];
-    const auto [first, last] = lane_rows(n, k, lanes);
-    const double share = double(last - first) / double(n);
+  for (const auto& lane_ptr : lanes_) {
+    const Lane& lane = *lane_ptr;
+    const double share = double(lane.rows) / double(cfg_.batch);
     r.loss += share * lane.terms.loss.item();
     r.nll += share * lane.terms.nll.item();
     if (transport) {
@@ -120,7 +118,7 @@ StepReport Trainer<T>::step(bool measure_transport) {
     if (lane.bad && !bad) bad = lane.bad;
   }
   if (!bad) {
-    for (int k = 1; k < lanes; ++k) lanes_[std::size_t(k)]->tape.accumulate_param_grads();
+    for (std::size_t k = 1; k < lanes_.size(); ++k) lanes_[k]->tape.accumulate_param_grads();
     r.grad_norm = cfg_.clip_norm > 0 ? nn::clip_grad_norm(optimizer_.params(), cfg_.clip_norm)
                                      : nn::grad_norm(optimizer_.params());
     if (!std::isfinite(r.grad_norm)) bad = "gradient";

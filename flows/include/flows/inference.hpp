@@ -14,7 +14,7 @@ namespace flows {
 template <class T>
 struct PushOutputs {
   T* y = nullptr;            ///< F(x), n×d
-  T* logdet = nullptr;       ///< log|det ∇F(x)|, n
+  T* log_density = nullptr;  ///< log q(F(x)) = log α0(x) − log|det ∇F(x)|, the model's density there, n
   T* path_energy = nullptr;  ///< Σ_l ‖F_{l+1}(x) − F_l(x)‖², n (T = L · its mean)
   T* states = nullptr;       ///< [x, f_1(x), …, F(x)]: (L+1)×n×d, state-major
 };

@@ -89,10 +89,11 @@ class Trainer {
   ad::Rng rng_;
   /// One lane per thread: its own tape, rows and results.
   struct Lane {
+    std::size_t first = 0, rows = 0;  // its rows of every batch
+    Array<T> seed = Array<T>::from_shape({1, 1});  // n_k / n, its share of the batch mean
     Tape<T> tape;
     ObjectiveTerms<T> terms;
-    Array<T> seed = Array<T>::from_shape({1, 1});  // n_k / n, the lane's share of the batch mean
-    const char* bad = nullptr;   // the term that became non-finite
+    const char* bad = nullptr;  // the term that became non-finite
   };
   ThreadTeam team_;
   std::vector<std::unique_ptr<Lane>> lanes_;
