@@ -20,6 +20,7 @@
 
 #include "autodiff/autodiff.hpp"
 #include "../autodiff/src/kernels.hpp"  // the GEMM kernels, tested directly below
+#include "spline_reference.hpp"
 
 using ad::Activation;
 using ad::Array;
@@ -447,6 +448,20 @@ std::vector<Entry> build_table() {
           [act](const Dims&, const Inputs& in) {
             return emap(linear_ref(in), [act](double z) { return act_ref(act, z, default_slope(act)); });
           }));
+  }
+
+  // rational-quadratic splines on [−3, 3], inputs inside and outside the box (away from ±3)
+  for (const auto& [bins, inverse] : {std::pair<int, bool>{5, false}, {3, true}}) {
+    t.push_back(entry(
+        std::string(inverse ? "rq_spline inverse" : "rq_spline") + ", " + std::to_string(bins) + " bins",
+        [bins = bins, inverse = inverse](const Dims&, const auto& x) { return ad::rq_spline(x[0], x[1], bins, 3.0, inverse); },
+        [bins = bins](Rng& r, const Dims& d) {
+          return Inputs{rnd(r, d.m, d.n, avoiding(uniform(-4, 4), {-3.0, 3.0}, 0.01)),
+                        rnd(r, d.m, d.n * std::size_t(3 * bins - 1), normal(0.5))};
+        },
+        [bins = bins, inverse = inverse](const Dims&, const Inputs& in) {
+          return spline_ref::apply(in[0], in[1], bins, 3.0, inverse);
+        }));
   }
 
   // custom ops

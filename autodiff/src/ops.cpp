@@ -8,12 +8,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include <fmt/format.h>
 
 #include "autodiff/ops.hpp"
 #include "kernels.hpp"
 #include "op_table.hpp"
+#include "spline.hpp"
 
 namespace ad {
 namespace {
@@ -702,6 +704,166 @@ template <class T> struct Linear {
   }
 };
 
+// ---------------------------------------------------------------- rational-quadratic spline
+// [y | Σ_j log y'_j] = s_θ(x), one monotonic rational-quadratic spline per element of x
+// (m×n), its 3K − 1 unnormalized parameters θ_ij in row i, columns j(3K−1) … (j+1)(3K−1)−1
+// of θ (m × n(3K−1)); spline.hpp has the maths. The output is m×(n+1): the n transformed
+// values, then each row's log-determinant Σ_j log |∂y_j/∂x_j|. With s1 = K and s0 = B;
+// trans_a = true runs the inverse, [x | −Σ_j log y'_j(x_j)] = s_θ⁻¹(y).
+// VJP (forward): reverse mode through the bin's formula, then through the knots' cumulative
+// sums, the softmaxes and the softplus (spline::reverse_bin, spline::reverse_knots):
+//   x̄ = ȳ ∂y/∂x + ℓ̄ ∂ log y'/∂x,   θ̄ = ȳ ∂y/∂θ + ℓ̄ ∂ log y'/∂θ.
+// VJP (inverse, x = s⁻¹(y), ℓ = −log s'(x)): with a = x̄ − ℓ̄ ∂ log s'/∂x,
+//   ȳ = a / s'(x),   θ̄ = the forward VJP at x seeded with (−a / s'(x), −ℓ̄),
+// by the implicit function theorem (dx = (dy − ∂s/∂θ dθ) / s').
+// Outside [−B, B] the map is the identity: x̄ = ȳ, θ̄ = 0.
+template <class T> struct RQSpline {
+  static int bins(const Ctx<T>& c) { return int(c.node.s1); }
+  static Shape shape(Ctx<T> c) {
+    const std::size_t K = std::size_t(bins(c)), P = 3 * K - 1;
+    if (c.rows(1) != c.rows(0) || c.cols(1) != c.cols(0) * P)
+      shape_error(c, fmt::format("the spline parameters must be m×(n·(3K − 1)) = {}×{} for K = {} bins", c.rows(0),
+                                 c.cols(0) * P, K));
+    return {c.rows(0), c.cols(0) + 1};
+  }
+
+  template <class V> static V load(const T* p) {
+    if constexpr (std::is_same_v<V, T>) return *p;
+    else return V::load_unaligned(p);
+  }
+  template <class V> static void store(const V& v, T* p) {
+    if constexpr (std::is_same_v<V, T>) *p = v;
+    else v.store_unaligned(p);
+  }
+
+  /// Runs body(u, value, gy, gl) on W = lanes of V elements at a time, starting at element e:
+  /// u are the elements' 3K − 1 parameters, value their inputs, gy/gl the adjoints of their
+  /// outputs and of their rows' log-determinants (zero when no adjoint is given).
+  struct Block {
+    static constexpr int kMaxLanes = int(kern::batch<T>::size);
+    T u[3 * spline::kMaxBins - 1][kMaxLanes];
+    T value[kMaxLanes], gy[kMaxLanes], gl[kMaxLanes];
+  };
+  template <class V, class Body>
+  static void blocks(Ctx<T>& c, bool with_adjoints, Body body) {
+    constexpr int W = int(sizeof(V) / sizeof(T));
+    const int K = bins(c), P = 3 * K - 1;
+    const std::size_t n = c.cols(0), total = c.in(0).size();
+    const std::size_t start = std::is_same_v<V, T> ? total - total % std::size_t(kern::batch<T>::size) : 0;
+    const std::size_t end = std::is_same_v<V, T> ? total : start + (total - start) / W * W;
+    const T* x = c.x(0);
+    const T* th = c.x(1);
+    Block b;
+    V u[3 * spline::kMaxBins - 1];
+    for (std::size_t e = start; e < end; e += W) {
+      for (int l = 0; l < W; ++l) {
+        const std::size_t i = (e + l) / n, j = (e + l) % n;
+        const T* src = th + (e + l) * std::size_t(P);
+        for (int p = 0; p < P; ++p) b.u[p][l] = src[p];
+        b.value[l] = x[e + l];
+        b.gy[l] = with_adjoints ? c.gy()[i * (n + 1) + j] : T(0);
+        b.gl[l] = with_adjoints ? c.gy()[i * (n + 1) + n] : T(0);
+      }
+      for (int p = 0; p < P; ++p) u[p] = load<V>(b.u[p]);
+      body(e, u, load<V>(b.value), load<V>(b.gy), load<V>(b.gl));
+    }
+  }
+
+  /// Runs f<V>() for the SIMD body and then for the scalar tail.
+  template <class F> static void simd_then_scalar(F f) {
+    f(kern::batch<T>{});
+    f(T{});
+  }
+
+  static void forward(Ctx<T>& c) {
+    const int K = bins(c);
+    const T B = c.node.s0;
+    const bool inverse = c.node.trans_a;
+    const std::size_t n = c.cols(0), m = c.rows(0);
+    T* out = c.y();
+    for (std::size_t i = 0; i < m; ++i) out[i * (n + 1) + n] = T(0);
+    simd_then_scalar([&](auto tag) {
+      using V = decltype(tag);
+      constexpr int W = int(sizeof(V) / sizeof(T));
+      spline::Knots<V> kn;
+      blocks<V>(c, false, [&](std::size_t e, const V* u, V v, V, V) {
+        spline::make_spline(u, K, B, kn);
+        const auto inside = (v >= V(-B)) & (v <= V(B));
+        const V vc = kern::where(inside, v, V(T(0)));
+        const spline::Bin<V> bin = spline::find_bin(kn, K, vc, inverse);
+        const V xi = inverse ? spline::inverse_xi(bin, vc)
+                             : xsimd::min(xsimd::max((vc - bin.x0) / bin.w, V(T(0))), V(T(1)));
+        V y, logd;
+        spline::eval_bin(bin, xi, y, logd);
+        if (inverse) y = bin.x0 + xi * bin.w, logd = -logd;
+        T ys[Block::kMaxLanes], ls[Block::kMaxLanes];
+        store(kern::where(inside, y, v), ys);
+        store(kern::where(inside, logd, V(T(0))), ls);
+        for (int l = 0; l < W; ++l) {
+          const std::size_t i = (e + l) / n, j = (e + l) % n;
+          out[i * (n + 1) + j] = ys[l];
+          out[i * (n + 1) + n] += ls[l];
+        }
+      });
+    });
+  }
+
+  static void vjp(Ctx<T>& c) {
+    const int K = bins(c), P = 3 * K - 1;
+    const T B = c.node.s0;
+    const bool inverse = c.node.trans_a;
+    bool fresh_x = false, fresh_t = false;
+    T* gx = c.gx(0, fresh_x);
+    T* gt = c.gx(1, fresh_t);
+    if (!gx && !gt) return;
+    simd_then_scalar([&](auto tag) {
+      using V = decltype(tag);
+      constexpr int W = int(sizeof(V) / sizeof(T));
+      spline::Knots<V> kn;
+      V gu[3 * spline::kMaxBins - 1];
+      blocks<V>(c, true, [&](std::size_t e, const V* u, V v, V gy, V gl) {
+        spline::make_spline(u, K, B, kn);
+        const auto inside = (v >= V(-B)) & (v <= V(B));
+        const V vc = kern::where(inside, v, V(T(0)));
+        const V zero(T(0)), gy_identity = gy;  // outside the box: x̄ = ȳ
+        gy = kern::where(inside, gy, zero);  // outside the box nothing depends on θ
+        gl = kern::where(inside, gl, zero);
+        const spline::Bin<V> bin = spline::find_bin(kn, K, vc, inverse);
+        V g_in;  // the adjoint of the op's input (x, or y for the inverse), inside the box
+        spline::BinGrad<V> g;
+        if (!inverse) {
+          g = spline::reverse_bin(bin, vc, gy, gl);
+          g_in = g.x;
+        } else {
+          const V xi = spline::inverse_xi(bin, vc);
+          V y_unused, logd;
+          spline::eval_bin(bin, xi, y_unused, logd);
+          const V a = gy - gl * spline::dlogd_dx(bin, xi);  // here gy is x̄ and gl is ℓ̄ of ℓ = −log s'
+          const V dinv = xsimd::exp(-logd);                 // 1 / s'(x)
+          g_in = a * dinv;
+          g = spline::reverse_bin(bin, bin.x0 + xi * bin.w, -a * dinv, -gl);
+        }
+        if (gx) {
+          const V gin = kern::where(inside, g_in, gy_identity);
+          if (fresh_x) store(gin, gx + e);
+          else store(load<V>(gx + e) + gin, gx + e);
+        }
+        if (gt) {
+          spline::reverse_knots(kn, K, B, bin, g, gu);
+          T buf[Block::kMaxLanes];
+          for (int p = 0; p < P; ++p) {
+            store(gu[p], buf);
+            for (int l = 0; l < W; ++l) {
+              T& dst = gt[(e + l) * std::size_t(P) + p];
+              dst = fresh_t ? buf[l] : dst + buf[l];
+            }
+          }
+        }
+      });
+    });
+  }
+};
+
 // ---------------------------------------------------------------- custom
 template <class T> struct Custom {
   static int inputs(const Ctx<T>& c, const Array<T>* (&xs)[3]) {
@@ -754,7 +916,8 @@ const OpDef<T> kOps[] = {
     def<T, SoftClamp<T>>("soft_clamp"), def<T, TakeCols<T>>("take_cols"),
     def<T, ScatterCols<T>>("scatter_cols"), def<T, ConcatCols<T>>("concat_cols"),
     def<T, SliceCols<T>>("slice_cols"), def<T, Linear<T>>("linear"),
-    def<T, Linear<T>>("linear_act"),  def<T, Custom<T>>("custom"),
+    def<T, Linear<T>>("linear_act"),  def<T, RQSpline<T>>("rq_spline"),
+    def<T, Custom<T>>("custom"),
 };
 static_assert(std::size(kOps<float>) == std::size_t(Op::count_), "one table entry per Op");
 
@@ -880,6 +1043,14 @@ template <class T> Var<T> linear_act(Var<T> x, Var<T> w, Var<T> b, Activation ac
   if (b.tape && b.tape != &t) throw std::invalid_argument("linear_act: the bias is on a different tape");
   return t.record(Op::linear_act, x.index, w.index, b.tape ? b.index : -1, default_act_param<T>(act), 0, nullptr, act);
 }
+template <class T> Var<T> rq_spline(Var<T> x, Var<T> theta, int bins, Scalar<T> bound, bool inverse) {
+  Tape<T>& t = tape_of(x, theta, "rq_spline");
+  if (bins < 2 || bins > spline::kMaxBins)
+    throw std::invalid_argument(fmt::format("rq_spline: {} bins (expected 2 to {})", bins, spline::kMaxBins));
+  if (!(bound > 0) || !std::isfinite(double(bound)))
+    throw std::invalid_argument(fmt::format("rq_spline: the tail bound must be positive and finite, got {}", bound));
+  return t.record(Op::rq_spline, x.index, theta.index, -1, bound, T(bins), nullptr, Activation::identity, inverse);
+}
 template <class T> Var<T> custom(CustomOp<T>& op, Var<T> a, Var<T> b, Var<T> c) {
   Tape<T>& t = tape_of(a, op.name());
   if ((b.tape && b.tape != &t) || (c.tape && c.tape != &t))
@@ -929,6 +1100,7 @@ template <class T> Var<T> custom(CustomOp<T>& op, Var<T> a, Var<T> b, Var<T> c) 
   template Var<T> slice_cols(Var<T>, std::size_t, std::size_t);                               \
   template Var<T> linear(Var<T>, Var<T>, Var<T>);                                             \
   template Var<T> linear_act(Var<T>, Var<T>, Var<T>, Activation);                             \
+  template Var<T> rq_spline(Var<T>, Var<T>, int, Scalar<T>, bool);                          \
   template Var<T> custom(CustomOp<T>&, Var<T>, Var<T>, Var<T>);
 
 TRFLOW_INSTANTIATE_OPS(float)

@@ -73,6 +73,16 @@ template <class T> Var<T> linear(Var<T> x, Var<T> w, Var<T> b);
 /// Fused dense layer and activation y = act(x·Wᵀ + b) in one node.
 template <class T> Var<T> linear_act(Var<T> x, Var<T> w, Var<T> b, Activation act);
 
+/// Monotonic rational-quadratic splines (Durkan et al., "Neural Spline Flows", 2019), one per
+/// element of x (m×n): K = bins bins on [−bound, bound], the identity outside, slope 1 at ±bound.
+/// theta (m × n(3K−1)) holds each element's unnormalized parameters in turn, 3K − 1 per element:
+/// K bin widths and K bin heights (softmax, minimum 1e-3 of the box each) and K − 1 interior
+/// knot derivatives (softplus, minimum 1e-3, shifted so that theta = 0 is the identity map).
+/// Returns m×(n+1): [y | Σ_j log ∂y_j/∂x_j]; slice_cols(r, 0, n) and slice_cols(r, n, 1) split it.
+/// inverse = true maps y back to x in closed form: [x | −Σ_j log ∂y_j/∂x_j].
+/// 2 ≤ bins ≤ 64; bound > 0. autodiff/src/spline.hpp has the formulas.
+template <class T> Var<T> rq_spline(Var<T> x, Var<T> theta, int bins, Scalar<T> bound, bool inverse = false);
+
 /// A user-defined op (see CustomOp) on one to three inputs.
 template <class T> Var<T> custom(CustomOp<T>& op, Var<T> a, Var<T> b = {}, Var<T> c = {});
 

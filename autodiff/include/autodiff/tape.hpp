@@ -42,6 +42,7 @@ enum class Op : std::uint8_t {
   clamp, soft_clamp,
   take_cols, scatter_cols, concat_cols, slice_cols,
   linear, linear_act,                            // x·Wᵀ + b, act(x·Wᵀ + b)
+  rq_spline,                                     // monotonic rational-quadratic splines, forward or inverse
   custom,
   count_
 };

@@ -1,0 +1,206 @@
+#pragma once
+// The monotonic rational-quadratic spline of Durkan, Bekasov, Murray and Papamakarios,
+// "Neural Spline Flows" (NeurIPS 2019), Sec. 3, as scalar/SIMD-generic code: every
+// function is a template on V, which is either a scalar T or an xsimd batch of T, so the
+// SIMD body and the scalar tail of the op run the same lines.
+//
+// One spline per element, K bins on [−B, B], from 3K − 1 unnormalized numbers
+// u = [u^w_0 … u^w_{K−1} | u^h_0 … u^h_{K−1} | u^d_1 … u^d_{K−1}]:
+//   bin widths   w_i = m_w + (1 − K m_w) softmax(u^w)_i,  knots X_0 = −B, X_i = −B + 2B Σ_{j<i} w_j, X_K = B
+//   bin heights  the same with u^h, m_h:                  knots Y_i
+//   derivatives  δ_0 = δ_K = 1 (the identity tails join with slope 1),
+//                δ_i = m_δ + softplus(u^d_i + c),  c = log(e^{1 − m_δ} − 1), so u^d = 0 gives δ = 1
+// and u = 0 everywhere is the identity map. In bin k, with ξ = (x − X_k)/Δx, s = Δy/Δx,
+//   y  = Y_k + Δy (s ξ² + δ_k ξ(1−ξ)) / (s + (δ_{k+1} + δ_k − 2s) ξ(1−ξ))
+//   y' = s² (δ_{k+1} ξ² + 2s ξ(1−ξ) + δ_k (1−ξ)²) / (s + (δ_{k+1} + δ_k − 2s) ξ(1−ξ))²
+// Outside [−B, B] the map is the identity (y = x, log y' = 0).
+#include <cmath>
+#include <cstddef>
+
+#include <xsimd/xsimd.hpp>
+
+#include "kernels.hpp"
+
+namespace ad::spline {
+
+constexpr int kMaxBins = 64;
+constexpr double kMinWidth = 1e-3;       // m_w, as a fraction of the box 2B
+constexpr double kMinHeight = 1e-3;      // m_h
+constexpr double kMinDerivative = 1e-3;  // m_δ
+
+/// c = log(e^{1 − m_δ} − 1): softplus(c) + m_δ = 1.
+inline double derivative_offset() { return std::log(std::expm1(1.0 - kMinDerivative)); }
+
+using kern::where;
+
+/// The knots of one spline (per lane when V is a batch) and what the reverse pass needs.
+template <class V>
+struct Knots {
+  V x[kMaxBins + 1], y[kMaxBins + 1], d[kMaxBins + 1];  // X_i, Y_i, δ_i
+  V pw[kMaxBins], ph[kMaxBins];                        // softmax(u^w), softmax(u^h)
+  V sd[kMaxBins + 1];                                  // dδ_i/du^d_i = sigmoid(u^d_i + c)
+};
+
+/// p = softmax(u), knots[i] = −B + 2B Σ_{j<i} (m + (1 − K m) p_j), knots[0] = −B, knots[K] = B.
+template <class V, class T>
+inline void make_knots(const V* u, int K, T B, T min_frac, V* p, V* knots) {
+  V mx = u[0];
+  for (int i = 1; i < K; ++i) mx = xsimd::max(mx, u[i]);
+  V total(T(0));
+  for (int i = 0; i < K; ++i) p[i] = xsimd::exp(u[i] - mx), total += p[i];
+  const V inv = V(T(1)) / total;
+  const T scale = T(1) - T(K) * min_frac;
+  V cum(T(0));
+  knots[0] = V(-B);
+  for (int i = 0; i < K; ++i) {
+    p[i] *= inv;
+    if (i + 1 < K) {
+      cum += V(min_frac) + V(scale) * p[i];
+      knots[i + 1] = V(-B) + V(T(2) * B) * cum;
+    }
+  }
+  knots[K] = V(B);
+}
+
+/// All knots of the spline whose parameters are u (3K − 1 values, laid out as above).
+template <class V, class T>
+inline void make_spline(const V* u, int K, T B, Knots<V>& kn) {
+  make_knots(u, K, B, T(kMinWidth), kn.pw, kn.x);
+  make_knots(u + K, K, B, T(kMinHeight), kn.ph, kn.y);
+  const T c = T(derivative_offset());
+  kn.d[0] = kn.d[K] = V(T(1));
+  for (int i = 1; i < K; ++i) {
+    const V z = u[2 * K + i - 1] + V(c);
+    // softplus(z) = max(z, 0) + log1p(e^{−|z|}), sigmoid(z) = 1 / (1 + e^{−z}): finite for any z
+    kn.d[i] = V(T(kMinDerivative)) + xsimd::max(z, V(T(0))) + xsimd::log1p(xsimd::exp(-xsimd::abs(z)));
+    kn.sd[i] = V(T(1)) / (V(T(1)) + xsimd::exp(-z));
+  }
+}
+
+/// One bin's numbers: k, X_k, Δx, Y_k, Δy, δ_k, δ_{k+1}.
+template <class V>
+struct Bin {
+  V k, x0, w, y0, h, d0, d1;
+};
+
+/// The bin holding v: the last k with knots[k] ≤ v (k ≤ K − 1, so v = B falls in the last
+/// bin), found branch-free over the K − 1 interior knots. by_y: search the Y knots (inverse).
+template <class V>
+inline Bin<V> find_bin(const Knots<V>& kn, int K, V v, bool by_y) {
+  const V* at = by_y ? kn.y : kn.x;
+  V k(0), x0 = kn.x[0], x1 = kn.x[1], y0 = kn.y[0], y1 = kn.y[1], d0 = kn.d[0], d1 = kn.d[1];
+  for (int i = 1; i < K; ++i) {
+    const auto m = v >= at[i];
+    k = where(m, V(i), k);
+    x0 = where(m, kn.x[i], x0), x1 = where(m, kn.x[i + 1], x1);
+    y0 = where(m, kn.y[i], y0), y1 = where(m, kn.y[i + 1], y1);
+    d0 = where(m, kn.d[i], d0), d1 = where(m, kn.d[i + 1], d1);
+  }
+  return {k, x0, x1 - x0, y0, y1 - y0, d0, d1};
+}
+
+/// y and log y' at relative position ξ ∈ [0, 1] of bin b, written as
+///   y = Y_k + Δy · num/den,   log y' = 2 log s + log P − 2 log den
+/// with s = Δy/Δx, t = ξ(1−ξ), num = s ξ² + δ_k t, den = s + (δ_{k+1} + δ_k − 2s) t,
+/// P = δ_{k+1} ξ² + 2 s t + δ_k (1−ξ)².
+template <class V>
+inline void eval_bin(const Bin<V>& b, V xi, V& y, V& logd) {
+  const V s = b.h / b.w, t = xi * (V(1) - xi), om = V(1) - xi;
+  const V num = s * xi * xi + b.d0 * t;
+  const V den = s + (b.d1 + b.d0 - V(2) * s) * t;
+  const V P = b.d1 * xi * xi + V(2) * s * t + b.d0 * om * om;
+  y = b.y0 + b.h * num / den;
+  logd = V(2) * xsimd::log(s) + xsimd::log(P) - V(2) * xsimd::log(den);
+}
+
+/// The adjoints of one bin's inputs (x, X_k, Δx, Y_k, Δy, δ_k, δ_{k+1}) given ȳ and the
+/// adjoint ℓ̄ of log y', by reverse mode through eval_bin's lines (ξ = (x − X_k)/Δx):
+///   num̄ = ȳ Δy/den, den̄ = −ȳ Δy num/den² − 2ℓ̄/den, s̄ = 2ℓ̄/s, P̄ = ℓ̄/P, t̄, ξ̄ by the chain rule,
+///   x̄ = ξ̄/Δx, X̄_k = −ξ̄/Δx, Δx̄ = −ξ̄ ξ/Δx − s̄ s/Δx, Δȳ = s̄/Δx + ȳ num/den, Ȳ_k = ȳ.
+template <class V>
+struct BinGrad {
+  V x, x0, w, y0, h, d0, d1;
+};
+template <class V>
+inline BinGrad<V> reverse_bin(const Bin<V>& b, V x, V gy, V gl) {
+  const V xi = (x - b.x0) / b.w;
+  const V s = b.h / b.w, t = xi * (V(1) - xi), om = V(1) - xi, q = b.d1 + b.d0 - V(2) * s;
+  const V num = s * xi * xi + b.d0 * t;
+  const V den = s + q * t;
+  const V P = b.d1 * xi * xi + V(2) * s * t + b.d0 * om * om;
+  const V g_num = gy * b.h / den;                          // y = Y_k + Δy·num/den
+  const V g_den = -(gy * b.h * num / den + V(2) * gl) / den;
+  const V g_P = gl / P;                                    // log y' = 2 log s + log P − 2 log den
+  V g_s = V(2) * gl / s + g_P * V(2) * t + g_den * (V(1) - V(2) * t) + g_num * xi * xi;
+  const V g_t = g_P * V(2) * s + g_den * q + g_num * b.d0;
+  const V g_xi = g_P * (V(2) * b.d1 * xi - V(2) * b.d0 * om) + g_num * V(2) * s * xi + g_t * (V(1) - V(2) * xi);
+  BinGrad<V> g;
+  g.d1 = g_P * xi * xi + g_den * t;
+  g.d0 = g_P * om * om + g_den * t + g_num * t;
+  g.y0 = gy;
+  g.h = gy * num / den + g_s / b.w;                        // s = Δy/Δx
+  g.x = g_xi / b.w;                                        // ξ = (x − X_k)/Δx
+  g.x0 = -g.x;
+  g.w = -(g_s * s + g_xi * xi) / b.w;
+  return g;
+}
+
+/// ∂ log y'/∂x in bin b at relative position ξ: (P_ξ/P − 2 den_ξ/den) / Δx.
+template <class V>
+inline V dlogd_dx(const Bin<V>& b, V xi) {
+  const V s = b.h / b.w, t = xi * (V(1) - xi), om = V(1) - xi, q = b.d1 + b.d0 - V(2) * s;
+  const V den = s + q * t;
+  const V P = b.d1 * xi * xi + V(2) * s * t + b.d0 * om * om;
+  const V P_xi = V(2) * b.d1 * xi - V(2) * b.d0 * om + V(2) * s * (V(1) - V(2) * xi);
+  const V den_xi = q * (V(1) - V(2) * xi);
+  return (P_xi / P - V(2) * den_xi / den) / b.w;
+}
+
+/// The inverse in bin b (found by y): ξ is the root in [0, 1] of the quadratic
+/// a ξ² + b ξ + c = 0 with Δ = y − Y_k, q = δ_{k+1} + δ_k − 2s,
+///   a = Δy (s − δ_k) + Δ q,  b = Δy δ_k − Δ q,  c = −s Δ,
+/// taken in the form ξ = 2c / (−b − √(b² − 4ac)), which does not cancel (Durkan et al., App. A).
+template <class V>
+inline V inverse_xi(const Bin<V>& b, V y) {
+  const V s = b.h / b.w, q = b.d1 + b.d0 - V(2) * s, dy = y - b.y0;
+  const V qa = b.h * (s - b.d0) + dy * q;
+  const V qb = b.h * b.d0 - dy * q;
+  const V qc = -s * dy;
+  const V disc = xsimd::max(qb * qb - V(4) * qa * qc, V(0));
+  const V xi = V(2) * qc / (-qb - xsimd::sqrt(disc));
+  return xsimd::min(xsimd::max(xi, V(0)), V(1));
+}
+
+/// The adjoints of u (3K − 1 values, written to gu) from the adjoints of one bin's X_k, Δx,
+/// Y_k, Δy, δ_k, δ_{k+1}. X_i (0 < i < K) = −B + 2B Σ_{j<i} w_j, so with the bin's two knots
+/// X_k (adjoint X̄_k − Δx̄) and X_{k+1} (adjoint Δx̄) the only ones that move,
+///   w̄_j = 2B ([j < k] (X̄_k − Δx̄) + [j ≤ k][k + 1 < K] Δx̄),
+///   p̄ = (1 − K m) w̄,   ū^w_j = p_j (p̄_j − Σ_i p_i p̄_i)        (softmax),
+/// the same for the heights, and ū^d_i = [k = i] δ̄_k σ_i + [k + 1 = i] δ̄_{k+1} σ_i.
+template <class V, class T>
+inline void reverse_knots(const Knots<V>& kn, int K, T B, const Bin<V>& b, const BinGrad<V>& g, V* gu) {
+  const V two_b(T(2) * B);
+  const auto right_moves = b.k + V(T(1)) < V(T(K));  // X_{k+1} is an interior knot
+  for (int part = 0; part < 2; ++part) {
+    const V* p = part == 0 ? kn.pw : kn.ph;
+    const T scale = T(1) - T(K) * T(part == 0 ? kMinWidth : kMinHeight);
+    const V g_left = part == 0 ? g.x0 - g.w : g.y0 - g.h;
+    const V g_right = where(right_moves, part == 0 ? g.w : g.h, V(T(0)));
+    V* out = gu + part * K;
+    V dot(T(0));
+    for (int j = 0; j < K; ++j) {
+      const V jj = V(T(j));
+      const V gw = two_b * V(scale) *
+                   (where(jj < b.k, g_left, V(T(0))) + where(jj <= b.k, g_right, V(T(0))));
+      out[j] = gw;  // p̄_j for now
+      dot += p[j] * gw;
+    }
+    for (int j = 0; j < K; ++j) out[j] = p[j] * (out[j] - dot);
+  }
+  for (int i = 1; i < K; ++i) {
+    const V ii = V(T(i));
+    gu[2 * K + i - 1] = kn.sd[i] * (where(b.k == ii, g.d0, V(T(0))) + where(b.k + V(T(1)) == ii, g.d1, V(T(0))));
+  }
+}
+
+}  // namespace ad::spline
