@@ -21,6 +21,11 @@ struct DataError : std::runtime_error {
 struct TrainOptions {
   std::string data = "8gaussians";
   std::size_t layers = 8;
+  std::string structure = "layers";
+  std::string coupling = "affine";
+  std::string conditioner = "mlp";
+  int bins = 8;
+  double tail_bound = 0.0;  ///< 0: chosen from the data (see auto_tail_bound)
   std::size_t hidden = 64;
   std::size_t depth = 2;
   std::string activation = "tanh";
@@ -38,7 +43,7 @@ struct TrainOptions {
   std::string permutation = "random";
   bool actnorm = false;
   bool lu = false;
-  bool additive = false;
+  bool additive = false;  ///< the older spelling of coupling = "additive"
   double scale_clamp = 0.0;
   std::string base = "standard_normal";
   bool standardize = false;

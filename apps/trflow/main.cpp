@@ -37,9 +37,25 @@ void add_train_options(CLI::App& c, trflow::TrainOptions& o) {
   c.add_option("--data", o.data, "built-in set (8gaussians, moons, circles, rings, pinwheel, 2spirals, checkerboard, "
                                  "swissroll), gaussian:D, gmm:D, or a .npy/.csv file")
       ->capture_default_str();
-  c.add_option("--layers", o.layers, "number of coupling layers")->check(kPositive)->capture_default_str();
+  c.add_option("--layers", o.layers, "number of coupling layers (or of steps, with --structure steps)")
+      ->check(kPositive)
+      ->capture_default_str();
+  c.add_option("--structure", o.structure,
+               "layers: one coupling per layer; steps: an LU layer and two complementary couplings per step")
+      ->check(CLI::IsMember({"layers", "steps"}))
+      ->capture_default_str();
+  c.add_option("--coupling", o.coupling, "affine, additive (w = 0) or rqs (rational-quadratic splines)")
+      ->check(CLI::IsMember({"affine", "additive", "rqs"}))
+      ->capture_default_str();
+  c.add_option("--conditioner", o.conditioner, "the couplings' network: mlp, or resnet (residual blocks)")
+      ->check(CLI::IsMember({"mlp", "resnet"}))
+      ->capture_default_str();
+  c.add_option("--bins", o.bins, "rqs: bins per spline (2 to 64)")->check(CLI::Range(2, 64))->capture_default_str();
+  c.add_option("--tail-bound", o.tail_bound,
+               "rqs: splines act on [-B, B], the identity outside (default: from the data, at least 3)")
+      ->check(kPositive);
   c.add_option("--hidden", o.hidden, "width of the conditioner MLPs")->check(kPositive)->capture_default_str();
-  c.add_option("--depth", o.depth, "hidden layers per conditioner")->check(kPositive)->capture_default_str();
+  c.add_option("--depth", o.depth, "hidden layers (mlp) or residual blocks (resnet) per conditioner")->check(kPositive)->capture_default_str();
   c.add_option("--activation", o.activation, "conditioner activation")
       ->check(CLI::IsMember(kActivations))
       ->capture_default_str();
@@ -69,7 +85,7 @@ void add_train_options(CLI::App& c, trflow::TrainOptions& o) {
       ->capture_default_str();
   c.add_flag("--actnorm", o.actnorm, "an ActNorm layer before each coupling");
   c.add_flag("--lu", o.lu, "an invertible LU linear layer before each coupling");
-  c.add_flag("--additive", o.additive, "additive couplings (w = 0)");
+  c.add_flag("--additive", o.additive, "the same as --coupling additive");
   c.add_option("--scale-clamp", o.scale_clamp, "c > 0: stabilize scales as w = c·tanh(w/c)")
       ->check(kNonNegative)
       ->capture_default_str();

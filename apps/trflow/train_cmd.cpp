@@ -41,7 +41,30 @@ void validate(const TrainOptions& o) {
   if (o.kl_weight == 0.0 && o.transport_weight == 0.0)
     throw UsageError("--kl-weight and --transport-weight are both 0: there is nothing to minimize");
   if (o.warmup >= o.steps) throw UsageError(fmt::format("--warmup {} must be shorter than --steps {}", o.warmup, o.steps));
-  if (o.additive && o.scale_clamp > 0) throw UsageError("--scale-clamp has no effect with --additive couplings (w = 0)");
+  if (o.additive && given(o, "--coupling") && o.coupling != "additive")
+    throw UsageError(fmt::format("--additive conflicts with --coupling {}", o.coupling));
+  const std::string coupling = o.additive ? "additive" : o.coupling;
+  if (coupling != "affine" && o.scale_clamp > 0)
+    throw UsageError(fmt::format("--scale-clamp applies to affine couplings only (the couplings are {})", coupling));
+  if (coupling != "rqs" && given(o, "--bins")) throw UsageError("--bins needs --coupling rqs");
+  if (coupling != "rqs" && given(o, "--tail-bound")) throw UsageError("--tail-bound needs --coupling rqs");
+}
+
+/// The default tail bound of the splines: the flow's states run from the base N(0, I)
+/// (|z| ≤ 3 for 99.7 % of the coordinates) to the data, so B covers both: the larger of 3
+/// and 1.2 × the 99.9th percentile of |y_j| over 20 000 data rows, rounded up to 0.5.
+double auto_tail_bound(flows::Dataset& data, std::uint64_t seed) {
+  const std::size_t n = 20000, d = data.dim();
+  std::vector<double> buf(n * d);
+  ad::Rng rng(seed + 23);
+  data.sample(n, rng, buf.data());
+  for (double& v : buf) v = std::abs(v);
+  const std::size_t q = std::min(buf.size() - 1, std::size_t(0.999 * double(buf.size())));
+  std::nth_element(buf.begin(), buf.begin() + std::ptrdiff_t(q), buf.end());
+  const double b = std::max(3.0, 1.2 * buf[q]);
+  if (!std::isfinite(b))
+    throw DataError("cannot choose a spline tail bound: the data hold non-finite values (give --tail-bound)");
+  return std::ceil(b * 2.0) / 2.0;
 }
 
 flows::TrainConfig train_config(const TrainOptions& o) {
@@ -67,6 +90,11 @@ flows::TrainConfig train_config(const TrainOptions& o) {
 nlohmann::json options_json(const TrainOptions& o) {
   return {{"data", o.data},
           {"layers", o.layers},
+          {"structure", o.structure},
+          {"coupling", o.additive ? std::string("additive") : o.coupling},
+          {"conditioner", o.conditioner},
+          {"bins", o.bins},
+          {"tail_bound", o.tail_bound},
           {"hidden", o.hidden},
           {"depth", o.depth},
           {"activation", o.activation},
@@ -84,7 +112,7 @@ nlohmann::json options_json(const TrainOptions& o) {
           {"permutation", o.permutation},
           {"actnorm", o.actnorm},
           {"lu", o.lu},
-          {"additive", o.additive},
+          {"additive", o.additive || o.coupling == "additive"},
           {"scale_clamp", o.scale_clamp},
           {"base", o.base},
           {"standardize", o.standardize},
@@ -103,6 +131,12 @@ TrainOptions options_from_json(const nlohmann::json& j, const TrainOptions& cli)
   TrainOptions o = cli;
   o.data = j.at("data");
   o.layers = j.at("layers");
+  // Checkpoints written before spline couplings lack these keys; they were affine/additive layer stacks.
+  o.structure = j.value("structure", std::string("layers"));
+  o.coupling = j.value("coupling", std::string(j.at("additive").get<bool>() ? "additive" : "affine"));
+  o.conditioner = j.value("conditioner", std::string("mlp"));
+  o.bins = j.value("bins", 8);
+  o.tail_bound = j.value("tail_bound", 0.0);
   o.hidden = j.at("hidden");
   o.depth = j.at("depth");
   o.activation = j.at("activation");
@@ -149,7 +183,11 @@ std::unique_ptr<flows::Flow<float>> build_flow(const TrainOptions& o, std::size_
   spec.coupling.depth = o.depth;
   spec.coupling.activation = ad::activation_from_name(o.activation);
   spec.coupling.scale_clamp = o.scale_clamp;
-  spec.coupling.additive = o.additive;
+  spec.structure = flows::structure_from_name(o.structure);
+  spec.coupling.kind = flows::coupling_kind_from_name(o.additive ? "additive" : o.coupling);
+  spec.coupling.conditioner = flows::conditioner_from_name(o.conditioner);
+  spec.coupling.bins = o.bins;
+  spec.coupling.tail_bound = o.tail_bound;
   spec.permutation = flows::permutation_from_name(o.permutation);
   spec.actnorm = o.actnorm;
   spec.lu = o.lu;
@@ -221,6 +259,8 @@ int run_train(const TrainOptions& cli) {
   std::unique_ptr<flows::Dataset> data =
       stdz.active() ? std::make_unique<StandardizedDataset>(std::move(raw), stdz) : std::move(raw);
 
+  if (o.additive) o.coupling = "additive", o.additive = false;
+  if (o.coupling == "rqs" && o.tail_bound == 0.0) o.tail_bound = auto_tail_bound(*data, o.seed);
   auto flow = cli.resume ? flows::Flow<float>::from_config(flows::read_architecture(checkpoint.string()).at("flow"))
                          : build_flow(o, data->dim());
   flows::Trainer<float> trainer(*flow, *data, train_config(o));

@@ -791,11 +791,13 @@ template <class T> struct RQSpline {
         const auto inside = (v >= V(-B)) & (v <= V(B));
         const V vc = kern::where(inside, v, V(T(0)));
         const spline::Bin<V> bin = spline::find_bin(kn, K, vc, inverse);
-        const V xi = inverse ? spline::inverse_xi(bin, vc)
-                             : xsimd::min(xsimd::max((vc - bin.x0) / bin.w, V(T(0))), V(T(1)));
         V y, logd;
-        spline::eval_bin(bin, xi, y, logd);
-        if (inverse) y = bin.x0 + xi * bin.w, logd = -logd;
+        if (inverse) {
+          const V xi = spline::inverse_xi(bin, vc, logd);
+          y = bin.x0 + xi * bin.w, logd = -logd;
+        } else {
+          spline::eval_bin(bin, xsimd::min(xsimd::max((vc - bin.x0) / bin.w, V(T(0))), V(T(1))), y, logd);
+        }
         T ys[Block::kMaxLanes], ls[Block::kMaxLanes];
         store(kern::where(inside, y, v), ys);
         store(kern::where(inside, logd, V(T(0))), ls);
@@ -835,9 +837,8 @@ template <class T> struct RQSpline {
           g = spline::reverse_bin(bin, vc, gy, gl);
           g_in = g.x;
         } else {
-          const V xi = spline::inverse_xi(bin, vc);
-          V y_unused, logd;
-          spline::eval_bin(bin, xi, y_unused, logd);
+          V logd;
+          const V xi = spline::inverse_xi(bin, vc, logd);
           const V a = gy - gl * spline::dlogd_dx(bin, xi);  // here gy is x̄ and gl is ℓ̄ of ℓ = −log s'
           const V dinv = xsimd::exp(-logd);                 // 1 / s'(x)
           g_in = a * dinv;

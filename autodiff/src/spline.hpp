@@ -160,15 +160,24 @@ inline V dlogd_dx(const Bin<V>& b, V xi) {
 /// a ξ² + b ξ + c = 0 with Δ = y − Y_k, q = δ_{k+1} + δ_k − 2s,
 ///   a = Δy (s − δ_k) + Δ q,  b = Δy δ_k − Δ q,  c = −s Δ,
 /// taken in the form ξ = 2c / (−b − √(b² − 4ac)), which does not cancel (Durkan et al., App. A).
+/// a, b and c themselves can cancel, in a bin whose slope varies steeply, so one Newton step
+/// on y(ξ) = y follows, kept only where it lowers the residual: the result is then as accurate
+/// as the forward map allows. logd receives log y' at the returned ξ.
 template <class V>
-inline V inverse_xi(const Bin<V>& b, V y) {
+inline V inverse_xi(const Bin<V>& b, V y, V& logd) {
   const V s = b.h / b.w, q = b.d1 + b.d0 - V(2) * s, dy = y - b.y0;
   const V qa = b.h * (s - b.d0) + dy * q;
   const V qb = b.h * b.d0 - dy * q;
   const V qc = -s * dy;
   const V disc = xsimd::max(qb * qb - V(4) * qa * qc, V(0));
-  const V xi = V(2) * qc / (-qb - xsimd::sqrt(disc));
-  return xsimd::min(xsimd::max(xi, V(0)), V(1));
+  const V xi0 = xsimd::min(xsimd::max(V(2) * qc / (-qb - xsimd::sqrt(disc)), V(0)), V(1));
+  V y0, l0, y1, l1;
+  eval_bin(b, xi0, y0, l0);
+  const V xi1 = xsimd::min(xsimd::max(xi0 - (y0 - y) / (xsimd::exp(l0) * b.w), V(0)), V(1));  // dy/dξ = y' Δx
+  eval_bin(b, xi1, y1, l1);
+  const auto better = xsimd::abs(y1 - y) < xsimd::abs(y0 - y);
+  logd = where(better, l1, l0);
+  return where(better, xi1, xi0);
 }
 
 /// The adjoints of u (3K − 1 values, written to gu) from the adjoints of one bin's X_k, Δx,

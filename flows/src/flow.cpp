@@ -203,11 +203,20 @@ std::unique_ptr<Flow<T>> make_flow(std::size_t dim, const FlowSpec& spec) {
   std::vector<int> a, b;
   for (std::size_t l = 0; l < spec.layers; ++l) {
     if (spec.actnorm) flow->add_layer(std::make_unique<ActNorm<T>>(dim));
-    if (spec.lu) flow->add_layer(std::make_unique<LULinear<T>>(dim));
+    if (spec.lu || spec.structure == Structure::steps) flow->add_layer(std::make_unique<LULinear<T>>(dim));
     coupling_split(dim, l, spec.permutation, rng, a, b);
-    flow->add_layer(std::make_unique<AffineCoupling<T>>(dim, a, b, spec.coupling, rng));
+    flow->add_layer(make_coupling<T>(dim, a, b, spec.coupling, rng));
+    if (spec.structure == Structure::steps && !b.empty()) flow->add_layer(make_coupling<T>(dim, b, a, spec.coupling, rng));
   }
   return flow;
+}
+
+const char* structure_name(Structure s) { return s == Structure::layers ? "layers" : "steps"; }
+
+Structure structure_from_name(const std::string& name) {
+  if (name == "layers") return Structure::layers;
+  if (name == "steps") return Structure::steps;
+  throw std::invalid_argument(fmt::format("unknown structure '{}' (expected layers or steps)", name));
 }
 
 // ---------------------------------------------------------------- costs

@@ -48,37 +48,96 @@ void coupling_split(std::size_t d, std::size_t index, Permutation kind, ad::Rng&
   std::sort(b.begin(), b.end());
 }
 
-// ---------------------------------------------------------------- affine coupling
+// ---------------------------------------------------------------- couplings
+const char* coupling_kind_name(CouplingKind k) {
+  switch (k) {
+    case CouplingKind::affine: return "affine";
+    case CouplingKind::additive: return "additive";
+    case CouplingKind::rqs: return "rqs";
+  }
+  return "?";
+}
+
+CouplingKind coupling_kind_from_name(const std::string& name) {
+  for (CouplingKind k : {CouplingKind::affine, CouplingKind::additive, CouplingKind::rqs})
+    if (name == coupling_kind_name(k)) return k;
+  throw std::invalid_argument(fmt::format("unknown coupling '{}' (expected affine, additive or rqs)", name));
+}
+
+const char* conditioner_name(ConditionerKind k) { return k == ConditionerKind::mlp ? "mlp" : "resnet"; }
+
+ConditionerKind conditioner_from_name(const std::string& name) {
+  if (name == "mlp") return ConditionerKind::mlp;
+  if (name == "resnet") return ConditionerKind::resnet;
+  throw std::invalid_argument(fmt::format("unknown conditioner '{}' (expected mlp or resnet)", name));
+}
+
 template <class T>
-AffineCoupling<T>::AffineCoupling(std::size_t dim, std::vector<int> a, std::vector<int> b, const CouplingConfig& cfg,
-                                  ad::Rng& rng)
+Coupling<T>::Coupling(std::size_t dim, std::vector<int> a, std::vector<int> b, const CouplingConfig& cfg, ad::Rng& rng,
+                      std::size_t outputs_per_coordinate)
     : Bijector<T>(dim), a_(std::move(a)), b_(std::move(b)), cfg_(cfg) {
   std::vector<bool> seen(dim, false);
   for (int i : a_) {
-    if (i < 0 || std::size_t(i) >= dim || seen[i]) throw std::invalid_argument("AffineCoupling: A is not a set of coordinates");
+    if (i < 0 || std::size_t(i) >= dim || seen[i]) throw std::invalid_argument("coupling: A is not a set of coordinates");
     seen[i] = true;
   }
   for (int i : b_) {
-    if (i < 0 || std::size_t(i) >= dim || seen[i]) throw std::invalid_argument("AffineCoupling: A and B must partition the coordinates");
+    if (i < 0 || std::size_t(i) >= dim || seen[i]) throw std::invalid_argument("coupling: A and B must partition the coordinates");
     seen[i] = true;
   }
   if (a_.empty() || a_.size() + b_.size() != dim)
-    throw std::invalid_argument("AffineCoupling: A and B must partition the coordinates, A non-empty");
+    throw std::invalid_argument("coupling: A and B must partition the coordinates, A non-empty");
   const std::size_t in = std::max<std::size_t>(1, b_.size());  // d = 1: a constant input
-  const std::size_t out = (cfg_.additive ? 1 : 2) * a_.size();
-  net_ = std::make_unique<nn::MLP<T>>(in, std::vector<std::size_t>(cfg_.depth, cfg_.hidden), out, cfg_.activation, rng,
-                                      /*zero_last=*/true);
+  const std::size_t out = outputs_per_coordinate * a_.size();
+  if (cfg_.conditioner == ConditionerKind::resnet)
+    net_ = std::make_unique<nn::ResidualNet<T>>(in, cfg_.hidden, cfg_.depth, out, cfg_.activation, rng, /*zero_last=*/true);
+  else
+    net_ = std::make_unique<nn::MLP<T>>(in, std::vector<std::size_t>(cfg_.depth, cfg_.hidden), out, cfg_.activation, rng,
+                                        /*zero_last=*/true);
   this->register_module("net", *net_);
 }
 
 template <class T>
+Var<T> Coupling<T>::conditioner(Var<T> z) {
+  return net_->forward(b_.empty() ? z.tape->constant(z.rows(), 1, T(1)) : ad::take_cols(z, b_));
+}
+
+template <class T>
+nlohmann::json Coupling<T>::config() const {
+  nlohmann::json c = {{"type", cfg_.kind == CouplingKind::rqs        ? "rqs_coupling"
+                               : cfg_.kind == CouplingKind::additive ? "additive_coupling"
+                                                                     : "affine_coupling"},
+                      {"dim", this->dim_},
+                      {"updated", a_},
+                      {"conditioning", b_},
+                      {"conditioner", conditioner_name(cfg_.conditioner)},
+                      {"hidden", cfg_.hidden},
+                      {"depth", cfg_.depth},
+                      {"activation", ad::activation_name(cfg_.activation)}};
+  if (cfg_.kind == CouplingKind::rqs) {
+    c["bins"] = cfg_.bins;
+    c["tail_bound"] = cfg_.tail_bound;
+  } else {
+    c["scale_clamp"] = cfg_.scale_clamp;
+  }
+  return c;
+}
+
+// ---------------------------------------------------------------- affine coupling
+template <class T>
+AffineCoupling<T>::AffineCoupling(std::size_t dim, std::vector<int> a, std::vector<int> b, const CouplingConfig& cfg,
+                                  ad::Rng& rng)
+    : Coupling<T>(dim, std::move(a), std::move(b), cfg, rng, cfg.kind == CouplingKind::additive ? 1 : 2) {
+  if (cfg.kind == CouplingKind::rqs) throw std::invalid_argument("AffineCoupling: the config asks for a spline coupling");
+}
+
+template <class T>
 std::pair<Var<T>, Var<T>> AffineCoupling<T>::scale_shift(Var<T> z) {
-  const Var<T> cond = b_.empty() ? z.tape->constant(z.rows(), 1, T(1)) : ad::take_cols(z, b_);
-  const Var<T> h = net_->forward(cond);
-  const std::size_t k = a_.size();
-  if (cfg_.additive) return {Var<T>{}, h};
+  const Var<T> h = this->conditioner(z);
+  const std::size_t k = this->a_.size();
+  if (this->cfg_.kind == CouplingKind::additive) return {Var<T>{}, h};
   Var<T> w = ad::slice_cols(h, 0, k);
-  if (cfg_.scale_clamp > 0) w = ad::soft_clamp(w, T(cfg_.scale_clamp));
+  if (this->cfg_.scale_clamp > 0) w = ad::soft_clamp(w, T(this->cfg_.scale_clamp));
   return {w, ad::slice_cols(h, k, k)};
 }
 
@@ -86,30 +145,52 @@ std::pair<Var<T>, Var<T>> AffineCoupling<T>::scale_shift(Var<T> z) {
 template <class T>
 Mapped<T> AffineCoupling<T>::forward(Var<T> x) {
   const auto [w, b] = scale_shift(x);
-  const Var<T> xa = ad::take_cols(x, a_);
+  const Var<T> xa = ad::take_cols(x, this->a_);
   const Var<T> ya = w.tape ? xa * ad::exp(w) + b : xa + b;
-  return {ad::scatter_cols(x, ya, a_), w.tape ? ad::row_sums(w) : Var<T>{}};
+  return {ad::scatter_cols(x, ya, this->a_), w.tape ? ad::row_sums(w) : Var<T>{}};
 }
 
 // x_A = (y_A − b) ⊙ exp(−w),   log|det| = −Σ_i w_i
 template <class T>
 Mapped<T> AffineCoupling<T>::inverse(Var<T> y) {
   const auto [w, b] = scale_shift(y);
-  const Var<T> ya = ad::take_cols(y, a_);
+  const Var<T> ya = ad::take_cols(y, this->a_);
   const Var<T> xa = w.tape ? (ya - b) * ad::exp(-w) : ya - b;
-  return {ad::scatter_cols(y, xa, a_), w.tape ? -ad::row_sums(w) : Var<T>{}};
+  return {ad::scatter_cols(y, xa, this->a_), w.tape ? -ad::row_sums(w) : Var<T>{}};
+}
+
+// ---------------------------------------------------------------- spline coupling
+template <class T>
+RQSplineCoupling<T>::RQSplineCoupling(std::size_t dim, std::vector<int> a, std::vector<int> b,
+                                      const CouplingConfig& cfg, ad::Rng& rng)
+    : Coupling<T>(dim, std::move(a), std::move(b), cfg, rng, std::size_t(3 * std::max(cfg.bins, 1) - 1)) {
+  if (cfg.kind != CouplingKind::rqs) throw std::invalid_argument("RQSplineCoupling: the config asks for another coupling");
+  if (cfg.bins < 2 || cfg.bins > 64)
+    throw std::invalid_argument(fmt::format("spline coupling: {} bins (expected 2 to 64)", cfg.bins));
+  if (!(cfg.tail_bound > 0) || !std::isfinite(cfg.tail_bound))
+    throw std::invalid_argument(fmt::format("spline coupling: the tail bound must be positive, got {}", cfg.tail_bound));
+}
+
+// y_A = s_θ(x_A) (or x_A = s_θ⁻¹(y_A)) with θ = h(x_B); the op returns [values | log|det|].
+template <class T>
+Mapped<T> RQSplineCoupling<T>::apply(Var<T> z, bool inverse) {
+  const std::size_t k = this->a_.size();
+  const Var<T> r = ad::rq_spline(ad::take_cols(z, this->a_), this->conditioner(z), this->cfg_.bins,
+                                 T(this->cfg_.tail_bound), inverse);
+  return {ad::scatter_cols(z, ad::slice_cols(r, 0, k), this->a_), ad::slice_cols(r, k, 1)};
 }
 
 template <class T>
-nlohmann::json AffineCoupling<T>::config() const {
-  return {{"type", cfg_.additive ? "additive_coupling" : "affine_coupling"},
-          {"dim", this->dim_},
-          {"updated", a_},
-          {"conditioning", b_},
-          {"hidden", cfg_.hidden},
-          {"depth", cfg_.depth},
-          {"activation", ad::activation_name(cfg_.activation)},
-          {"scale_clamp", cfg_.scale_clamp}};
+Mapped<T> RQSplineCoupling<T>::forward(Var<T> x) { return apply(x, false); }
+
+template <class T>
+Mapped<T> RQSplineCoupling<T>::inverse(Var<T> y) { return apply(y, true); }
+
+template <class T>
+std::unique_ptr<Coupling<T>> make_coupling(std::size_t dim, std::vector<int> a, std::vector<int> b,
+                                           const CouplingConfig& cfg, ad::Rng& rng) {
+  if (cfg.kind == CouplingKind::rqs) return std::make_unique<RQSplineCoupling<T>>(dim, std::move(a), std::move(b), cfg, rng);
+  return std::make_unique<AffineCoupling<T>>(dim, std::move(a), std::move(b), cfg, rng);
 }
 
 // ---------------------------------------------------------------- ActNorm
@@ -337,24 +418,37 @@ void check_parameter_count(double count, const std::string& type) {
 template <class T>
 std::unique_ptr<Bijector<T>> make_layer(const nlohmann::json& c, ad::Rng& rng) {
   const std::string type = c.at("type").get<std::string>();
-  if (type == "affine_coupling" || type == "additive_coupling") {
+  if (type == "affine_coupling" || type == "additive_coupling" || type == "rqs_coupling") {
     const std::size_t dim = count_field(c, "dim", 1, kMaxLayerDim, type);
     CouplingConfig cfg;
+    cfg.kind = type == "rqs_coupling" ? CouplingKind::rqs
+               : type == "additive_coupling" ? CouplingKind::additive
+                                             : CouplingKind::affine;
+    cfg.conditioner = conditioner_from_name(c.value("conditioner", std::string("mlp")));  // files before 0.2: mlp
     cfg.hidden = count_field(c, "hidden", 0, kMaxHidden, type);
     cfg.depth = count_field(c, "depth", 0, kMaxDepth, type);
     cfg.activation = ad::activation_from_name(c.at("activation").get<std::string>());
-    cfg.scale_clamp = c.value("scale_clamp", 0.0);
-    cfg.additive = type == "additive_coupling";
-    std::vector<int> a = index_field(c, "updated", dim, type), b = index_field(c, "conditioning", dim, type);
-    // The conditioner MLP: max(1, |B|) -> hidden (depth times) -> (1 or 2)|A|, weights and biases.
-    double count = 0, width = double(std::max<std::size_t>(1, b.size()));
-    for (std::size_t l = 0; l <= cfg.depth; ++l) {
-      const double next = l < cfg.depth ? double(cfg.hidden) : double((cfg.additive ? 1 : 2) * a.size());
-      count += width * next + next;
-      width = next;
+    std::size_t per_coordinate = cfg.kind == CouplingKind::additive ? 1 : 2;
+    if (cfg.kind == CouplingKind::rqs) {
+      cfg.bins = int(count_field(c, "bins", 2, 64, type));
+      const nlohmann::json& bound = c.at("tail_bound");
+      if (!bound.is_number() || !(bound.get<double>() > 0) || !std::isfinite(bound.get<double>()))
+        throw std::invalid_argument(
+            fmt::format("{} layer: 'tail_bound' must be a positive number, got {}", type, json_shown(bound)));
+      cfg.tail_bound = bound.get<double>();
+      per_coordinate = std::size_t(3 * cfg.bins - 1);
+    } else {
+      cfg.scale_clamp = c.value("scale_clamp", 0.0);
     }
+    std::vector<int> a = index_field(c, "updated", dim, type), b = index_field(c, "conditioning", dim, type);
+    // The conditioner: max(1, |B|) -> hidden -> … -> per_coordinate·|A|, weights and biases.
+    const double in = double(std::max<std::size_t>(1, b.size())), h = double(cfg.hidden);
+    const double out = double(per_coordinate * a.size()), depth = double(cfg.depth);
+    const double count = cfg.conditioner == ConditionerKind::resnet
+                             ? in * h + h + depth * 2 * (h * h + h) + h * out + out
+                             : (cfg.depth == 0 ? in * out + out : in * h + h + (depth - 1) * (h * h + h) + h * out + out);
     check_parameter_count(count, type);
-    return std::make_unique<AffineCoupling<T>>(dim, std::move(a), std::move(b), cfg, rng);
+    return make_coupling<T>(dim, std::move(a), std::move(b), cfg, rng);
   }
   if (type == "actnorm") {
     const std::size_t dim = count_field(c, "dim", 1, kMaxLayerDim, type);
@@ -368,13 +462,21 @@ std::unique_ptr<Bijector<T>> make_layer(const nlohmann::json& c, ad::Rng& rng) {
     return std::make_unique<LULinear<T>>(dim);
   }
   throw std::invalid_argument(fmt::format(
-      "unknown layer type '{}' (expected affine_coupling, additive_coupling, actnorm or lu_linear)", type));
+      "unknown layer type '{}' (expected affine_coupling, additive_coupling, rqs_coupling, actnorm or lu_linear)", type));
 }
 
 template class Bijector<float>;
 template class Bijector<double>;
+template class Coupling<float>;
+template class Coupling<double>;
 template class AffineCoupling<float>;
 template class AffineCoupling<double>;
+template class RQSplineCoupling<float>;
+template class RQSplineCoupling<double>;
+template std::unique_ptr<Coupling<float>> make_coupling<float>(std::size_t, std::vector<int>, std::vector<int>,
+                                                               const CouplingConfig&, ad::Rng&);
+template std::unique_ptr<Coupling<double>> make_coupling<double>(std::size_t, std::vector<int>, std::vector<int>,
+                                                                 const CouplingConfig&, ad::Rng&);
 template class ActNorm<float>;
 template class ActNorm<double>;
 template class LULinear<float>;

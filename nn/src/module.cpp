@@ -120,6 +120,31 @@ Var<T> MLP<T>::forward(Var<T> x) {
   return x;
 }
 
+// ---------------------------------------------------------------- residual network
+template <class T>
+ResidualNet<T>::ResidualNet(std::size_t in, std::size_t hidden, std::size_t blocks, std::size_t out, Activation act,
+                            ad::Rng& rng, bool zero_last, Init init)
+    : act_(act) {
+  in_ = std::make_unique<Linear<T>>(in, hidden, rng, init);
+  this->register_module("in", *in_);
+  for (std::size_t k = 0; k < blocks; ++k) {
+    blocks_.push_back(std::make_unique<Linear<T>>(hidden, hidden, rng, init, act));
+    blocks_.push_back(std::make_unique<Linear<T>>(hidden, hidden, rng, Init::zeros));
+    this->register_module(fmt::format("blocks.{}.0", k), *blocks_[2 * k]);
+    this->register_module(fmt::format("blocks.{}.1", k), *blocks_[2 * k + 1]);
+  }
+  out_ = std::make_unique<Linear<T>>(hidden, out, rng, zero_last ? Init::zeros : init);
+  this->register_module("out", *out_);
+}
+
+template <class T>
+Var<T> ResidualNet<T>::forward(Var<T> x) {
+  Var<T> h = in_->forward(x);
+  for (std::size_t k = 0; k < blocks_.size(); k += 2)
+    h = h + blocks_[k + 1]->forward(blocks_[k]->forward(ad::activation(h, act_)));
+  return out_->forward(h);
+}
+
 template void initialize<float>(ad::Array<float>&, Init, ad::Rng&, double);
 template void initialize<double>(ad::Array<double>&, Init, ad::Rng&, double);
 template class Module<float>;
@@ -128,5 +153,7 @@ template class Linear<float>;
 template class Linear<double>;
 template class MLP<float>;
 template class MLP<double>;
+template class ResidualNet<float>;
+template class ResidualNet<double>;
 
 }  // namespace nn

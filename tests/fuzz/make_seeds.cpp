@@ -88,13 +88,13 @@ int main(int argc, char** argv) {
     s.seed = 1;
     variants.push_back({"actnorm_lu_2d", 2, s});
     s.actnorm = s.lu = false;
-    s.coupling.additive = true;
+    s.coupling.kind = flows::CouplingKind::additive;
     s.coupling.depth = 1;
     s.coupling.activation = ad::Activation::relu;
     s.base = "diagonal_gaussian";
     s.permutation = flows::Permutation::alternate;
     variants.push_back({"additive_diag_3d", 3, s});
-    s.coupling.additive = false;
+    s.coupling.kind = flows::CouplingKind::affine;
     s.coupling.scale_clamp = 2.0;
     s.layers = 1;
     s.base = "standard_normal";

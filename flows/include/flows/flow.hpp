@@ -89,13 +89,23 @@ class Flow : public nn::Module<T> {
   std::vector<std::unique_ptr<Bijector<T>>> layers_;
 };
 
+/// How the layers are grouped.
+enum class Structure {
+  layers,  ///< L couplings, each updating the coordinates A_l that Π picks (plus the optional ActNorm/LU)
+  steps,   ///< L steps as in the paper's code: an LU linear layer, then two couplings on A_l and on its
+           ///< complement, so that every coordinate is updated once per step (d = 1: one coupling)
+};
+Structure structure_from_name(const std::string& name);  ///< "layers", "steps"
+const char* structure_name(Structure s);
+
 /// How to build a flow for `dim` dimensions.
 struct FlowSpec {
-  std::size_t layers = 8;                 ///< number of couplings
+  std::size_t layers = 8;                 ///< number of couplings (structure layers) or of steps (steps)
+  Structure structure = Structure::layers;
   CouplingConfig coupling;
   Permutation permutation = Permutation::random;
-  bool actnorm = false;                   ///< an ActNorm before each coupling
-  bool lu = false;                        ///< an LU linear layer before each coupling
+  bool actnorm = false;                   ///< an ActNorm before each coupling (layers) or step (steps)
+  bool lu = false;                        ///< an LU linear layer before each coupling (steps always have one)
   std::string base = "standard_normal";   ///< or "diagonal_gaussian" (learned mean and log-std)
   std::uint64_t seed = 0;                 ///< for the permutations and the initial weights
 };

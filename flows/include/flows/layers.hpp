@@ -57,36 +57,91 @@ const char* permutation_name(Permutation p);
 void coupling_split(std::size_t d, std::size_t index, Permutation kind, ad::Rng& rng, std::vector<int>& a,
                     std::vector<int>& b);
 
+/// What a coupling does to its updated coordinates.
+enum class CouplingKind {
+  affine,    ///< y_A = x_A ⊙ exp(w) + b
+  additive,  ///< y_A = x_A + b (w ≡ 0)
+  rqs,       ///< y_A = s_θ(x_A), a monotonic rational-quadratic spline per coordinate (Durkan et al. 2019)
+};
+CouplingKind coupling_kind_from_name(const std::string& name);  ///< "affine", "additive", "rqs"
+const char* coupling_kind_name(CouplingKind k);
+
+/// The conditioner network h_θ of a coupling.
+enum class ConditionerKind {
+  mlp,     ///< nn::MLP with `depth` hidden layers
+  resnet,  ///< nn::ResidualNet with `depth` residual blocks (as in the paper's code)
+};
+ConditionerKind conditioner_from_name(const std::string& name);  ///< "mlp", "resnet"
+const char* conditioner_name(ConditionerKind k);
+
 struct CouplingConfig {
+  CouplingKind kind = CouplingKind::affine;
+  ConditionerKind conditioner = ConditionerKind::mlp;
   std::size_t hidden = 64;       ///< width of the conditioner's hidden layers
-  std::size_t depth = 2;         ///< number of hidden layers
+  std::size_t depth = 2;         ///< hidden layers (mlp) or residual blocks (resnet)
   Activation activation = Activation::tanh;
-  double scale_clamp = 0.0;      ///< c > 0: w = c·tanh(w_raw / c); 0: w = w_raw (the specification)
-  bool additive = false;         ///< w ≡ 0
+  double scale_clamp = 0.0;      ///< affine: c > 0 gives w = c·tanh(w_raw / c); 0: w = w_raw (the specification)
+  int bins = 8;                  ///< rqs: K, the number of bins
+  double tail_bound = 3.0;       ///< rqs: B, the spline acts on [−B, B] and is the identity outside
+};
+
+/// What every coupling shares: the split into updated coordinates A and conditioning
+/// coordinates B, and the conditioner h_θ(x_B) (a constant input when B is empty, d = 1),
+/// whose last layer starts at zero so that the layer starts as the identity.
+template <class T>
+class Coupling : public Bijector<T> {
+ public:
+  const std::vector<int>& updated() const { return a_; }
+  const std::vector<int>& conditioning() const { return b_; }
+  const CouplingConfig& coupling_config() const { return cfg_; }
+  nn::Layer<T>& net() { return *net_; }
+  nlohmann::json config() const override;
+
+ protected:
+  /// outputs_per_coordinate: how many numbers h_θ gives for each updated coordinate.
+  Coupling(std::size_t dim, std::vector<int> a, std::vector<int> b, const CouplingConfig& cfg, ad::Rng& rng,
+           std::size_t outputs_per_coordinate);
+  /// h_θ of the conditioning columns of z (which equal x_B = y_B): m × |A|·outputs_per_coordinate.
+  Var<T> conditioner(Var<T> z);
+
+  std::vector<int> a_, b_;
+  CouplingConfig cfg_;
+  std::unique_ptr<nn::Layer<T>> net_;
 };
 
 /// Affine coupling: (w, b) = h(x_B), y_A = x_A ⊙ exp(w) + b, y_B = x_B,
-/// log|det| = Σ_i w_i; inverse x_A = (y_A − b) ⊙ exp(−w). h is an MLP whose last
-/// layer starts at zero, so the layer starts as the identity.
+/// log|det| = Σ_i w_i; inverse x_A = (y_A − b) ⊙ exp(−w). Additive when cfg.kind is additive.
 template <class T>
-class AffineCoupling : public Bijector<T> {
+class AffineCoupling : public Coupling<T> {
  public:
   AffineCoupling(std::size_t dim, std::vector<int> a, std::vector<int> b, const CouplingConfig& cfg, ad::Rng& rng);
   Mapped<T> forward(Var<T> x) override;
   Mapped<T> inverse(Var<T> y) override;
-  nlohmann::json config() const override;
-  const std::vector<int>& updated() const { return a_; }
-  const std::vector<int>& conditioning() const { return b_; }
-  nn::MLP<T>& net() { return *net_; }
 
  private:
-  /// (w, b) from the conditioning columns of z (which equal x_B = y_B).
+  /// (w, b) from the conditioning columns of z.
   std::pair<Var<T>, Var<T>> scale_shift(Var<T> z);
-
-  std::vector<int> a_, b_;
-  CouplingConfig cfg_;
-  std::unique_ptr<nn::MLP<T>> net_;
 };
+
+/// Rational-quadratic spline coupling (Durkan et al., "Neural Spline Flows", 2019):
+/// θ = h(x_B) gives 3K − 1 numbers per updated coordinate, y_A = s_θ(x_A) coordinate by
+/// coordinate on [−B, B] (the identity outside), y_B = x_B, log|det| = Σ_i log s'_θ(x_i);
+/// the inverse is closed-form (ad::rq_spline). h starts at zero, and θ = 0 is the identity.
+template <class T>
+class RQSplineCoupling : public Coupling<T> {
+ public:
+  RQSplineCoupling(std::size_t dim, std::vector<int> a, std::vector<int> b, const CouplingConfig& cfg, ad::Rng& rng);
+  Mapped<T> forward(Var<T> x) override;
+  Mapped<T> inverse(Var<T> y) override;
+
+ private:
+  Mapped<T> apply(Var<T> z, bool inverse);
+};
+
+/// A coupling of cfg.kind.
+template <class T>
+std::unique_ptr<Coupling<T>> make_coupling(std::size_t dim, std::vector<int> a, std::vector<int> b,
+                                           const CouplingConfig& cfg, ad::Rng& rng);
 
 /// ActNorm: y = x ⊙ exp(s) + t per feature, log|det| = Σ_j s_j. The first data
 /// batch initializes it so that f⁻¹(batch) has zero mean and unit variance; the

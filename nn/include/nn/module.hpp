@@ -84,6 +84,24 @@ class MLP : public Layer<T> {
   std::vector<std::unique_ptr<Linear<T>>> layers_;
 };
 
+/// Residual network (pre-activation blocks, as nflows' ResidualNet that the MFG_NF code uses):
+///   h = x·W_inᵀ + b_in,   then `blocks` times   h ← h + B₁(act(B₀(act(h)))),   out = h·W_outᵀ + b_out,
+/// with B₀, B₁ dense hidden→hidden layers. Each block's B₁ starts at zero (the block starts as the
+/// identity), and with zero_last so does the output layer. Children: "in", "blocks.<k>.0",
+/// "blocks.<k>.1", "out".
+template <class T>
+class ResidualNet : public Layer<T> {
+ public:
+  ResidualNet(std::size_t in, std::size_t hidden, std::size_t blocks, std::size_t out, Activation act, ad::Rng& rng,
+              bool zero_last = false, Init init = Init::xavier_uniform);
+  Var<T> forward(Var<T> x) override;
+
+ private:
+  Activation act_;
+  std::unique_ptr<Linear<T>> in_, out_;
+  std::vector<std::unique_ptr<Linear<T>>> blocks_;  // two per block: act(B₀ ·), then B₁ ·
+};
+
 /// Applies an activation elementwise.
 template <class T>
 class ActivationLayer : public Layer<T> {
@@ -124,5 +142,7 @@ extern template class Linear<float>;
 extern template class Linear<double>;
 extern template class MLP<float>;
 extern template class MLP<double>;
+extern template class ResidualNet<float>;
+extern template class ResidualNet<double>;
 
 }  // namespace nn
