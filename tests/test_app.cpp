@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -123,7 +124,14 @@ TEST_CASE("invalid flags exit with code 2 and a message naming the flag") {
                         Case{"train --transport-floor 0.1", "--transport-floor"},
                         Case{"train --transport-schedule cosine --transport-weight 0", "--transport-schedule"},
                         Case{"train --steps ten", "--steps"}, Case{"train --no-such-flag", "no-such-flag"},
-                        Case{"eval", "--model"}, Case{"frobnicate", "frobnicate"}}) {
+                        Case{"eval", "--model"}, Case{"frobnicate", "frobnicate"},
+                        Case{"train --coupling spline", "--coupling"}, Case{"train --coupling rqs --bins 1", "--bins"},
+                        Case{"train --coupling rqs --bins 65", "--bins"}, Case{"train --bins 8", "--bins"},
+                        Case{"train --coupling rqs --tail-bound 0", "--tail-bound"},
+                        Case{"train --tail-bound 4", "--tail-bound"},
+                        Case{"train --coupling rqs --scale-clamp 2", "--scale-clamp"},
+                        Case{"train --additive --coupling rqs", "--additive"},
+                        Case{"train --structure blocks", "--structure"}, Case{"train --conditioner cnn", "--conditioner"}}) {
     const std::string args = c.args;
     CAPTURE(args);
     const Result r = run(std::string(c.args) + " --out " + (dir / "x").string(), dir);
@@ -222,6 +230,55 @@ TEST_CASE("--threads 2: training is reproducible run to run, and eval and sample
   REQUIRE(x1.size() == 1400);
   REQUIRE(x2.size() == 1400);
   for (std::size_t i = 0; i < x1.size(); ++i) CHECK(x2[i] == doctest::Approx(x1[i]).epsilon(1e-5));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("spline flows through the CLI: rqs steps with a resnet conditioner train, evaluate, sample, plot and resume exactly") {
+  const fs::path dir = temp_dir("rqs");
+  const std::string common = "train --data moons --coupling rqs --bins 6 --structure steps --conditioner resnet --depth 1 "
+                             "--layers 2 --hidden 16 --batch 64 --eval-n 500 --threads 1 --quiet --checkpoint-every 20 "
+                             "--lr-schedule constant --warmup 0 --out ";  // so that 30 + 30 steps = 60 steps
+  const Result straight = run(common + (dir / "a").string() + " --steps 60 --no-plots", dir);
+  REQUIRE_MESSAGE(straight.code == 0, straight.err);
+  const nlohmann::json config = nlohmann::json::parse(std::ifstream(dir / "a" / "config.json"));
+  CHECK(config.at("coupling") == "rqs");
+  CHECK(config.at("structure") == "steps");
+  CHECK(config.at("tail_bound").get<double>() >= 3.0);  // chosen from the data, recorded for --resume
+  // Each step: LU + two couplings, so 2 steps leave 7 states per trajectory.
+  const Result s = run("sample --model " + (dir / "a").string() + " --n 20 --out " + (dir / "s.npy").string() +
+                           " --trajectories " + (dir / "t.npy").string(), dir);
+  REQUIRE_MESSAGE(s.code == 0, s.err);
+  CHECK(nn::read_npy((dir / "t.npy").string()).shape == std::vector<std::size_t>{7, 20, 2});
+  const Result e = run("eval --model " + (dir / "a").string() + " --n 1000", dir);
+  REQUIRE_MESSAGE(e.code == 0, e.err);
+  CHECK(std::isfinite(last_json(e.out).at("nll").get<double>()));
+  const Result p = run("plot --model " + (dir / "a").string() + " --out " + (dir / "figs").string(), dir);
+  REQUIRE_MESSAGE(p.code == 0, p.err);
+  CHECK(fs::exists(dir / "figs" / "density.png"));
+  // The same run in two halves (a schedule that does not depend on --steps) ends with the same parameters.
+  REQUIRE(run(common + (dir / "b").string() + " --steps 30 --no-plots", dir).code == 0);
+  const Result resumed = run(common + (dir / "b").string() + " --steps 60 --no-plots --resume", dir);
+  REQUIRE_MESSAGE(resumed.code == 0, resumed.err);
+  CHECK(params_of(dir / "a" / "model.npz") == params_of(dir / "b" / "model.npz"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("a model and checkpoint written by trflow 0.1 (affine only) still load, evaluate as then, and resume") {
+  const fs::path dir = temp_dir("v01");
+  const fs::path old = fs::path(TRFLOW_TEST_DATA) / "model_v0.1";
+  fs::copy(old, dir / "m");
+  // eval_n4000_seed5.json is what trflow 0.1 printed for `eval --n 4000 --seed 5` on this model.
+  const nlohmann::json then = nlohmann::json::parse(std::ifstream(old / "eval_n4000_seed5.json"));
+  const Result e = run("eval --model " + (dir / "m").string() + " --n 4000 --seed 5", dir);
+  REQUIRE_MESSAGE(e.code == 0, e.err);
+  const nlohmann::json now = last_json(e.out);
+  for (const char* k : {"nll", "transport", "map_cost", "forward_kl"})
+    CHECK_MESSAGE(now.at(k).get<double>() == doctest::Approx(then.at(k).get<double>()).epsilon(1e-9), k);
+  const Result r = run("train --out " + (dir / "m").string() + " --steps 220 --no-plots --quiet --eval-n 500 --resume", dir);
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  CHECK(last_json(r.out).at("steps").get<int>() == 220);
+  const nlohmann::json config = nlohmann::json::parse(std::ifstream(dir / "m" / "config.json"));
+  CHECK(config.at("coupling") == "affine");
   fs::remove_all(dir);
 }
 
