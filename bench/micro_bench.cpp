@@ -16,6 +16,11 @@
 //  * tanh/<shape>: the elementwise activation alone on an m×h tape value (forward node).
 //  * coupling/<shape>/{forward,inverse,inverse_bwd}: one flows::AffineCoupling on a tape.
 //  * adam/<shape>: nn::Adam::step over every parameter of the shape's flow.
+//  * rq_spline/m1024_n<n>_K<K>/{fwd,fwd_bwd,inv,inv_bwd}: the ad::rq_spline op alone on a tape
+//    (m×n values, m × n(3K−1) parameters, B = 3; about 5% of the values outside [−B, B]);
+//    items/s = spline elements (m·n) per CPU-second. fwd_bwd/inv_bwd: record + backward with
+//    adjoints for both the values and the parameters. n = 1 and 8 are shapes A's and B's
+//    updated coordinates per coupling; n = 64 a wide one.
 //  * fma_peak: the machine's fp32 FMA peak on one core, measured here with an xsimd loop of
 //    independent accumulators; every other benchmark reports pct_peak against it.
 //
@@ -244,6 +249,36 @@ void BM_coupling(benchmark::State& state, Shape s, CouplingPass pass) {
   state.SetItemsProcessed(state.iterations() * std::int64_t(m));
 }
 
+// ---------------------------------------------------------------- rational-quadratic spline op
+void BM_rq_spline(benchmark::State& state, int m, int n, int K, bool inverse, bool backward) {
+  const float B = 3.0f;
+  const std::size_t P = std::size_t(3 * K - 1);
+  ad::Array<float> x({std::size_t(m), std::size_t(n)}), theta({std::size_t(m), std::size_t(n) * P});
+  ad::Rng rng(21);
+  rng.fill_uniform(x.data(), x.size(), -1.05 * B, 1.05 * B);  // ~5% outside the box
+  rng.fill_uniform(theta.data(), theta.size(), -2.0, 2.0);   // bins of a few times unequal size
+  if (inverse) {  // invert values the forward map produced (same distribution as in a flow)
+    ad::Tape<float> t0;
+    const auto r = ad::rq_spline(t0.constant(x), t0.constant(theta), K, B, false);
+    for (std::size_t i = 0; i < std::size_t(m); ++i)
+      for (std::size_t j = 0; j < std::size_t(n); ++j) x(i, j) = r.value()(i, j);
+  }
+  ad::Tape<float> tape;
+  ad::Array<float> seed({std::size_t(m), std::size_t(n) + 1}, 1.0f);
+  auto body = [&] {
+    tape.clear();
+    const auto xv = backward ? tape.variable(x) : tape.constant(x);
+    const auto tv = backward ? tape.variable(theta) : tape.constant(theta);
+    const auto r = ad::rq_spline(xv, tv, K, B, inverse);
+    if (backward) tape.backward(r, seed);
+    benchmark::DoNotOptimize(r.value().data());
+  };
+  body();  // warm-up: sizes the tape's arrays
+  for (auto _ : state) body();
+  state.SetItemsProcessed(state.iterations() * std::int64_t(m) * n);  // spline elements/s
+  state.SetLabel("K=" + std::to_string(K) + (inverse ? ", inverse" : ", forward"));
+}
+
 // ---------------------------------------------------------------- Adam
 void BM_adam(benchmark::State& state, Shape s) {
   flows::FlowSpec spec;
@@ -315,6 +350,14 @@ void register_all() {
     benchmark::RegisterBenchmark(("coupling/" + S + "/inverse_bwd").c_str(), BM_coupling, s, CouplingPass::inverse_bwd)
         ->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark(("adam/" + S).c_str(), BM_adam, s)->Unit(benchmark::kMicrosecond);
+  }
+  for (int n : {1, 8, 64}) {
+    const int m = 1024, K = 8;
+    const std::string base = "rq_spline/m" + std::to_string(m) + "_n" + std::to_string(n) + "_K" + std::to_string(K) + "/";
+    benchmark::RegisterBenchmark((base + "fwd").c_str(), BM_rq_spline, m, n, K, false, false)->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark((base + "fwd_bwd").c_str(), BM_rq_spline, m, n, K, false, true)->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark((base + "inv").c_str(), BM_rq_spline, m, n, K, true, false)->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark((base + "inv_bwd").c_str(), BM_rq_spline, m, n, K, true, true)->Unit(benchmark::kMicrosecond);
   }
 }
 

@@ -15,6 +15,12 @@
 //
 //   train_bench --shape B --threads 1 [--steps 40 --reps 5 --warmup-steps 60 --eval-n 16384]
 //
+// --coupling rqs [--bins 8 --tail-bound B] swaps the affine couplings for rational-quadratic
+// spline couplings (flows::RQSplineCoupling, the same conditioner MLP with 3K − 1 outputs per
+// updated coordinate); the default tail bound is the one `trflow train` would choose for the
+// shape's data (max(3, 1.2 × the 99.9th percentile of |y|), rounded up to 0.5: 5 for A, 5.5 for B;
+// printed in the JSON). The PyTorch counterpart is bench/torch_spline.py.
+//
 // prints a human summary on stderr and one JSON line on stdout.
 //
 // Finding allocations: TRFLOW_BENCH_ALLOC_TRACE=1 groups the steady-state allocations by
@@ -24,6 +30,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -208,6 +215,9 @@ struct Options {
   std::string write_data;  // write n samples of the dataset as float32 .npy, then exit
   std::size_t write_n = 100000;
   bool skip_eval = false;
+  std::string coupling = "affine";  // affine | rqs
+  int bins = 8;
+  double tail_bound = 0;            // rqs; 0: as `trflow train` would choose it for the data
 };
 
 [[noreturn]] void usage(const char* why) {
@@ -215,6 +225,7 @@ struct Options {
                "train_bench: %s\n"
                "usage: train_bench --shape A|B|C [--threads N] [--blas-threads N] [--steps S] [--reps R] [--alloc-window 11:60]\n"
                "                   [--warmup-steps W (>= window end)] [--eval-n N] [--chunk 1024] [--no-eval]\n"
+               "                   [--coupling affine|rqs] [--bins 8] [--tail-bound B]\n"
                "       train_bench --shape A|B|C --write-data out.npy [--n 100000]\n",
                why);
   std::exit(2);
@@ -246,12 +257,16 @@ Options parse(int argc, char** argv) {
     else if (a == "--no-eval") o.skip_eval = true;
     else if (a == "--write-data") o.write_data = next();
     else if (a == "--n") o.write_n = std::stoul(next());
+    else if (a == "--coupling") o.coupling = next();
+    else if (a == "--bins") o.bins = std::stoi(next());
+    else if (a == "--tail-bound") o.tail_bound = std::stod(next());
     else usage(("unknown option " + a).c_str());
   }
   if (o.alloc_first < 2 || o.alloc_last < o.alloc_first) usage("--alloc-window needs 2 <= FIRST <= LAST");
   if (o.warmup_steps == 0) o.warmup_steps = o.alloc_last;
   if (o.warmup_steps < o.alloc_last) usage("--warmup-steps must cover the allocation window");
   if (o.reps < 1) usage("--reps must be positive");
+  if (o.coupling != "affine" && o.coupling != "rqs") usage("--coupling must be affine or rqs");
   return o;
 }
 
@@ -288,6 +303,20 @@ double loadavg1() {
     std::fclose(f);
   }
   return l;
+}
+
+/// The spline tail bound `trflow train` picks by default (apps/trflow/train_cmd.cpp,
+/// auto_tail_bound): max(3, 1.2 × the 99.9th percentile of |y_j| over 20 000 rows), rounded
+/// up to 0.5. (Before the timed window: its allocations do not count.)
+double auto_tail_bound(flows::Dataset& data, std::uint64_t seed) {
+  const std::size_t n = 20000, d = data.dim();
+  std::vector<double> buf(n * d);
+  ad::Rng rng(seed + 23);
+  data.sample(n, rng, buf.data());
+  for (double& v : buf) v = std::abs(v);
+  const std::size_t q = std::min(buf.size() - 1, std::size_t(0.999 * double(buf.size())));
+  std::nth_element(buf.begin(), buf.begin() + std::ptrdiff_t(q), buf.end());
+  return std::ceil(std::max(3.0, 1.2 * buf[q]) * 2.0) / 2.0;
 }
 
 std::string json_list(const std::vector<double>& v) {
@@ -402,6 +431,14 @@ int main(int argc, char** argv) {
   spec.coupling.hidden = shape->hidden;
   spec.coupling.depth = shape->depth;
   spec.coupling.activation = ad::Activation::tanh;
+  const bool rqs = o.coupling == "rqs";
+  double tail_bound = 0;
+  if (rqs) {
+    tail_bound = o.tail_bound > 0 ? o.tail_bound : auto_tail_bound(*data, 0);
+    spec.coupling.kind = flows::CouplingKind::rqs;
+    spec.coupling.bins = o.bins;
+    spec.coupling.tail_bound = tail_bound;
+  }
   spec.seed = 0;
   auto flow = flows::make_flow<float>(d, spec);
 
@@ -533,7 +570,7 @@ int main(int argc, char** argv) {
   }
 
   std::fprintf(stderr,
-               "train_bench %s (%s, d=%zu, %zu couplings, MLP %zux%zu tanh, batch %zu, %zu params), %d thread(s):\n"
+               "train_bench %s (%s, d=%zu, %zu %s couplings, MLP %zux%zu tanh, batch %zu, %zu params), %d thread(s):\n"
                "  train   %8.2f steps/s  (median of %d x %d steps; reps %s; %.1f CPU ms/step; last loss %.4f)\n"
                "  log_prob %9.0f samples/s   sampling %9.0f samples/s  (chunks of %zu, %zu samples)\n"
                "  peak RSS %.1f MB   heap allocations/step %.1f (operator new %.1f, malloc family %.1f; %.0f bytes; steps %d..%d);"
@@ -541,13 +578,14 @@ int main(int argc, char** argv) {
                "  tape of one step: %zu nodes, values %.1f MB, adjoints %.1f MB, scratch + workspace %.1f MB;"
                " parameters + grads + Adam moments %.1f MB\n"
                "  load average at start %.2f, at end %.2f\n",
-               shape->name, shape->data, d, shape->layers, shape->hidden, shape->depth, shape->batch,
-               flow->parameter_count(), o.threads, steps_per_s, o.reps, steps_per_rep, json_list(rep_rates).c_str(),
+               shape->name, shape->data, d, shape->layers, rqs ? fmt::format("rqs (K={}, B={})", o.bins, tail_bound).c_str() : "affine",
+               shape->hidden, shape->depth, shape->batch, flow->parameter_count(), o.threads, steps_per_s, o.reps, steps_per_rep, json_list(rep_rates).c_str(),
                cpu_ms_per_step, last.loss, lp_sps, sample_sps, o.chunk, eval_n, rss, allocs_per_step, new_per_step, malloc_per_step,
                alloc_bytes_per_step, o.alloc_first, o.alloc_last, faults_per_step, lp_allocs_per_chunk, sample_allocs_per_chunk, tape_nodes,
                tape_value_mb, tape_grad_mb, tape_scratch_mb, params_mb, load_start, loadavg1());
   std::printf(
-      "{\"impl\":\"trflow\",\"shape\":\"%s\",\"data\":\"%s\",\"d\":%zu,\"layers\":%zu,\"hidden\":%zu,\"batch\":%zu,"
+      "{\"impl\":\"trflow\",\"shape\":\"%s\",\"coupling\":\"%s\",\"bins\":%d,\"tail_bound\":%g,"
+      "\"data\":\"%s\",\"d\":%zu,\"layers\":%zu,\"hidden\":%zu,\"batch\":%zu,"
       "\"params\":%zu,\"threads\":%d,\"steps_per_s\":%.3f,\"rep_steps_per_s\":%s,\"steps_per_rep\":%d,"
       "\"cpu_ms_per_step\":%.2f,"
       "\"logprob_sps\":%.1f,\"sample_sps\":%.1f,\"peak_rss_mb\":%.1f,\"allocs_per_step\":%.2f,"
@@ -555,7 +593,8 @@ int main(int argc, char** argv) {
       "\"alloc_bytes_per_step\":%.0f,\"logprob_allocs_per_chunk\":%.2f,\"sample_allocs_per_chunk\":%.2f,"
       "\"alloc_window\":\"%d:%d\",\"tape_nodes\":%zu,\"tape_value_mb\":%.1f,\"tape_grad_mb\":%.1f,"
       "\"tape_scratch_mb\":%.1f,\"params_adam_mb\":%.1f,\"last_loss\":%.5f,\"load_start\":%.2f,\"load_end\":%.2f,\"checksum\":%g}\n",
-      shape->name, shape->data, d, shape->layers, shape->hidden, shape->batch, flow->parameter_count(), o.threads,
+      shape->name, o.coupling.c_str(), rqs ? o.bins : 0, tail_bound, shape->data, d, shape->layers, shape->hidden,
+      shape->batch, flow->parameter_count(), o.threads,
       steps_per_s, json_list(rep_rates).c_str(), steps_per_rep, cpu_ms_per_step, lp_sps, sample_sps, rss, allocs_per_step, new_per_step, malloc_per_step, faults_per_step,
       alloc_bytes_per_step, lp_allocs_per_chunk, sample_allocs_per_chunk, o.alloc_first, o.alloc_last, tape_nodes, tape_value_mb, tape_grad_mb, tape_scratch_mb,
       params_mb, last.loss, load_start, loadavg1(),

@@ -277,7 +277,7 @@ TEST_CASE("rq_spline: the log-determinant column equals log|det| of a finite-dif
   }
 }
 
-TEST_CASE("rq_spline: zero parameters are the identity map; the output has n + 1 columns") {
+TEST_CASE("rq_spline: zero parameters are the identity map, and the output has n + 1 columns") {
   Tape<float> t;
   Array<float> x({4, 9});
   Rng rng(3);
