@@ -99,6 +99,12 @@ int main(int argc, char** argv) {
     s.layers = 1;
     s.base = "standard_normal";
     variants.push_back({"affine_1d", 1, s});
+    s.coupling.kind = flows::CouplingKind::rqs;
+    s.coupling.conditioner = flows::ConditionerKind::resnet;
+    s.coupling.scale_clamp = 0.0;
+    s.coupling.bins = 4;
+    s.structure = flows::Structure::steps;
+    variants.push_back({"rqs_steps_resnet_2d", 2, s});
   }
   for (const Variant& v : variants) {
     auto flow = flows::make_flow<float>(v.dim, v.spec);
