@@ -1,8 +1,13 @@
 """Turns the raw results of scripts/bench.sh into one table (stdout) and bench/RESULTS.md.
 
 Inputs (in --out-dir): runs.jsonl (one JSON line per train_bench / torch_realnvp.py /
-torch_throughput.py run), micro.json and micro_skylakex.json (Google Benchmark),
-perf_<shape>.txt (perf report --sort dso,symbol) or callgrind_<shape>.txt, alloc_sites.txt.
+torch_throughput.py / torch_spline.py run), micro.json and micro_skylakex.json (Google Benchmark),
+perf_<shape>.txt (perf report --sort dso,symbol) or callgrind_<shape>.txt, alloc_sites.txt,
+alloc_sites_rqs.txt.
+
+The spline-coupling runs (train_bench --coupling rqs, torch_spline.py) get their own section,
+between the markers SPLINE_BEGIN / SPLINE_END; with --spline-only only that section of the
+existing --markdown file is replaced (or inserted), the rest of the file is kept.
 """
 import argparse
 import datetime
@@ -57,7 +62,12 @@ def best(rows, key):
     return max(vals) if vals else None
 
 
+def is_spline(r):
+    return r.get("coupling", "affine") not in ("affine", None)
+
+
 def shape_rows(runs):
+    runs = [r for r in runs if not is_spline(r) and r.get("kind") != "op"]  # the affine tables
     table = []
     for shape in ("A", "B", "C"):
         tf = [r for r in runs if r.get("impl") == "trflow" and r.get("shape") == shape and not r.get("variant")]
@@ -194,7 +204,8 @@ def micro_section(micro, micro_sx):
         p = b.get("pct_peak")
         other = ""
         if "items_per_second" in b:
-            unit = "elem/s" if name.startswith("tanh") else ("params/s" if name.startswith("adam") else "rows/s")
+            unit = ("elem/s" if name.startswith(("tanh", "rq_spline")) else
+                    ("params/s" if name.startswith("adam") else "rows/s"))
             other = f"{b['items_per_second'] / 1e6:.1f} M{unit}"
         if b.get("label"):
             other = (other + " " + b["label"]).strip()
@@ -370,15 +381,153 @@ def findings(rows, micro, micro_sx, out_dir):
     return f
 
 
+# ---------------------------------------------------------------- spline couplings
+SPLINE_BEGIN = "<!-- SPLINE_BEGIN: written by bench/summarize.py from the rqs runs of scripts/bench.sh -->"
+SPLINE_END = "<!-- SPLINE_END -->"
+
+
+def med(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def spline_section(runs, out_dir, elapsed=None):
+    """The rational-quadratic spline flow: trflow (train_bench --coupling rqs) against
+    bench/torch_spline.py, 1 thread each, medians over the interleaved rounds; the spline op alone."""
+    tf_all = [r for r in runs if r.get("impl") == "trflow" and is_spline(r)]
+    th_all = [r for r in runs if r.get("impl") == "torch" and r.get("kind") == "train" and is_spline(r)]
+    if not tf_all and not th_all:
+        return None
+    rows, details = [], []
+    for shape in ("A", "B", "C"):
+        tf = [r for r in tf_all if r.get("shape") == shape and r.get("threads") == 1]
+        th_all_s = [r for r in th_all if r.get("config") == shape and r.get("threads") == 1]
+        th = [r for r in th_all_s if not r.get("timed_out") and r.get("polish", True)]
+        tn = [r for r in th_all_s if not r.get("timed_out") and r.get("polish") is False]
+        if not tf and not th:
+            continue
+        tf_sps, th_sps, tn_sps = (med([r.get("steps_per_s") for r in x]) for x in (tf, th, tn))
+        tf_cpu, th_cpu, tn_cpu = (med([r.get("cpu_ms_per_step") for r in x]) for x in (tf, th, tn))
+        allocs = max((r["allocs_per_step"] for r in tf if r.get("allocs_per_step") is not None), default=None)
+        new = max((r.get("new_per_step", 0) for r in tf), default=None)
+        mal = max((r.get("malloc_per_step", 0) for r in tf), default=None)
+        loads = [r.get("load_before") for r in tf + th_all_s if r.get("load_before") is not None]
+        k = (tf or th)[0]
+        rows.append([
+            shape, f"{k.get('d', '?')}", f"{k.get('bins', '?')}", f"{k.get('tail_bound', '?')}",
+            f"{k.get('params', '?')}",
+            fmt_rate(tf_sps), fmt_rate(th_sps), ratio(tf_sps, th_sps),
+            fmt_rate(tn_sps), ratio(tf_sps, tn_sps),
+            f1(tf_cpu), f1(th_cpu), f"{th_cpu / tf_cpu:.2f}x" if tf_cpu and th_cpu else "-",
+            f"{allocs:.1f} ({f1(new)} new + {f1(mal)} malloc)" if allocs is not None else "-",
+            f"{fmt_rate(med([r.get('logprob_sps') for r in tf]))} / {fmt_rate(med([r.get('sample_sps') for r in tf]))}",
+            f"{f1(med([r.get('peak_rss_mb') for r in tf]), 0)} / {f1(med([r.get('peak_rss_mb') for r in th]), 0)}",
+            f"{min(loads):.2f}-{max(loads):.2f}" if loads else "-",
+        ])
+        details.append(f"| {shape} | {', '.join(fmt_rate(r['steps_per_s']) for r in tf)} | "
+                       f"{', '.join(fmt_rate(r['steps_per_s']) for r in th) or '-'} | "
+                       f"{', '.join(fmt_rate(r['steps_per_s']) for r in tn) or '-'} | "
+                       f"{len([r for r in th_all_s if r.get('timed_out')])} | "
+                       f"{f1(med([r.get('test_nll') for r in th]), 3)} | "
+                       f"{', '.join(f'{l:.2f}' for l in loads)} |")
+    head = ["shape", "d", "K", "B", "params", "trflow steps/s", "torch steps/s", "ratio",
+            "torch, plain inverse", "ratio", "trflow CPU ms/step", "torch CPU ms/step", "torch/trflow CPU",
+            "trflow allocs/step", "trflow log_prob / sampling samples/s", "peak RSS MB trflow / torch", "load"]
+    md = [SPLINE_BEGIN, "## Spline couplings (rational-quadratic, `--coupling rqs`)", "",
+          "`scripts/bench.sh` (spline part: `scripts/bench.sh --only-spline`): L = 8 rational-quadratic spline "
+          "couplings of K bins on [-B, B] (B as `trflow train` picks it for the data), conditioner MLP "
+          "hidden x 2 tanh with 3K - 1 outputs per updated coordinate, batch 1024, loss NLL + 0.01 T, Adam; "
+          "trflow: `train_bench --coupling rqs --threads 1` (median of its timed repetitions after 60 warm-up "
+          "steps); PyTorch: `bench/torch_spline.py --threads 1` (the same flow written from the same equations, "
+          "median of its timed repetitions after warm-up; same shapes and data as torch_realnvp.py, shape B "
+          "on trflow's gaussian:16 rows). One thread on each side: trflow's `--threads 1` with one OpenBLAS "
+          "thread, torch `set_num_threads(1)` and OPENBLAS_NUM_THREADS=1 for both. Runs are interleaved "
+          "(trflow, torch, torch with the plain inverse, per round); figures are medians over the rounds. "
+          "\"torch\" inverts with the closed-form root plus the one safeguarded Newton step trflow takes "
+          "(identical maths); \"plain inverse\" is the closed-form root alone (as nflows), a little less work "
+          "for torch. Steps/s are wall-clock; CPU ms/step is process CPU time per step (robust to other "
+          "load). `allocs/step`: heap allocations per steady-state training step (worst round).", "",
+          render_md(head, rows), ""]
+    md += ["Per-round steps/s (trflow; torch; torch plain inverse), torch timeouts, torch test NLL after its "
+           "short run, and the 1-minute load before each run:", "",
+           "| shape | trflow | torch | torch plain inverse | torch timeouts | torch test NLL | loads |",
+           "|---|---|---|---|---|---|---|"] + details + [""]
+    # the op alone: micro_bench's rq_spline entries against torch_spline.py --op-bench
+    micro = load_micro(os.path.join(out_dir, "micro.json"))
+    ops = [r for r in runs if r.get("kind") == "op" and r.get("impl") == "torch"]
+    tmb = {}
+    for r in ops:
+        for b in r.get("benchmarks", []):
+            tmb.setdefault(b["name"], []).append(b["elements_per_s"])
+    trb = {b["name"]: b for b in micro["benchmarks"]} if micro else {}
+    names = [n for n in trb if n.startswith("rq_spline/")] or sorted(tmb)
+    if names:
+        md += ["The spline op alone (`ad::rq_spline` on a tape, micro_bench `rq_spline/*`; torch: `rq_spline()` "
+               "of torch_spline.py, `--op-bench`): m = 1024 rows x n coordinates, K = 8, B = 3, parameters "
+               "~ U(-2, 2), about 5% of the values outside [-B, B]; million spline elements (m n) per CPU-second, "
+               "1 thread. fwd: forward values + log-det; fwd_bwd: the same plus backward to values and "
+               "parameters; inv / inv_bwd: the closed-form inverse.", "",
+               "| benchmark | trflow M elem/s | time per call | torch M elem/s | trflow / torch |",
+               "|---|---|---|---|---|"]
+        for n in names:
+            b = trb.get(n)
+            te = med(tmb.get(n, []))
+            ips = b.get("items_per_second") if b else None
+            t_call = f"{b['real_time']:.1f} {b['time_unit']}" if b else "-"
+            md.append(f"| {n} | {f'{ips / 1e6:.1f}' if ips else '-'} | {t_call} | "
+                      f"{f'{te / 1e6:.2f}' if te else '-'} | {ratio(ips, te)} |")
+        md.append("")
+    sites = os.path.join(out_dir, "alloc_sites_rqs.txt")
+    if os.path.exists(sites):
+        keep = [l for l in open(sites).read().splitlines()
+                if l.startswith("allocation sites") or re.match(r"^\s+[\d.]+\s+(new|malloc)\s", l)]
+        if keep:
+            md += ["Heap allocations per steady-state step, spline flow, shape A "
+                   "(`TRFLOW_BENCH_ALLOC_TRACE=1 train_bench --shape A --coupling rqs`):", "", "```", *keep[:20],
+                   *(["(none: no heap allocation in the window)"] if len(keep) <= 1 else []), "```", ""]
+    md.append(f"Spline runs: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}"
+              + (f", commit {sh('git -C ' + os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + ' rev-parse --short HEAD')}")
+              + (f", PyTorch {next((r.get('torch') for r in th_all if r.get('torch')), '?')}")
+              + (f" ({elapsed} s)" if elapsed else "") + ".")
+    md += ["", SPLINE_END]
+    return "\n".join(md)
+
+
+def splice_spline(path, section):
+    """Replaces the spline section of an existing RESULTS.md (or inserts it before the
+    micro-benchmarks, or at the end); every other line of the file is kept."""
+    text = open(path).read() if os.path.exists(path) else "# trflow benchmark results\n"
+    if SPLINE_BEGIN.split(":")[0] in text and SPLINE_END in text:
+        a = text.index(SPLINE_BEGIN.split(":")[0])
+        b = text.index(SPLINE_END) + len(SPLINE_END)
+        text = text[:a] + section + text[b:]
+    elif "\n## Micro-benchmarks" in text:
+        a = text.index("\n## Micro-benchmarks") + 1
+        text = text[:a] + section + "\n\n" + text[a:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", required=True)
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--markdown", required=True)
     ap.add_argument("--elapsed", type=int, default=0)
+    ap.add_argument("--spline-only", action="store_true",
+                    help="update only the spline section of --markdown (the runs are spline runs alone)")
     a = ap.parse_args()
 
     runs = load_runs(a.results)
+    spline = spline_section(runs, a.out_dir, a.elapsed if a.spline_only else None)
+    if a.spline_only:
+        if spline:
+            print(spline)
+            splice_spline(a.markdown, spline)
+            print(f"updated the spline section of {a.markdown}")
+        return
     rows = shape_rows(runs)
     head, lines = main_table(rows)
     print()
@@ -456,6 +605,10 @@ def main():
                 md.append(f"| {r['shape']} | {t[0]} | {t[1]:.0f} | {t[2]:.0f} | {t[3]:.0f} | {t[4]:.0f} | "
                           f"{f1(r['rss_tf'], 0)} | {f1(r['rss_torch'], 0)} |")
         md.append("")
+    if spline:
+        md += [spline, ""]
+        print(spline)
+        print()
     if micro_md:
         md += ["## Micro-benchmarks (Google Benchmark, 1 BLAS thread)", "", micro_md, ""]
     fl = findings(rows, micro, micro_sx, a.out_dir)

@@ -8,6 +8,10 @@
 #   scripts/bench.sh --quick         # smoke test of the pipeline: tiny runs, figures meaningless;
 #                                    # writes its table to <out>/RESULTS.md, not bench/RESULTS.md
 #   scripts/bench.sh --out DIR       # raw results somewhere else than build-bench/bench-results
+#   scripts/bench.sh --only-spline   # only the spline-coupling part (below); replaces only the spline
+#                                    # section of bench/RESULTS.md; raw results in build-bench/bench-results-spline
+#   scripts/bench.sh --no-spline     # everything but the spline part
+#   scripts/bench.sh --spline-rounds 3 --bins 8
 #
 # Needs `scripts/install-deps.sh --bench` (Google Benchmark, python3-torch, python3-numpy) and
 # ../shared/bench/torch_realnvp.py. It builds build-bench/ (Release plus -g, which changes no
@@ -18,6 +22,13 @@
 # table and writes bench/RESULTS.md (table, date, machine, commit, profile summary); raw logs
 # go to build-bench/bench-results/. Whole run: about 10-11 minutes on the 2-core dev machine when
 # it is quiet (shape C and the 2-thread torch runs dominate), longer under load.
+#
+# Spline couplings (shapes A and B; 3-4 more minutes): --spline-rounds rounds (default 3) of
+# train_bench --coupling rqs --bins K --threads 1, then bench/torch_spline.py (the same flow in
+# PyTorch, with trflow's tail bound) --threads 1, then torch_spline.py --no-polish (closed-form
+# inverse without the Newton step), all with OPENBLAS_NUM_THREADS=1; medians over the rounds; then
+# the spline op alone (micro_bench rq_spline/*, torch_spline.py --op-bench) and the allocation
+# sites of the spline flow. summarize.py writes them as their own section of bench/RESULTS.md.
 #
 # Measurement hygiene: before every measurement it waits (up to $BENCH_WAIT_S seconds, default
 # 15) for the 1-minute load average to drop below $BENCH_MAX_LOAD (default 1.5), and records
@@ -32,6 +43,7 @@ max_load=${BENCH_MAX_LOAD:-1.5}
 wait_s=${BENCH_WAIT_S:-15}
 shapes="A B C"
 do_build=1 do_profile=1 do_micro=1 quick=0 out_arg=""
+do_spline=1 only_spline=0 spline_rounds=3 bins=8
 
 while (($#)); do
   case "$1" in
@@ -41,6 +53,10 @@ while (($#)); do
     --quick) quick=1 ;;
     --shapes) shapes=$2; shift ;;
     --out) out_arg=$2; shift ;;
+    --no-spline) do_spline=0 ;;
+    --only-spline) only_spline=1 ;;
+    --spline-rounds) spline_rounds=$2; shift ;;
+    --bins) bins=$2; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "bench.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
@@ -50,6 +66,7 @@ done
 realnvp=$shared/bench/torch_realnvp.py
 [[ -f $realnvp ]] || { echo "bench.sh: $realnvp not found (set TRFLOW_SHARED)" >&2; exit 1; }
 out=${out_arg:-$build/bench-results}
+((only_spline)) && out=${out_arg:-$build/bench-results-spline}
 results=$out/runs.jsonl
 results_md=$root/bench/RESULTS.md
 ((quick)) && results_md=$out/RESULTS.md
@@ -58,7 +75,7 @@ if ((do_build)); then
   "$root/scripts/install-deps.sh" --bench
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTRFLOW_BUILD_BENCH=ON \
     -DTRFLOW_BUILD_TESTS=OFF -DCMAKE_CXX_FLAGS=-g >/dev/null
-  cmake --build "$build" --target train_bench micro_bench
+  cmake --build "$build" --target train_bench micro_bench logprob_dump
 fi
 tb=$build/bench/train_bench
 mb=$build/bench/micro_bench
@@ -72,7 +89,7 @@ load1() { cut -d' ' -f1 /proc/loadavg; }
 # Waits until the 1-minute load is below $max_load, at most $wait_s seconds; echoes the load.
 quiet() {
   local waited=0
-  while awk -v l="$(load1)" -v m="$max_load" 'BEGIN { exit !(l > m) }' && ((waited < wait_s)); do
+  while awk -v l="$(load1)" -v m="$max_load" 'BEGIN { exit !(l >= m) }' && ((waited < wait_s)); do
     sleep 5
     waited=$((waited + 5))
   done
@@ -104,23 +121,39 @@ if ((quick)); then
   torch_limit=([A]=60 [B]=60 [C]=120)
 fi
 declare -A torch_data=([A]="" [B]="$out/gaussian16.npy" [C]="$out/gaussian64.npy")
+# Spline couplings: trflow train_bench steps x reps; torch_spline.py steps x reps after warm-up.
+declare -A rqs_tb_args=([A]="--steps 40 --reps 5" [B]="--steps 20 --reps 5" [C]="--steps 2 --reps 3 --alloc-window 3:4 --eval-n 4096")
+declare -A rqs_torch_args=([A]="--steps 20 --reps 5 --warmup 10" [B]="--steps 10 --reps 5 --warmup 5"
+                           [C]="--steps 2 --reps 3 --warmup 1 --test-n 4096")
+if ((quick)); then
+  rqs_tb_args=([A]="--steps 2 --reps 1 --eval-n 1024" [B]="--steps 2 --reps 1 --eval-n 1024"
+               [C]="--steps 1 --reps 1 --alloc-window 2:2 --eval-n 1024")
+  rqs_torch_args=([A]="--steps 2 --reps 1 --warmup 1 --test-n 1024" [B]="--steps 2 --reps 1 --warmup 1 --test-n 1024"
+                  [C]="--steps 1 --reps 1 --warmup 0 --test-n 1024")
+  spline_rounds=1
+fi
+spline_py=$root/bench/torch_spline.py
+ensure_data() {  # ensure_data SHAPE: trflow's own rows of gaussian:D for the torch side
+  local f=${torch_data[$1]}
+  if [[ -n $f && ! -f $f ]]; then "$tb" --shape "$1" --write-data "$f" --n 100000 2>/dev/null; fi
+}
 
 # Passes the JSON line through, or stands in for a run that timeout(1) killed.
 timed_out() {  # timed_out SHAPE THREADS
   local line
   line=$(tail -1)
   if [[ $line == \{* ]]; then echo "$line"
-  else echo "{\"config\": \"$1\", \"threads\": $2, \"timed_out\": true, \"limit_s\": ${torch_limit[$1]}}"; fi
+  else echo "{\"config\": \"$1\", \"threads\": $2, \"timed_out\": true, \"limit_s\": ${torch_limit[$1]:-120}}"; fi
 }
 tag() {  # tag KEY VALUE: adds "KEY": "VALUE" to the JSON object on stdin (last line)
   tail -1 | $py -c 'import json,sys; j=json.loads(sys.stdin.read()); j[sys.argv[1]]=sys.argv[2]; print(json.dumps(j))' "$1" "$2"
 }
 
-for s in $shapes; do
+main_shapes=$shapes
+((only_spline)) && main_shapes=""
+for s in $main_shapes; do
   # Data parity: the torch side trains on rows drawn from trflow's own gaussian:D.
-  if [[ -n ${torch_data[$s]} && ! -f ${torch_data[$s]} ]]; then
-    "$tb" --shape "$s" --write-data "${torch_data[$s]}" --n 100000 2>/dev/null
-  fi
+  ensure_data "$s"
   data_flag=()
   [[ -n ${torch_data[$s]} ]] && data_flag=(--data "${torch_data[$s]}")
   for t in 1 2; do
@@ -146,6 +179,51 @@ for s in $shapes; do
       tag kind train | tag variant skylakex)"
   fi
 done
+
+spline_shapes=""
+if ((do_spline || only_spline)); then
+  for s in $shapes; do [[ $s == C ]] || spline_shapes+="$s "; done  # C: pass --shapes C --only-spline explicitly
+  [[ $shapes == C ]] && spline_shapes=C
+fi
+for ((round = 1; round <= spline_rounds; ++round)); do
+  for s in $spline_shapes; do
+    ensure_data "$s"
+    data_flag=()
+    [[ -n ${torch_data[$s]} ]] && data_flag=(--data "${torch_data[$s]}")
+    l=$(quiet); echo "[bench] spline round $round, shape $s, 1 thread: trflow train_bench --coupling rqs (load $l)" >&2
+    line=$(OPENBLAS_NUM_THREADS=1 "$tb" --shape "$s" --threads 1 --coupling rqs --bins "$bins" ${rqs_tb_args[$s]} \
+      2>>"$out/train_bench_rqs.log" | tag kind train | tag round "$round")
+    record "$l" "$line"
+    bound=$($py -c 'import json,sys; print(json.loads(sys.argv[1])["tail_bound"])' "$line") || bound=0  # 0: torch picks
+    for variant in polish no_polish; do
+      vflag=()
+      [[ $variant == no_polish ]] && vflag=(--no-polish)
+      l=$(quiet); echo "[bench] spline round $round, shape $s, 1 thread: torch_spline.py ${vflag[*]} (load $l)" >&2
+      record "$l" "$(OPENBLAS_NUM_THREADS=1 timeout "${torch_limit[$s]}" $py "$spline_py" --config "$s" --threads 1 \
+        --bins "$bins" --tail-bound "$bound" --realnvp "$realnvp" ${rqs_torch_args[$s]} "${vflag[@]}" "${data_flag[@]}" |
+        timed_out "$s" 1 | tag impl torch | tag kind train | tag coupling rqs | tag round "$round")"
+    done
+  done
+done
+if [[ -n $spline_shapes ]]; then
+  l=$(quiet); echo "[bench] torch_spline.py --op-bench (load $l)" >&2
+  opt=(--op-bench --threads 1 --bins "$bins")
+  record "$l" "$(OPENBLAS_NUM_THREADS=1 timeout 120 $py "$spline_py" "${opt[@]}" | timed_out op 1 | tag kind op)"
+  TRFLOW_BENCH_ALLOC_TRACE=1 "$tb" --shape A --coupling rqs --bins "$bins" --steps 2 --reps 1 --no-eval >/dev/null \
+    2>"$out/alloc_sites_rqs.txt" || true
+  if ((only_spline)); then
+    l=$(quiet); echo "[bench] micro_bench rq_spline (load $l)" >&2
+    mt=0.2
+    ((quick)) && mt=0.01
+    "$mb" --benchmark_min_time=$mt --benchmark_filter='rq_spline' --benchmark_out="$out/micro.json" \
+      --benchmark_out_format=json >"$out/micro.txt" 2>&1 || echo "[bench] micro_bench failed (see $out/micro.txt)" >&2
+  fi
+fi
+if ((only_spline)); then
+  $py "$root/bench/summarize.py" --results "$results" --out-dir "$out" --markdown "$results_md" \
+    --elapsed "$(($(date +%s) - start_time))" --spline-only
+  exit 0
+fi
 
 if ((do_micro)); then
   l=$(quiet); echo "[bench] micro_bench (load $l)" >&2

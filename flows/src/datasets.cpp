@@ -1,5 +1,7 @@
 #include "flows/datasets.hpp"
 
+#include <cblas.h>
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -261,6 +263,10 @@ void Dataset::log_prob(const double*, std::size_t, double*) const {
   throw std::logic_error("dataset " + name() + " has no known density (log_prob)");
 }
 
+void Dataset::ot_map(const double*, std::size_t, double*) const {
+  throw std::logic_error("dataset " + name() + " has no known optimal-transport map");
+}
+
 // ---------------------------------------------------------------- gaussian:D
 
 GaussianDataset::GaussianDataset(std::size_t d) : d_(d), mean_(d), lambda_(d), noise_(d), q_({d, d}) {
@@ -326,6 +332,24 @@ std::optional<double> GaussianDataset::w2_sq_to_standard_normal() const {
 }
 
 std::optional<double> GaussianDataset::entropy() const { return 0.5 * double(d_) - log_norm_; }
+
+void GaussianDataset::ot_map(const double* x, std::size_t n, double* out) const {
+  const std::size_t d = d_;
+  std::vector<double> root(d * d, 0.0);  // Σ^{1/2} = Q diag(√λ) Qᵀ (symmetric)
+  for (std::size_t a = 0; a < d; ++a)
+    for (std::size_t b = 0; b < d; ++b)
+      for (std::size_t i = 0; i < d; ++i) root[a * d + b] += q_(a, i) * std::sqrt(lambda_[i]) * q_(b, i);
+  for (std::size_t s = 0; s < n; ++s) std::copy(mean_.begin(), mean_.end(), out + s * d);
+  if (n > 0)  // out = 1·mᵀ + x Σ^{1/2} (row-major: each row is m + Σ^{1/2} x_s)
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(d), int(d), 1.0, x, int(d), root.data(), int(d),
+                1.0, out, int(d));
+}
+
+std::optional<double> GaussianDataset::total_variance() const {
+  double v = 0;
+  for (double l : lambda_) v += l;
+  return v;
+}
 
 xt::xtensor<double, 2> GaussianDataset::covariance() const {
   xt::xtensor<double, 2> s({d_, d_});

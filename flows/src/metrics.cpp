@@ -21,6 +21,8 @@ nlohmann::json EvalReport::to_json() const {
   put("forward_kl", forward_kl);
   put("reverse_kl", reverse_kl);
   put("jeffreys", jeffreys);
+  put("l2_uvp", l2_uvp);
+  put("ot_cos", ot_cos);
   return j;
 }
 
@@ -91,6 +93,33 @@ EvalReport evaluate(Flow<T>& flow, Dataset& data, std::size_t n, std::uint64_t s
   }
   r.transport = double(flow.num_layers()) * transport / double(n);
   r.map_cost = map_cost / double(n);
+  if (data.has_ot_map()) {
+    // The yardstick of Korotin et al. (NeurIPS 2021): the learned map against T*, point by point.
+    const std::vector<double> xd(x.begin(), x.end());
+    std::vector<double> target(n * d);
+    data.ot_map(xd.data(), n, target.data());
+    double gap = 0, dot = 0, ot_sq = 0;
+    for (std::size_t k = 0; k < n * d; ++k) {
+      const double f = double(pushed[k]), t = target[k], x0 = xd[k];
+      gap += (f - t) * (f - t);
+      dot += (t - x0) * (f - x0);
+      ot_sq += (t - x0) * (t - x0);
+    }
+    double variance = 0;
+    if (const auto v = data.total_variance()) {
+      variance = *v;
+    } else {  // E‖Y − EY‖² from the evaluation samples
+      for (std::size_t j = 0; j < d; ++j) {
+        double mean = 0, sq = 0;
+        for (std::size_t i = 0; i < n; ++i) mean += buffer[i * d + j] / double(n);
+        for (std::size_t i = 0; i < n; ++i) sq += (buffer[i * d + j] - mean) * (buffer[i * d + j] - mean);
+        variance += sq / double(n > 1 ? n - 1 : 1);
+      }
+    }
+    if (variance > 0) r.l2_uvp = 100.0 * gap / double(n) / variance;
+    const double denom = std::sqrt(ot_sq * map_cost);
+    if (denom > 0) r.ot_cos = dot / denom;
+  }
   if (data.has_log_prob()) {
     // KL(q ‖ p) = E_x[log q(F(x)) − log p(F(x))]
     const std::vector<double> pushed_d(pushed.begin(), pushed.end());

@@ -34,6 +34,12 @@ class Dataset {
   virtual std::optional<double> w2_sq_to_standard_normal() const { return std::nullopt; }
   /// The differential entropy −E log p(x) in nats, when known in closed form.
   virtual std::optional<double> entropy() const { return std::nullopt; }
+  /// Whether the optimal-transport (Monge) map T* from N(0, I) to this distribution is known.
+  virtual bool has_ot_map() const { return false; }
+  /// out = T*(x) for the n rows of x (n × dim()); std::logic_error when has_ot_map() is false.
+  virtual void ot_map(const double* x, std::size_t n, double* out) const;
+  /// E‖Y − EY‖², when known in closed form.
+  virtual std::optional<double> total_variance() const { return std::nullopt; }
 };
 
 /// "gaussian:D": a fixed anisotropic Gaussian N(m, Σ), Σ = Q diag(λ) Qᵀ, the
@@ -56,6 +62,12 @@ class GaussianDataset : public Dataset {
   std::optional<double> w2_sq_to_standard_normal() const override;
   /// ½ log det(2πe Σ) = (D/2) log(2πe) + ½ Σ_i log λ_i.
   std::optional<double> entropy() const override;
+  bool has_ot_map() const override { return true; }
+  /// T*(x) = m + Σ^{1/2} x with Σ^{1/2} = Q diag(√λ) Qᵀ: the gradient of the convex
+  /// ½ xᵀΣ^{1/2}x + mᵀx, so the W2-optimal map from N(0, I) (Brenier).
+  void ot_map(const double* x, std::size_t n, double* out) const override;
+  /// tr Σ = Σ_i λ_i.
+  std::optional<double> total_variance() const override;
 
   const std::vector<double>& mean() const { return mean_; }
   const std::vector<double>& eigenvalues() const { return lambda_; }

@@ -24,6 +24,9 @@ struct EvalReport {
   std::optional<double> forward_kl;       ///< KL(p ‖ q) = nll − true_nll
   std::optional<double> reverse_kl;       ///< KL(q ‖ p) = E_{x~α0}[log q(F(x)) − log p(F(x))]
   std::optional<double> jeffreys;         ///< forward + reverse KL
+  /// When the OT map T* is known (Korotin et al. 2021), on the base samples x:
+  std::optional<double> l2_uvp;  ///< 100 · E‖F(x) − T*(x)‖² / Var(Y), in % (0 for the OT map itself)
+  std::optional<double> ot_cos;  ///< E⟨T*(x) − x, F(x) − x⟩ / √(E‖T*(x) − x‖² E‖F(x) − x‖²) (1 for T*)
 
   nlohmann::json to_json() const;
 };
