@@ -466,3 +466,31 @@ TEST_CASE("a spline flow's log-determinant equals log|det J| of G, and its objec
     CHECK(r.compared > 100);
   }
 }
+
+TEST_CASE("--structure layers: each pair of couplings updates every coordinate once (random and alternate splits)") {
+  for (Permutation perm : {Permutation::random, Permutation::alternate})
+    for (std::size_t d : {2, 3, 5}) {
+      for (std::uint64_t seed = 0; seed < 8; ++seed) {
+        CAPTURE(permutation_name(perm));
+        CAPTURE(d);
+        FlowSpec spec;
+        spec.layers = 6;
+        spec.permutation = perm;
+        spec.coupling.hidden = 4;
+        spec.seed = seed;
+        auto flow = make_flow<float>(d, spec);
+        REQUIRE(flow->num_layers() == 6);
+        for (std::size_t l = 0; l < 6; l += 2) {
+          auto& first = dynamic_cast<Coupling<float>&>(flow->layer(l));
+          auto& second = dynamic_cast<Coupling<float>&>(flow->layer(l + 1));
+          CHECK(second.updated() == first.conditioning());
+          std::vector<int> all = first.updated();
+          all.insert(all.end(), second.updated().begin(), second.updated().end());
+          std::sort(all.begin(), all.end());
+          std::vector<int> want(d);
+          std::iota(want.begin(), want.end(), 0);
+          CHECK(all == want);
+        }
+      }
+    }
+}

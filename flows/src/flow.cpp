@@ -204,7 +204,11 @@ std::unique_ptr<Flow<T>> make_flow(std::size_t dim, const FlowSpec& spec) {
   for (std::size_t l = 0; l < spec.layers; ++l) {
     if (spec.actnorm) flow->add_layer(std::make_unique<ActNorm<T>>(dim));
     if (spec.lu || spec.structure == Structure::steps) flow->add_layer(std::make_unique<LULinear<T>>(dim));
-    coupling_split(dim, l, spec.permutation, rng, a, b);
+    // Layers: an odd layer updates the complement of the layer before it, so that every pair
+    // of couplings updates every coordinate (with a fresh split per pair, a 2-D flow of random
+    // splits left a coordinate untouched with probability 2^(1−L)). Steps pair them within a step.
+    if (spec.structure == Structure::layers && l % 2 == 1 && !b.empty()) std::swap(a, b);
+    else coupling_split(dim, l, spec.permutation, rng, a, b);
     flow->add_layer(make_coupling<T>(dim, a, b, spec.coupling, rng));
     if (spec.structure == Structure::steps && !b.empty()) flow->add_layer(make_coupling<T>(dim, b, a, spec.coupling, rng));
   }

@@ -91,7 +91,8 @@ class Flow : public nn::Module<T> {
 
 /// How the layers are grouped.
 enum class Structure {
-  layers,  ///< L couplings, each updating the coordinates A_l that Π picks (plus the optional ActNorm/LU)
+  layers,  ///< L couplings (plus the optional ActNorm/LU); coupling 2k updates the set A_k that Π picks,
+           ///< coupling 2k + 1 its complement, so each pair updates every coordinate once
   steps,   ///< L steps as in the paper's code: an LU linear layer, then two couplings on A_l and on its
            ///< complement, so that every coordinate is updated once per step (d = 1: one coupling)
 };
