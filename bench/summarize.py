@@ -477,6 +477,32 @@ def spline_section(runs, out_dir, elapsed=None):
             md.append(f"| {n} | {f'{ips / 1e6:.1f}' if ips else '-'} | {t_call} | "
                       f"{f'{te / 1e6:.2f}' if te else '-'} | {ratio(ips, te)} |")
         md.append("")
+    checks = [r for r in runs if r.get("kind") == "check_logprob"]
+    if checks:
+        md += ["Agreement of the PyTorch flow with trflow (`torch_spline.py --trflow-model M --check-logprob P`): "
+               "a model trained by `trflow train --coupling rqs --steps 300` is rebuilt in PyTorch with trflow's "
+               "parameters; log p of the rows of P (half N(0, (B/2)^2), a quarter uniform on [-1.5B, 1.5B], a "
+               "quarter with coordinates exactly at +-B, 0, +-3B, just inside B), F(x) and log|det| on base "
+               "points, and the gradients of sum log p and of T, against bench/logprob_dump (trflow's "
+               "flows::Inference / tape, float32 as trained and the same model rebuilt as Flow<double>). "
+               "float64 against float64 checks the formulas; float32 against float32 also carries each side's "
+               "own float32 rounding (the two `float32 vs float64` columns), which bin-relative positions "
+               "xi = (x - X_k)/dx amplify in narrow bins.", "",
+               "| data (model) | d | rows outside box | log p range | max abs diff log p, float64 | "
+               "float32 | float32, rows in box | torch float32 vs float64 | trflow float32 vs float64 | "
+               "F(x), log det: float64 / float32 | grad sum log p (rel), float64 | grad T (rel), float64 | pass |",
+               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for c in checks:
+            lo, hi = c.get("logp_range", [None, None])
+            md.append(f"| {c.get('label', os.path.basename(str(c.get('model'))))} | {c.get('d')} | "
+                      f"{c.get('rows_outside_box')} | {lo} .. {hi} | "
+                      f"{c['max_abs_diff_torch64_vs_trflow64']:.1e} | {c['max_abs_diff_torch32_vs_trflow32']:.1e} | "
+                      f"{(c.get('max_abs_diff_torch32_vs_trflow32_rows_in_box') or 0):.1e} | "
+                      f"{c['max_abs_diff_torch32_vs_torch64']:.1e} | {c['max_abs_diff_trflow32_vs_trflow64']:.1e} | "
+                      f"{c['push_max_abs_diff_torch64_vs_trflow64']:.1e} / {c['push_max_abs_diff_torch32_vs_trflow32']:.1e} | "
+                      f"{c['grad_max_rel_diff_torch64_vs_trflow64']:.1e} | "
+                      f"{c['transport_grad_max_rel_diff_torch64_vs_trflow64']:.1e} | {'yes' if c.get('pass') else '**no**'} |")
+        md.append("")
     sites = os.path.join(out_dir, "alloc_sites_rqs.txt")
     if os.path.exists(sites):
         keep = [l for l in open(sites).read().splitlines()

@@ -12,6 +12,7 @@
 #                                    # section of bench/RESULTS.md; raw results in build-bench/bench-results-spline
 #   scripts/bench.sh --no-spline     # everything but the spline part
 #   scripts/bench.sh --spline-rounds 3 --bins 8
+#   scripts/bench.sh --no-check      # skip the PyTorch-vs-trflow log-density agreement check
 #
 # Needs `scripts/install-deps.sh --bench` (Google Benchmark, python3-torch, python3-numpy) and
 # ../shared/bench/torch_realnvp.py. It builds build-bench/ (Release plus -g, which changes no
@@ -28,7 +29,10 @@
 # PyTorch, with trflow's tail bound) --threads 1, then torch_spline.py --no-polish (closed-form
 # inverse without the Newton step), all with OPENBLAS_NUM_THREADS=1; medians over the rounds; then
 # the spline op alone (micro_bench rq_spline/*, torch_spline.py --op-bench) and the allocation
-# sites of the spline flow. summarize.py writes them as their own section of bench/RESULTS.md.
+# sites of the spline flow. The agreement check then trains two small spline models with
+# build-bench/apps/trflow (8gaussians, gaussian:8; 300 steps) and compares torch_spline.py's log p,
+# F(x) and gradients with trflow's (bench/logprob_dump), float32 and float64.
+# summarize.py writes all of it as its own section of bench/RESULTS.md.
 #
 # Measurement hygiene: before every measurement it waits (up to $BENCH_WAIT_S seconds, default
 # 15) for the 1-minute load average to drop below $BENCH_MAX_LOAD (default 1.5), and records
@@ -43,7 +47,7 @@ max_load=${BENCH_MAX_LOAD:-1.5}
 wait_s=${BENCH_WAIT_S:-15}
 shapes="A B C"
 do_build=1 do_profile=1 do_micro=1 quick=0 out_arg=""
-do_spline=1 only_spline=0 spline_rounds=3 bins=8
+do_spline=1 only_spline=0 spline_rounds=3 bins=8 do_check=1
 
 while (($#)); do
   case "$1" in
@@ -57,6 +61,7 @@ while (($#)); do
     --only-spline) only_spline=1 ;;
     --spline-rounds) spline_rounds=$2; shift ;;
     --bins) bins=$2; shift ;;
+    --no-check) do_check=0 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "bench.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
@@ -75,7 +80,7 @@ if ((do_build)); then
   "$root/scripts/install-deps.sh" --bench
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTRFLOW_BUILD_BENCH=ON \
     -DTRFLOW_BUILD_TESTS=OFF -DCMAKE_CXX_FLAGS=-g >/dev/null
-  cmake --build "$build" --target train_bench micro_bench logprob_dump
+  cmake --build "$build" --target train_bench micro_bench logprob_dump trflow
 fi
 tb=$build/bench/train_bench
 mb=$build/bench/micro_bench
@@ -211,6 +216,24 @@ if [[ -n $spline_shapes ]]; then
   record "$l" "$(OPENBLAS_NUM_THREADS=1 timeout 120 $py "$spline_py" "${opt[@]}" | timed_out op 1 | tag kind op)"
   TRFLOW_BENCH_ALLOC_TRACE=1 "$tb" --shape A --coupling rqs --bins "$bins" --steps 2 --reps 1 --no-eval >/dev/null \
     2>"$out/alloc_sites_rqs.txt" || true
+  cli=$build/apps/trflow
+  if ((do_check)) && [[ -x $cli && -x $build/bench/logprob_dump ]]; then
+    check_steps=300 check_n=8192
+    ((quick)) && check_steps=20 check_n=1024
+    for spec in 8gaussians gaussian:8; do
+      name=${spec//:/}
+      echo "[bench] agreement check: trflow train --data $spec --coupling rqs, torch_spline.py --check-logprob" >&2
+      "$cli" train --data "$spec" --coupling rqs --bins "$bins" --steps "$check_steps" --out "$out/check_$name" \
+        --no-plots --quiet >/dev/null 2>&1 || { echo "[bench] trflow train failed ($spec)" >&2; continue; }
+      rm -f "$out/check_$name/points.npy"
+      line=$(OPENBLAS_NUM_THREADS=1 $py "$spline_py" --trflow-model "$out/check_$name" --check-n "$check_n" \
+        --check-logprob "$out/check_$name/points.npy" --logprob-dump "$build/bench/logprob_dump" 2>/dev/null |
+        tail -1 | tag label "$spec") || true
+      if [[ $line == \{* ]]; then record "$(load1)" "$line"; else echo "[bench] agreement check failed ($spec)" >&2; fi
+    done
+  elif ((do_check)); then
+    echo "[bench] agreement check skipped: build $cli and $build/bench/logprob_dump first" >&2
+  fi
   if ((only_spline)); then
     l=$(quiet); echo "[bench] micro_bench rq_spline (load $l)" >&2
     mt=0.2
