@@ -446,7 +446,10 @@ def spline_section(runs, out_dir, elapsed=None):
           "\"torch\" inverts with the closed-form root plus the one safeguarded Newton step trflow takes "
           "(identical maths); \"plain inverse\" is the closed-form root alone (as nflows), a little less work "
           "for torch. Steps/s are wall-clock; CPU ms/step is process CPU time per step (robust to other "
-          "load). `allocs/step`: heap allocations per steady-state training step (worst round).", "",
+          "load). `allocs/step`: heap allocations per steady-state training step (worst round). "
+          "The conditioner's last layer has |A| (3K - 1) outputs (shape B: 128 -> 184, 11x the affine "
+          "coupling's 16), so at shape B the dense layers' GEMMs, which both sides run in the same OpenBLAS, "
+          "take most of a step and bound the ratio; the spline op alone is compared further down.", "",
           render_md(head, rows), ""]
     md += ["Per-round steps/s (trflow; torch; torch plain inverse), torch timeouts, torch test NLL after its "
            "short run, and the 1-minute load before each run:", "",
@@ -480,7 +483,7 @@ def spline_section(runs, out_dir, elapsed=None):
     checks = [r for r in runs if r.get("kind") == "check_logprob"]
     if checks:
         md += ["Agreement of the PyTorch flow with trflow (`torch_spline.py --trflow-model M --check-logprob P`): "
-               "a model trained by `trflow train --coupling rqs --steps 300` is rebuilt in PyTorch with trflow's "
+               "a model trained by `trflow train --coupling rqs --layers 8 --steps 300` is rebuilt in PyTorch with trflow's "
                "parameters; log p of the rows of P (half N(0, (B/2)^2), a quarter uniform on [-1.5B, 1.5B], a "
                "quarter with coordinates exactly at +-B, 0, +-3B, just inside B), F(x) and log|det| on base "
                "points, and the gradients of sum log p and of T, against bench/logprob_dump (trflow's "

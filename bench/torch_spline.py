@@ -29,11 +29,14 @@ Modes:
   the spline op alone (elements/s, forward / forward+backward / inverse / inverse+backward):
     /usr/bin/python3 bench/torch_spline.py --op-bench --threads 1
   agreement with trflow: rebuild a trflow model.npz (rqs, affine, additive couplings; mlp or resnet
-  conditioners; ActNorm; standard or diagonal-Gaussian base) with trflow's parameters, compute
-  log p for the rows of DATA.npy (generated when the file does not exist: normal, uniform on
-  [-1.5B, 1.5B] and rows with coordinates exactly at +-B, 0 and far outside) in float32 and
-  float64, run bench/logprob_dump (--logprob-dump, default build-bench/bench/logprob_dump) for
-  trflow's float32 and float64 numbers and gradients, and print the max differences:
+  conditioners; ActNorm; standard or diagonal-Gaussian base; not LU layers) with trflow's
+  parameters, compute log p for the rows of DATA.npy (generated when the file does not exist:
+  normal, uniform on [-1.5B, 1.5B] and rows with coordinates exactly at +-B, 0 and far outside),
+  F(x) and log|det dF| on base points, and the gradients of sum log p and of T, in float32 and
+  float64; run bench/logprob_dump (--logprob-dump, default build-bench/bench/logprob_dump) for
+  trflow's float32 and float64 numbers; print one JSON line of max differences. Exit status 0
+  when float64 agrees with float64 to --tol64 (log p, F(x), both gradients) and float32 with
+  float32 to --tol32 or to twice what float32 rounding alone does to either side:
     /usr/bin/python3 bench/torch_spline.py --trflow-model /tmp/rqs_model --check-logprob /tmp/pts.npy
 Needs Debian's python3-torch and python3-numpy.
 """
@@ -281,14 +284,19 @@ class Flow(nn.Module):
 
 
 def spline_flow(d, layers, hidden, depth, bins, tail_bound, seed, polish=True):
-    """L spline couplings; a random permutation per layer picks the updated coordinates (the first
-    max(1, d // 2) of it, sorted, as flows::coupling_split), as torch_realnvp.py's Flow."""
+    """L spline couplings, split as flows::make_flow splits them: an even layer draws a random
+    permutation and updates its first max(1, d // 2) coordinates (sorted, flows::coupling_split),
+    an odd layer updates the complement of the layer before it."""
     g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(layers):
-        perm = torch.randperm(d, generator=g).tolist()
-        k = 1 if d == 1 else d // 2
-        out.append(SplineCoupling(d, perm[:k], perm[k:], hidden, depth, bins, tail_bound, polish=polish))
+    out, a, b = [], [], []
+    for l in range(layers):
+        if l % 2 == 1 and b:
+            a, b = b, a
+        else:
+            perm = torch.randperm(d, generator=g).tolist()
+            k = 1 if d == 1 else d // 2
+            a, b = sorted(perm[:k]), sorted(perm[k:])
+        out.append(SplineCoupling(d, a, b, hidden, depth, bins, tail_bound, polish=polish))
     return Flow(d, out)
 
 

@@ -24,13 +24,13 @@
 # go to build-bench/bench-results/. Whole run: about 10-11 minutes on the 2-core dev machine when
 # it is quiet (shape C and the 2-thread torch runs dominate), longer under load.
 #
-# Spline couplings (shapes A and B; 3-4 more minutes): --spline-rounds rounds (default 3) of
+# Spline couplings (shapes A and B; about 7 more minutes when quiet): --spline-rounds rounds (default 3) of
 # train_bench --coupling rqs --bins K --threads 1, then bench/torch_spline.py (the same flow in
 # PyTorch, with trflow's tail bound) --threads 1, then torch_spline.py --no-polish (closed-form
 # inverse without the Newton step), all with OPENBLAS_NUM_THREADS=1; medians over the rounds; then
 # the spline op alone (micro_bench rq_spline/*, torch_spline.py --op-bench) and the allocation
 # sites of the spline flow. The agreement check then trains two small spline models with
-# build-bench/apps/trflow (8gaussians, gaussian:8; 300 steps) and compares torch_spline.py's log p,
+# build-bench/apps/trflow (8gaussians, gaussian:8; 8 layers, 300 steps) and compares torch_spline.py's log p,
 # F(x) and gradients with trflow's (bench/logprob_dump), float32 and float64.
 # summarize.py writes all of it as its own section of bench/RESULTS.md.
 #
@@ -223,7 +223,7 @@ if [[ -n $spline_shapes ]]; then
     for spec in 8gaussians gaussian:8; do
       name=${spec//:/}
       echo "[bench] agreement check: trflow train --data $spec --coupling rqs, torch_spline.py --check-logprob" >&2
-      "$cli" train --data "$spec" --coupling rqs --bins "$bins" --steps "$check_steps" --out "$out/check_$name" \
+      "$cli" train --data "$spec" --coupling rqs --bins "$bins" --layers 8 --steps "$check_steps" --out "$out/check_$name" \
         --no-plots --quiet >/dev/null 2>&1 || { echo "[bench] trflow train failed ($spec)" >&2; continue; }
       rm -f "$out/check_$name/points.npy"
       line=$(OPENBLAS_NUM_THREADS=1 $py "$spline_py" --trflow-model "$out/check_$name" --check-n "$check_n" \
