@@ -16,6 +16,7 @@
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
+#include "autodiff/random.hpp"
 #include "nn/io.hpp"
 
 namespace fs = std::filesystem;
@@ -280,6 +281,51 @@ TEST_CASE("a model and checkpoint written by trflow 0.1 (affine only) still load
   CHECK(last_json(r.out).at("steps").get<int>() == 220);
   const nlohmann::json config = nlohmann::json::parse(std::ifstream(dir / "m" / "config.json"));
   CHECK(config.at("coupling") == "affine");
+  fs::remove_all(dir);
+}
+
+TEST_CASE("data files: held-out validation rows, early stopping, the best model saved, and an exact resume") {
+  const fs::path dir = temp_dir("val");
+  // 120 rows of a 6-D data set: small enough for a 4-layer spline flow to overfit within a few hundred steps.
+  std::vector<double> rows(120 * 6);
+  ad::Rng rng(9);
+  for (std::size_t i = 0; i < 120; ++i)
+    for (std::size_t j = 0; j < 6; ++j) rows[i * 6 + j] = std::sin(double(i * 7 + j)) + 0.3 * rng.normal();
+  const fs::path data = dir / "rows.npy";
+  nn::write_file_atomic(data.string(), nn::encode_npy(rows.data(), {120, 6}));
+  const std::string common = "train --data " + data.string() + " --standardize --batch 64 --eval-every 20 --patience 5 "
+                             "--lr-schedule constant --warmup 0 --no-plots --threads 1 --quiet --eval-n 300 "
+                             "--checkpoint-every 40 --out ";
+  const Result r = run(common + (dir / "a").string() + " --steps 3000", dir);
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  const nlohmann::json res = last_json(r.out);
+  CHECK(res.at("stopped_early").get<bool>());
+  CHECK(res.at("steps").get<int>() < 3000);
+  CHECK(res.at("val_rows").get<int>() == 12);  // --val-fraction 0.1 of 120
+  const int best = res.at("best_step").get<int>();
+  CHECK(best % 20 == 0);
+  CHECK(res.at("steps").get<int>() == best + 5 * 20);  // stopped after 5 evaluations without improvement
+  // metrics.jsonl: the best step's val_nll is the lowest, and the saved model scores it on the same rows.
+  std::ifstream metrics(dir / "a" / "metrics.jsonl");
+  double lowest = 1e300;
+  int lowest_step = -1;
+  for (std::string line; std::getline(metrics, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains("val_nll") && j.at("val_nll").get<double>() < lowest)
+      lowest = j.at("val_nll").get<double>(), lowest_step = j.at("step").get<int>();
+  }
+  CHECK(lowest_step == best);
+  CHECK(res.at("val_nll").get<double>() == doctest::Approx(lowest).epsilon(1e-12));
+  // The same run interrupted at step 40 (a checkpoint) and resumed ends with the same best model.
+  REQUIRE(run(common + (dir / "b").string() + " --steps 40", dir).code == 0);
+  const Result resumed = run(common + (dir / "b").string() + " --steps 3000 --resume", dir);
+  REQUIRE_MESSAGE(resumed.code == 0, resumed.err);
+  CHECK(last_json(resumed.out).at("best_step") == res.at("best_step"));
+  CHECK(params_of(dir / "a" / "model.npz") == params_of(dir / "b" / "model.npz"));
+  // --patience needs validation rows.
+  const Result bad = run("train --data " + data.string() + " --val-fraction 0 --patience 3 --out " + (dir / "c").string(), dir);
+  CHECK(bad.code == 2);
+  CHECK_MESSAGE(bad.err.find("--patience") != std::string::npos, bad.err);
   fs::remove_all(dir);
 }
 

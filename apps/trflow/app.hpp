@@ -48,6 +48,11 @@ struct TrainOptions {
   double scale_clamp = 0.0;
   std::string base = "standard_normal";
   bool standardize = false;
+  double val_fraction = 0.1;     ///< of a data file's rows held out (0: no validation)
+  std::string val;               ///< a validation file instead of held-out rows
+  std::int64_t eval_every = 100; ///< steps between validation NLLs
+  std::int64_t patience = -1;    ///< evaluations without improvement before stopping; −1: 20 for files, 0 (off) else
+  double weight_decay = 0.0;     ///< decoupled (AdamW) weight decay
   bool drop_nonfinite = false;
   double clip_norm = 0.0;
   bool skip_nonfinite = false;

@@ -93,6 +93,18 @@ void add_train_options(CLI::App& c, trflow::TrainOptions& o) {
       ->check(CLI::IsMember({"standard_normal", "diagonal_gaussian"}))
       ->capture_default_str();
   c.add_flag("--standardize", o.standardize, "standardize the data (statistics saved with the model; NLL stays in data units)");
+  c.add_option("--val-fraction", o.val_fraction,
+               "fraction of a data file's rows held out for validation (built-in sets: a fixed sample; 0: none)")
+      ->check(CLI::Range(0.0, 0.9))
+      ->capture_default_str();
+  c.add_option("--val", o.val, "a .npy/.csv file of validation rows instead of held-out ones");
+  c.add_option("--eval-every", o.eval_every, "steps between validation NLLs (the best model is the one saved)")
+      ->check(kPositive)
+      ->capture_default_str();
+  c.add_option("--patience", o.patience,
+               "stop after this many validations without improvement (0: never; default 20 for data files, 0 otherwise)")
+      ->check(kNonNegative);
+  c.add_option("--weight-decay", o.weight_decay, "decoupled weight decay (AdamW)")->check(kNonNegative)->capture_default_str();
   c.add_flag("--drop-nonfinite", o.drop_nonfinite, "drop data rows holding NaN or Inf instead of rejecting the file");
   c.add_option("--clip-norm", o.clip_norm, "clip the global gradient norm (0: off)")->check(kNonNegative)->capture_default_str();
   c.add_flag("--skip-nonfinite", o.skip_nonfinite, "skip batches with a non-finite loss or gradient (counted) instead of stopping");

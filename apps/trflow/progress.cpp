@@ -41,8 +41,10 @@ void Progress::update(std::int64_t step, double loss, double nll, double transpo
   const double rate = steps_per_second();
   const double eta = rate > 0 ? double(total_ - step) / rate : NAN;
   const std::string t = std::isfinite(transport) ? fmt::format("{:.4f}", transport) : "-";
-  const std::string stats = fmt::format("loss {:.4f}  nll {:.4f}  transport {}  {:.0f} steps/s  ETA {}", loss, nll, t,
-                                        rate, clock_text(eta));
+  const std::string val =
+      std::isfinite(val_nll_) ? fmt::format("  val {:.4f} (best {:.4f})", val_nll_, val_best_) : std::string();
+  const std::string stats = fmt::format("loss {:.4f}  nll {:.4f}{}  transport {}  {:.0f} steps/s  ETA {}", loss, nll, val,
+                                        t, rate, clock_text(eta));
   if (terminal_) {
     const int width = 24;
     const int filled = total_ > 0 ? int(double(width) * double(step) / double(total_)) : width;

@@ -14,6 +14,7 @@
 #include "figures.hpp"
 #include "flows/checkpoint.hpp"
 #include "flows/metrics.hpp"
+#include "flows/validation.hpp"
 #include "model_dir.hpp"
 #include "nn/io.hpp"
 #include "progress.hpp"
@@ -83,6 +84,7 @@ flows::TrainConfig train_config(const TrainOptions& o) {
   c.direction = flows::direction_from_name(o.transport_dir);
   c.clip_norm = o.clip_norm;
   c.skip_nonfinite = o.skip_nonfinite;
+  c.weight_decay = o.weight_decay;
   c.seed = o.seed;
   return c;
 }
@@ -116,6 +118,11 @@ nlohmann::json options_json(const TrainOptions& o) {
           {"scale_clamp", o.scale_clamp},
           {"base", o.base},
           {"standardize", o.standardize},
+          {"val_fraction", o.val_fraction},
+          {"val", o.val},
+          {"eval_every", o.eval_every},
+          {"patience", o.patience},
+          {"weight_decay", o.weight_decay},
           {"drop_nonfinite", o.drop_nonfinite},
           {"clip_norm", o.clip_norm},
           {"skip_nonfinite", o.skip_nonfinite},
@@ -157,6 +164,12 @@ TrainOptions options_from_json(const nlohmann::json& j, const TrainOptions& cli)
   o.scale_clamp = j.at("scale_clamp");
   o.base = j.at("base");
   o.standardize = j.at("standardize");
+  // Checkpoints written before validation existed continue without it.
+  o.val_fraction = j.value("val_fraction", 0.0);
+  o.val = j.value("val", std::string());
+  o.eval_every = j.value("eval_every", std::int64_t(100));
+  o.patience = j.value("patience", std::int64_t(0));
+  o.weight_decay = j.value("weight_decay", 0.0);
   o.drop_nonfinite = j.at("drop_nonfinite");
   o.clip_norm = j.at("clip_norm");
   o.skip_nonfinite = j.at("skip_nonfinite");
@@ -238,6 +251,33 @@ int run_train(const TrainOptions& cli) {
 
   // Data (standardized if asked; the statistics travel with the model).
   std::unique_ptr<flows::Dataset> raw = open_dataset(o.data, o.drop_nonfinite);
+  // Validation rows: a file's rows are split once by a seeded shuffle (the same split on
+  // --resume); a built-in generator gets a fixed sample; --val reads them from a file.
+  xt::xtensor<double, 2> val_rows;
+  auto* file_rows = dynamic_cast<flows::MatrixDataset*>(raw.get());
+  if (!o.val.empty()) {
+    auto v = open_dataset(o.val, o.drop_nonfinite);
+    auto* vm = dynamic_cast<flows::MatrixDataset*>(v.get());
+    if (!vm) throw UsageError(fmt::format("--val {}: expected a .npy or .csv file of rows", o.val));
+    if (vm->dim() != raw->dim())
+      throw DataError(fmt::format("--val {}: {} columns, but the training data have {}", o.val, vm->dim(), raw->dim()));
+    val_rows = vm->rows();
+  } else if (o.val_fraction > 0 && file_rows) {
+    if (file_rows->rows().shape()[0] < 2)
+      throw DataError(fmt::format("{}: one row cannot be split into training and validation rows (--val-fraction 0)", o.data));
+    auto [train_rows, held] = flows::hold_out(file_rows->rows(), o.val_fraction, o.seed + 29);
+    raw = std::make_unique<flows::MatrixDataset>(file_rows->name(), std::move(train_rows), file_rows->dropped_rows());
+    val_rows = std::move(held);
+  } else if (o.val_fraction > 0) {
+    const std::size_t n = 5000, d = raw->dim();
+    val_rows = xt::xtensor<double, 2>({n, d});
+    ad::Rng rng(o.seed + 31);
+    raw->sample(n, rng, val_rows.data());
+  }
+  const bool files = file_rows != nullptr;
+  if (o.patience < 0) o.patience = files && val_rows.size() > 0 ? 20 : 0;
+  if (o.patience > 0 && val_rows.size() == 0)
+    throw UsageError("--patience needs validation rows (--val-fraction > 0 or --val FILE)");
   Standardization stdz;
   if (o.standardize) {
     if (cli.resume) {
@@ -264,7 +304,15 @@ int run_train(const TrainOptions& cli) {
   auto flow = cli.resume ? flows::Flow<float>::from_config(flows::read_architecture(checkpoint.string()).at("flow"))
                          : build_flow(o, data->dim());
   flows::Trainer<float> trainer(*flow, *data, train_config(o));
-  if (cli.resume) flows::load_checkpoint(checkpoint.string(), *flow, trainer);
+  std::unique_ptr<flows::Validation<float>> validation;
+  if (val_rows.size() > 0) {
+    ad::Array<float> rows({val_rows.shape()[0], val_rows.shape()[1]});
+    if (stdz.active()) stdz.apply(val_rows.data(), val_rows.shape()[0]);
+    std::copy(val_rows.begin(), val_rows.end(), rows.data());
+    validation = std::make_unique<flows::Validation<float>>(
+        *flow, std::move(rows), stdz.nll_offset(), flows::ValidationConfig{o.eval_every, o.patience, 0.0}, o.threads);
+  }
+  if (cli.resume) flows::load_checkpoint(checkpoint.string(), *flow, trainer, validation.get());
 
   const nlohmann::json meta = {
       {"data", o.data}, {"standardization", stdz.to_json()}, {"train", options_json(o)}};
@@ -283,13 +331,14 @@ int run_train(const TrainOptions& cli) {
   auto previous = std::signal(SIGINT, on_sigint);
   Progress progress(o.steps, trainer.steps_done(), stderr_is_terminal());
   flows::StepReport last;
+  bool stopped_early = false;
   const std::int64_t first_step = trainer.steps_done();
   const auto start = std::chrono::steady_clock::now();
   try {
     while (trainer.steps_done() < o.steps) {
       if (g_interrupted.load()) {
         progress.finish();
-        flows::save_checkpoint(checkpoint.string(), *flow, trainer, meta);
+        flows::save_checkpoint(checkpoint.string(), *flow, trainer, meta, validation.get());
         metrics.flush();
         fmt::print(stderr, "trflow: interrupted at step {}; checkpoint saved to {} (continue with --resume)\n",
                    trainer.steps_done(), checkpoint.string());
@@ -297,13 +346,33 @@ int run_train(const TrainOptions& cli) {
         return 130;
       }
       const std::int64_t next = trainer.steps_done() + 1;
-      const bool log_step = next % o.log_every == 0 || next == o.steps || next == 1;
+      const bool validate = validation && (validation->due(next) || next == o.steps);
+      const bool log_step = next % o.log_every == 0 || next == o.steps || next == 1 || validate;
       last = trainer.step(log_step);
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      if (log_step) metrics << step_json(last, elapsed).dump() << '\n' << std::flush;
+      bool stop = false;
+      nlohmann::json line = log_step ? step_json(last, elapsed) : nlohmann::json();
+      if (validate) {
+        const auto v = validation->evaluate(last.step);
+        line["val_nll"] = std::isfinite(v.nll) ? nlohmann::json(v.nll) : nlohmann::json();
+        line["val_best"] = validation->best_nll();
+        progress.set_validation(v.nll, validation->best_nll());
+        stop = v.stop;
+      }
+      if (log_step) metrics << line.dump() << '\n' << std::flush;
       if (!cli.quiet) progress.update(last.step, last.loss, last.nll, last.transport, log_step && !stderr_is_terminal());
+      if (stop) {
+        progress.finish();
+        if (!cli.quiet)
+          fmt::print(stderr,
+                     "trflow: stopping early at step {}: no better validation NLL in {} evaluations (best {:.4f} at "
+                     "step {})\n",
+                     last.step, o.patience, validation->best_nll(), validation->best_step());
+        stopped_early = true;
+        break;
+      }
       if (last.step % o.checkpoint_every == 0 && last.step != o.steps)
-        flows::save_checkpoint(checkpoint.string(), *flow, trainer, meta);
+        flows::save_checkpoint(checkpoint.string(), *flow, trainer, meta, validation.get());
     }
   } catch (const flows::DivergenceError& e) {
     progress.finish();
@@ -318,7 +387,8 @@ int run_train(const TrainOptions& cli) {
   const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const double rate = train_seconds > 0 ? double(trainer.steps_done() - first_step) / train_seconds : 0.0;
 
-  flows::save_checkpoint(checkpoint.string(), *flow, trainer, meta);
+  flows::save_checkpoint(checkpoint.string(), *flow, trainer, meta, validation.get());  // the last state
+  if (validation) validation->use_best();  // model.npz: the parameters with the best validation NLL
   flows::save_model((out / "model.npz").string(), *flow, meta);
 
   // Final evaluation on fresh samples, in the data's own units.
@@ -331,6 +401,12 @@ int run_train(const TrainOptions& cli) {
   result["steps_per_s"] = rate;
   result["out"] = out.string();
   result["parameters"] = flow->parameter_count();
+  if (validation && validation->has_best()) {
+    result["val_nll"] = validation->best_nll();  // the saved model's, on the validation rows
+    result["best_step"] = validation->best_step();
+    result["val_rows"] = validation->rows();
+  }
+  result["stopped_early"] = stopped_early;
 
   nn::write_file_atomic((out / "result.json").string(), result.dump(2) + "\n");
   if (o.plots) {

@@ -115,7 +115,9 @@ void load_parameters(const Archive& archive, const Flow<T>& flow) {
   for (const auto& [name, p] : params) archive.load(name, p->value);
   for (const auto& entry : archive.arrays) {
     const std::string& name = entry.first;  // (not a structured binding: clang 14 cannot capture one in the lambda)
-    if (name == "architecture" || name == "trainer" || name.rfind("optimizer.", 0) == 0) continue;
+    if (name == "architecture" || name == "trainer" || name == "validation" || name.rfind("optimizer.", 0) == 0 ||
+        name.rfind("validation.", 0) == 0)
+      continue;
     const bool known = std::any_of(params.begin(), params.end(), [&](const auto& np) { return np.first == name; });
     if (!known)
       throw nn::FormatError(archive.path, fmt::format("entry '{}'", name),
@@ -153,8 +155,13 @@ LoadedModel load_model(const std::string& path) {
 }
 
 template <class T>
-void save_checkpoint(const std::string& path, const Flow<T>& flow, Trainer<T>& trainer, const nlohmann::json& meta) {
+void save_checkpoint(const std::string& path, const Flow<T>& flow, Trainer<T>& trainer, const nlohmann::json& meta,
+                     const Validation<T>* validation) {
   auto entries = model_entries(flow, meta);
+  if (validation) {
+    add_json(entries, "validation", validation->state());
+    for (const auto& [name, a] : validation->best_parameters()) add_array(entries, "validation." + name, a);
+  }
   for (const auto& [name, a] : trainer.optimizer().state()) add_array(entries, "optimizer." + name, *a);
   add_json(entries, "trainer",
            {{"steps_done", trainer.steps_done()},
@@ -165,10 +172,18 @@ void save_checkpoint(const std::string& path, const Flow<T>& flow, Trainer<T>& t
 }
 
 template <class T>
-void load_checkpoint(const std::string& path, Flow<T>& flow, Trainer<T>& trainer) {
+void load_checkpoint(const std::string& path, Flow<T>& flow, Trainer<T>& trainer, Validation<T>* validation) {
   const Archive archive(path);
   check_architecture(path, archive.json("architecture"));
   load_parameters(archive, flow);
+  if (validation && archive.arrays.count("validation")) {  // checkpoints before validation have none
+    for (auto& [name, a] : validation->best_parameters()) archive.load("validation." + name, a);
+    try {
+      validation->set_state(archive.json("validation"));
+    } catch (const std::exception& e) {
+      throw nn::FormatError(path, "entry 'validation'", fmt::format("the validation state ({})", e.what()));
+    }
+  }
   for (const auto& [name, a] : trainer.optimizer().state()) archive.load("optimizer." + name, *a);
   const nlohmann::json state = archive.json("trainer");
   // A step count: a non-negative JSON integer (a float such as 1e300 must not be converted).
@@ -192,9 +207,11 @@ void load_checkpoint(const std::string& path, Flow<T>& flow, Trainer<T>& trainer
 
 template void save_model<float>(const std::string&, const Flow<float>&, const nlohmann::json&);
 template void save_model<double>(const std::string&, const Flow<double>&, const nlohmann::json&);
-template void save_checkpoint<float>(const std::string&, const Flow<float>&, Trainer<float>&, const nlohmann::json&);
-template void save_checkpoint<double>(const std::string&, const Flow<double>&, Trainer<double>&, const nlohmann::json&);
-template void load_checkpoint<float>(const std::string&, Flow<float>&, Trainer<float>&);
-template void load_checkpoint<double>(const std::string&, Flow<double>&, Trainer<double>&);
+template void save_checkpoint<float>(const std::string&, const Flow<float>&, Trainer<float>&, const nlohmann::json&,
+                                     const Validation<float>*);
+template void save_checkpoint<double>(const std::string&, const Flow<double>&, Trainer<double>&, const nlohmann::json&,
+                                      const Validation<double>*);
+template void load_checkpoint<float>(const std::string&, Flow<float>&, Trainer<float>&, Validation<float>*);
+template void load_checkpoint<double>(const std::string&, Flow<double>&, Trainer<double>&, Validation<double>*);
 
 }  // namespace flows

@@ -12,6 +12,7 @@
 
 #include "flows/flow.hpp"
 #include "flows/train.hpp"
+#include "flows/validation.hpp"
 
 namespace flows {
 
@@ -32,13 +33,16 @@ LoadedModel load_model(const std::string& path);
 nlohmann::json read_architecture(const std::string& path);
 
 /// A model file plus the optimizer's moments and the trainer's state (step,
-/// skipped batches, random-generator state): everything --resume needs.
+/// skipped batches, random-generator state), and the validation's best parameters
+/// ("validation.<name>") and state when given: everything --resume needs.
 template <class T>
-void save_checkpoint(const std::string& path, const Flow<T>& flow, Trainer<T>& trainer, const nlohmann::json& meta);
+void save_checkpoint(const std::string& path, const Flow<T>& flow, Trainer<T>& trainer, const nlohmann::json& meta,
+                     const Validation<T>* validation = nullptr);
 
 /// Loads parameters, optimizer state and trainer state into a flow built from
-/// read_architecture(path) and a trainer constructed on it.
+/// read_architecture(path) and a trainer constructed on it (and the validation state,
+/// when both the file and the caller have one).
 template <class T>
-void load_checkpoint(const std::string& path, Flow<T>& flow, Trainer<T>& trainer);
+void load_checkpoint(const std::string& path, Flow<T>& flow, Trainer<T>& trainer, Validation<T>* validation = nullptr);
 
 }  // namespace flows
