@@ -94,10 +94,11 @@ std::vector<double> density_grid(Model& m, const plot::Limits& lim, std::size_t 
   return smooth;
 }
 
-/// (step, loss, nll, transport) columns of metrics.jsonl; missing values are NaN.
+/// (step, loss, nll, transport) columns of metrics.jsonl, missing values NaN, and the
+/// validation NLL at the steps that have one.
 std::vector<plot::CurvePanel> loss_panels(const fs::path& metrics) {
   std::ifstream in(metrics);
-  std::vector<double> steps, loss, nll, transport, beta;
+  std::vector<double> steps, loss, nll, transport, beta, val_steps, val_nll;
   std::string line;
   auto num = [](const nlohmann::json& j, const char* key) {
     return j.contains(key) && j[key].is_number() ? j[key].get<double>() : std::nan("");
@@ -109,10 +110,12 @@ std::vector<plot::CurvePanel> loss_panels(const fs::path& metrics) {
       loss.push_back(num(j, "loss"));
       nll.push_back(num(j, "nll"));
       transport.push_back(num(j, "transport"));
+      if (std::isfinite(num(j, "val_nll"))) val_steps.push_back(num(j, "step")), val_nll.push_back(num(j, "val_nll"));
     } catch (const std::exception&) {  // a torn line from an interrupted run
     }
   }
   plot::CurvePanel p1{{{"loss  λ·NLL + β·T", steps, loss}, {"NLL", steps, nll}}, "nats", "training objective", false, {}};
+  if (!val_steps.empty()) p1.series.push_back({"validation NLL", val_steps, val_nll});
   plot::CurvePanel p2{{{"transport T", steps, transport}}, "path energy", "", false, {}};
   return {p1, p2};
 }

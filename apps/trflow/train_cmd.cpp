@@ -353,10 +353,13 @@ int run_train(const TrainOptions& cli) {
       bool stop = false;
       nlohmann::json line = log_step ? step_json(last, elapsed) : nlohmann::json();
       if (validate) {
+        // In the log and the progress line, in the units of the training NLL beside it (the
+        // model's: standardized data if --standardize); result.json gives data units.
         const auto v = validation->evaluate(last.step);
-        line["val_nll"] = std::isfinite(v.nll) ? nlohmann::json(v.nll) : nlohmann::json();
-        line["val_best"] = validation->best_nll();
-        progress.set_validation(v.nll, validation->best_nll());
+        const double offset = stdz.nll_offset();
+        line["val_nll"] = std::isfinite(v.nll) ? nlohmann::json(v.nll - offset) : nlohmann::json();
+        line["val_best"] = validation->best_nll() - offset;
+        progress.set_validation(v.nll - offset, validation->best_nll() - offset);
         stop = v.stop;
       }
       if (log_step) metrics << line.dump() << '\n' << std::flush;
