@@ -787,7 +787,7 @@ template <class T> struct RQSpline {
       constexpr int W = int(sizeof(V) / sizeof(T));
       spline::Knots<V> kn;
       blocks<V>(c, false, [&](std::size_t e, const V* u, V v, V, V) {
-        spline::make_spline(u, K, B, kn);
+        spline::make_spline(u, K, B, kn, /*with_slopes=*/false);
         const auto inside = (v >= V(-B)) & (v <= V(B));
         const V vc = kern::where(inside, v, V(T(0)));
         const spline::Bin<V> bin = spline::find_bin(kn, K, vc, inverse);
@@ -824,7 +824,7 @@ template <class T> struct RQSpline {
       spline::Knots<V> kn;
       V gu[3 * spline::kMaxBins - 1];
       blocks<V>(c, true, [&](std::size_t e, const V* u, V v, V gy, V gl) {
-        spline::make_spline(u, K, B, kn);
+        spline::make_spline(u, K, B, kn, /*with_slopes=*/true);
         const auto inside = (v >= V(-B)) & (v <= V(B));
         const V vc = kern::where(inside, v, V(T(0)));
         const V zero(T(0)), gy_identity = gy;  // outside the box: x̄ = ȳ

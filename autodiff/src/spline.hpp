@@ -62,18 +62,21 @@ inline void make_knots(const V* u, int K, T B, T min_frac, V* p, V* knots) {
   knots[K] = V(B);
 }
 
-/// All knots of the spline whose parameters are u (3K − 1 values, laid out as above).
+/// All knots of the spline whose parameters are u (3K − 1 values, laid out as above);
+/// with_slopes: also dδ/du^d (sd), which only the reverse pass needs.
 template <class V, class T>
-inline void make_spline(const V* u, int K, T B, Knots<V>& kn) {
+inline void make_spline(const V* u, int K, T B, Knots<V>& kn, bool with_slopes) {
   make_knots(u, K, B, T(kMinWidth), kn.pw, kn.x);
   make_knots(u + K, K, B, T(kMinHeight), kn.ph, kn.y);
   const T c = T(derivative_offset());
   kn.d[0] = kn.d[K] = V(T(1));
   for (int i = 1; i < K; ++i) {
     const V z = u[2 * K + i - 1] + V(c);
-    // softplus(z) = max(z, 0) + log1p(e^{−|z|}), sigmoid(z) = 1 / (1 + e^{−z}): finite for any z
-    kn.d[i] = V(T(kMinDerivative)) + xsimd::max(z, V(T(0))) + xsimd::log1p(xsimd::exp(-xsimd::abs(z)));
-    kn.sd[i] = V(T(1)) / (V(T(1)) + xsimd::exp(-z));
+    // With e = e^{−|z|}: softplus(z) = max(z, 0) + log1p(e), sigmoid(z) = 1/(1 + e) for z ≥ 0 and
+    // e/(1 + e) for z < 0; finite for any z.
+    const V e = xsimd::exp(-xsimd::abs(z));
+    kn.d[i] = V(T(kMinDerivative)) + xsimd::max(z, V(T(0))) + xsimd::log1p(e);
+    if (with_slopes) kn.sd[i] = where(z >= V(T(0)), V(T(1)), e) / (V(T(1)) + e);
   }
 }
 

@@ -160,16 +160,23 @@ Mapped<T> AffineCoupling<T>::inverse(Var<T> y) {
 }
 
 // ---------------------------------------------------------------- spline coupling
-template <class T>
-RQSplineCoupling<T>::RQSplineCoupling(std::size_t dim, std::vector<int> a, std::vector<int> b,
-                                      const CouplingConfig& cfg, ad::Rng& rng)
-    : Coupling<T>(dim, std::move(a), std::move(b), cfg, rng, std::size_t(3 * std::max(cfg.bins, 1) - 1)) {
+namespace {
+/// 3K − 1, the conditioner's outputs per coordinate, after checking the spline's settings
+/// (before the base class builds the network).
+std::size_t spline_outputs(const CouplingConfig& cfg) {
   if (cfg.kind != CouplingKind::rqs) throw std::invalid_argument("RQSplineCoupling: the config asks for another coupling");
   if (cfg.bins < 2 || cfg.bins > 64)
     throw std::invalid_argument(fmt::format("spline coupling: {} bins (expected 2 to 64)", cfg.bins));
   if (!(cfg.tail_bound > 0) || !std::isfinite(cfg.tail_bound))
     throw std::invalid_argument(fmt::format("spline coupling: the tail bound must be positive, got {}", cfg.tail_bound));
+  return std::size_t(3 * cfg.bins - 1);
 }
+}  // namespace
+
+template <class T>
+RQSplineCoupling<T>::RQSplineCoupling(std::size_t dim, std::vector<int> a, std::vector<int> b,
+                                      const CouplingConfig& cfg, ad::Rng& rng)
+    : Coupling<T>(dim, std::move(a), std::move(b), cfg, rng, spline_outputs(cfg)) {}
 
 // y_A = s_θ(x_A) (or x_A = s_θ⁻¹(y_A)) with θ = h(x_B); the op returns [values | log|det|].
 template <class T>
