@@ -274,8 +274,10 @@ TEST_CASE("a model and checkpoint written by trflow 0.1 (affine only) still load
   const Result e = run("eval --model " + (dir / "m").string() + " --n 4000 --seed 5", dir);
   REQUIRE_MESSAGE(e.code == 0, e.err);
   const nlohmann::json now = last_json(e.out);
+  // The same float32 model and samples: equal up to float32 rounding, which differs between
+  // builds (a Release build contracts to FMAs that the sanitizer build at -O1 does not).
   for (const char* k : {"nll", "transport", "map_cost", "forward_kl"})
-    CHECK_MESSAGE(now.at(k).get<double>() == doctest::Approx(then.at(k).get<double>()).epsilon(1e-9), k);
+    CHECK_MESSAGE(now.at(k).get<double>() == doctest::Approx(then.at(k).get<double>()).epsilon(1e-5), k);
   const Result r = run("train --out " + (dir / "m").string() + " --steps 220 --no-plots --quiet --eval-n 500 --resume", dir);
   REQUIRE_MESSAGE(r.code == 0, r.err);
   CHECK(last_json(r.out).at("steps").get<int>() == 220);
