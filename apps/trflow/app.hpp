@@ -50,7 +50,7 @@ struct TrainOptions {
   bool standardize = false;
   double val_fraction = 0.1;     ///< of a data file's rows held out (0: no validation)
   std::string val;               ///< a validation file instead of held-out rows
-  std::int64_t eval_every = 100; ///< steps between validation NLLs
+  std::int64_t eval_every = -1;  ///< steps between validation NLLs; −1: 100, or for a data file about 2 epochs (10 to 100)
   std::int64_t patience = -1;    ///< evaluations without improvement before stopping; −1: 20 for files, 0 (off) else
   double weight_decay = 0.0;     ///< decoupled (AdamW) weight decay
   bool drop_nonfinite = false;

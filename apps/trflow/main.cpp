@@ -98,9 +98,10 @@ void add_train_options(CLI::App& c, trflow::TrainOptions& o) {
       ->check(CLI::Range(0.0, 0.9))
       ->capture_default_str();
   c.add_option("--val", o.val, "a .npy/.csv file of validation rows instead of held-out ones");
-  c.add_option("--eval-every", o.eval_every, "steps between validation NLLs (the best model is the one saved)")
-      ->check(kPositive)
-      ->capture_default_str();
+  c.add_option("--eval-every", o.eval_every,
+               "steps between validation NLLs; the best model is the one saved (default: 100, for a data file about "
+               "two passes over its training rows, 10 to 100)")
+      ->check(kPositive);
   c.add_option("--patience", o.patience,
                "stop after this many validations without improvement (0: never; default 20 for data files, 0 otherwise)")
       ->check(kNonNegative);

@@ -276,6 +276,13 @@ int run_train(const TrainOptions& cli) {
   }
   const bool files = file_rows != nullptr;
   if (o.patience < 0) o.patience = files && val_rows.size() > 0 ? 20 : 0;
+  if (o.eval_every < 0) {
+    // A few hundred rows are fitted (and overfitted) in tens of steps of 512 rows: validate about
+    // every two passes over the training rows there, every 100 steps for a generator.
+    o.eval_every = 100;
+    if (auto* m = dynamic_cast<flows::MatrixDataset*>(raw.get()))
+      o.eval_every = std::clamp<std::int64_t>(std::int64_t(std::ceil(2.0 * double(m->rows().shape()[0]) / double(o.batch))), 10, 100);
+  }
   if (o.patience > 0 && val_rows.size() == 0)
     throw UsageError("--patience needs validation rows (--val-fraction > 0 or --val FILE)");
   Standardization stdz;
