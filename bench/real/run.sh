@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The real-data benchmark: small data sets that Debian's python3-sklearn ships (bench/real/prepare.py),
+# a fixed train/test split each; trflow trains on the training rows with its own validation split
+# (--val-fraction, early stopping, best model) and is scored on the untouched test rows.
+#
+#   bench/real/run.sh [OUT]          # default OUT: build/real; prints and writes OUT/results.md
+#
+# Needs python3-sklearn and python3-numpy (apt-get install python3-sklearn) and a built trflow.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+out=${1:-$root/build/real}
+trflow=${TRFLOW:-$root/build/apps/trflow}
+py=/usr/bin/python3
+export OPENBLAS_NUM_THREADS=1
+mkdir -p "$out"
+$py "$root/bench/real/prepare.py" --out "$out" >/dev/null
+variants=("default|" "rqs, 8 layers|--layers 8" "affine, 8 layers|--coupling affine --layers 8" "default, β = 0|--transport-weight 0")
+{
+  echo "| data | variant | test NLL | val NLL | best step | steps | seconds |"
+  echo "|---|---|---|---|---|---|---|"
+  for name in breast_cancer wine diabetes digits; do
+    gauss=$($py -c "import json; print('%.3f' % json.load(open('$out/gaussian.json'))['$name']['gaussian_test_nll'])")
+    echo "| $name | full-covariance Gaussian (fit to the training rows) | $gauss | | | | |"
+    for v in "${variants[@]}"; do
+      label=${v%%|*} flags=${v#*|}
+      dir="$out/runs/$name/${label//[^a-z0-9]/_}"
+      mkdir -p "$out/runs/$name"
+      start=$(date +%s.%N)
+      # shellcheck disable=SC2086
+      "$trflow" train --data "$out/${name}_train.npy" --out "$dir" --no-plots --quiet --threads 1 $flags >"$dir.json"
+      secs=$(echo "$(date +%s.%N) - $start" | bc)
+      test_nll=$("$trflow" eval --model "$dir" --data "$out/${name}_test.npy" --n 20000 | $py -c "import json,sys; print('%.3f' % json.load(sys.stdin)['nll'])")
+      $py - "$dir.json" "$name" "$label" "$test_nll" "$secs" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"| {sys.argv[2]} | {sys.argv[3]} | {sys.argv[4]} | {r.get('val_nll', float('nan')):.3f} | {r.get('best_step', '')} | {r['steps']} | {float(sys.argv[5]):.0f} |")
+PY
+    done
+  done
+} | tee "$out/results.md"
