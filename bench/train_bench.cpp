@@ -305,20 +305,6 @@ double loadavg1() {
   return l;
 }
 
-/// The spline tail bound `trflow train` picks by default (apps/trflow/train_cmd.cpp,
-/// auto_tail_bound): max(3, 1.2 × the 99.9th percentile of |y_j| over 20 000 rows), rounded
-/// up to 0.5. (Before the timed window: its allocations do not count.)
-double auto_tail_bound(flows::Dataset& data, std::uint64_t seed) {
-  const std::size_t n = 20000, d = data.dim();
-  std::vector<double> buf(n * d);
-  ad::Rng rng(seed + 23);
-  data.sample(n, rng, buf.data());
-  for (double& v : buf) v = std::abs(v);
-  const std::size_t q = std::min(buf.size() - 1, std::size_t(0.999 * double(buf.size())));
-  std::nth_element(buf.begin(), buf.begin() + std::ptrdiff_t(q), buf.end());
-  return std::ceil(std::max(3.0, 1.2 * buf[q]) * 2.0) / 2.0;
-}
-
 std::string json_list(const std::vector<double>& v) {
   std::string s = "[";
   for (std::size_t i = 0; i < v.size(); ++i) s += fmt::format("{}{:.2f}", i ? "," : "", v[i]);
@@ -434,7 +420,7 @@ int main(int argc, char** argv) {
   const bool rqs = o.coupling == "rqs";
   double tail_bound = 0;
   if (rqs) {
-    tail_bound = o.tail_bound > 0 ? o.tail_bound : auto_tail_bound(*data, 0);
+    tail_bound = o.tail_bound > 0 ? o.tail_bound : flows::spline_tail_bound(*data, 0);
     spec.coupling.kind = flows::CouplingKind::rqs;
     spec.coupling.bins = o.bins;
     spec.coupling.tail_bound = tail_bound;

@@ -51,23 +51,6 @@ void validate(const TrainOptions& o) {
   if (coupling != "rqs" && given(o, "--tail-bound")) throw UsageError("--tail-bound needs --coupling rqs");
 }
 
-/// The default tail bound of the splines: the flow's states run from the base N(0, I)
-/// (|z| ≤ 3 for 99.7 % of the coordinates) to the data, so B covers both: the larger of 3
-/// and 1.2 × the 99.9th percentile of |y_j| over 20 000 data rows, rounded up to 0.5.
-double auto_tail_bound(flows::Dataset& data, std::uint64_t seed) {
-  const std::size_t n = 20000, d = data.dim();
-  std::vector<double> buf(n * d);
-  ad::Rng rng(seed + 23);
-  data.sample(n, rng, buf.data());
-  for (double& v : buf) v = std::abs(v);
-  const std::size_t q = std::min(buf.size() - 1, std::size_t(0.999 * double(buf.size())));
-  std::nth_element(buf.begin(), buf.begin() + std::ptrdiff_t(q), buf.end());
-  const double b = std::max(3.0, 1.2 * buf[q]);
-  if (!std::isfinite(b))
-    throw DataError("cannot choose a spline tail bound: the data hold non-finite values (give --tail-bound)");
-  return std::ceil(b * 2.0) / 2.0;
-}
-
 flows::TrainConfig train_config(const TrainOptions& o) {
   flows::TrainConfig c;
   c.batch = o.batch;
@@ -307,7 +290,13 @@ int run_train(const TrainOptions& cli) {
       stdz.active() ? std::make_unique<StandardizedDataset>(std::move(raw), stdz) : std::move(raw);
 
   if (o.additive) o.coupling = "additive", o.additive = false;
-  if (o.coupling == "rqs" && o.tail_bound == 0.0) o.tail_bound = auto_tail_bound(*data, o.seed);
+  if (o.coupling == "rqs" && o.tail_bound == 0.0) {
+    try {
+      o.tail_bound = flows::spline_tail_bound(*data, o.seed);
+    } catch (const std::invalid_argument& e) {
+      throw DataError(fmt::format("cannot choose a spline tail bound for {} ({}): give --tail-bound", o.data, e.what()));
+    }
+  }
   auto flow = cli.resume ? flows::Flow<float>::from_config(flows::read_architecture(checkpoint.string()).at("flow"))
                          : build_flow(o, data->dim());
   flows::Trainer<float> trainer(*flow, *data, train_config(o));

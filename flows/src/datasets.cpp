@@ -263,6 +263,19 @@ void Dataset::log_prob(const double*, std::size_t, double*) const {
   throw std::logic_error("dataset " + name() + " has no known density (log_prob)");
 }
 
+double spline_tail_bound(Dataset& data, std::uint64_t seed) {
+  const std::size_t n = 20000, d = data.dim();
+  std::vector<double> buf(n * d);
+  ad::Rng rng(seed + 23);
+  data.sample(n, rng, buf.data());
+  for (double& v : buf) v = std::abs(v);
+  const std::size_t q = std::min(buf.size() - 1, std::size_t(0.999 * double(buf.size())));
+  std::nth_element(buf.begin(), buf.begin() + std::ptrdiff_t(q), buf.end());
+  const double b = std::max(3.0, 1.2 * buf[q]);
+  if (!std::isfinite(b)) throw std::invalid_argument("the data hold non-finite values");
+  return std::ceil(b * 2.0) / 2.0;
+}
+
 void Dataset::ot_map(const double*, std::size_t, double*) const {
   throw std::logic_error("dataset " + name() + " has no known optimal-transport map");
 }

@@ -42,6 +42,12 @@ class Dataset {
   virtual std::optional<double> total_variance() const { return std::nullopt; }
 };
 
+/// The default tail bound B of spline couplings for a flow from N(0, I) to `data`: the flow's
+/// states run from the base (|z| ≤ 3 for 99.7 % of its coordinates) to the data, so B covers
+/// both: max(3, 1.2 × the 99.9th percentile of |y_j| over 20 000 rows), rounded up to 0.5.
+/// std::invalid_argument when the rows hold non-finite values.
+double spline_tail_bound(Dataset& data, std::uint64_t seed);
+
 /// "gaussian:D": a fixed anisotropic Gaussian N(m, Σ), Σ = Q diag(λ) Qᵀ, the
 /// same for every run with the same D. It is built from ad::Rng(1234 + D):
 /// first m_i = N(0, 1)/2 for i < D, then a D×D matrix of N(0, 1) entries
