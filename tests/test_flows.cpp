@@ -205,10 +205,9 @@ TEST_CASE("a whole flow's log-determinant equals log|det J| of G (float64, d = 5
   CHECK(g.logdet.value()(0, 0) == doctest::Approx(std::log(std::abs(determinant(jacobian_fd(map, y), 5)))).epsilon(1e-6));
 }
 
-TEST_CASE("the density of a randomized 2-D flow integrates to 1 ± 0.01") {
-  auto flow = random_flow<double>(2, 21, /*actnorm=*/false, /*lu=*/true, 4);
-  // Midpoint rule on [−12, 12]², fine enough for a smooth density of scale ~1.
-  const std::size_t n = 600;
+namespace {
+/// The midpoint grid of [−12, 12]² with n² cells (n·n × 2), and its cell area.
+Array<double> grid_2d(std::size_t n, double& area) {
   const double lo = -12, hi = 12, h = (hi - lo) / double(n);
   Array<double> grid({n * n, 2});
   for (std::size_t i = 0; i < n; ++i)
@@ -216,10 +215,20 @@ TEST_CASE("the density of a randomized 2-D flow integrates to 1 ± 0.01") {
       grid(i * n + j, 0) = lo + (double(i) + 0.5) * h;
       grid(i * n + j, 1) = lo + (double(j) + 0.5) * h;
     }
+  area = h * h;
+  return grid;
+}
+}  // namespace
+
+TEST_CASE("the density of a randomized 2-D flow integrates to 1 ± 0.01") {
+  auto flow = random_flow<double>(2, 21, /*actnorm=*/false, /*lu=*/true, 4);
+  // Midpoint rule on [−12, 12]², fine enough for a smooth density of scale ~1.
+  double area = 0;
+  const Array<double> grid = grid_2d(600, area);
   Tape<double> t;
   const Var<double> lp = flow->log_prob(t.constant(grid));
   double mass = 0;
-  for (double v : lp.value()) mass += std::exp(v) * h * h;
+  for (double v : lp.value()) mass += std::exp(v) * area;
   CHECK(mass == doctest::Approx(1.0).epsilon(0.01));
 }
 
@@ -416,20 +425,14 @@ TEST_CASE("the density of a randomized 2-D spline flow (3 steps) integrates to 1
     // Weights of scale 0.25: the density varies on scales the 0.04 grid resolves (at 0.4 it
     // grows spikes that need a 2400² grid to integrate to 1 ± 0.003).
     auto flow = random_spline_flow<double>(2, 23, 3, cond, 0.25);
-    const std::size_t n = 600;
-    const double lo = -12, hi = 12, h = (hi - lo) / double(n);
-    Array<double> grid({n * n, 2});
-    for (std::size_t i = 0; i < n; ++i)
-      for (std::size_t j = 0; j < n; ++j) {
-        grid(i * n + j, 0) = lo + (double(i) + 0.5) * h;
-        grid(i * n + j, 1) = lo + (double(j) + 0.5) * h;
-      }
+    double area = 0;
+    const Array<double> grid = grid_2d(600, area);
     Tape<double> t;
     const Var<double> lp = flow->log_prob(t.constant(grid));
     double mass = 0, bent = 0;
-    for (std::size_t k = 0; k < n * n; ++k) {
+    for (std::size_t k = 0; k < grid.shape()[0]; ++k) {
       const double v = lp.value()(k, 0), r2 = grid(k, 0) * grid(k, 0) + grid(k, 1) * grid(k, 1);
-      mass += std::exp(v) * h * h;
+      mass += std::exp(v) * area;
       if (r2 < 9) bent = std::max(bent, std::abs(v - (-0.5 * r2 - std::log(2 * M_PI))));
     }
     CHECK(mass == doctest::Approx(1.0).epsilon(0.01));
