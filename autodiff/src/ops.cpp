@@ -736,14 +736,16 @@ template <class T> struct RQSpline {
     else v.store_unaligned(p);
   }
 
-  /// Runs body(u, value, gy, gl) on W = lanes of V elements at a time, starting at element e:
-  /// u are the elements' 3K − 1 parameters, value their inputs, gy/gl the adjoints of their
-  /// outputs and of their rows' log-determinants (zero when no adjoint is given).
+  /// One block's elements gathered lane by lane (parameters transposed to [p][lane]).
   struct Block {
     static constexpr int kMaxLanes = int(kern::batch<T>::size);
     T u[3 * spline::kMaxBins - 1][kMaxLanes];
     T value[kMaxLanes], gy[kMaxLanes], gl[kMaxLanes];
   };
+  /// Runs body(e, u, value, gy, gl) on the elements e … e + W − 1, W = the lanes of V, for the
+  /// elements V covers (batches: all full blocks; a scalar: the tail after them): u are their
+  /// 3K − 1 parameters, value their inputs, gy/gl the adjoints of their outputs and of their
+  /// rows' log-determinants (zero when with_adjoints is false).
   template <class V, class Body>
   static void blocks(Ctx<T>& c, bool with_adjoints, Body body) {
     constexpr int W = int(sizeof(V) / sizeof(T));
