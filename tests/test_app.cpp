@@ -333,6 +333,26 @@ TEST_CASE("data files: held-out validation rows, early stopping, the best model 
   REQUIRE_MESSAGE(resumed.code == 0, resumed.err);
   CHECK(last_json(resumed.out).at("best_step") == res.at("best_step"));
   CHECK(params_of(dir / "a" / "model.npz") == params_of(dir / "b" / "model.npz"));
+  // --lr-schedule plateau halves the rate after every 5 evaluations in a row without improvement.
+  const Result plateau = run("train --data " + data.string() + " --standardize --batch 64 --eval-every 20 --patience 12 "
+                             "--lr-schedule plateau --warmup 0 --lr 1e-3 --no-plots --threads 1 --quiet --eval-n 300 "
+                             "--steps 3000 --out " + (dir / "p").string(), dir);
+  REQUIRE_MESSAGE(plateau.code == 0, plateau.err);
+  const int pbest = last_json(plateau.out).at("best_step").get<int>();
+  double lr_at_best = 0, lr_after_5 = 0, lr_after_10 = 0;
+  // pbest is the best evaluation of the run, so none after it improved; the rate may have been
+  // halved before it, so compare with the rate at pbest.
+  std::ifstream plog(dir / "p" / "metrics.jsonl");
+  for (std::string line; std::getline(plog, line);) {
+    const auto j = nlohmann::json::parse(line);
+    const int step = j.at("step").get<int>();
+    if (step == pbest) lr_at_best = j.at("lr").get<double>();
+    if (step == pbest + 5 * 20 + 20) lr_after_5 = j.at("lr").get<double>();   // after the 5th evaluation without improvement
+    if (step == pbest + 10 * 20 + 20) lr_after_10 = j.at("lr").get<double>();
+  }
+  CHECK(lr_at_best > 0);
+  CHECK(lr_after_5 == doctest::Approx(lr_at_best / 2).epsilon(1e-9));
+  CHECK(lr_after_10 == doctest::Approx(lr_at_best / 4).epsilon(1e-9));
   // --patience needs validation rows.
   const Result bad = run("train --data " + data.string() + " --val-fraction 0 --patience 3 --out " + (dir / "c").string(), dir);
   CHECK(bad.code == 2);

@@ -62,8 +62,9 @@ void add_train_options(CLI::App& c, trflow::TrainOptions& o) {
   c.add_option("--batch", o.batch, "batch size")->check(kPositive)->capture_default_str();
   c.add_option("--steps", o.steps, "training steps")->check(kPositive)->capture_default_str();
   c.add_option("--lr", o.lr, "learning rate (Adam)")->check(kPositive)->capture_default_str();
-  c.add_option("--lr-schedule", o.lr_schedule, "learning-rate schedule")
-      ->check(CLI::IsMember({"constant", "cosine", "step"}))
+  c.add_option("--lr-schedule", o.lr_schedule,
+               "learning-rate schedule (plateau: halved after every 5 validations in a row without improvement)")
+      ->check(CLI::IsMember({"constant", "cosine", "step", "plateau"}))
       ->capture_default_str();
   c.add_option("--warmup", o.warmup, "linear learning-rate warm-up steps")->check(kNonNegative)->capture_default_str();
   c.add_option("--seed", o.seed, "random seed (weights, permutations, batches)")->capture_default_str();

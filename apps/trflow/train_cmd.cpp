@@ -25,6 +25,7 @@ namespace trflow {
 namespace {
 
 std::atomic<bool> g_interrupted{false};
+constexpr std::int64_t kPlateau = 5;  // --lr-schedule plateau: evaluations without improvement per halving
 extern "C" void on_sigint(int) { g_interrupted.store(true); }
 
 bool given(const TrainOptions& o, const std::string& flag) {
@@ -268,6 +269,8 @@ int run_train(const TrainOptions& cli) {
   }
   if (o.patience > 0 && val_rows.size() == 0)
     throw UsageError("--patience needs validation rows (--val-fraction > 0 or --val FILE)");
+  if (o.lr_schedule == "plateau" && val_rows.size() == 0)
+    throw UsageError("--lr-schedule plateau needs validation rows (--val-fraction > 0 or --val FILE)");
   Standardization stdz;
   if (o.standardize) {
     if (cli.resume) {
@@ -357,6 +360,9 @@ int run_train(const TrainOptions& cli) {
         line["val_best"] = validation->best_nll() - offset;
         progress.set_validation(v.nll - offset, validation->best_nll() - offset);
         stop = v.stop;
+        // --lr-schedule plateau: half the rate after each kPlateau evaluations in a row without improvement.
+        const std::int64_t since = validation->evaluations_since_best();
+        if (o.lr_schedule == "plateau" && since > 0 && since % kPlateau == 0) trainer.set_lr_scale(trainer.lr_scale() * 0.5);
       }
       if (log_step) metrics << line.dump() << '\n' << std::flush;
       if (!cli.quiet) progress.update(last.step, last.loss, last.nll, last.transport, log_step && !stderr_is_terminal());

@@ -167,6 +167,7 @@ void save_checkpoint(const std::string& path, const Flow<T>& flow, Trainer<T>& t
            {{"steps_done", trainer.steps_done()},
             {"optimizer_steps", trainer.optimizer().steps()},
             {"skipped", trainer.skipped()},
+            {"lr_scale", trainer.lr_scale()},
             {"rng", trainer.rng().state()}});
   nn::write_npz(path, entries);
 }
@@ -200,6 +201,10 @@ void load_checkpoint(const std::string& path, Flow<T>& flow, Trainer<T>& trainer
     trainer.optimizer().set_steps(count("optimizer_steps"));
     trainer.set_skipped(count("skipped"));
     trainer.rng().set_state(state.at("rng").get<std::string>());
+    const nlohmann::json scale = state.value("lr_scale", nlohmann::json(1.0));  // absent before plateaus
+    if (!scale.is_number() || !(scale.get<double>() > 0) || !std::isfinite(scale.get<double>()))
+      throw std::invalid_argument(fmt::format("'lr_scale' must be a positive number, got {}", scale.dump().substr(0, 40)));
+    trainer.set_lr_scale(scale.get<double>());
   } catch (const std::exception& e) {
     throw nn::FormatError(path, "entry 'trainer'", fmt::format("the trainer's state ({})", e.what()));
   }

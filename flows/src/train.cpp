@@ -72,7 +72,7 @@ StepReport Trainer<T>::step(bool measure_transport) {
   const std::int64_t t = steps_done();
   StepReport r;
   r.step = t + 1;
-  r.lr = lr_schedule_.at(t);
+  r.lr = lr_at(t);
   r.beta = cfg_.beta.at(t);
   optimizer_.set_lr(r.lr);
 

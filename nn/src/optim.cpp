@@ -139,7 +139,8 @@ double LrSchedule::at(std::int64_t t) const {
   if (t < warmup) return base * double(t + 1) / double(warmup);
   const std::int64_t s = t - warmup;
   switch (kind) {
-    case Kind::constant: return base;
+    case Kind::constant:
+    case Kind::plateau: return base;
     case Kind::cosine: {
       const std::int64_t span = std::max<std::int64_t>(1, total - warmup);
       const double frac = std::min(1.0, double(s) / double(span));
@@ -155,14 +156,16 @@ const char* LrSchedule::kind_name(Kind k) {
     case Kind::constant: return "constant";
     case Kind::cosine: return "cosine";
     case Kind::step: return "step";
+    case Kind::plateau: return "plateau";
   }
   return "?";
 }
 
 LrSchedule::Kind LrSchedule::kind_from_name(const std::string& name) {
-  for (Kind k : {Kind::constant, Kind::cosine, Kind::step})
+  for (Kind k : {Kind::constant, Kind::cosine, Kind::step, Kind::plateau})
     if (name == kind_name(k)) return k;
-  throw std::invalid_argument(fmt::format("unknown learning-rate schedule '{}' (expected constant, cosine or step)", name));
+  throw std::invalid_argument(
+      fmt::format("unknown learning-rate schedule '{}' (expected constant, cosine, step or plateau)", name));
 }
 
 template class Optimizer<float>;

@@ -76,7 +76,10 @@ class Trainer {
   nn::Adam<T>& optimizer() { return optimizer_; }
   ad::Rng& rng() { return rng_; }
   const TrainConfig& config() const { return cfg_; }
-  double lr_at(std::int64_t t) const { return lr_schedule_.at(t); }
+  /// The rate of step t: the schedule's, times the scale (1 unless a plateau lowered it).
+  double lr_at(std::int64_t t) const { return lr_schedule_.at(t) * lr_scale_; }
+  double lr_scale() const { return lr_scale_; }
+  void set_lr_scale(double s) { lr_scale_ = s; }
   /// Threads that share each batch (cfg.threads, fewer for a small batch).
   int threads() const { return team_.lanes(); }
 
@@ -100,6 +103,7 @@ class Trainer {
   Array<T> data_batch_, base_batch_;
   std::vector<double> buffer_;
   std::int64_t skipped_ = 0;
+  double lr_scale_ = 1.0;
 };
 
 /// Draws n rows of the dataset as T (into out, reusing its memory).

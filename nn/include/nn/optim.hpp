@@ -86,7 +86,9 @@ double grad_norm(const std::vector<ad::Parameter<T>*>& params);
 ///   cosine:    lr_min + (lr₀ − lr_min) · (1 + cos(π · s / S)) / 2,   s = t − warmup, S = total − warmup
 ///   step:      lr₀ · γ^⌊s / step_size⌋
 struct LrSchedule {
-  enum class Kind { constant, cosine, step } kind = Kind::constant;
+  /// plateau: the base rate (after warm-up) times a scale that the caller lowers when the
+  /// validation stops improving (flows::Trainer::set_lr_scale); at() gives the unscaled rate.
+  enum class Kind { constant, cosine, step, plateau } kind = Kind::constant;
   double base = 1e-3;
   std::int64_t warmup = 0;
   std::int64_t total = 0;       ///< cosine: steps to reach lr_min
