@@ -168,3 +168,18 @@ TEST_CASE("a checkpoint carries the validation state and the best parameters") {
   CHECK(!v3.has_best());
   fs::remove(path);
 }
+
+TEST_CASE("evaluate on a data file averages the NLL over all of its rows exactly") {
+  auto flow = small_flow(3);
+  set_params(*flow, 0.3f);
+  const auto rows = numbered_rows(37, 3);
+  xt::xtensor<double, 2> scaled = rows * 0.05;
+  MatrixDataset data("rows", scaled);
+  const EvalReport r = evaluate(*flow, data, 500, 1);
+  CHECK(r.rows == 37);
+  Array<float> y({37, 3});
+  std::copy(scaled.begin(), scaled.end(), y.data());
+  CHECK(r.nll == doctest::Approx(mean_nll(*flow, y)).epsilon(1e-12));
+  CHECK(evaluate(*flow, data, 500, 2).nll == r.nll);  // no sampling: the seed does not matter
+  CHECK(r.to_json().at("rows") == 37);
+}

@@ -56,6 +56,11 @@ void StandardizedDataset::sample(std::size_t n, ad::Rng& rng, double* out) {
   s_.apply(out, n);
 }
 
+void StandardizedDataset::all_rows(double* out) const {
+  inner_->all_rows(out);
+  s_.apply(out, inner_->row_count());
+}
+
 std::unique_ptr<flows::Dataset> open_dataset(const std::string& spec, bool drop_nonfinite) {
   try {
     return flows::make_dataset(spec, drop_nonfinite);

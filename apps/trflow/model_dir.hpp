@@ -34,6 +34,8 @@ class StandardizedDataset : public flows::Dataset {
   std::string name() const override { return inner_->name(); }
   void sample(std::size_t n, ad::Rng& rng, double* out) override;
   bool has_log_prob() const override { return false; }
+  std::size_t row_count() const override { return inner_->row_count(); }
+  void all_rows(double* out) const override;
 
  private:
   std::unique_ptr<flows::Dataset> inner_;

@@ -276,6 +276,10 @@ double spline_tail_bound(Dataset& data, std::uint64_t seed) {
   return std::ceil(b * 2.0) / 2.0;
 }
 
+void Dataset::all_rows(double*) const {
+  throw std::logic_error("dataset " + name() + " is a generator, not a finite set of rows");
+}
+
 void Dataset::ot_map(const double*, std::size_t, double*) const {
   throw std::logic_error("dataset " + name() + " has no known optimal-transport map");
 }

@@ -10,6 +10,7 @@ namespace flows {
 
 nlohmann::json EvalReport::to_json() const {
   nlohmann::json j = {{"n", n}, {"nll", nll}, {"transport", transport}, {"map_cost", map_cost}};
+  if (rows > 0) j["rows"] = rows;
   auto put = [&](const char* key, const std::optional<double>& v) {
     if (v) j[key] = *v;
   };
@@ -59,7 +60,16 @@ EvalReport evaluate(Flow<T>& flow, Dataset& data, std::size_t n, std::uint64_t s
   ad::Rng rng(seed);
   std::vector<double> buffer;
   Array<T> y, x;
-  sample_batch(data, n, rng, buffer, y);
+  sample_batch(data, n, rng, buffer, y);  // (drawn even for a file, so that the base draws below are as before)
+  if (const std::size_t rows = data.row_count()) {
+    // A finite data set: the NLL is the exact mean over all its rows, not over draws with replacement.
+    const std::size_t d = data.dim();
+    buffer.resize(rows * d);
+    data.all_rows(buffer.data());
+    y.resize({rows, d});
+    std::copy(buffer.begin(), buffer.end(), y.data());
+    r.rows = rows;
+  }
   Inference<T> inference(flow, threads, chunk);
   r.nll = mean_nll(inference, y) + nll_offset;
   if (data.has_log_prob()) {

@@ -3,6 +3,7 @@
 // density (and, for gaussian:D, known entropy and W2² to N(0, I)), and data
 // files (.npy / .csv). make_dataset turns a spec string into one of them.
 // docs/datasets.md gives every formula and constant.
+#include <algorithm>
 #include <cstddef>
 #include <memory>
 #include <optional>
@@ -34,6 +35,10 @@ class Dataset {
   virtual std::optional<double> w2_sq_to_standard_normal() const { return std::nullopt; }
   /// The differential entropy −E log p(x) in nats, when known in closed form.
   virtual std::optional<double> entropy() const { return std::nullopt; }
+  /// A finite set of rows (a data file): how many, else 0 (a generator).
+  virtual std::size_t row_count() const { return 0; }
+  /// All row_count() rows (row_count() × dim(), row-major); std::logic_error for a generator.
+  virtual void all_rows(double* out) const;
   /// Whether the optimal-transport (Monge) map T* from N(0, I) to this distribution is known.
   virtual bool has_ot_map() const { return false; }
   /// out = T*(x) for the n rows of x (n × dim()); std::logic_error when has_ot_map() is false.
@@ -125,6 +130,8 @@ class MatrixDataset : public Dataset {
   void sample(std::size_t n, ad::Rng& rng, double* out) override;
 
   const xt::xtensor<double, 2>& rows() const { return rows_; }
+  std::size_t row_count() const override { return rows_.shape()[0]; }
+  void all_rows(double* out) const override { std::copy(rows_.begin(), rows_.end(), out); }
   std::size_t dropped_rows() const { return dropped_; }
 
  private:

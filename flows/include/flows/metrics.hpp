@@ -12,8 +12,9 @@
 namespace flows {
 
 struct EvalReport {
-  std::size_t n = 0;
-  double nll = 0;        ///< mean −log p(y) over n fresh data samples, nats (data's own units)
+  std::size_t n = 0;     ///< base samples (and data draws, for a generator)
+  std::size_t rows = 0;  ///< a data file's rows, all of which the NLL averages over (0: a generator)
+  double nll = 0;        ///< mean −log p(y) over n fresh data samples or over all of a file's rows, nats (data units)
   double transport = 0;  ///< T = L · E Σ_l ‖F_{l+1}(x) − F_l(x)‖², x ~ α0
   double map_cost = 0;   ///< E ‖F(x) − x‖²
   std::optional<double> true_nll;         ///< mean −log p_true(y) on the same samples (≈ entropy)
@@ -31,7 +32,7 @@ struct EvalReport {
   nlohmann::json to_json() const;
 };
 
-/// Evaluates on n fresh samples of the data and n base samples, in chunks of
+/// Evaluates on n fresh samples of the data (all rows of a finite data set) and n base samples, in chunks of
 /// `chunk` rows so memory stays bounded. nll_offset is added to every NLL
 /// (Σ log σ_j when the model was trained on standardized data). The rows are
 /// split across `threads` threads; the result does not depend on their number.
