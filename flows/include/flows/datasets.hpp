@@ -94,6 +94,41 @@ class GaussianDataset : public Dataset {
   double log_norm_;  // −½ Σ log λ_i − (D/2) log 2π
 };
 
+/// "brenier:D": Y = ∇ψ(X), X ~ N(0, I_D), for the strictly convex
+///   ψ(x) = ½‖x‖² + Σ_{k<K} (a/s) softplus(s (w_k·x − b_k)),  K = D + 2, a = 2.5, s = 4,
+/// w_k random unit vectors and b_k ~ 0.3 N(0, 1), drawn from ad::Rng(4321 + D). By Brenier's
+/// theorem T* = ∇ψ is the W2-optimal map from N(0, I) to Y, so the target has a known Monge map.
+///   ∇ψ(x) = x + a Σ_k σ(z_k) w_k,   ∇²ψ(x) = I + a s Σ_k σ(z_k)(1 − σ(z_k)) w_k w_kᵀ,   z_k = s(w_k·x − b_k),
+///   log p(y) = log φ(x) − log det ∇²ψ(x) with x = (∇ψ)⁻¹(y), found by damped Newton on the
+///   1-strongly convex ψ(x) − ⟨x, y⟩ (inverse()). W2² = E‖∇ψ(X) − X‖² by Monte Carlo (w2_estimate()).
+class BrenierDataset : public Dataset {
+ public:
+  explicit BrenierDataset(std::size_t d);
+  std::size_t dim() const override { return d_; }
+  std::string name() const override { return "brenier:" + std::to_string(d_); }
+  void sample(std::size_t n, ad::Rng& rng, double* out) override;
+  bool has_log_prob() const override { return true; }
+  void log_prob(const double* y, std::size_t n, double* out) const override;
+  bool has_ot_map() const override { return true; }
+  void ot_map(const double* x, std::size_t n, double* out) const override;
+  /// W2²(N(0, I), Y) by Monte Carlo on 200 000 fixed draws (its standard error: w2_estimate()).
+  std::optional<double> w2_sq_to_standard_normal() const override { return w2_; }
+  /// The Monte Carlo estimate of W2² and its standard error.
+  std::pair<double, double> w2_estimate() const { return {w2_, w2_se_}; }
+
+  /// ∇ψ(x) into g (D values).
+  void gradient(const double* x, double* g) const;
+  /// x = (∇ψ)⁻¹(y) by damped Newton (to |∇ψ(x) − y| ≤ 1e-12 (1 + |y|)); returns log det ∇²ψ(x).
+  double inverse(const double* y, double* x) const;
+
+ private:
+  /// log det ∇²ψ(x), and (if h) the Hessian itself (D×D, row-major).
+  double hessian(const double* x, double* h) const;
+  std::size_t d_, k_;
+  std::vector<double> w_, b_;  // K×D unit rows, K offsets
+  double w2_ = 0, w2_se_ = 0;
+};
+
 /// An equally weighted mixture of K isotropic Gaussians N(μ_k, σ² I):
 /// log p(x) = logsumexp_k(−‖x − μ_k‖² / 2σ²) − log K − (D/2) log(2πσ²).
 /// "gmm:D" and "8gaussians" are such mixtures.
