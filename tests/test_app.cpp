@@ -89,8 +89,15 @@ TEST_CASE("trflow train writes the model, config, metrics and a final JSON line,
   CHECK(final.at("steps").get<int>() == 80);
   std::ifstream metrics(model / "metrics.jsonl");
   int lines = 0;
-  for (std::string line; std::getline(metrics, line); ++lines) CHECK(nlohmann::json::parse(line).contains("nll"));
+  nlohmann::json last_line;
+  for (std::string line; std::getline(metrics, line); ++lines) {
+    last_line = nlohmann::json::parse(line);
+    CHECK(last_line.contains("nll"));
+  }
   CHECK(lines == 5);  // steps 1, 20, 40, 60, 80
+  // The last step is validated; gaussian:2 has a known OT map, so the map's L2-UVP and cosine are logged.
+  for (const char* k : {"val_nll", "val_best", "l2_uvp", "ot_cos"}) CHECK_MESSAGE(last_line.contains(k), k);
+  CHECK(final.contains("l2_uvp"));
 
   const Result e = run("eval --model " + model.string() + " --n 2000", dir);
   REQUIRE_MESSAGE(e.code == 0, e.err);

@@ -13,6 +13,7 @@
 #include "app.hpp"
 #include "figures.hpp"
 #include "flows/checkpoint.hpp"
+#include "flows/inference.hpp"
 #include "flows/metrics.hpp"
 #include "flows/validation.hpp"
 #include "model_dir.hpp"
@@ -312,6 +313,30 @@ int run_train(const TrainOptions& cli) {
         *flow, std::move(rows), stdz.nll_offset(), flows::ValidationConfig{o.eval_every, o.patience, 0.0}, o.threads);
   }
   if (cli.resume) flows::load_checkpoint(checkpoint.string(), *flow, trainer, validation.get());
+  // Targets with a known OT map: L2-UVP and the cosine at each validation, on fixed base draws.
+  struct OtProbe {
+    ad::Array<float> x;
+    std::vector<float> fx;
+    double variance = 0;
+  };
+  std::unique_ptr<OtProbe> ot;
+  if (validation && data->has_ot_map()) {
+    ot = std::make_unique<OtProbe>();
+    ad::Rng rng(o.seed + 37);
+    flow->base().sample(2000, rng, ot->x);
+    ot->fx.resize(ot->x.size());
+    if (const auto v = data->total_variance()) {
+      ot->variance = *v;
+    } else {  // E‖Y − EY‖² from the validation sample
+      const std::size_t n = val_rows.shape()[0], d = val_rows.shape()[1];
+      for (std::size_t j = 0; j < d; ++j) {
+        double mean = 0, sq = 0;
+        for (std::size_t i = 0; i < n; ++i) mean += val_rows(i, j) / double(n);
+        for (std::size_t i = 0; i < n; ++i) sq += (val_rows(i, j) - mean) * (val_rows(i, j) - mean);
+        ot->variance += sq / double(n > 1 ? n - 1 : 1);
+      }
+    }
+  }
 
   const nlohmann::json meta = {
       {"data", o.data}, {"standardization", stdz.to_json()}, {"train", options_json(o)}};
@@ -360,6 +385,14 @@ int run_train(const TrainOptions& cli) {
         line["val_best"] = validation->best_nll() - offset;
         progress.set_validation(v.nll - offset, validation->best_nll() - offset);
         stop = v.stop;
+        if (ot) {
+          flows::PushOutputs<float> push;
+          push.y = ot->fx.data();
+          flows::Inference<float>(*flow, o.threads).forward(ot->x.data(), ot->x.shape()[0], push);
+          const flows::OtScores s = flows::ot_scores(*data, ot->x, ot->fx.data(), ot->variance);
+          if (s.l2_uvp) line["l2_uvp"] = *s.l2_uvp;
+          if (s.ot_cos) line["ot_cos"] = *s.ot_cos;
+        }
         // --lr-schedule plateau: half the rate after each kPlateau evaluations in a row without improvement.
         const std::int64_t since = validation->evaluations_since_best();
         if (o.lr_schedule == "plateau" && since > 0 && since % kPlateau == 0) trainer.set_lr_scale(trainer.lr_scale() * 0.5);

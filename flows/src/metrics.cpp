@@ -43,6 +43,27 @@ double mean_nll(Inference<T>& inference, const Array<T>& y) {
 }  // namespace
 
 template <class T>
+OtScores ot_scores(const Dataset& data, const Array<T>& x, const T* fx, double variance) {
+  // The yardstick of Korotin et al. (NeurIPS 2021): the learned map against T*, point by point.
+  const std::size_t n = x.shape()[0], d = x.shape()[1];
+  const std::vector<double> xd(x.begin(), x.end());
+  std::vector<double> target(n * d);
+  data.ot_map(xd.data(), n, target.data());
+  double gap = 0, dot = 0, ot_sq = 0, map_sq = 0;
+  for (std::size_t k = 0; k < n * d; ++k) {
+    const double f = double(fx[k]), t = target[k], x0 = xd[k];
+    gap += (f - t) * (f - t);
+    dot += (t - x0) * (f - x0);
+    ot_sq += (t - x0) * (t - x0);
+    map_sq += (f - x0) * (f - x0);
+  }
+  OtScores s;
+  if (variance > 0) s.l2_uvp = 100.0 * gap / double(n) / variance;
+  if (ot_sq * map_sq > 0) s.ot_cos = dot / std::sqrt(ot_sq * map_sq);
+  return s;
+}
+
+template <class T>
 double mean_nll(Flow<T>& flow, const Array<T>& y, int threads, std::size_t chunk) {
   Inference<T> inference(flow, threads, chunk);
   return mean_nll(inference, y);
@@ -104,17 +125,6 @@ EvalReport evaluate(Flow<T>& flow, Dataset& data, std::size_t n, std::uint64_t s
   r.transport = double(flow.num_layers()) * transport / double(n);
   r.map_cost = map_cost / double(n);
   if (data.has_ot_map()) {
-    // The yardstick of Korotin et al. (NeurIPS 2021): the learned map against T*, point by point.
-    const std::vector<double> xd(x.begin(), x.end());
-    std::vector<double> target(n * d);
-    data.ot_map(xd.data(), n, target.data());
-    double gap = 0, dot = 0, ot_sq = 0;
-    for (std::size_t k = 0; k < n * d; ++k) {
-      const double f = double(pushed[k]), t = target[k], x0 = xd[k];
-      gap += (f - t) * (f - t);
-      dot += (t - x0) * (f - x0);
-      ot_sq += (t - x0) * (t - x0);
-    }
     double variance = 0;
     if (const auto v = data.total_variance()) {
       variance = *v;
@@ -126,9 +136,9 @@ EvalReport evaluate(Flow<T>& flow, Dataset& data, std::size_t n, std::uint64_t s
         variance += sq / double(n > 1 ? n - 1 : 1);
       }
     }
-    if (variance > 0) r.l2_uvp = 100.0 * gap / double(n) / variance;
-    const double denom = std::sqrt(ot_sq * map_cost);
-    if (denom > 0) r.ot_cos = dot / denom;
+    const OtScores s = ot_scores(data, x, pushed.data(), variance);
+    r.l2_uvp = s.l2_uvp;
+    r.ot_cos = s.ot_cos;
   }
   if (data.has_log_prob()) {
     // KL(q ‖ p) = E_x[log q(F(x)) − log p(F(x))]
@@ -147,6 +157,8 @@ EvalReport evaluate(Flow<T>& flow, Dataset& data, std::size_t n, std::uint64_t s
   return r;
 }
 
+template OtScores ot_scores<float>(const Dataset&, const Array<float>&, const float*, double);
+template OtScores ot_scores<double>(const Dataset&, const Array<double>&, const double*, double);
 template double mean_nll<float>(Flow<float>&, const Array<float>&, int, std::size_t);
 template double mean_nll<double>(Flow<double>&, const Array<double>&, int, std::size_t);
 template EvalReport evaluate<float>(Flow<float>&, Dataset&, std::size_t, std::uint64_t, double, int, std::size_t);

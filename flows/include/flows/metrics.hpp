@@ -40,6 +40,15 @@ template <class T>
 EvalReport evaluate(Flow<T>& flow, Dataset& data, std::size_t n, std::uint64_t seed, double nll_offset = 0.0,
                     int threads = 1, std::size_t chunk = 4096);
 
+/// L2-UVP and the cosine of the map x ↦ F(x) against data's OT map T* (data.has_ot_map()), on the
+/// n base samples x (n×d) and their pushes fx; variance = Var(Y) (E‖Y − EY‖²). Either is empty
+/// where undefined (variance ≤ 0; F(x) = x or T*(x) = x everywhere, for the cosine).
+struct OtScores {
+  std::optional<double> l2_uvp, ot_cos;
+};
+template <class T>
+OtScores ot_scores(const Dataset& data, const Array<T>& x, const T* fx, double variance);
+
 /// Mean −log p(y) of the rows of y under the flow (chunked, on `threads` threads).
 template <class T>
 double mean_nll(Flow<T>& flow, const Array<T>& y, int threads = 1, std::size_t chunk = 4096);
