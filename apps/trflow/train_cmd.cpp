@@ -315,13 +315,15 @@ int run_train(const TrainOptions& cli) {
   if (cli.resume) flows::load_checkpoint(checkpoint.string(), *flow, trainer, validation.get());
   // Targets with a known OT map: L2-UVP and the cosine at each validation, on fixed base draws.
   struct OtProbe {
+    explicit OtProbe(flows::Flow<float>& flow, int threads) : inference(flow, threads) {}
+    flows::Inference<float> inference;  // kept: each probe reuses its tapes
     ad::Array<float> x;
     std::vector<float> fx;
     double variance = 0;
   };
   std::unique_ptr<OtProbe> ot;
   if (validation && data->has_ot_map()) {
-    ot = std::make_unique<OtProbe>();
+    ot = std::make_unique<OtProbe>(*flow, o.threads);
     ad::Rng rng(o.seed + 37);
     flow->base().sample(2000, rng, ot->x);
     ot->fx.resize(ot->x.size());
@@ -388,7 +390,7 @@ int run_train(const TrainOptions& cli) {
         if (ot) {
           flows::PushOutputs<float> push;
           push.y = ot->fx.data();
-          flows::Inference<float>(*flow, o.threads).forward(ot->x.data(), ot->x.shape()[0], push);
+          ot->inference.forward(ot->x.data(), ot->x.shape()[0], push);
           const flows::OtScores s = flows::ot_scores(*data, ot->x, ot->fx.data(), ot->variance);
           if (s.l2_uvp) line["l2_uvp"] = *s.l2_uvp;
           if (s.ot_cos) line["ot_cos"] = *s.ot_cos;

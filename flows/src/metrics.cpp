@@ -27,9 +27,6 @@ nlohmann::json EvalReport::to_json() const {
   return j;
 }
 
-namespace {
-
-/// Mean −log p(y) over the rows of y.
 template <class T>
 double mean_nll(Inference<T>& inference, const Array<T>& y) {
   const std::size_t n = y.shape()[0];
@@ -40,7 +37,6 @@ double mean_nll(Inference<T>& inference, const Array<T>& y) {
   return total / double(n);
 }
 
-}  // namespace
 
 template <class T>
 OtScores ot_scores(const Dataset& data, const Array<T>& x, const T* fx, double variance) {
@@ -159,6 +155,8 @@ EvalReport evaluate(Flow<T>& flow, Dataset& data, std::size_t n, std::uint64_t s
 
 template OtScores ot_scores<float>(const Dataset&, const Array<float>&, const float*, double);
 template OtScores ot_scores<double>(const Dataset&, const Array<double>&, const double*, double);
+template double mean_nll<float>(Inference<float>&, const Array<float>&);
+template double mean_nll<double>(Inference<double>&, const Array<double>&);
 template double mean_nll<float>(Flow<float>&, const Array<float>&, int, std::size_t);
 template double mean_nll<double>(Flow<double>&, const Array<double>&, int, std::size_t);
 template EvalReport evaluate<float>(Flow<float>&, Dataset&, std::size_t, std::uint64_t, double, int, std::size_t);

@@ -8,6 +8,7 @@
 
 #include "flows/datasets.hpp"
 #include "flows/flow.hpp"
+#include "flows/inference.hpp"
 
 namespace flows {
 
@@ -52,5 +53,8 @@ OtScores ot_scores(const Dataset& data, const Array<T>& x, const T* fx, double v
 /// Mean −log p(y) of the rows of y under the flow (chunked, on `threads` threads).
 template <class T>
 double mean_nll(Flow<T>& flow, const Array<T>& y, int threads = 1, std::size_t chunk = 4096);
+/// The same with an Inference that is kept between calls (its tapes are reused: no allocation).
+template <class T>
+double mean_nll(Inference<T>& inference, const Array<T>& y);
 
 }  // namespace flows

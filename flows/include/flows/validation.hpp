@@ -18,6 +18,7 @@
 #include <xtensor/xtensor.hpp>
 
 #include "flows/flow.hpp"
+#include "flows/inference.hpp"
 
 namespace flows {
 
@@ -67,10 +68,10 @@ class Validation {
 
  private:
   Flow<T>& flow_;
+  mutable Inference<T> inference_;  // kept: an evaluation reuses its tapes
   Array<T> rows_;
   double offset_;
   ValidationConfig cfg_;
-  int threads_;
   std::vector<std::pair<std::string, Array<T>>> best_;
   double best_nll_ = std::numeric_limits<double>::infinity();
   std::int64_t best_step_ = -1, since_best_ = 0;
