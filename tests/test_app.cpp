@@ -139,7 +139,17 @@ TEST_CASE("invalid flags exit with code 2 and a message naming the flag") {
                         Case{"train --coupling affine --tail-bound 4", "--tail-bound"},
                         Case{"train --coupling rqs --scale-clamp 2", "--scale-clamp"},
                         Case{"train --additive --coupling rqs", "--additive"},
-                        Case{"train --structure blocks", "--structure"}, Case{"train --conditioner cnn", "--conditioner"}}) {
+                        Case{"train --structure blocks", "--structure"}, Case{"train --conditioner cnn", "--conditioner"},
+                        // non-finite numbers and integers beyond their type (issue 16, classes 1 and 2)
+                        Case{"train --lr inf", "--lr"}, Case{"train --transport-weight nan", "--transport-weight"},
+                        Case{"train --tail-bound inf", "--tail-bound"}, Case{"train --lr 1e999", "--lr"},
+                        Case{"train --val-fraction nan", "--val-fraction"}, Case{"train --clip-norm inf", "--clip-norm"},
+                        Case{"train --steps 99999999999999999999", "--steps"},
+                        Case{"train --layers 99999999999999999999", "--layers"},
+                        Case{"train --threads 3000000000", "--threads"}, Case{"train --batch 1e3", "--batch"},
+                        Case{"train --seed -1", "--seed"}, Case{"train --warmup -1", "--warmup"},
+                        Case{"sample --model m --out s.npy --n 99999999999999999999", "--n"},
+                        Case{"eval --model m --seed 18446744073709551616", "--seed"}}) {
     const std::string args = c.args;
     CAPTURE(args);
     const Result r = run(std::string(c.args) + " --out " + (dir / "x").string(), dir);

@@ -1,7 +1,10 @@
 // trflow: train, evaluate, sample and plot transport-regularized normalizing flows.
 // Exit codes: 0 success, 1 data or model error (or divergence), 2 usage error, 130 interrupted.
+#include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <exception>
+#include <limits>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -10,7 +13,8 @@
 
 namespace {
 
-/// A number that must satisfy `ok` (a strictly positive or a non-negative value).
+/// A finite number that must satisfy `ok` (a strictly positive or a non-negative value);
+/// inf and nan are refused (a run would start and then "diverge").
 CLI::Validator number_check(bool (*ok)(double), const char* must_be, const char* name) {
   return CLI::Validator(
       [=](std::string& s) -> std::string {
@@ -18,13 +22,34 @@ CLI::Validator number_check(bool (*ok)(double), const char* must_be, const char*
           std::size_t used = 0;
           const double v = std::stod(s, &used);
           if (used != s.size()) return "expected a number, got '" + s + "'";
+          if (!std::isfinite(v)) return "expected a finite number, got " + s;
           if (!ok(v)) return std::string(must_be) + ", got " + s;
+        } catch (const std::out_of_range&) {
+          return "expected a finite number, got " + s + " (beyond the range of a double)";
         } catch (const std::exception&) {
           return "expected a number, got '" + s + "'";
         }
         return {};
       },
       name);
+}
+
+/// A whole number of the option's own type I, at least lo: anything that does not parse as
+/// one, or lies beyond I's range, is refused (CLI11 alone clamps 99999999999999999999).
+template <class I>
+CLI::Validator whole(const I&, I lo) {
+  return CLI::Validator(
+      [=](std::string& s) -> std::string {
+        I v{};
+        const char* end = s.data() + s.size();
+        const auto [ptr, ec] = std::from_chars(s.data(), end, v);
+        if (ec == std::errc::result_out_of_range)
+          return fmt::format("{} is out of range (expected {} to {})", s, lo, std::numeric_limits<I>::max());
+        if (ec != std::errc() || ptr != end) return "expected a whole number, got '" + s + "'";
+        if (v < lo) return fmt::format("must be at least {}, got {}", lo, s);
+        return {};
+      },
+      lo > 0 ? "POSITIVE" : "NON-NEGATIVE");
 }
 
 const CLI::Validator kPositive = number_check([](double v) { return v > 0; }, "must be positive", "POSITIVE");
@@ -38,7 +63,7 @@ void add_train_options(CLI::App& c, trflow::TrainOptions& o) {
                                  "swissroll), gaussian:D, gmm:D, or a .npy/.csv file")
       ->capture_default_str();
   c.add_option("--layers", o.layers, "number of coupling layers (or of steps, with --structure steps)")
-      ->check(kPositive)
+      ->check(whole(o.layers, decltype(o.layers)(1)))
       ->capture_default_str();
   c.add_option("--structure", o.structure,
                "layers: one coupling per layer; steps: an LU layer and two complementary couplings per step")
@@ -54,20 +79,20 @@ void add_train_options(CLI::App& c, trflow::TrainOptions& o) {
   c.add_option("--tail-bound", o.tail_bound,
                "rqs: splines act on [-B, B], the identity outside (default: from the data, at least 3)")
       ->check(kPositive);
-  c.add_option("--hidden", o.hidden, "width of the conditioner MLPs")->check(kPositive)->capture_default_str();
-  c.add_option("--depth", o.depth, "hidden layers (mlp) or residual blocks (resnet) per conditioner")->check(kPositive)->capture_default_str();
+  c.add_option("--hidden", o.hidden, "width of the conditioner MLPs")->check(whole(o.hidden, decltype(o.hidden)(1)))->capture_default_str();
+  c.add_option("--depth", o.depth, "hidden layers (mlp) or residual blocks (resnet) per conditioner")->check(whole(o.depth, decltype(o.depth)(1)))->capture_default_str();
   c.add_option("--activation", o.activation, "conditioner activation")
       ->check(CLI::IsMember(kActivations))
       ->capture_default_str();
-  c.add_option("--batch", o.batch, "batch size")->check(kPositive)->capture_default_str();
-  c.add_option("--steps", o.steps, "training steps")->check(kPositive)->capture_default_str();
+  c.add_option("--batch", o.batch, "batch size")->check(whole(o.batch, decltype(o.batch)(1)))->capture_default_str();
+  c.add_option("--steps", o.steps, "training steps")->check(whole(o.steps, decltype(o.steps)(1)))->capture_default_str();
   c.add_option("--lr", o.lr, "learning rate (Adam)")->check(kPositive)->capture_default_str();
   c.add_option("--lr-schedule", o.lr_schedule,
                "learning-rate schedule (plateau: halved after every 5 validations in a row without improvement)")
       ->check(CLI::IsMember({"constant", "cosine", "step", "plateau"}))
       ->capture_default_str();
-  c.add_option("--warmup", o.warmup, "linear learning-rate warm-up steps")->check(kNonNegative)->capture_default_str();
-  c.add_option("--seed", o.seed, "random seed (weights, permutations, batches)")->capture_default_str();
+  c.add_option("--warmup", o.warmup, "linear learning-rate warm-up steps")->check(whole(o.warmup, decltype(o.warmup)(0)))->capture_default_str();
+  c.add_option("--seed", o.seed, "random seed (weights, permutations, batches)")->check(whole(o.seed, decltype(o.seed)(0)))->capture_default_str();
   c.add_option("--kl-weight", o.kl_weight, "λ, the weight of the NLL")->check(kNonNegative)->capture_default_str();
   c.add_option("--transport-weight", o.transport_weight, "β, the weight of the transport cost T (0: plain maximum likelihood)")
       ->check(kNonNegative)
@@ -96,26 +121,26 @@ void add_train_options(CLI::App& c, trflow::TrainOptions& o) {
   c.add_flag("--standardize", o.standardize, "standardize the data (statistics saved with the model; NLL stays in data units)");
   c.add_option("--val-fraction", o.val_fraction,
                "fraction of a data file's rows held out for validation (built-in sets: a fixed sample; 0: none)")
-      ->check(CLI::Range(0.0, 0.9))
+      ->check(number_check([](double v) { return v >= 0 && v <= 0.9; }, "must be in [0, 0.9]", "FRACTION"))
       ->capture_default_str();
   c.add_option("--val", o.val, "a .npy/.csv file of validation rows instead of held-out ones");
   c.add_option("--eval-every", o.eval_every,
                "steps between validation NLLs; the best model is the one saved (default: 100, for a data file about "
                "two passes over its training rows, 10 to 100)")
-      ->check(kPositive);
+      ->check(whole(o.eval_every, decltype(o.eval_every)(1)));
   c.add_option("--patience", o.patience,
                "stop after this many validations without improvement (0: never; default 20 for data files, 0 otherwise)")
-      ->check(kNonNegative);
+      ->check(whole(o.patience, decltype(o.patience)(0)));
   c.add_option("--weight-decay", o.weight_decay, "decoupled weight decay (AdamW)")->check(kNonNegative)->capture_default_str();
   c.add_flag("--drop-nonfinite", o.drop_nonfinite, "drop data rows holding NaN or Inf instead of rejecting the file");
   c.add_option("--clip-norm", o.clip_norm, "clip the global gradient norm (0: off)")->check(kNonNegative)->capture_default_str();
   c.add_flag("--skip-nonfinite", o.skip_nonfinite, "skip batches with a non-finite loss or gradient (counted) instead of stopping");
-  c.add_option("--threads", o.threads, "threads that share the rows of each batch")->check(kPositive)->capture_default_str();
+  c.add_option("--threads", o.threads, "threads that share the rows of each batch")->check(whole(o.threads, decltype(o.threads)(1)))->capture_default_str();
   c.add_option("--out", o.out, "output directory")->capture_default_str();
   c.add_flag("--resume", o.resume, "continue from OUT/checkpoint.npz");
-  c.add_option("--log-every", o.log_every, "steps between metrics.jsonl lines")->check(kPositive)->capture_default_str();
-  c.add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints")->check(kPositive)->capture_default_str();
-  c.add_option("--eval-n", o.eval_n, "samples for the final evaluation")->check(kPositive)->capture_default_str();
+  c.add_option("--log-every", o.log_every, "steps between metrics.jsonl lines")->check(whole(o.log_every, decltype(o.log_every)(1)))->capture_default_str();
+  c.add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints")->check(whole(o.checkpoint_every, decltype(o.checkpoint_every)(1)))->capture_default_str();
+  c.add_option("--eval-n", o.eval_n, "samples for the final evaluation")->check(whole(o.eval_n, decltype(o.eval_n)(1)))->capture_default_str();
   c.add_flag("!--no-plots", o.plots, "skip the PNG figures");
   c.add_flag("--quiet", o.quiet, "no progress output");
 }
@@ -135,27 +160,27 @@ int main(int argc, char** argv) {
   auto* eval_cmd = app.add_subcommand("eval", "evaluate a model: prints one JSON object");
   eval_cmd->add_option("--model", eval.model, "model directory (or model.npz)")->required();
   eval_cmd->add_option("--data", eval.data, "data to evaluate on (default: the training data)");
-  eval_cmd->add_option("--n", eval.n, "number of samples")->check(kPositive)->capture_default_str();
-  eval_cmd->add_option("--seed", eval.seed, "random seed")->capture_default_str();
-  eval_cmd->add_option("--threads", eval.threads, "threads that share the rows")->check(kPositive)->capture_default_str();
+  eval_cmd->add_option("--n", eval.n, "number of samples")->check(whole(eval.n, decltype(eval.n)(1)))->capture_default_str();
+  eval_cmd->add_option("--seed", eval.seed, "random seed")->check(whole(eval.seed, decltype(eval.seed)(0)))->capture_default_str();
+  eval_cmd->add_option("--threads", eval.threads, "threads that share the rows")->check(whole(eval.threads, decltype(eval.threads)(1)))->capture_default_str();
 
   trflow::SampleOptions sample;
   auto* sample_cmd = app.add_subcommand("sample", "draw samples (and their trajectories) from a model into .npy files");
   sample_cmd->add_option("--model", sample.model, "model directory (or model.npz)")->required();
-  sample_cmd->add_option("--n", sample.n, "number of samples")->check(kPositive)->capture_default_str();
+  sample_cmd->add_option("--n", sample.n, "number of samples")->check(whole(sample.n, decltype(sample.n)(1)))->capture_default_str();
   sample_cmd->add_option("--out", sample.out, "samples, an (N, D) .npy file")->required();
   sample_cmd->add_option("--trajectories", sample.trajectories, "trajectories, an (L+1, N, D) .npy file");
-  sample_cmd->add_option("--seed", sample.seed, "random seed")->capture_default_str();
-  sample_cmd->add_option("--threads", sample.threads, "threads that share the rows")->check(kPositive)->capture_default_str();
+  sample_cmd->add_option("--seed", sample.seed, "random seed")->check(whole(sample.seed, decltype(sample.seed)(0)))->capture_default_str();
+  sample_cmd->add_option("--threads", sample.threads, "threads that share the rows")->check(whole(sample.threads, decltype(sample.threads)(1)))->capture_default_str();
 
   trflow::PlotOptions plot;
   auto* plot_cmd = app.add_subcommand("plot", "write PNG figures of a model");
   plot_cmd->add_option("--model", plot.model, "model directory (or model.npz)")->required();
   plot_cmd->add_option("--out", plot.out, "output directory (default: the model's)");
   plot_cmd->add_option("--data", plot.data, "target data to show (default: the training data)");
-  plot_cmd->add_option("--n", plot.n, "number of points per scatter")->check(kPositive)->capture_default_str();
-  plot_cmd->add_option("--seed", plot.seed, "random seed")->capture_default_str();
-  plot_cmd->add_option("--threads", plot.threads, "threads that share the rows")->check(kPositive)->capture_default_str();
+  plot_cmd->add_option("--n", plot.n, "number of points per scatter")->check(whole(plot.n, decltype(plot.n)(1)))->capture_default_str();
+  plot_cmd->add_option("--seed", plot.seed, "random seed")->check(whole(plot.seed, decltype(plot.seed)(0)))->capture_default_str();
+  plot_cmd->add_option("--threads", plot.threads, "threads that share the rows")->check(whole(plot.threads, decltype(plot.threads)(1)))->capture_default_str();
 
   trflow::CompareOptions compare;
   auto* compare_cmd = app.add_subcommand(
