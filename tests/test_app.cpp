@@ -423,35 +423,78 @@ TEST_CASE("a run killed with SIGKILL and resumed ends with the same parameters a
   fs::remove_all(dir);
 }
 
-TEST_CASE("SIGINT saves a checkpoint and exits cleanly, and --resume finishes the run") {
-  const fs::path dir = temp_dir("sigint");
-  const fs::path m = dir / "m";
-  const std::string common = "train --steps 100000 --batch 64 --layers 2 --hidden 16 --eval-n 200 --no-plots "
-                             "--threads 1 --quiet --out ";
-  const pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    const std::string cmd = std::string(TRFLOW_BINARY) + " " + common + m.string() + " >/dev/null 2>" + (dir / "err.txt").string();
-    execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), (char*)nullptr);
-    _exit(127);
+TEST_CASE("SIGINT and SIGTERM save a checkpoint and exit with 130 and 143, and --resume finishes the run") {
+  for (const auto& [sig, code] : {std::pair<int, int>{SIGINT, 130}, {SIGTERM, 143}}) {
+    CAPTURE(sig);
+    const fs::path dir = temp_dir("signal" + std::to_string(sig));
+    const fs::path m = dir / "m";
+    const std::string common = "train --steps 100000 --batch 64 --layers 2 --hidden 16 --eval-n 200 --no-plots "
+                               "--threads 1 --quiet --out ";
+    const pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      const std::string cmd =
+          std::string(TRFLOW_BINARY) + " " + common + m.string() + " >/dev/null 2>" + (dir / "err.txt").string();
+      execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), (char*)nullptr);
+      _exit(127);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (std::chrono::steady_clock::now() < deadline && !fs::exists(m / "metrics.jsonl"))
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    kill(pid, sig);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == code);
+    REQUIRE(fs::exists(m / "checkpoint.npz"));
+    std::ifstream err(dir / "err.txt");
+    std::stringstream ss;
+    ss << err.rdbuf();
+    CHECK_MESSAGE(ss.str().find("--resume") != std::string::npos, ss.str());
+    const Result resumed = run(common + m.string() + " --resume --steps 400", dir);
+    // The checkpoint may already be past step 400 on a fast machine; either way no crash.
+    CHECK_MESSAGE((resumed.code == 0 || resumed.code == 2), resumed.err);
+    fs::remove_all(dir);
   }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (std::chrono::steady_clock::now() < deadline && !fs::exists(m / "metrics.jsonl"))
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  kill(pid, SIGINT);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  REQUIRE(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) == 130);
-  REQUIRE(fs::exists(m / "checkpoint.npz"));
-  std::ifstream err(dir / "err.txt");
-  std::stringstream ss;
-  ss << err.rdbuf();
-  CHECK_MESSAGE(ss.str().find("--resume") != std::string::npos, ss.str());
-  const Result resumed = run(common + m.string() + " --resume --steps 400", dir);
-  // The checkpoint may already be past step 400 on a fast machine; either way no crash.
-  CHECK_MESSAGE((resumed.code == 0 || resumed.code == 2), resumed.err);
+}
+
+TEST_CASE("empty and clashing output paths are usage errors, and a model holding NaN is refused by name") {
+  const fs::path dir = temp_dir("outputs");
+  const Result empty = run("train --out \"\" --steps 5", dir);
+  CHECK(empty.code == 2);
+  CHECK_MESSAGE(empty.err.find("--out") != std::string::npos, empty.err);
+  const fs::path model = fs::path(TRFLOW_TEST_DATA) / "model_v0.1";
+  const Result same = run("sample --model " + model.string() + " --n 5 --out " + (dir / "s.npy").string() +
+                              " --trajectories " + (dir / "." / "s.npy").string(), dir);
+  CHECK(same.code == 2);
+  CHECK_MESSAGE(same.err.find("same file") != std::string::npos, same.err);
+  CHECK(!fs::exists(dir / "s.npy"));
+  const Result empty_sample = run("sample --model " + model.string() + " --n 5 --out \"\"", dir);
+  CHECK(empty_sample.code == 2);
+  // A copy of the v0.1 model with one weight set to NaN: every command that loads it refuses it.
+  std::vector<std::pair<std::string, std::string>> entries;
+  for (auto& a : nn::read_npz((model / "model.npz").string())) {
+    if (a.name == "architecture") {
+      std::vector<std::uint8_t> bytes(a.data.begin(), a.data.end());
+      entries.emplace_back(a.name, nn::encode_npy(bytes.data(), a.shape));
+    } else {
+      std::vector<float> v(a.data.begin(), a.data.end());
+      if (a.name == "layers.2.net.0.weight") v[3] = std::nanf("");
+      entries.emplace_back(a.name, nn::encode_npy(v.data(), a.shape));
+    }
+  }
+  fs::create_directories(dir / "nan");
+  nn::write_npz((dir / "nan" / "model.npz").string(), entries);
+  for (const std::string cmd : {"eval --model " + (dir / "nan").string() + " --n 50",
+                                "sample --model " + (dir / "nan").string() + " --n 5 --out " + (dir / "x.npy").string(),
+                                "plot --model " + (dir / "nan").string() + " --out " + (dir / "figs").string()}) {
+    CAPTURE(cmd);
+    const Result r = run(cmd, dir);
+    CHECK(r.code == 1);
+    CHECK_MESSAGE(r.err.find("layers.2.net.0.weight") != std::string::npos, r.err);
+    CHECK_MESSAGE(r.err.find("finite") != std::string::npos, r.err);
+  }
   fs::remove_all(dir);
 }
 #endif

@@ -1,4 +1,5 @@
 // trflow eval and trflow sample.
+#include <filesystem>
 #include <iostream>
 
 #include <cblas.h>
@@ -33,6 +34,13 @@ int run_eval(const EvalOptions& o) {
 }
 
 int run_sample(const SampleOptions& o) {
+  if (o.out.empty()) throw UsageError("--out: expected a .npy file, got an empty path");
+  if (!o.trajectories.empty()) {
+    std::error_code ec1, ec2;
+    const auto a = std::filesystem::weakly_canonical(o.out, ec1), b = std::filesystem::weakly_canonical(o.trajectories, ec2);
+    if (!ec1 && !ec2 && a == b)
+      throw UsageError(fmt::format("--out and --trajectories name the same file ({}): one would overwrite the other", a.string()));
+  }
   set_threads(o.threads);
   Model m = load_model_dir(o.model);
   const std::size_t d = m.flow->dim(), n = o.n, L = m.flow->num_layers();

@@ -1,5 +1,6 @@
 // trflow: train, evaluate, sample and plot transport-regularized normalizing flows.
-// Exit codes: 0 success, 1 data or model error (or divergence), 2 usage error, 130 interrupted.
+// Exit codes: 0 success, 1 data or model error (or divergence), 2 usage error, 130 interrupted (SIGINT),
+// 143 terminated (SIGTERM); both save a checkpoint first.
 #include <charconv>
 #include <cmath>
 #include <cstdio>

@@ -25,9 +25,9 @@ namespace fs = std::filesystem;
 namespace trflow {
 namespace {
 
-std::atomic<bool> g_interrupted{false};
+std::atomic<int> g_interrupted{0};  // the signal that asked the run to stop (SIGINT or SIGTERM), 0 for none
 constexpr std::int64_t kPlateau = 5;  // --lr-schedule plateau: evaluations without improvement per halving
-extern "C" void on_sigint(int) { g_interrupted.store(true); }
+extern "C" void on_stop_signal(int sig) { g_interrupted.store(sig); }
 
 bool given(const TrainOptions& o, const std::string& flag) {
   return std::find(o.explicit_flags.begin(), o.explicit_flags.end(), flag) != o.explicit_flags.end();
@@ -220,6 +220,7 @@ nlohmann::json step_json(const flows::StepReport& r, double elapsed) {
 }  // namespace
 
 int run_train(const TrainOptions& cli) {
+  if (cli.out.empty()) throw UsageError("--out: expected a directory, got an empty path");
   const fs::path out = cli.out;
   const fs::path checkpoint = out / "checkpoint.npz";
   TrainOptions o = cli;
@@ -353,8 +354,15 @@ int run_train(const TrainOptions& cli) {
                flow->num_layers(), flow->parameter_count(), o.steps,
                cli.resume ? fmt::format(" (resuming at step {})", trainer.steps_done()) : "", out.string());
 
-  g_interrupted.store(false);
-  auto previous = std::signal(SIGINT, on_sigint);
+  // Ctrl-C (SIGINT) and schedulers' and timeout(1)'s SIGTERM both save a checkpoint and stop:
+  // exit 130 and 143 (128 + the signal), as a shell reports a process killed by them.
+  g_interrupted.store(0);
+  auto previous = std::signal(SIGINT, on_stop_signal);
+  auto previous_term = std::signal(SIGTERM, on_stop_signal);
+  auto restore_signals = [&] {
+    std::signal(SIGINT, previous);
+    std::signal(SIGTERM, previous_term);
+  };
   Progress progress(o.steps, trainer.steps_done(), stderr_is_terminal());
   flows::StepReport last;
   bool stopped_early = false;
@@ -362,14 +370,14 @@ int run_train(const TrainOptions& cli) {
   const auto start = std::chrono::steady_clock::now();
   try {
     while (trainer.steps_done() < o.steps) {
-      if (g_interrupted.load()) {
+      if (const int sig = g_interrupted.load()) {
         progress.finish();
         flows::save_checkpoint(checkpoint.string(), *flow, trainer, meta, validation.get());
         metrics.flush();
-        fmt::print(stderr, "trflow: interrupted at step {}; checkpoint saved to {} (continue with --resume)\n",
-                   trainer.steps_done(), checkpoint.string());
-        std::signal(SIGINT, previous);
-        return 130;
+        fmt::print(stderr, "trflow: {} at step {}; checkpoint saved to {} (continue with --resume)\n",
+                   sig == SIGTERM ? "terminated (SIGTERM)" : "interrupted", trainer.steps_done(), checkpoint.string());
+        restore_signals();
+        return 128 + sig;
       }
       const std::int64_t next = trainer.steps_done() + 1;
       const bool validate = validation && (validation->due(next) || next == o.steps);
@@ -416,13 +424,13 @@ int run_train(const TrainOptions& cli) {
     }
   } catch (const flows::DivergenceError& e) {
     progress.finish();
-    std::signal(SIGINT, previous);
+    restore_signals();
     fmt::print(stderr, "trflow: {}\n", e.what());
     if (fs::exists(checkpoint))
       fmt::print(stderr, "trflow: the last good checkpoint ({}) is intact\n", checkpoint.string());
     return 1;
   }
-  std::signal(SIGINT, previous);
+  restore_signals();
   progress.finish();
   const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const double rate = train_seconds > 0 ? double(trainer.steps_done() - first_step) / train_seconds : 0.0;

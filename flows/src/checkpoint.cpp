@@ -1,6 +1,7 @@
 #include "flows/checkpoint.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <map>
 
@@ -112,7 +113,15 @@ std::vector<std::pair<std::string, std::string>> model_entries(const Flow<T>& fl
 template <class T>
 void load_parameters(const Archive& archive, const Flow<T>& flow) {
   const auto params = flow.named_parameters();
-  for (const auto& [name, p] : params) archive.load(name, p->value);
+  for (const auto& [name, p] : params) {
+    archive.load(name, p->value);
+    // A model holding NaN or Inf evaluates to nulls: refuse it here, for every command that loads one.
+    const T* v = p->value.data();
+    for (std::size_t k = 0; k < p->value.size(); ++k)
+      if (!std::isfinite(double(v[k])))
+        throw nn::FormatError(archive.path, fmt::format("entry '{}'", name),
+                              fmt::format("finite parameter values, found {} at index {}", double(v[k]), k));
+  }
   for (const auto& entry : archive.arrays) {
     const std::string& name = entry.first;  // (not a structured binding: clang 14 cannot capture one in the lambda)
     if (name == "architecture" || name == "trainer" || name == "validation" || name.rfind("optimizer.", 0) == 0 ||
