@@ -328,17 +328,7 @@ int run_train(const TrainOptions& cli) {
     ad::Rng rng(o.seed + 37);
     flow->base().sample(2000, rng, ot->x);
     ot->fx.resize(ot->x.size());
-    if (const auto v = data->total_variance()) {
-      ot->variance = *v;
-    } else {  // E‖Y − EY‖² from the validation sample
-      const std::size_t n = val_rows.shape()[0], d = val_rows.shape()[1];
-      for (std::size_t j = 0; j < d; ++j) {
-        double mean = 0, sq = 0;
-        for (std::size_t i = 0; i < n; ++i) mean += val_rows(i, j) / double(n);
-        for (std::size_t i = 0; i < n; ++i) sq += (val_rows(i, j) - mean) * (val_rows(i, j) - mean);
-        ot->variance += sq / double(n > 1 ? n - 1 : 1);
-      }
-    }
+    ot->variance = flows::total_variance(*data, val_rows.data(), val_rows.shape()[0]);
   }
 
   const nlohmann::json meta = {

@@ -38,6 +38,19 @@ double mean_nll(Inference<T>& inference, const Array<T>& y) {
 }
 
 
+double total_variance(const Dataset& data, const double* rows, std::size_t n) {
+  if (const auto v = data.total_variance()) return *v;
+  const std::size_t d = data.dim();
+  double variance = 0;
+  for (std::size_t j = 0; j < d; ++j) {
+    double mean = 0, sq = 0;
+    for (std::size_t i = 0; i < n; ++i) mean += rows[i * d + j] / double(n);
+    for (std::size_t i = 0; i < n; ++i) sq += (rows[i * d + j] - mean) * (rows[i * d + j] - mean);
+    variance += sq / double(n > 1 ? n - 1 : 1);
+  }
+  return variance;
+}
+
 template <class T>
 OtScores ot_scores(const Dataset& data, const Array<T>& x, const T* fx, double variance) {
   // The yardstick of Korotin et al. (NeurIPS 2021): the learned map against T*, point by point.
@@ -121,18 +134,7 @@ EvalReport evaluate(Flow<T>& flow, Dataset& data, std::size_t n, std::uint64_t s
   r.transport = double(flow.num_layers()) * transport / double(n);
   r.map_cost = map_cost / double(n);
   if (data.has_ot_map()) {
-    double variance = 0;
-    if (const auto v = data.total_variance()) {
-      variance = *v;
-    } else {  // E‖Y − EY‖² from the evaluation samples
-      for (std::size_t j = 0; j < d; ++j) {
-        double mean = 0, sq = 0;
-        for (std::size_t i = 0; i < n; ++i) mean += buffer[i * d + j] / double(n);
-        for (std::size_t i = 0; i < n; ++i) sq += (buffer[i * d + j] - mean) * (buffer[i * d + j] - mean);
-        variance += sq / double(n > 1 ? n - 1 : 1);
-      }
-    }
-    const OtScores s = ot_scores(data, x, pushed.data(), variance);
+    const OtScores s = ot_scores(data, x, pushed.data(), total_variance(data, buffer.data(), n));
     r.l2_uvp = s.l2_uvp;
     r.ot_cos = s.ot_cos;
   }

@@ -47,6 +47,9 @@ EvalReport evaluate(Flow<T>& flow, Dataset& data, std::size_t n, std::uint64_t s
 struct OtScores {
   std::optional<double> l2_uvp, ot_cos;
 };
+/// E‖Y − EY‖²: data.total_variance() when known, else the sample total variance of the n rows.
+double total_variance(const Dataset& data, const double* rows, std::size_t n);
+
 template <class T>
 OtScores ot_scores(const Dataset& data, const Array<T>& x, const T* fx, double variance);
 
