@@ -16,6 +16,7 @@
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
+#include "app.hpp"
 #include "autodiff/random.hpp"
 #include "nn/io.hpp"
 
@@ -115,6 +116,7 @@ TEST_CASE("trflow train writes the model, config, metrics and a final JSON line,
   const Result p = run("plot --model " + model.string() + " --out " + (dir / "figs").string(), dir);
   REQUIRE_MESSAGE(p.code == 0, p.err);
   CHECK(fs::exists(dir / "figs" / "trajectories.png"));
+  CHECK(fs::exists(dir / "figs" / "ot_map.png"));  // gaussian:2 has a known OT map
   fs::remove_all(dir);
 }
 
@@ -495,6 +497,63 @@ TEST_CASE("empty and clashing output paths are usage errors, and a model holding
     CHECK_MESSAGE(r.err.find("layers.2.net.0.weight") != std::string::npos, r.err);
     CHECK_MESSAGE(r.err.find("finite") != std::string::npos, r.err);
   }
+  fs::remove_all(dir);
+}
+#endif
+
+#ifdef TRFLOW_HAVE_APP
+TEST_CASE("--preset ot fills in the recipe, explicit flags override it, and compare trains it against β = 0") {
+  trflow::TrainOptions o;
+  o.preset = "ot";
+  trflow::apply_preset(o);
+  CHECK(o.structure == "steps");
+  CHECK(o.layers == 4);
+  CHECK(o.transport_weight == 0.05);
+  CHECK(o.transport_schedule == "cosine");
+  CHECK(o.transport_floor == 0.0);
+  CHECK(o.steps == 20000);
+  trflow::TrainOptions e;
+  e.preset = "ot";
+  e.layers = 2;
+  e.transport_weight = 0.02;
+  e.explicit_flags = {"--layers", "--transport-weight"};
+  trflow::apply_preset(e);
+  CHECK(e.layers == 2);
+  CHECK(e.transport_weight == 0.02);
+  CHECK(e.structure == "steps");
+  trflow::TrainOptions n;  // no preset: nothing changes
+  trflow::apply_preset(n);
+  CHECK(n.structure == "layers");
+  CHECK(n.transport_weight == 0.01);
+
+  const fs::path dir = temp_dir("preset");
+  const Result t = run("train --preset ot --data gaussian:2 --steps 40 --batch 64 --hidden 16 --eval-n 500 --no-plots "
+                       "--out " + (dir / "run").string(), dir);
+  REQUIRE_MESSAGE(t.code == 0, t.err);
+  std::ifstream cf(dir / "run" / "config.json");
+  const nlohmann::json config = nlohmann::json::parse(cf);
+  CHECK(config.at("preset") == "ot");
+  CHECK(config.at("structure") == "steps");
+  CHECK(config.at("steps") == 40);
+  CHECK(config.at("transport_schedule") == "cosine");
+  // Resume keeps the preset's resolved settings (the checkpoint's), and --preset none conflicts with it.
+  const Result r = run("train --resume --steps 50 --eval-n 500 --no-plots --out " + (dir / "run").string(), dir);
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  CHECK(last_json(r.out).at("steps") == 50);
+  const Result bad = run("train --resume --preset none --steps 60 --out " + (dir / "run").string(), dir);
+  CHECK(bad.code == 2);
+  CHECK(bad.err.find("--preset") != std::string::npos);
+
+  const Result c = run("compare --preset ot --data gaussian:2 --steps 30 --batch 64 --hidden 16 --eval-n 500 "
+                       "--no-plots --out " + (dir / "cmp").string(), dir);
+  REQUIRE_MESSAGE(c.code == 0, c.err);
+  std::ifstream wf(dir / "cmp" / "with_transport" / "config.json"), of(dir / "cmp" / "without_transport" / "config.json");
+  const nlohmann::json with = nlohmann::json::parse(wf), without = nlohmann::json::parse(of);
+  CHECK(with.at("structure") == "steps");
+  CHECK(without.at("structure") == "steps");  // the same flow
+  CHECK(with.at("transport_weight") == 0.05);
+  CHECK(without.at("transport_weight") == 0.0);
+  CHECK(fs::exists(dir / "cmp" / "trajectories_compare.png"));
   fs::remove_all(dir);
 }
 #endif

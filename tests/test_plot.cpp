@@ -382,6 +382,45 @@ TEST_CASE("trajectories draw paths with dark start points and red end points") {
   CHECK_NOTHROW(plot::trajectories(dir.file("none.png"), std::vector<double>{}, 3, 0));
 }
 
+TEST_CASE("map_compare: the learned map's dots land at F(x), the reference's rings at T*(x), sizes checked") {
+  TempDir dir;
+  // Base points on a 5×5 grid; the learned map shifts right by 3, the reference shifts up by 3.
+  std::vector<double> base, model, ref;
+  for (int a = 0; a < 5; ++a)
+    for (int b = 0; b < 5; ++b) {
+      base.insert(base.end(), {double(a), double(b)});
+      model.insert(model.end(), {a + 3.0, double(b)});
+      ref.insert(ref.end(), {double(a), b + 3.0});
+    }
+  model[0] = NAN;  // skipped, not drawn
+  const std::string path = dir.file("map.png");
+  const plot::Limits lim{-1.0, 9.0, -1.0, 9.0};
+  const auto info = plot::map_compare(path, base, model, ref, "F against T*", "F(x)", "T*(x)", {}, lim);
+  Image img(path);
+  REQUIRE(img.ok());
+  CHECK(img.width() == 500);
+  CHECK(img.height() == 500);
+  REQUIRE(info.axes.size() == 1);
+  const auto& ax = info.axes[0];
+  // A red dot at F(x) for a point off the reference's paths: x = (4, 4), F(x) = (7, 4).
+  const auto [fx, fy] = ax.to_pixel(7.0, 4.0);
+  CHECK(reddish(img.at(int(std::floor(fx)), int(std::floor(fy)))));
+  // Greenish ring pixels around T*(x) = (0, 7) (top-left, away from every F(x)).
+  const auto [tx, ty] = ax.to_pixel(0.0, 7.0);
+  const auto greenish = [](Pixel p) { return p.g > p.r + 30 && p.g > p.b + 10; };
+  CHECK(img.count(int(tx) - 6, int(ty) - 6, int(tx) + 7, int(ty) + 7, greenish) > 10);
+  // Nothing red near (8, 0): no point maps there.
+  const auto [ex, ey] = ax.to_pixel(8.5, 0.0);
+  CHECK(img.count(int(ex) - 4, int(ey) - 4, int(ex) + 5, int(ey) + 5, reddish) == 0);
+
+  std::vector<double> short_ref(ref.begin(), ref.end() - 2);
+  CHECK_THROWS_AS(plot::map_compare(dir.file("bad.png"), base, model, short_ref, "t"), std::invalid_argument);
+  CHECK_THROWS_AS(plot::map_compare(dir.file("bad.png"), std::vector<double>(3), std::vector<double>(3),
+                                    std::vector<double>(3), "t"),
+                  std::invalid_argument);
+  CHECK_FALSE(fs::exists(dir.file("bad.png")));
+}
+
 TEST_CASE("curves and curve_panels: legend colours, NaN/Inf and empty series, sizes") {
   TempDir dir;
   std::vector<double> it, loss, val_it, val;

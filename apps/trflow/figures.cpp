@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "flows/inference.hpp"
+#include "flows/metrics.hpp"
 #include "plot/plot.hpp"
 
 namespace fs = std::filesystem;
@@ -178,6 +179,51 @@ std::vector<std::string> write_all_figures(Model& m, flows::Dataset& data, const
   topt.background = std::vector<double>(target.begin(), target.begin() + std::min<std::size_t>(target.size(), 4000));
   plot::trajectories((out / "trajectories.png").string(), traj, states, points, topt);
   written.push_back((out / "trajectories.png").string());
+
+  // The learned map against the optimal-transport map, for targets whose T* is known (not for
+  // standardized models: standardizing coordinate by coordinate does not keep a map optimal).
+  if (data.has_ot_map() && !m.standardization.active()) {
+    const std::size_t side = 13, k = side * side, d = m.flow->dim();
+    ad::Array<float> x({k, d}, 0.0f);
+    std::vector<double> xd(k * d, 0.0), tx(k * d);
+    for (std::size_t a = 0; a < side; ++a)
+      for (std::size_t b = 0; b < side; ++b) {
+        const std::size_t i = a * side + b;
+        xd[i * d] = -2.0 + 4.0 * double(a) / double(side - 1);
+        if (d > 1) xd[i * d + 1] = -2.0 + 4.0 * double(b) / double(side - 1);
+        for (std::size_t j = 0; j < std::min<std::size_t>(d, 2); ++j) x(i, j) = float(xd[i * d + j]);
+      }
+    data.ot_map(xd.data(), k, tx.data());
+    std::vector<float> fx(k * d);
+    flows::PushOutputs<float> pushed;
+    pushed.y = fx.data();
+    flows::Inference<float>(*m.flow, threads).forward(x.data(), k, pushed);
+    // L2-UVP on many base draws, for the title (the grid alone is not a sample of the base).
+    const std::size_t ns = 4000;
+    ad::Array<float> xs;
+    m.flow->base().sample(ns, rng, xs);
+    std::vector<float> fs_(ns * d);
+    flows::PushOutputs<float> pushed_s;
+    pushed_s.y = fs_.data();
+    flows::Inference<float>(*m.flow, threads).forward(xs.data(), ns, pushed_s);
+    std::vector<double> rows(ns * d);
+    data.sample(ns, rng, rows.data());
+    const double variance = flows::total_variance(data, rows.data(), ns);
+    const flows::OtScores sc = flows::ot_scores(data, xs, fs_.data(), variance);
+    std::vector<double> base2(2 * k), model2(2 * k), ref2(2 * k);
+    for (std::size_t i = 0; i < k; ++i)
+      for (std::size_t j = 0; j < 2; ++j) {
+        base2[2 * i + j] = j < d ? xd[i * d + j] : 0.0;
+        model2[2 * i + j] = j < d ? double(fx[i * d + j]) : 0.0;
+        ref2[2 * i + j] = j < d ? tx[i * d + j] : 0.0;
+      }
+    const std::string title = fmt::format("F against T*{}: L2-UVP {:.2g} %, cos {:.3f}",
+                                          d > 2 ? " (x1, x2)" : "", sc.l2_uvp.value_or(NAN), sc.ot_cos.value_or(NAN));
+    plot::map_compare((out / "ot_map.png").string(), base2, model2, ref2, title, "learned map F(x)",
+                      "optimal-transport map T*(x)",
+                      std::vector<double>(target.begin(), target.begin() + std::min<std::size_t>(target.size(), 4000)));
+    written.push_back((out / "ot_map.png").string());
+  }
 
   const fs::path metrics = fs::path(m.dir) / "metrics.jsonl";
   if (fs::exists(metrics)) {

@@ -63,6 +63,11 @@ void add_train_options(CLI::App& c, trflow::TrainOptions& o) {
   c.add_option("--data", o.data, "built-in set (8gaussians, moons, circles, rings, pinwheel, 2spirals, checkerboard, "
                                  "swissroll), gaussian:D, gmm:D, or a .npy/.csv file")
       ->capture_default_str();
+  c.add_option("--preset", o.preset,
+               "ot: the recipe that reaches the optimal-transport map (4 steps of LU + two spline couplings, "
+               "β cosine 0.05 → 0, 20000 steps; docs/ot.md); explicit flags override it")
+      ->check(CLI::IsMember({"none", "ot"}))
+      ->capture_default_str();
   c.add_option("--layers", o.layers, "number of coupling layers (or of steps, with --structure steps)")
       ->check(whole(o.layers, decltype(o.layers)(1)))
       ->capture_default_str();
@@ -223,7 +228,6 @@ int main(int argc, char** argv) {
     if (*plot_cmd) return trflow::run_plot(plot);
     if (*compare_cmd) {
       compare.out = compare.train.out;
-      compare.transport_weight = compare.train.transport_weight;
       return trflow::run_compare(compare);
     }
   } catch (const trflow::UsageError& e) {

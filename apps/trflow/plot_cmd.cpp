@@ -37,13 +37,17 @@ nlohmann::json read_json(const fs::path& p) {
 }  // namespace
 
 int run_compare(const CompareOptions& o) {
-  if (o.transport_weight <= 0)
+  // A preset is resolved once, here: both arms get its architecture and steps, and the
+  // regularized arm its β schedule; the other arm is the same flow trained with β = 0.
+  TrainOptions shared = o.train;
+  apply_preset(shared);
+  if (shared.transport_weight <= 0)
     throw UsageError("compare: --transport-weight must be positive (the regularized arm; the other uses 0)");
   const fs::path out = o.out;
-  TrainOptions with = o.train, without = o.train;
+  TrainOptions with = shared, without = shared;
   with.out = (out / "with_transport").string();
-  with.transport_weight = o.transport_weight;
   without.out = (out / "without_transport").string();
+  without.preset = "none";
   without.transport_weight = 0.0;
   without.transport_schedule = "constant";
   without.transport_floor = 0.0;
@@ -72,7 +76,10 @@ int run_compare(const CompareOptions& o) {
   topt.background = background;
   const fs::path figure = out / "trajectories_compare.png";
   plot::trajectories_compare(figure.string(), {ta, sa, pa}, {tb, sb, pb},
-                             fmt::format("with transport (β = {:g})", o.transport_weight), "without transport (β = 0)",
+                             shared.transport_schedule == "constant"
+                                 ? fmt::format("with transport (β = {:g})", shared.transport_weight)
+                                 : fmt::format("with transport (β {} {:g} → {:g})", shared.transport_schedule,
+                                               shared.transport_weight, shared.transport_floor), "without transport (β = 0)",
                              topt);
   const nlohmann::json result = {{"with_transport", read_json(fs::path(with.out) / "result.json")},
                                  {"without_transport", read_json(fs::path(without.out) / "result.json")},

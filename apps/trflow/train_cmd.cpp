@@ -53,6 +53,25 @@ void validate(const TrainOptions& o) {
   if (coupling != "rqs" && given(o, "--tail-bound")) throw UsageError("--tail-bound needs --coupling rqs");
 }
 
+}  // namespace
+
+void apply_preset(TrainOptions& o) {
+  if (o.preset == "none") return;
+  if (o.preset != "ot") throw UsageError(fmt::format("--preset: expected none or ot, got '{}'", o.preset));
+  auto set = [&](const char* flag, auto& field, auto value) {
+    if (!given(o, flag)) field = value;
+  };
+  set("--structure", o.structure, std::string("steps"));
+  set("--layers", o.layers, std::size_t(4));
+  set("--transport-weight", o.transport_weight, 0.05);
+  set("--transport-schedule", o.transport_schedule, std::string("cosine"));
+  set("--transport-floor", o.transport_floor, 0.0);
+  set("--transport-dir", o.transport_dir, std::string("gen"));
+  set("--steps", o.steps, std::int64_t(20000));
+}
+
+namespace {
+
 flows::TrainConfig train_config(const TrainOptions& o) {
   flows::TrainConfig c;
   c.batch = o.batch;
@@ -76,6 +95,7 @@ flows::TrainConfig train_config(const TrainOptions& o) {
 
 nlohmann::json options_json(const TrainOptions& o) {
   return {{"data", o.data},
+          {"preset", o.preset},
           {"layers", o.layers},
           {"structure", o.structure},
           {"coupling", o.additive ? std::string("additive") : o.coupling},
@@ -122,6 +142,7 @@ nlohmann::json options_json(const TrainOptions& o) {
 TrainOptions options_from_json(const nlohmann::json& j, const TrainOptions& cli) {
   TrainOptions o = cli;
   o.data = j.at("data");
+  o.preset = j.value("preset", std::string("none"));
   o.layers = j.at("layers");
   // Checkpoints written before spline couplings lack these keys; they were affine/additive layer stacks.
   o.structure = j.value("structure", std::string("layers"));
@@ -224,6 +245,7 @@ int run_train(const TrainOptions& cli) {
   const fs::path out = cli.out;
   const fs::path checkpoint = out / "checkpoint.npz";
   TrainOptions o = cli;
+  apply_preset(o);  // on --resume the checkpoint's settings (the preset's, resolved) replace these
   if (cli.resume) {
     if (!fs::exists(checkpoint))
       throw UsageError(fmt::format("--resume: no checkpoint at {} (train without --resume first)", checkpoint.string()));

@@ -547,6 +547,86 @@ FigureInfo trajectories_compare(const std::string& path, const Trajectories& a, 
   return info;
 }
 
+FigureInfo map_compare(const std::string& path, const std::vector<double>& xy_base,
+                       const std::vector<double>& xy_model, const std::vector<double>& xy_ref,
+                       const std::string& title, const std::string& label_model, const std::string& label_ref,
+                       const std::vector<double>& background, const std::optional<Limits>& limits) {
+  constexpr const char* fn = "plot::map_compare";
+  check_even(xy_base, fn, "xy_base");
+  check_even(background, fn, "background");
+  if (xy_model.size() != xy_base.size() || xy_ref.size() != xy_base.size())
+    throw std::invalid_argument(fmt::format("{}: xy_base, xy_model and xy_ref must have the same size (got {}, {} and {})",
+                                            fn, xy_base.size(), xy_model.size(), xy_ref.size()));
+  const std::size_t n = xy_base.size() / 2;
+  Limits lim;
+  if (limits) {
+    detail::check_limits(*limits, fn);
+    lim = *limits;
+  } else {
+    lim = square_auto_limits({{xy_base.data(), n}, {xy_model.data(), n}, {xy_ref.data(), n},
+                              {background.data(), background.size() / 2}});
+  }
+  const Rgb ref_color{0.13, 0.55, 0.35}, model_color = style::kEnd;
+  Figure fig(kPanel, kPanel);
+  FigureInfo info{fig.width(), fig.height(), {}};
+  Axes ax(fig, square_area(0, 0), lim);
+  cairo_t* cr = fig.cr();
+  ax.grid();
+  if (!background.empty()) {
+    const std::size_t nb = background.size() / 2;
+    detail::draw_dots(ax, background.data(), nb, nb > 3000 ? 1.0 : 1.3, style::kBackground,
+                      std::clamp(0.2 * std::sqrt(3000.0 / double(nb)), 0.1, 0.35));
+  }
+  const auto finite = [](const std::vector<double>& v, std::size_t i) {
+    return std::isfinite(v[2 * i]) && std::isfinite(v[2 * i + 1]);
+  };
+  ax.clip();
+  cairo_set_line_cap(cr, CAIRO_LINE_CAP_ROUND);
+  // The reference: a wide, light stroke, so the learned map's thin line shows on top of it.
+  cairo_set_line_width(cr, 3.2);
+  detail::set_color(cr, ref_color, 0.35);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!finite(xy_base, i) || !finite(xy_ref, i)) continue;
+    cairo_move_to(cr, ax.px(xy_base[2 * i]), ax.py(xy_base[2 * i + 1]));
+    cairo_line_to(cr, ax.px(xy_ref[2 * i]), ax.py(xy_ref[2 * i + 1]));
+  }
+  cairo_stroke(cr);
+  cairo_set_line_width(cr, 1.6);
+  detail::set_color(cr, ref_color, 0.9);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!finite(xy_ref, i)) continue;
+    cairo_new_sub_path(cr);
+    cairo_arc(cr, ax.px(xy_ref[2 * i]), ax.py(xy_ref[2 * i + 1]), 3.6, 0.0, 2.0 * kPi);
+  }
+  cairo_stroke(cr);
+  cairo_set_line_width(cr, 1.0);
+  detail::set_color(cr, model_color, 0.85);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!finite(xy_base, i) || !finite(xy_model, i)) continue;
+    cairo_move_to(cr, ax.px(xy_base[2 * i]), ax.py(xy_base[2 * i + 1]));
+    cairo_line_to(cr, ax.px(xy_model[2 * i]), ax.py(xy_model[2 * i + 1]));
+  }
+  cairo_stroke(cr);
+  ax.unclip();
+  const double r = n <= 400 ? 2.0 : 1.4;
+  detail::draw_dots(ax, xy_base.data(), n, r, style::kStart, 0.9);
+  detail::draw_dots(ax, xy_model.data(), n, r, style::kEnd, 0.9);
+  ax.frame();
+  ax.ticks();
+  ax.title(title);
+  std::vector<std::pair<double, double>> avoid;
+  for (const auto* v : {&xy_base, &xy_model, &xy_ref})
+    for (std::size_t i = 0; i < n; ++i)
+      if (finite(*v, i)) avoid.emplace_back(ax.px((*v)[2 * i]), ax.py((*v)[2 * i + 1]));
+  ax.legend({{"base point x", style::kStart, true, 0.9},
+             {label_model, style::kEnd, true, 0.9},
+             {label_ref, ref_color, false, 0.6}},
+            avoid);
+  info.axes.push_back(ax.info());
+  fig.save(path);
+  return info;
+}
+
 FigureInfo curves(const std::string& path, const std::vector<Series>& series, const std::string& x_label,
                   const std::string& y_label, const std::string& title, bool log_y) {
   constexpr const char* fn = "plot::curves";

@@ -227,6 +227,20 @@ FigureInfo trajectories_compare(const std::string& path, const Trajectories& a, 
                                 const std::string& title_a, const std::string& title_b,
                                 const TrajectoryOptions& options = {});
 
+/// A learned map against a reference map, for n base points: from each base point x
+/// (xy_base, n×2 row-major) a line to the reference image (xy_ref, e.g. the optimal-transport
+/// map T*(x)), drawn light and dashed-looking with a hollow ring at its end, and a line to
+/// the learned image (xy_model, F(x)) with a filled red dot; background samples (n×2, may be
+/// empty) drawn faintly behind. Axis limits: `limits`, or robust limits of all points widened
+/// to a square. One square panel titled `title`, a legend naming `label_model` and
+/// `label_ref`. The PNG is 500×500 pixels.
+FigureInfo map_compare(const std::string& path, const std::vector<double>& xy_base,
+                       const std::vector<double>& xy_model, const std::vector<double>& xy_ref,
+                       const std::string& title, const std::string& label_model = "learned map F(x)",
+                       const std::string& label_ref = "optimal-transport map T*(x)",
+                       const std::vector<double>& background = {},
+                       const std::optional<Limits>& limits = std::nullopt);
+
 /// One named line of a curve plot. xs may be empty, meaning 0, 1, 2, ...;
 /// otherwise it must have ys.size() values. Points with a non-finite x or y
 /// (or y <= 0 on a log axis) are skipped and break the line.
