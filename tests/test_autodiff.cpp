@@ -508,6 +508,21 @@ std::vector<Entry> build_table() {
         }
         return y;
       }));
+  // Last, so that the entries above draw the same inputs as before it existed.
+  // dropout under a fixed stream (seed 77, this tape's rows start at batch row 5): a fixed mask.
+  t.push_back(entry(
+      "dropout(a, 0.25)",
+      [](const Dims&, const auto& x) {
+        x[0].tape->set_dropout_stream(77, 5);
+        return ad::dropout(x[0], 0.25);
+      },
+      [](Rng& r, const Dims& s) { return Inputs{rnd(r, s.m, s.n, normal())}; },
+      [](const Dims& d, const Inputs& in) {
+        Array<double> y = in[0];
+        for (std::size_t i = 0; i < d.m; ++i)
+          for (std::size_t j = 0; j < d.n; ++j) y(i, j) = ad::dropout_keeps(77, 0, 5 + i, j, 0.25) ? y(i, j) / 0.75 : 0.0;
+        return y;
+      }));
   return t;
 }
 
@@ -1289,4 +1304,50 @@ TEST_CASE("Rng::normals is the stream of normal() calls, and its values are stan
   CHECK(std::abs(mean - 1.5) < 4 * se);
   CHECK(std::abs(var - 4.0) < 4 * 4.0 * std::sqrt(2.0 / double(x.size())));
   CHECK(std::abs(within / double(x.size()) - 0.682689) < 4 * std::sqrt(0.682689 * 0.317311 / double(x.size())));
+}
+
+TEST_CASE("dropout: the identity without a stream, about p of the entries dropped with one, the same mask split over tapes") {
+  Rng rng(11);
+  const std::size_t m = 200, n = 50;
+  Array<double> x = rnd(rng, m, n, uniform(1.0, 2.0));  // no zeros: a zero output means dropped
+  Tape<double> off;
+  const Var<double> a = off.variable(x);
+  const Var<double> same = ad::dropout(a, 0.3);
+  CHECK(same.index == a.index);  // no node: evaluation never drops
+  CHECK(off.size() == 1);
+  CHECK_THROWS_AS(ad::dropout(a, 1.0), std::invalid_argument);
+  CHECK_THROWS_AS(ad::dropout(a, -0.1), std::invalid_argument);
+
+  Tape<double> whole;
+  whole.set_dropout_stream(9, 0);
+  const Var<double> y = ad::dropout(whole.variable(x), 0.3);
+  std::size_t dropped = 0;
+  for (std::size_t k = 0; k < m * n; ++k) {
+    const double v = y.value().data()[k];
+    if (v == 0.0) ++dropped;
+    else CHECK(v == doctest::Approx(x.data()[k] / 0.7).epsilon(1e-15));
+  }
+  // 10 000 Bernoulli(0.3) draws: 3000 ± 46 (one standard deviation).
+  CHECK(std::abs(double(dropped) - 3000.0) < 200.0);
+  // A second call on the same recording draws another mask; clear() starts the count again.
+  const Var<double> y2 = ad::dropout(whole.variable(x), 0.3);
+  CHECK_FALSE(std::equal(y.value().begin(), y.value().end(), y2.value().begin()));
+  whole.clear();
+  const Var<double> y3 = ad::dropout(whole.variable(x), 0.3);
+  CHECK(std::equal(y.value().begin(), y.value().end(), y3.value().begin()));
+  // Rows 0..119 on one tape and 120..199 on another (row offset 120): the same entries.
+  Tape<double> t1, t2;
+  t1.set_dropout_stream(9, 0);
+  t2.set_dropout_stream(9, 120);
+  Array<double> top({120, n}), bottom({80, n});
+  std::copy(x.data(), x.data() + 120 * n, top.data());
+  std::copy(x.data() + 120 * n, x.data() + m * n, bottom.data());
+  const Var<double> p1 = ad::dropout(t1.variable(top), 0.3), p2 = ad::dropout(t2.variable(bottom), 0.3);
+  CHECK(std::equal(p1.value().begin(), p1.value().end(), y.value().begin()));
+  CHECK(std::equal(p2.value().begin(), p2.value().end(), y.value().begin() + 120 * n));
+  // Another seed, another mask.
+  Tape<double> other;
+  other.set_dropout_stream(10, 0);
+  const Var<double> z = ad::dropout(other.variable(x), 0.3);
+  CHECK_FALSE(std::equal(y.value().begin(), y.value().end(), z.value().begin()));
 }

@@ -9,6 +9,7 @@
 #include <doctest/doctest.h>
 
 #include "flows/flow.hpp"
+#include "flows/train.hpp"
 #include "nn/optim.hpp"
 
 using ad::Array;
@@ -498,4 +499,26 @@ TEST_CASE("--structure layers: each pair of couplings updates every coordinate o
         }
       }
     }
+}
+
+TEST_CASE("transport schedules: β at the start, the end and between, for each kind") {
+  BetaSchedule s;
+  s.start = 0.05;
+  s.floor = 0.0005;
+  s.steps = 1000;
+  CHECK(s.at(0) == 0.05);
+  CHECK(s.at(700) == 0.05);  // constant
+  s.kind = BetaSchedule::Kind::linear;
+  CHECK(s.at(500) == doctest::Approx(0.5 * (0.05 + 0.0005)));
+  s.kind = BetaSchedule::Kind::cosine;
+  CHECK(s.at(1000) == doctest::Approx(0.0005));
+  CHECK(s.at(500) == doctest::Approx(0.5 * (0.05 + 0.0005)));
+  s.kind = BetaSchedule::Kind::exponential;  // as many steps per decade: 0.05 → 0.005 → 0.0005
+  CHECK(s.at(0) == doctest::Approx(0.05));
+  CHECK(s.at(500) == doctest::Approx(0.005));
+  CHECK(s.at(1000) == doctest::Approx(0.0005));
+  CHECK(s.at(5000) == doctest::Approx(0.0005));  // held after the run's end
+  CHECK(BetaSchedule::kind_from_name("exponential") == BetaSchedule::Kind::exponential);
+  s.floor = 0.0;
+  CHECK_THROWS_AS(s.at(10), std::invalid_argument);
 }

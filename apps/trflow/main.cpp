@@ -106,8 +106,10 @@ void add_train_options(CLI::App& c, trflow::TrainOptions& o) {
   c.add_option("--transport-dir", o.transport_dir, "gen: base samples pushed through F; norm: data pulled back through G")
       ->check(CLI::IsMember({"gen", "norm"}))
       ->capture_default_str();
-  c.add_option("--transport-schedule", o.transport_schedule, "β over the run: constant, or decaying to the floor")
-      ->check(CLI::IsMember({"constant", "linear", "cosine"}))
+  c.add_option("--transport-schedule", o.transport_schedule,
+               "β over the run: constant, or decaying to the floor (linear, cosine, or exponential: as many steps "
+               "per decade, floor > 0)")
+      ->check(CLI::IsMember({"constant", "linear", "cosine", "exponential"}))
       ->capture_default_str();
   c.add_option("--transport-floor", o.transport_floor, "β at the end of a decaying schedule")
       ->check(kNonNegative)

@@ -39,6 +39,8 @@ void validate(const TrainOptions& o) {
   if (o.transport_schedule != "constant" && o.transport_floor > o.transport_weight)
     throw UsageError(fmt::format("--transport-floor {} exceeds --transport-weight {}: a decaying schedule needs floor ≤ start",
                                  o.transport_floor, o.transport_weight));
+  if (o.transport_schedule == "exponential" && !(o.transport_floor > 0))
+    throw UsageError("--transport-schedule exponential needs a positive --transport-floor (β decays geometrically to it)");
   if (o.transport_schedule == "constant" && given(o, "--transport-floor"))
     throw UsageError("--transport-floor needs a decaying --transport-schedule (linear or cosine)");
   if (o.kl_weight == 0.0 && o.transport_weight == 0.0)

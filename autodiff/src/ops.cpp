@@ -555,6 +555,33 @@ template <class T> struct SoftClamp {
   }
 };
 
+// ---------------------------------------------------------------- dropout
+// y = a ⊙ m / (1 − p)             ā += ȳ ⊙ m / (1 − p)
+// m_ij = dropout_keeps(seed, call, row_offset + i, j, p); s0 = p, s1 = call. The scaled mask is
+// kept in the node's scratch (reused across steps), so the VJP does not depend on the stream.
+template <class T> struct Dropout {
+  static Shape shape(Ctx<T> c) {
+    if (!(c.node.s0 >= T(0) && c.node.s0 < T(1))) shape_error(c, fmt::format("the rate p must be in [0, 1), got {}", c.node.s0));
+    return same_as_input(c);
+  }
+  static void forward(Ctx<T>& c) {
+    const auto& stream = c.tape.dropout_stream();
+    const double p = double(c.node.s0);
+    const auto call = std::uint32_t(c.node.s1);
+    const std::size_t m = c.rows(0), n = c.cols(0);
+    if (c.node.scratch.shape()[0] != m || c.node.scratch.shape()[1] != n) c.node.scratch.resize({m, n});
+    T* mask = c.node.scratch.data();
+    const T scale = T(1.0 / (1.0 - p));
+    for (std::size_t i = 0; i < m; ++i)
+      for (std::size_t j = 0; j < n; ++j)
+        mask[i * n + j] = dropout_keeps(stream.seed, call, stream.row_offset + i, j, p) ? scale : T(0);
+    kern::map2(c.x(0), mask, c.y(), c.n(), [](auto a, auto k) { return a * k; });
+  }
+  static void vjp(Ctx<T>& c) {
+    put2(c, 0, c.gy(), c.node.scratch.data(), c.n(), [](auto g, auto k) { return g * k; });
+  }
+};
+
 // ---------------------------------------------------------------- columns
 // y[:, j] = a[:, cols[j]]          ā[:, cols[j]] += ȳ[:, j]
 template <class T> struct TakeCols {
@@ -920,7 +947,7 @@ const OpDef<T> kOps[] = {
     def<T, ScatterCols<T>>("scatter_cols"), def<T, ConcatCols<T>>("concat_cols"),
     def<T, SliceCols<T>>("slice_cols"), def<T, Linear<T>>("linear"),
     def<T, Linear<T>>("linear_act"),  def<T, RQSpline<T>>("rq_spline"),
-    def<T, Custom<T>>("custom"),
+    def<T, Dropout<T>>("dropout"),    def<T, Custom<T>>("custom"),
 };
 static_assert(std::size(kOps<float>) == std::size_t(Op::count_), "one table entry per Op");
 
@@ -1046,6 +1073,30 @@ template <class T> Var<T> linear_act(Var<T> x, Var<T> w, Var<T> b, Activation ac
   if (b.tape && b.tape != &t) throw std::invalid_argument("linear_act: the bias is on a different tape");
   return t.record(Op::linear_act, x.index, w.index, b.tape ? b.index : -1, default_act_param<T>(act), 0, nullptr, act);
 }
+namespace {
+std::uint64_t splitmix64(std::uint64_t z) {
+  z += 0x9E3779B97F4A7C15ULL;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+}  // namespace
+
+bool dropout_keeps(std::uint64_t seed, std::uint32_t call, std::size_t row, std::size_t col, double p) {
+  const std::uint64_t h =
+      splitmix64(splitmix64(splitmix64(seed) ^ std::uint64_t(call)) ^ (std::uint64_t(row) << 24 ^ std::uint64_t(col)));
+  return double(h >> 11) * 0x1.0p-53 >= p;
+}
+
+template <class T> Var<T> dropout(Var<T> a, double p) {
+  Tape<T>& t = tape_of(a, "dropout");
+  if (!(p >= 0.0 && p < 1.0)) throw std::invalid_argument(fmt::format("dropout: the rate p must be in [0, 1), got {}", p));
+  if (!t.dropout_stream().on || p == 0.0) return a;
+  const std::uint32_t call = t.next_dropout_call();
+  if (call >= (1u << 24)) throw std::length_error("dropout: more than 2^24 calls on one recording");
+  return t.record(Op::dropout, a.index, -1, -1, T(p), T(call));
+}
+
 template <class T> Var<T> rq_spline(Var<T> x, Var<T> theta, int bins, Scalar<T> bound, bool inverse) {
   Tape<T>& t = tape_of(x, theta, "rq_spline");
   if (bins < 2 || bins > spline::kMaxBins)
@@ -1104,6 +1155,7 @@ template <class T> Var<T> custom(CustomOp<T>& op, Var<T> a, Var<T> b, Var<T> c) 
   template Var<T> linear(Var<T>, Var<T>, Var<T>);                                             \
   template Var<T> linear_act(Var<T>, Var<T>, Var<T>, Activation);                             \
   template Var<T> rq_spline(Var<T>, Var<T>, int, Scalar<T>, bool);                          \
+  template Var<T> dropout(Var<T>, double);                                                     \
   template Var<T> custom(CustomOp<T>&, Var<T>, Var<T>, Var<T>);
 
 TRFLOW_INSTANTIATE_OPS(float)

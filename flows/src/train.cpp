@@ -10,6 +10,11 @@ double BetaSchedule::at(std::int64_t t) const {
   if (kind == Kind::constant || steps <= 0) return start;
   const double frac = std::min(1.0, double(t) / double(steps));
   if (kind == Kind::linear) return start + (floor - start) * frac;
+  if (kind == Kind::exponential) {
+    if (!(floor > 0.0) || !(start > 0.0))
+      throw std::invalid_argument(fmt::format("exponential transport schedule: start {} and floor {} must be positive", start, floor));
+    return start * std::pow(floor / start, frac);
+  }
   return floor + (start - floor) * 0.5 * (1.0 + std::cos(M_PI * frac));
 }
 
@@ -18,14 +23,16 @@ const char* BetaSchedule::kind_name(Kind k) {
     case Kind::constant: return "constant";
     case Kind::linear: return "linear";
     case Kind::cosine: return "cosine";
+    case Kind::exponential: return "exponential";
   }
   return "?";
 }
 
 BetaSchedule::Kind BetaSchedule::kind_from_name(const std::string& name) {
-  for (Kind k : {Kind::constant, Kind::linear, Kind::cosine})
+  for (Kind k : {Kind::constant, Kind::linear, Kind::cosine, Kind::exponential})
     if (name == kind_name(k)) return k;
-  throw std::invalid_argument(fmt::format("unknown transport schedule '{}' (expected constant, linear or cosine)", name));
+  throw std::invalid_argument(
+      fmt::format("unknown transport schedule '{}' (expected constant, linear, cosine or exponential)", name));
 }
 
 template <class T>

@@ -82,6 +82,12 @@ template <class T> Var<T> linear_act(Var<T> x, Var<T> w, Var<T> b, Activation ac
 /// inverse = true maps y back to x in closed form: [x | −Σ_j log ∂y_j/∂x_j].
 /// 2 ≤ bins ≤ 64; bound > 0. autodiff/src/spline.hpp has the formulas.
 template <class T> Var<T> rq_spline(Var<T> x, Var<T> theta, int bins, Scalar<T> bound, bool inverse = false);
+/// Dropout: a ⊙ m / (1 − p) with m_ij ∈ {0, 1} from the tape's dropout stream (Tape::set_dropout_stream),
+/// 0 ≤ p < 1; the identity (no node) when the tape has no stream or p = 0.
+template <class T> Var<T> dropout(Var<T> a, double p);
+/// Whether dropout keeps entry (row, col) of call `call` under stream `seed` at rate p: a
+/// splitmix64 hash of the four numbers, read as a uniform u ∈ [0, 1), kept when u ≥ p.
+bool dropout_keeps(std::uint64_t seed, std::uint32_t call, std::size_t row, std::size_t col, double p);
 
 /// A user-defined op (see CustomOp) on one to three inputs.
 template <class T> Var<T> custom(CustomOp<T>& op, Var<T> a, Var<T> b = {}, Var<T> c = {});

@@ -43,6 +43,7 @@ enum class Op : std::uint8_t {
   take_cols, scatter_cols, concat_cols, slice_cols,
   linear, linear_act,                            // x·Wᵀ + b, act(x·Wᵀ + b)
   rq_spline,                                     // monotonic rational-quadratic splines, forward or inverse
+  dropout,                                       // a ⊙ mask / (1 − p), the mask from the tape's dropout stream
   custom,
   count_
 };
@@ -166,7 +167,31 @@ class Tape {
   void backward(Var<T> out, const Array<T>& seed);
 
   /// Forgets all nodes but keeps their memory for the next recording.
-  void clear() { size_ = 0; }
+  void clear() {
+    size_ = 0;
+    dropout_.calls = 0;
+  }
+
+  /// Dropout in training. While a stream is set, ad::dropout keeps entry (i, j) of its k-th
+  /// call since clear() when dropout_keeps(seed, k, row_offset + i, j, p): a hash of where the
+  /// entry sits in the whole batch, so a batch split over several tapes (lanes, each given
+  /// its first row as row_offset) drops the same entries as one tape. Without a stream (the
+  /// default, and so in every evaluation) ad::dropout is the identity and records nothing.
+  struct DropoutStream {
+    bool on = false;
+    std::uint64_t seed = 0;
+    std::size_t row_offset = 0;
+    std::uint32_t calls = 0;  ///< ad::dropout calls recorded since clear()
+  };
+  void set_dropout_stream(std::uint64_t seed, std::size_t row_offset) {
+    dropout_.on = true;
+    dropout_.seed = seed;
+    dropout_.row_offset = row_offset;
+  }
+  void clear_dropout_stream() { dropout_.on = false; }
+  const DropoutStream& dropout_stream() const { return dropout_; }
+  /// The index of the next dropout call (used by ad::dropout).
+  std::uint32_t next_dropout_call() { return dropout_.calls++; }
   std::size_t size() const { return size_; }
   /// Bytes held by node arrays (values, adjoints, scratch) and the workspace, live or reusable.
   std::size_t bytes_reserved() const;
@@ -221,6 +246,7 @@ class Tape {
   std::vector<Array<T>> adjoint_pool_;  // released adjoint buffers (see set_release_adjoints)
   static constexpr std::uint64_t kReleased = ~std::uint64_t(0);  // grad_epoch of a released adjoint
   std::vector<T> workspace_;  // see workspace()
+  DropoutStream dropout_;
 };
 
 template <class T>

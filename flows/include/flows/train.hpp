@@ -17,8 +17,11 @@ namespace flows {
 
 /// β as a function of the step t: constant, or decaying from `start` to `floor`
 /// over `steps` steps (linearly, or along a half cosine), then held at the floor.
+/// β over a run of `steps` steps: constant; linear or cosine from start to floor; or
+/// exponential (geometric), start·(floor/start)^(t/steps), which spends as many steps in each
+/// decade of β (floor > 0).
 struct BetaSchedule {
-  enum class Kind { constant, linear, cosine } kind = Kind::constant;
+  enum class Kind { constant, linear, cosine, exponential } kind = Kind::constant;
   double start = 0.0;
   double floor = 0.0;
   std::int64_t steps = 0;
