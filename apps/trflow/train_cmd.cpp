@@ -130,6 +130,7 @@ nlohmann::json options_json(const TrainOptions& o) {
           {"eval_every", o.eval_every},
           {"patience", o.patience},
           {"weight_decay", o.weight_decay},
+          {"dropout", o.dropout},
           {"drop_nonfinite", o.drop_nonfinite},
           {"clip_norm", o.clip_norm},
           {"skip_nonfinite", o.skip_nonfinite},
@@ -178,6 +179,7 @@ TrainOptions options_from_json(const nlohmann::json& j, const TrainOptions& cli)
   o.eval_every = j.value("eval_every", std::int64_t(100));
   o.patience = j.value("patience", std::int64_t(0));
   o.weight_decay = j.value("weight_decay", 0.0);
+  o.dropout = j.value("dropout", 0.0);
   o.drop_nonfinite = j.at("drop_nonfinite");
   o.clip_norm = j.at("clip_norm");
   o.skip_nonfinite = j.at("skip_nonfinite");
@@ -209,6 +211,7 @@ std::unique_ptr<flows::Flow<float>> build_flow(const TrainOptions& o, std::size_
   spec.coupling.conditioner = flows::conditioner_from_name(o.conditioner);
   spec.coupling.bins = o.bins;
   spec.coupling.tail_bound = o.tail_bound;
+  spec.coupling.dropout = o.dropout;
   spec.permutation = flows::permutation_from_name(o.permutation);
   spec.actnorm = o.actnorm;
   spec.lu = o.lu;

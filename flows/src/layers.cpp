@@ -89,11 +89,18 @@ Coupling<T>::Coupling(std::size_t dim, std::vector<int> a, std::vector<int> b, c
     throw std::invalid_argument("coupling: A and B must partition the coordinates, A non-empty");
   const std::size_t in = std::max<std::size_t>(1, b_.size());  // d = 1: a constant input
   const std::size_t out = outputs_per_coordinate * a_.size();
-  if (cfg_.conditioner == ConditionerKind::resnet)
-    net_ = std::make_unique<nn::ResidualNet<T>>(in, cfg_.hidden, cfg_.depth, out, cfg_.activation, rng, /*zero_last=*/true);
-  else
-    net_ = std::make_unique<nn::MLP<T>>(in, std::vector<std::size_t>(cfg_.depth, cfg_.hidden), out, cfg_.activation, rng,
-                                        /*zero_last=*/true);
+  if (!(cfg_.dropout >= 0.0 && cfg_.dropout < 1.0))
+    throw std::invalid_argument(fmt::format("coupling: dropout must be in [0, 1), got {}", cfg_.dropout));
+  if (cfg_.conditioner == ConditionerKind::resnet) {
+    auto net = std::make_unique<nn::ResidualNet<T>>(in, cfg_.hidden, cfg_.depth, out, cfg_.activation, rng, /*zero_last=*/true);
+    net->set_dropout(cfg_.dropout);
+    net_ = std::move(net);
+  } else {
+    auto net = std::make_unique<nn::MLP<T>>(in, std::vector<std::size_t>(cfg_.depth, cfg_.hidden), out, cfg_.activation,
+                                            rng, /*zero_last=*/true);
+    net->set_dropout(cfg_.dropout);
+    net_ = std::move(net);
+  }
   this->register_module("net", *net_);
 }
 
@@ -114,6 +121,7 @@ nlohmann::json Coupling<T>::config() const {
                       {"hidden", cfg_.hidden},
                       {"depth", cfg_.depth},
                       {"activation", ad::activation_name(cfg_.activation)}};
+  if (cfg_.dropout > 0) c["dropout"] = cfg_.dropout;  // absent: 0 (and files before dropout existed)
   if (cfg_.kind == CouplingKind::rqs) {
     c["bins"] = cfg_.bins;
     c["tail_bound"] = cfg_.tail_bound;
@@ -435,6 +443,12 @@ std::unique_ptr<Bijector<T>> make_layer(const nlohmann::json& c, ad::Rng& rng) {
     cfg.hidden = count_field(c, "hidden", 0, kMaxHidden, type);
     cfg.depth = count_field(c, "depth", 0, kMaxDepth, type);
     cfg.activation = ad::activation_from_name(c.at("activation").get<std::string>());
+    if (c.contains("dropout")) {
+      const nlohmann::json& p = c.at("dropout");
+      if (!p.is_number() || !(p.get<double>() >= 0.0 && p.get<double>() < 1.0))
+        throw std::invalid_argument(fmt::format("{} layer: 'dropout' must be a number in [0, 1), got {}", type, json_shown(p)));
+      cfg.dropout = p.get<double>();
+    }
     std::size_t per_coordinate = cfg.kind == CouplingKind::additive ? 1 : 2;
     if (cfg.kind == CouplingKind::rqs) {
       cfg.bins = int(count_field(c, "bins", 2, 64, type));

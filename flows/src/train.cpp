@@ -100,6 +100,9 @@ StepReport Trainer<T>::step(bool measure_transport) {
   auto work = [&](int k) {
     Lane& lane = *lanes_[std::size_t(k)];
     lane.tape.clear();
+    // Conditioner dropout: this step's masks, keyed by each row's place in the whole batch
+    // (the same with any number of lanes; resumable, as the step number is in the checkpoint).
+    lane.tape.set_dropout_stream(cfg_.seed * 0x9E3779B97F4A7C15ULL + std::uint64_t(t) + 1, lane.first);
     const Var<T> base = gen ? lane.tape.constant(base_batch_.data() + lane.first * d, lane.rows, d) : Var<T>{};
     lane.terms = objective(flow_, lane.tape.constant(data_batch_.data() + lane.first * d, lane.rows, d), base, w);
     lane.bad = nullptr;

@@ -116,7 +116,10 @@ MLP<T>::MLP(std::size_t in, const std::vector<std::size_t>& hidden, std::size_t 
 
 template <class T>
 Var<T> MLP<T>::forward(Var<T> x) {
-  for (auto& l : layers_) x = l->forward(x);
+  for (std::size_t i = 0; i < layers_.size(); ++i) {
+    x = layers_[i]->forward(x);
+    if (dropout_ > 0 && i + 1 < layers_.size()) x = ad::dropout(x, dropout_);
+  }
   return x;
 }
 
@@ -141,7 +144,7 @@ template <class T>
 Var<T> ResidualNet<T>::forward(Var<T> x) {
   Var<T> h = in_->forward(x);
   for (std::size_t k = 0; k < blocks_.size(); k += 2)
-    h = h + blocks_[k + 1]->forward(blocks_[k]->forward(ad::activation(h, act_)));
+    h = h + blocks_[k + 1]->forward(ad::dropout(blocks_[k]->forward(ad::activation(h, act_)), dropout_));
   return out_->forward(h);
 }
 

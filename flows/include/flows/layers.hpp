@@ -83,6 +83,7 @@ struct CouplingConfig {
   double scale_clamp = 0.0;      ///< affine: c > 0 gives w = c·tanh(w_raw / c); 0: w = w_raw (the specification)
   int bins = 8;                  ///< rqs: K, the number of bins
   double tail_bound = 3.0;       ///< rqs: B, the spline acts on [−B, B] and is the identity outside
+  double dropout = 0.0;          ///< dropout rate in the conditioner while training (0 ≤ p < 1)
 };
 
 /// What every coupling shares: the split into updated coordinates A and conditioning

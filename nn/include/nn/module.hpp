@@ -79,9 +79,13 @@ class MLP : public Layer<T> {
       bool zero_last = false, Init init = Init::xavier_uniform);
   Var<T> forward(Var<T> x) override;
   const std::vector<std::unique_ptr<Linear<T>>>& layers() const { return layers_; }
+  /// Dropout at rate p after every hidden layer (active only on a tape with a dropout stream).
+  void set_dropout(double p) { dropout_ = p; }
+  double dropout() const { return dropout_; }
 
  private:
   std::vector<std::unique_ptr<Linear<T>>> layers_;
+  double dropout_ = 0.0;
 };
 
 /// Residual network (pre-activation blocks, as nflows' ResidualNet that the MFG_NF code uses):
@@ -95,9 +99,14 @@ class ResidualNet : public Layer<T> {
   ResidualNet(std::size_t in, std::size_t hidden, std::size_t blocks, std::size_t out, Activation act, ad::Rng& rng,
               bool zero_last = false, Init init = Init::xavier_uniform);
   Var<T> forward(Var<T> x) override;
+  /// Dropout at rate p inside each block, between act(B₀ ·) and B₁ (as nflows' ResidualBlock;
+  /// active only on a tape with a dropout stream).
+  void set_dropout(double p) { dropout_ = p; }
+  double dropout() const { return dropout_; }
 
  private:
   Activation act_;
+  double dropout_ = 0.0;
   std::unique_ptr<Linear<T>> in_, out_;
   std::vector<std::unique_ptr<Linear<T>>> blocks_;  // two per block: act(B₀ ·), then B₁ ·
 };
