@@ -224,7 +224,7 @@ if [[ -n $spline_shapes ]]; then
       name=${spec//:/}
       echo "[bench] agreement check: trflow train --data $spec --coupling rqs, torch_spline.py --check-logprob" >&2
       "$cli" train --data "$spec" --coupling rqs --bins "$bins" --layers 8 --steps "$check_steps" --out "$out/check_$name" \
-        --no-plots --quiet >/dev/null 2>&1 || { echo "[bench] trflow train failed ($spec)" >&2; continue; }
+        --force --no-plots --quiet >/dev/null 2>&1 || { echo "[bench] trflow train failed ($spec)" >&2; continue; }
       rm -f "$out/check_$name/points.npy"
       line=$(OPENBLAS_NUM_THREADS=1 $py "$spline_py" --trflow-model "$out/check_$name" --check-n "$check_n" \
         --check-logprob "$out/check_$name/points.npy" --logprob-dump "$build/bench/logprob_dump" 2>/dev/null |

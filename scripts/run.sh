@@ -5,4 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh
-exec build/apps/trflow train "$@"
+# Rerunning the main job replaces its previous run in runs/default (trflow refuses an --out that
+# holds another run unless --force); with an explicit --out or --resume the flags are left alone.
+for a in "$@"; do
+  case $a in --out | --out=* | --resume | --force) exec build/apps/trflow train "$@" ;; esac
+done
+exec build/apps/trflow train --force "$@"

@@ -1,9 +1,13 @@
 // The trflow command line: outputs, exit codes, error messages, resume after SIGKILL and SIGINT.
 #ifdef TRFLOW_HAVE_APP
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -497,6 +501,125 @@ TEST_CASE("empty and clashing output paths are usage errors, and a model holding
     CHECK_MESSAGE(r.err.find("layers.2.net.0.weight") != std::string::npos, r.err);
     CHECK_MESSAGE(r.err.find("finite") != std::string::npos, r.err);
   }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("a run directory holds one run: another is refused without --force, a second writer by pid, stale temporaries go") {
+  const fs::path dir = temp_dir("rundir");
+  const fs::path out = dir / "run";
+  REQUIRE(run(quick(out), dir).code == 0);
+  // Class 10: a new run into a directory holding one is refused, and nothing of the old run changes.
+  const std::string config_before = nn::read_file((out / "config.json").string());
+  const Result again = run(quick(out) + " --seed 4", dir);
+  CHECK(again.code == 2);
+  CHECK_MESSAGE(again.err.find("--force") != std::string::npos, again.err);
+  CHECK_MESSAGE(again.err.find("--resume") != std::string::npos, again.err);
+  CHECK(nn::read_file((out / "config.json").string()) == config_before);
+  const Result forced = run(quick(out) + " --seed 4 --force", dir);
+  REQUIRE_MESSAGE(forced.code == 0, forced.err);
+  CHECK(nn::read_file((out / "config.json").string()) != config_before);
+  // Class 12: temporaries of a writer that died are removed when a run resumes; a live one's stay.
+  pid_t dead = 0;
+  for (pid_t p = 4000000; p > 1000; p -= 7919)
+    if (::kill(p, 0) != 0 && errno == ESRCH) {
+      dead = p;
+      break;
+    }
+  REQUIRE(dead > 0);
+  const fs::path stale = out / ("checkpoint.npz.tmp." + std::to_string(dead));
+  const fs::path live = out / ("model.npz.tmp." + std::to_string(::getpid()));
+  std::ofstream(stale) << "torn";
+  std::ofstream(live) << "being written";
+  // Class 13: while another process holds the directory's lock, a run there is refused with its pid.
+  const int fd = ::open((out / ".trflow.lock").c_str(), O_RDWR | O_CREAT, 0644);
+  REQUIRE(fd >= 0);
+  REQUIRE(::flock(fd, LOCK_EX | LOCK_NB) == 0);
+  const std::string me = std::to_string(::getpid()) + "\n";
+  REQUIRE(::ftruncate(fd, 0) == 0);
+  REQUIRE(::pwrite(fd, me.data(), me.size(), 0) == ssize_t(me.size()));
+  const Result locked = run("train --resume --steps 90 --no-plots --eval-n 500 --out " + out.string(), dir);
+  CHECK(locked.code == 1);
+  CHECK_MESSAGE(locked.err.find("pid " + std::to_string(::getpid())) != std::string::npos, locked.err);
+  CHECK(fs::exists(stale));  // the refused run touched nothing
+  ::close(fd);
+  const Result resumed = run("train --resume --steps 90 --no-plots --eval-n 500 --out " + out.string(), dir);
+  REQUIRE_MESSAGE(resumed.code == 0, resumed.err);
+  CHECK_FALSE(fs::exists(stale));
+  CHECK(fs::exists(live));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("resuming a finished run changes nothing, and a shorter --steps is refused") {
+  const fs::path dir = temp_dir("finished");
+  const fs::path out = dir / "run";
+  REQUIRE(run(quick(out), dir).code == 0);
+  const std::string result = nn::read_file((out / "result.json").string());
+  const std::string model = nn::read_file((out / "model.npz").string());
+  const Result noop = run("train --resume --out " + out.string(), dir);
+  CHECK(noop.code == 0);
+  CHECK_MESSAGE(noop.err.find("already finished") != std::string::npos, noop.err);
+  CHECK(last_json(noop.out).at("steps") == 60);
+  CHECK(nn::read_file((out / "result.json").string()) == result);  // not rewritten with zeros
+  CHECK(nn::read_file((out / "model.npz").string()) == model);
+  const Result shorter = run("train --resume --steps 30 --out " + out.string(), dir);
+  CHECK(shorter.code == 2);
+  CHECK_MESSAGE(shorter.err.find("--steps 30") != std::string::npos, shorter.err);
+  CHECK(nn::read_file((out / "model.npz").string()) == model);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("--skip-nonfinite stops when most batches are skipped and always reports the count") {
+  const fs::path dir = temp_dir("skips");
+  // Data around 1e30: every float32 NLL overflows, every batch is skipped.
+  {
+    std::ofstream csv(dir / "huge.csv");
+    ad::Rng rng(1);
+    for (int i = 0; i < 200; ++i) csv << 1e30 * (1 + rng.uniform()) << "," << -1e30 * (1 + rng.uniform()) << "\n";
+  }
+  const Result r = run("train --data " + (dir / "huge.csv").string() + " --skip-nonfinite --steps 300 --batch 64 "
+                       "--layers 2 --hidden 16 --no-plots --out " + (dir / "run").string(), dir);
+  CHECK(r.code == 1);
+  CHECK_MESSAGE(r.err.find("were skipped") != std::string::npos, r.err);
+  CHECK_MESSAGE(r.err.find("--standardize") != std::string::npos, r.err);  // the data's scale is named as the cause
+  CHECK_FALSE(fs::exists(dir / "run" / "result.json"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("data beyond float32 are refused by element, a FIFO without waiting, absurd sizes by their memory") {
+  const fs::path dir = temp_dir("limits");
+  {
+    std::ofstream csv(dir / "big.csv");
+    csv << "1,2\n3,1e300\n";
+  }
+  const Result big = run("train --data " + (dir / "big.csv").string() + " --steps 5 --out " + (dir / "a").string(), dir);
+  CHECK(big.code == 1);
+  CHECK_MESSAGE(big.err.find("line 2, column 2") != std::string::npos, big.err);
+  CHECK_MESSAGE(big.err.find("float32") != std::string::npos, big.err);
+  std::vector<double> v = {1.0, 2.0, -5e300, 4.0};
+  nn::write_file_atomic((dir / "big.npy").string(), nn::encode_npy(v.data(), {2, 2}));
+  const Result bign = run("train --data " + (dir / "big.npy").string() + " --steps 5 --out " + (dir / "b").string(), dir);
+  CHECK(bign.code == 1);
+  CHECK_MESSAGE(bign.err.find("element [1, 0]") != std::string::npos, bign.err);
+  // A FIFO with no writer: refused at once (the test would hang otherwise).
+  REQUIRE(::mkfifo((dir / "pipe.csv").c_str(), 0644) == 0);
+  const Result fifo = run("train --data " + (dir / "pipe.csv").string() + " --steps 5 --out " + (dir / "c").string(), dir);
+  CHECK(fifo.code == 1);
+  CHECK_MESSAGE(fifo.err.find("FIFO") != std::string::npos, fifo.err);
+  // Sizes in the billions: a usage error with the flag, the estimate and the machine's memory.
+  for (const std::string& flags : {std::string("--batch 4000000000"), std::string("--hidden 2000000"),
+                                   std::string("--layers 300000000")}) {
+    CAPTURE(flags);
+    const Result r = run("train " + flags + " --steps 5 --out " + (dir / "d").string(), dir);
+    CHECK(r.code == 2);
+    CHECK_MESSAGE(r.err.find(flags.substr(0, flags.find(' ')) + ":") != std::string::npos, r.err);
+    CHECK_MESSAGE(r.err.find("GiB") != std::string::npos, r.err);
+  }
+  const fs::path model = fs::path(TRFLOW_TEST_DATA) / "model_v0.1";
+  const Result many = run("sample --model " + model.string() + " --n 900000000000 --out " + (dir / "s.npy").string(), dir);
+  CHECK(many.code == 2);
+  CHECK_MESSAGE(many.err.find("--n") != std::string::npos, many.err);
+  const Result evals = run("eval --model " + model.string() + " --n 900000000000", dir);
+  CHECK(evals.code == 2);
   fs::remove_all(dir);
 }
 #endif

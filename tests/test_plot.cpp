@@ -3,6 +3,8 @@
 #if __has_include("plot/plot.hpp")
 
 #include <cairo.h>
+#include <unistd.h>
+#include <cerrno>
 
 #include <algorithm>
 #include <cmath>
@@ -16,6 +18,7 @@
 #include <doctest/doctest.h>
 
 #include "plot/plot.hpp"
+#include "nn/io.hpp"
 
 namespace fs = std::filesystem;
 
@@ -553,6 +556,31 @@ TEST_CASE("an unwritable path throws std::runtime_error naming the path") {
   CHECK(names_path([&] { plot::trajectories_compare(p, {pts, 2, 1}, {pts, 1, 2}, "a", "b"); }));
   CHECK(names_path([&] { plot::curves(p, {{"s", {}, {1.0, 2.0}}}, "x", "y", "t"); }));
   CHECK(names_path([&] { plot::curve_panels(p, {{{{"s", {}, {1.0, 2.0}}}, "y", "", false, std::nullopt}}, "x"); }));
+  CHECK(names_path([&] { plot::map_compare(p, pts, pts, pts, "t"); }));
+  // The OS's reason, by name (a full disk reads "No space left on device (ENOSPC)").
+  try {
+    plot::scatter_compare(p, pts, pts);
+  } catch (const std::runtime_error& e) {
+    CHECK_MESSAGE(std::string(e.what()).find("(ENOENT)") != std::string::npos, e.what());
+  }
+  CHECK(nn::os_error(ENOSPC).find("ENOSPC") != std::string::npos);
+}
+
+TEST_CASE("figures are replaced atomically: a failed write keeps the old PNG, no temporary is left") {
+  TempDir dir;
+  const std::string path = dir.file("fig.png");
+  const std::vector<double> pts{0.0, 0.0, 1.0, 1.0};
+  plot::scatter_compare(path, pts, pts);
+  const auto size = fs::file_size(path);
+  // A directory where the temporary would go makes the write fail; the PNG stays as it was.
+  fs::create_directories(path + ".tmp." + std::to_string(::getpid()));
+  CHECK_THROWS_AS(plot::scatter_compare(path, gaussian_points(500, 0, 0, 1, 3), pts), std::runtime_error);
+  CHECK(fs::file_size(path) == size);
+  Image img(path);
+  CHECK(img.ok());
+  fs::remove(path + ".tmp." + std::to_string(::getpid()));
+  plot::scatter_compare(path, gaussian_points(500, 0, 0, 1, 3), pts);
+  for (const auto& e : fs::directory_iterator(dir.path)) CHECK(e.path().filename().string().find(".tmp.") == std::string::npos);
 }
 
 }  // TEST_SUITE

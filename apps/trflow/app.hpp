@@ -61,6 +61,7 @@ struct TrainOptions {
   int threads = 1;
   std::string out = "runs/default";
   bool resume = false;
+  bool force = false;  ///< replace the run already in --out (its files are removed first)
   std::int64_t log_every = 50;
   std::int64_t checkpoint_every = 500;
   std::size_t eval_n = 20000;

@@ -11,6 +11,7 @@
 #include "flows/metrics.hpp"
 #include "model_dir.hpp"
 #include "nn/io.hpp"
+#include "run_dir.hpp"
 
 namespace trflow {
 
@@ -22,9 +23,22 @@ std::string version_text() {
                      ad::simd_supported_by_cpu() ? "" : "; NOT supported by this CPU");
 }
 
+namespace {
+/// Refuses --n when n rows of `floats_per_row` float32 values would not fit in memory.
+void check_rows_fit(std::size_t n, double floats_per_row, const char* what) {
+  const double need = 4.0 * double(n) * floats_per_row, have = physical_memory_bytes();
+  if (have > 0 && need > 0.8 * have)
+    throw UsageError(fmt::format("--n {}: {} need about {:.3g} GiB, more than 80 % of this machine's {:.3g} GiB; "
+                                 "lower --n",
+                                 n, what, need / 1073741824.0, have / 1073741824.0));
+}
+}  // namespace
+
 int run_eval(const EvalOptions& o) {
   set_threads(o.threads);
   Model m = load_model_dir(o.model);
+  // The samples, their images and densities in float32 and float64, and the data's rows.
+  check_rows_fit(o.n, 8.0 * double(m.flow->dim()) + 8.0, "the evaluation's samples");
   auto data = dataset_for_model(m, o.data);
   const flows::EvalReport r = flows::evaluate(*m.flow, *data, o.n, o.seed, m.standardization.nll_offset(), o.threads);
   nlohmann::json j = r.to_json();
@@ -44,10 +58,12 @@ int run_sample(const SampleOptions& o) {
   set_threads(o.threads);
   Model m = load_model_dir(o.model);
   const std::size_t d = m.flow->dim(), n = o.n, L = m.flow->num_layers();
+  const bool with_traj = !o.trajectories.empty();
+  // Base draws, samples and their encoded copy; the states and their encoded copy.
+  check_rows_fit(n, double(d) * (3.0 + (with_traj ? 2.0 * double(L + 1) : 0.0)), "the samples (and trajectories)");
   ad::Rng rng(o.seed);
   ad::Array<float> x;
   m.flow->base().sample(n, rng, x);
-  const bool with_traj = !o.trajectories.empty();
   std::vector<float> samples(n * d), all(with_traj ? (L + 1) * n * d : 0);
   flows::PushOutputs<float> out;
   out.y = samples.data();

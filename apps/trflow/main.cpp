@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <exception>
 #include <limits>
+#include <new>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -149,6 +150,7 @@ void add_train_options(CLI::App& c, trflow::TrainOptions& o) {
   c.add_option("--threads", o.threads, "threads that share the rows of each batch")->check(whole(o.threads, decltype(o.threads)(1)))->capture_default_str();
   c.add_option("--out", o.out, "output directory")->capture_default_str();
   c.add_flag("--resume", o.resume, "continue from OUT/checkpoint.npz");
+  c.add_flag("--force", o.force, "replace the run already in --out (its files are removed first); without it, such an --out is refused");
   c.add_option("--log-every", o.log_every, "steps between metrics.jsonl lines")->check(whole(o.log_every, decltype(o.log_every)(1)))->capture_default_str();
   c.add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints")->check(whole(o.checkpoint_every, decltype(o.checkpoint_every)(1)))->capture_default_str();
   c.add_option("--eval-n", o.eval_n, "samples for the final evaluation")->check(whole(o.eval_n, decltype(o.eval_n)(1)))->capture_default_str();
@@ -238,6 +240,10 @@ int main(int argc, char** argv) {
   } catch (const trflow::UsageError& e) {
     fmt::print(stderr, "trflow: {}\n", e.what());
     return 2;
+  } catch (const std::bad_alloc&) {
+    fmt::print(stderr, "trflow: out of memory while running '{}' (an allocation failed); lower --batch, --hidden, "
+                       "--layers or --n\n", argv[1]);
+    return 1;
   } catch (const std::exception& e) {
     fmt::print(stderr, "trflow: error: {}\n", e.what());
     return 1;

@@ -9,8 +9,10 @@
 #include <sstream>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "app.hpp"
+#include "run_dir.hpp"
 #include "figures.hpp"
 #include "flows/checkpoint.hpp"
 #include "flows/inference.hpp"
@@ -27,6 +29,9 @@ namespace {
 
 std::atomic<int> g_interrupted{0};  // the signal that asked the run to stop (SIGINT or SIGTERM), 0 for none
 constexpr std::int64_t kPlateau = 5;  // --lr-schedule plateau: evaluations without improvement per halving
+// --skip-nonfinite: stop once more than kSkipLimit of the batches were skipped, from step kSkipCheckFrom on.
+constexpr double kSkipLimit = 0.5;
+constexpr std::int64_t kSkipCheckFrom = 20;
 extern "C" void on_stop_signal(int sig) { g_interrupted.store(sig); }
 
 bool given(const TrainOptions& o, const std::string& flag) {
@@ -234,6 +239,58 @@ void truncate_metrics(const fs::path& path, std::int64_t step) {
   nn::write_file_atomic(path.string(), kept);
 }
 
+/// Refuses, before anything is allocated, a configuration whose training step needs more
+/// memory than the machine has: parameters with their gradient, Adam moments, best copy and
+/// per-lane adjoints, and per batch row the values and adjoints of the conditioners' layers,
+/// the couplings' outputs and the states, twice when the transport follows base samples.
+struct MemoryEstimate {
+  double params = 0, batch = 0;  ///< bytes
+  double total() const { return params + batch; }
+};
+
+MemoryEstimate estimate_memory(const TrainOptions& o, std::size_t dim) {
+  const double d = double(dim), h = double(o.hidden), depth = double(o.depth), bins = double(o.bins);
+  const double couplings = double(o.layers) * (o.structure == "steps" ? 2.0 : 1.0);
+  const double a = std::ceil(d / 2), b = std::max(1.0, d - a);
+  const double per_coord = o.coupling == "rqs" ? 3 * bins - 1 : o.coupling == "additive" || o.additive ? 1 : 2;
+  const double out = per_coord * a;
+  const double net = o.conditioner == "resnet" ? b * h + h + depth * 2 * (h * h + h) + h * out + out
+                                               : b * h + h + (depth - 1) * (h * h + h) + h * out + out;
+  const double lu = o.structure == "steps" || o.lu ? double(o.layers) * (2 * d * d + d) : 0.0;
+  const double passes = o.transport_weight > 0 || o.transport_schedule != "constant" ? 2.0 : 1.0;
+  const double row_floats = passes * couplings * (3 * depth * h * (o.conditioner == "resnet" ? 2 : 1) + 3 * out + 8 * d);
+  return {4.0 * (couplings * net + lu) * (5.0 + double(o.threads)), 4.0 * double(o.batch) * row_floats};
+}
+
+/// Refuses, before anything is allocated, a configuration whose training step needs more
+/// than 80 % of the machine's memory: the parameters with their gradient, Adam moments, best
+/// copy and per-lane adjoints, and per batch row the values and adjoints of the conditioners'
+/// layers, the couplings' outputs and the states (twice when the transport follows base
+/// samples). The flag named is the one whose default value would save the most.
+void check_memory(const TrainOptions& o, std::size_t dim) {
+  const MemoryEstimate e = estimate_memory(o, dim);
+  const double have = physical_memory_bytes();
+  if (!(have > 0 && e.total() > 0.8 * have)) return;
+  const TrainOptions defaults;
+  const char* culprit = "--batch";
+  double best = -1;
+  auto consider = [&](const char* flag, auto TrainOptions::*field) {
+    TrainOptions t = o;
+    t.*field = std::min(t.*field, defaults.*field);
+    const double saved = e.total() - estimate_memory(t, dim).total();
+    if (saved > best) best = saved, culprit = flag;
+  };
+  consider("--batch", &TrainOptions::batch);
+  consider("--hidden", &TrainOptions::hidden);
+  consider("--depth", &TrainOptions::depth);
+  consider("--layers", &TrainOptions::layers);
+  constexpr double GiB = 1073741824.0;
+  throw UsageError(fmt::format("{}: this configuration needs about {:.3g} GiB ({:.3g} GiB of parameters and optimizer "
+                               "state, {:.3g} GiB for a batch of {} rows), more than 80 % of this machine's {:.3g} GiB; "
+                               "lower --batch, --hidden, --depth or --layers",
+                               culprit, e.total() / GiB, e.params / GiB, e.batch / GiB, o.batch, have / GiB));
+}
+
 nlohmann::json step_json(const flows::StepReport& r, double elapsed) {
   nlohmann::json j = {{"step", r.step}, {"loss", r.loss}, {"nll", r.nll}, {"grad_norm", r.grad_norm},
                       {"lr", r.lr},     {"beta", r.beta}, {"seconds", elapsed}};
@@ -318,6 +375,18 @@ int run_train(const TrainOptions& cli) {
       for (double& s : stdz.std) s = s > 1e-24 ? std::sqrt(s) : 1.0;  // a constant column stays as it is
     }
   }
+  // Values far from the base's scale: a float32 flow from N(0, I) cannot reach them.
+  double magnitude = 0;
+  if (!stdz.active()) {
+    const std::size_t n = 2000, d = raw->dim();
+    std::vector<double> buf(n * d);
+    ad::Rng rng(o.seed + 19);
+    raw->sample(n, rng, buf.data());
+    for (double v : buf) magnitude = std::max(magnitude, std::abs(v));
+    if (magnitude > 1e6 && !cli.quiet)
+      fmt::print(stderr, "trflow: warning: the data reach |x| = {:.3g}, far beyond the base N(0, I); train with "
+                         "--standardize\n", magnitude);
+  }
   std::unique_ptr<flows::Dataset> data =
       stdz.active() ? std::make_unique<StandardizedDataset>(std::move(raw), stdz) : std::move(raw);
 
@@ -329,6 +398,18 @@ int run_train(const TrainOptions& cli) {
       throw DataError(fmt::format("cannot choose a spline tail bound for {} ({}): give --tail-bound", o.data, e.what()));
     }
   }
+  // One writer per directory; then what killed writers left behind can go.
+  const RunDirLock lock(out);
+  remove_stale_temporaries(out);
+  if (!cli.resume) {
+    const std::vector<std::string> other = run_files_in(out);
+    if (!other.empty() && !cli.force)
+      throw UsageError(fmt::format("--out {} holds another run ({}); continue it with --resume, choose another --out, "
+                                   "or pass --force to replace it",
+                                   out.string(), fmt::join(other, ", ")));
+    for (const std::string& f : other) fs::remove(out / f);  // --force: nothing of the old run stays to mislead
+  }
+  if (!cli.resume) check_memory(o, data->dim());
   auto flow = cli.resume ? flows::Flow<float>::from_config(flows::read_architecture(checkpoint.string()).at("flow"))
                          : build_flow(o, data->dim());
   flows::Trainer<float> trainer(*flow, *data, train_config(o));
@@ -340,7 +421,24 @@ int run_train(const TrainOptions& cli) {
     validation = std::make_unique<flows::Validation<float>>(
         *flow, std::move(rows), stdz.nll_offset(), flows::ValidationConfig{o.eval_every, o.patience, 0.0}, o.threads);
   }
-  if (cli.resume) flows::load_checkpoint(checkpoint.string(), *flow, trainer, validation.get());
+  if (cli.resume) {
+    flows::load_checkpoint(checkpoint.string(), *flow, trainer, validation.get());
+    // A finished run is not re-run (its files stay as they are); a run cannot be shortened.
+    const std::int64_t done = trainer.steps_done();
+    if (o.steps < done)
+      throw UsageError(fmt::format("--steps {} is below the {} steps the checkpoint in {} has already taken; a run "
+                                   "cannot be shortened (its model.npz holds the best of those steps)",
+                                   o.steps, done, out.string()));
+    if (o.steps == done) {
+      if (!cli.quiet)
+        fmt::print(stderr, "trflow: the run in {} has already finished its {} steps; nothing to do (a larger --steps "
+                           "continues it)\n",
+                   out.string(), done);
+      if (cli.print_result && fs::exists(out / "result.json"))
+        std::cout << nlohmann::json::parse(nn::read_file((out / "result.json").string())).dump() << std::endl;
+      return 0;
+    }
+  }
   // Targets with a known OT map: L2-UVP and the cosine at each validation, on fixed base draws.
   struct OtProbe {
     explicit OtProbe(flows::Flow<float>& flow, int threads) : inference(flow, threads) {}
@@ -425,6 +523,18 @@ int run_train(const TrainOptions& cli) {
         if (o.lr_schedule == "plateau" && since > 0 && since % kPlateau == 0) trainer.set_lr_scale(trainer.lr_scale() * 0.5);
       }
       if (log_step) metrics << line.dump() << '\n' << std::flush;
+      // --skip-nonfinite tolerates a few bad batches, not a run that has stopped learning.
+      if (trainer.skipped() > 0 && trainer.steps_done() >= kSkipCheckFrom &&
+          double(trainer.skipped()) > kSkipLimit * double(trainer.steps_done())) {
+        progress.finish();
+        restore_signals();
+        fmt::print(stderr,
+                   "trflow: stopping at step {}: {} of the {} batches so far were skipped for a non-finite loss or "
+                   "gradient (--skip-nonfinite stops above {:.0f} %); lower --lr (now {:g}), set --clip-norm, or check "
+                   "the data\n",
+                   trainer.steps_done(), trainer.skipped(), trainer.steps_done(), 100 * kSkipLimit, o.lr);
+        return 1;
+      }
       if (!cli.quiet) progress.update(last.step, last.loss, last.nll, last.transport, log_step && !stderr_is_terminal());
       if (stop) {
         progress.finish();
@@ -443,12 +553,18 @@ int run_train(const TrainOptions& cli) {
     progress.finish();
     restore_signals();
     fmt::print(stderr, "trflow: {}\n", e.what());
+    if (magnitude > 1e6)
+      fmt::print(stderr, "trflow: the data reach |x| = {:.3g}: rerun with --standardize (a lower --lr will not help)\n",
+                 magnitude);
     if (fs::exists(checkpoint))
       fmt::print(stderr, "trflow: the last good checkpoint ({}) is intact\n", checkpoint.string());
     return 1;
   }
   restore_signals();
   progress.finish();
+  if (trainer.skipped() > 0)
+    fmt::print(stderr, "trflow: skipped {} of {} batches (a non-finite loss or gradient)\n", trainer.skipped(),
+               trainer.steps_done());
   const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const double rate = train_seconds > 0 ? double(trainer.steps_done() - first_step) / train_seconds : 0.0;
 

@@ -27,7 +27,7 @@ variants=("default|" "rqs, 8 layers|--layers 8" "affine, 8 layers|--coupling aff
       mkdir -p "$out/runs/$name"
       start=$(date +%s.%N)
       # shellcheck disable=SC2086
-      "$trflow" train --data "$out/${name}_train.npy" --out "$dir" --no-plots --quiet --threads 1 $flags >"$dir.json"
+      "$trflow" train --data "$out/${name}_train.npy" --out "$dir" --no-plots --quiet --threads 1 --force $flags >"$dir.json"
       secs=$(echo "$(date +%s.%N) - $start" | bc)
       test_nll=$("$trflow" eval --model "$dir" --data "$out/${name}_test.npy" --n 20000 | $py -c "import json,sys; print('%.3f' % json.load(sys.stdin)['nll'])")
       $py - "$dir.json" "$name" "$label" "$test_nll" "$secs" <<'PY'

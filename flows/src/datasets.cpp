@@ -138,6 +138,14 @@ std::optional<double> parse_number(std::string_view field) {
 
 std::string nonfinite_hint() { return " (or drop such rows with drop_nonfinite / --drop-nonfinite)"; }
 
+/// Training runs in float32: a finite double beyond its range would become ±inf there.
+constexpr double kFloat32Max = 3.4028234663852886e38;
+std::string float32_expected(double v) {
+  return fmt::format("a value within float32's range (|v| ≤ 3.4e38; trflow trains in float32), got {:g}: rescale the "
+                     "column before training",
+                     v);
+}
+
 xt::xtensor<double, 2> load_npy_matrix(const std::string& path, bool drop, std::size_t& dropped) {
   const nn::NpyArray a = nn::read_npy(path);
   if (a.descr != "<f4" && a.descr != "<f8")
@@ -155,6 +163,8 @@ xt::xtensor<double, 2> load_npy_matrix(const std::string& path, bool drop, std::
     bool finite = true;
     for (std::size_t j = 0; j < d && finite; ++j) {
       const double v = a.data[i * d + j];
+      if (std::isfinite(v) && std::abs(v) > kFloat32Max)
+        throw nn::FormatError(path, fmt::format("element [{}, {}]", i, j), float32_expected(v));
       if (std::isfinite(v)) continue;
       if (!drop)
         throw nn::FormatError(path, fmt::format("element [{}, {}]", i, j),
@@ -220,6 +230,8 @@ xt::xtensor<double, 2> load_csv_matrix(const std::string& path, bool drop, std::
                             fmt::format("{} comma-separated values (as on line {}), got {}", cols, cols_line, fields));
     bool finite = true;
     for (std::size_t j = 0; j < cols; ++j) {
+      if (std::isfinite(row[j]) && std::abs(row[j]) > kFloat32Max)
+        throw nn::FormatError(path, fmt::format("line {}, column {}", line, j + 1), float32_expected(row[j]));
       if (std::isfinite(row[j])) continue;
       if (!drop)
         throw nn::FormatError(path, fmt::format("line {}, column {}", line, j + 1),

@@ -579,11 +579,26 @@ std::vector<NpyArray> parse_npz(std::string_view content, const std::string& pat
 
 // ---------------------------------------------------------------- files
 
+std::string os_error(int err) {
+  const char* name = err == ENOSPC   ? "ENOSPC"
+                     : err == EDQUOT ? "EDQUOT"
+                     : err == EACCES ? "EACCES"
+                     : err == EPERM  ? "EPERM"
+                     : err == EROFS  ? "EROFS"
+                     : err == EIO    ? "EIO"
+                     : err == ENOENT ? "ENOENT"
+                     : err == EISDIR ? "EISDIR"
+                     : err == ENOTDIR ? "ENOTDIR"
+                     : err == EFBIG  ? "EFBIG"
+                     : nullptr;
+  return name ? fmt::format("{} ({})", std::strerror(err), name) : std::string(std::strerror(err));
+}
+
 void write_file_atomic(const std::string& path, std::string_view bytes) {
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   auto failure = [&](const char* step, int err, bool remove_tmp) {
     if (remove_tmp) ::unlink(tmp.c_str());
-    return std::runtime_error(fmt::format("cannot write {}: {} {}: {}", path, step, tmp, std::strerror(err)));
+    return std::runtime_error(fmt::format("cannot write {}: {} {}: {}", path, step, tmp, os_error(err)));
   };
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
   if (fd < 0) throw failure("creating", errno, false);
@@ -607,7 +622,7 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());
-    throw std::runtime_error(fmt::format("cannot write {}: renaming {} over it: {}", path, tmp, std::strerror(err)));
+    throw std::runtime_error(fmt::format("cannot write {}: renaming {} over it: {}", path, tmp, os_error(err)));
   }
   // Make the rename itself durable.
   const std::size_t slash = path.find_last_of('/');
@@ -622,13 +637,21 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
 }
 
 std::string read_file(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw std::runtime_error(fmt::format("cannot open {}: {}", path, std::strerror(errno)));
+  // O_NONBLOCK: opening a FIFO (or a device) must not wait for a writer; the type check
+  // below refuses it. Reads of a regular file ignore the flag.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) throw std::runtime_error(fmt::format("cannot open {}: {}", path, os_error(errno)));
   struct stat st {};
   const int err = ::fstat(fd, &st) != 0 ? errno : S_ISDIR(st.st_mode) ? EISDIR : 0;
   if (err != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
-    throw std::runtime_error(fmt::format("cannot read {}: {}", path, err ? std::strerror(err) : "not a regular file"));
+    const char* kind = S_ISFIFO(st.st_mode)  ? "a FIFO (named pipe)"
+                       : S_ISCHR(st.st_mode) ? "a character device"
+                       : S_ISBLK(st.st_mode) ? "a block device"
+                       : S_ISSOCK(st.st_mode) ? "a socket"
+                                              : "not a regular file";
+    throw std::runtime_error(fmt::format("cannot read {}: {}", path,
+                                         err ? os_error(err) : fmt::format("expected a regular file, got {}", kind)));
   }
   std::string out;
   out.reserve(static_cast<std::size_t>(st.st_size));

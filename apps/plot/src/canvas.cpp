@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include "nn/io.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -199,10 +201,24 @@ void Figure::text(double x, double y, const std::string& s, double size, HAlign 
 }
 
 void Figure::save(const std::string& path) const {
+  // Encoded in memory, then written atomically (nn::write_file_atomic): a full disk or a kill
+  // leaves the previous figure, never a truncated one, and the error names the OS's reason.
   cairo_surface_flush(surface_);
-  const cairo_status_t st = cairo_surface_write_to_png(surface_, path.c_str());
+  std::string png;
+  const cairo_status_t st = cairo_surface_write_to_png_stream(
+      surface_,
+      [](void* closure, const unsigned char* data, unsigned int length) {
+        static_cast<std::string*>(closure)->append(reinterpret_cast<const char*>(data), length);
+        return CAIRO_STATUS_SUCCESS;
+      },
+      &png);
   if (st != CAIRO_STATUS_SUCCESS)
-    throw std::runtime_error(fmt::format("plot: cannot write PNG '{}': {}", path, cairo_status_to_string(st)));
+    throw std::runtime_error(fmt::format("plot: cannot encode PNG '{}': {}", path, cairo_status_to_string(st)));
+  try {
+    nn::write_file_atomic(path, png);
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(fmt::format("plot: {}", e.what()));
+  }
 }
 
 // ---------------------------------------------------------------------------

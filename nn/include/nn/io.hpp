@@ -85,6 +85,10 @@ std::vector<NpyArray> parse_npz(std::string_view bytes, const std::string& file_
 /// std::runtime_error names the path and the system's reason.
 void write_file_atomic(const std::string& path, std::string_view bytes);
 
+/// The system's text for errno value `err`, with the symbolic name for the usual file errors:
+/// "No space left on device (ENOSPC)".
+std::string os_error(int err);
+
 /// The whole content of a regular file; std::runtime_error naming the path and
 /// the system's reason when it cannot be read.
 std::string read_file(const std::string& path);
