@@ -97,9 +97,9 @@ TEST_CASE("trflow train writes the model, config, metrics and a final JSON line,
   nlohmann::json last_line;
   for (std::string line; std::getline(metrics, line); ++lines) {
     last_line = nlohmann::json::parse(line);
-    CHECK(last_line.contains("nll"));
+    CHECK(last_line.contains(last_line.at("step") == 0 ? "val_nll" : "nll"));
   }
-  CHECK(lines == 5);  // steps 1, 20, 40, 60, 80
+  CHECK(lines == 6);  // the starting model's validation (step 0), then steps 1, 20, 40, 60, 80
   // The last step is validated; gaussian:2 has a known OT map, so the map's L2-UVP and cosine are logged.
   for (const char* k : {"val_nll", "val_best", "l2_uvp", "ot_cos"}) CHECK_MESSAGE(last_line.contains(k), k);
   CHECK(final.contains("l2_uvp"));
@@ -318,7 +318,9 @@ TEST_CASE("data files: held-out validation rows, early stopping, the best model 
     for (std::size_t j = 0; j < 6; ++j) rows[i * 6 + j] = std::sin(double(i * 7 + j)) + 0.3 * rng.normal();
   const fs::path data = dir / "rows.npy";
   nn::write_file_atomic(data.string(), nn::encode_npy(rows.data(), {120, 6}));
+  // (--dropout 0: a flow that overfits quickly.)
   const std::string common = "train --data " + data.string() + " --standardize --batch 64 --eval-every 20 --patience 5 "
+                             "--init identity --dropout 0 "
                              "--lr-schedule constant --warmup 0 --no-plots --threads 1 --quiet --eval-n 300 "
                              "--checkpoint-every 40 --out ";
   const Result r = run(common + (dir / "a").string() + " --steps 3000", dir);
@@ -358,6 +360,7 @@ TEST_CASE("data files: held-out validation rows, early stopping, the best model 
   CHECK(params_of(dir / "a" / "model.npz") == params_of(dir / "b" / "model.npz"));
   // --lr-schedule plateau halves the rate after every 5 evaluations in a row without improvement.
   const Result plateau = run("train --data " + data.string() + " --standardize --batch 64 --eval-every 20 --patience 12 "
+                             "--init identity --dropout 0 "
                              "--lr-schedule plateau --warmup 0 --lr 1e-3 --no-plots --threads 1 --quiet --eval-n 300 "
                              "--steps 3000 --out " + (dir / "p").string(), dir);
   REQUIRE_MESSAGE(plateau.code == 0, plateau.err);
@@ -620,6 +623,49 @@ TEST_CASE("data beyond float32 are refused by element, a FIFO without waiting, a
   CHECK_MESSAGE(many.err.find("--n") != std::string::npos, many.err);
   const Result evals = run("eval --model " + model.string() + " --n 900000000000", dir);
   CHECK(evals.code == 2);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("data-file defaults: dropout 0.2 (0 for built-in sets), the starting model validated at step 0, --init gaussian") {
+  const fs::path dir = temp_dir("filedefaults");
+  std::vector<double> rows(200 * 3);
+  ad::Rng rng(2);
+  for (std::size_t i = 0; i < 200; ++i) {
+    const double z = rng.normal();
+    rows[i * 3] = 2 + 3 * z;
+    rows[i * 3 + 1] = z + 0.1 * rng.normal();
+    rows[i * 3 + 2] = rng.normal();
+  }
+  const fs::path data = dir / "rows.npy";
+  nn::write_file_atomic(data.string(), nn::encode_npy(rows.data(), {200, 3}));
+  auto config_of = [](const fs::path& run_dir) {
+    std::ifstream f(run_dir / "config.json");
+    return nlohmann::json::parse(f);
+  };
+  REQUIRE(run(quick(dir / "file") + " --data " + data.string(), dir).code == 0);
+  CHECK(config_of(dir / "file").at("dropout") == 0.2);
+  CHECK(config_of(dir / "file").at("init") == "identity");
+  REQUIRE(run(quick(dir / "gen") + " --data moons", dir).code == 0);
+  CHECK(config_of(dir / "gen").at("dropout") == 0.0);
+  // --init gaussian: at step 0 the flow is the Gaussian fitted to the training rows, so its
+  // validation NLL there is about the Gaussian's (the data are close to Gaussian: within 0.3 nats
+  // of the generating density's entropy), far below the identity start's.
+  const Result g = run(quick(dir / "gauss") + " --data " + data.string() + " --init gaussian", dir);
+  REQUIRE_MESSAGE(g.code == 0, g.err);
+  const Result id = run(quick(dir / "id") + " --data " + data.string() + " --dropout 0", dir);
+  REQUIRE(id.code == 0);
+  auto first_val = [](const fs::path& metrics) {
+    std::ifstream in(metrics);
+    std::string line;
+    std::getline(in, line);
+    const nlohmann::json j = nlohmann::json::parse(line);
+    REQUIRE(j.at("step") == 0);
+    return j.at("val_nll").get<double>();
+  };
+  // Entropy of the generating density: x1 = 2 + 3z, x2 = z + 0.1e, x3 ~ N(0, 1): log(3·0.1) + 3·½ log(2πe).
+  const double entropy = std::log(0.3) + 1.5 * std::log(2 * M_PI * std::exp(1.0));
+  CHECK(std::abs(first_val(dir / "gauss" / "metrics.jsonl") - entropy) < 0.3);
+  CHECK(first_val(dir / "id" / "metrics.jsonl") > entropy + 1.0);
   fs::remove_all(dir);
 }
 #endif

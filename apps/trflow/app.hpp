@@ -54,7 +54,8 @@ struct TrainOptions {
   std::int64_t eval_every = -1;  ///< steps between validation NLLs; −1: 100, or for a data file about 2 epochs (10 to 100)
   std::int64_t patience = -1;    ///< evaluations without improvement before stopping; −1: 20 for files, 0 (off) else
   double weight_decay = 0.0;     ///< decoupled (AdamW) weight decay
-  double dropout = 0.0;          ///< dropout rate in the conditioners while training
+  double dropout = -1.0;         ///< dropout rate in the conditioners while training; −1: 0.2 for data files, else 0
+  std::string init;              ///< "identity", or "gaussian": a last LU + ActNorm layer starts as the fitted Gaussian ("": identity)
   bool drop_nonfinite = false;
   double clip_norm = 0.0;
   bool skip_nonfinite = false;

@@ -14,7 +14,9 @@ py=/usr/bin/python3
 export OPENBLAS_NUM_THREADS=1
 mkdir -p "$out"
 $py "$root/bench/real/prepare.py" --out "$out" >/dev/null
-variants=("default|" "rqs, 8 layers|--layers 8" "affine, 8 layers|--coupling affine --layers 8" "default, β = 0|--transport-weight 0")
+variants=("default|" "default without dropout|--dropout 0" "rqs, 8 layers|--layers 8" "rqs, 4 bins|--bins 4"
+  "affine, 8 layers|--coupling affine --layers 8" "default, β = 0|--transport-weight 0"
+  "default, Gaussian start|--init gaussian")
 {
   echo "| data | variant | test NLL | val NLL | best step | steps | seconds |"
   echo "|---|---|---|---|---|---|---|"

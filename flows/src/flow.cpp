@@ -212,6 +212,12 @@ std::unique_ptr<Flow<T>> make_flow(std::size_t dim, const FlowSpec& spec) {
     flow->add_layer(make_coupling<T>(dim, a, b, spec.coupling, rng));
     if (spec.structure == Structure::steps && !b.empty()) flow->add_layer(make_coupling<T>(dim, b, a, spec.coupling, rng));
   }
+  if (spec.gaussian_init) {
+    auto lu = std::make_unique<LULinear<T>>(dim);
+    lu->set_data_init(true);
+    flow->add_layer(std::move(lu));
+    flow->add_layer(std::make_unique<ActNorm<T>>(dim));
+  }
   return flow;
 }
 

@@ -254,6 +254,8 @@ nlohmann::json ActNorm<T>::config() const {
 }
 
 // ---------------------------------------------------------------- LU linear
+extern "C" void dpotrf_(const char* uplo, const int* n, double* a, const int* lda, int* info);  // LAPACK (OpenBLAS)
+
 namespace {
 
 inline void trsm(bool lower, int n, const float* a, float* b) {
@@ -366,7 +368,57 @@ Mapped<T> LULinear<T>::inverse(Var<T> y) {
 
 template <class T>
 nlohmann::json LULinear<T>::config() const {
-  return {{"type", "lu_linear"}, {"dim", this->dim_}};
+  nlohmann::json c = {{"type", "lu_linear"}, {"dim", this->dim_}};
+  if (data_init_) c["data_init"] = true, c["initialized"] = initialized_;  // absent: not data-initialized
+  return c;
+}
+
+template <class T>
+Array<T> LULinear<T>::initialize_from_data(const Array<T>& y) {
+  if (data_init_ && !initialized_) {
+    const std::size_t m = y.shape()[0], d = y.shape()[1];
+    if (m < 2) throw std::invalid_argument("LULinear: data initialization needs at least two rows");
+    std::vector<double> mean(d, 0.0), cov(d * d, 0.0);
+    for (std::size_t i = 0; i < m; ++i)
+      for (std::size_t j = 0; j < d; ++j) mean[j] += double(y(i, j)) / double(m);
+    for (std::size_t i = 0; i < m; ++i)
+      for (std::size_t j = 0; j < d; ++j)
+        for (std::size_t k = 0; k <= j; ++k) cov[j * d + k] += (double(y(i, j)) - mean[j]) * (double(y(i, k)) - mean[k]);
+    // Σ/(m−1). Fewer rows than columns or a constant column leave it singular: then a ridge
+    // λ·tr(Σ)/d on the diagonal, from λ = 1e-10 up by 100× until LAPACK's Cholesky succeeds.
+    double trace = 0;
+    for (std::size_t j = 0; j < d; ++j)
+      for (std::size_t k = 0; k <= j; ++k) {
+        const double v = cov[j * d + k] / double(m - 1);
+        cov[j * d + k] = cov[k * d + j] = v;
+        if (j == k) trace += v;
+      }
+    // LAPACK's Cholesky: the row-major buffer read column-major is Σ itself; uplo 'U' there
+    // leaves C = Uᵀ, Σ = C Cᵀ, in the row-major lower triangle.
+    const int n = int(d);
+    int info = 0;
+    std::vector<double> work;
+    for (double ridge = 0;; ridge = ridge == 0 ? 1e-10 : ridge * 100) {
+      work = cov;
+      for (std::size_t j = 0; j < d; ++j) work[j * d + j] += ridge * std::max(trace / double(d), 1e-300);
+      dpotrf_("U", &n, work.data(), &n, &info);
+      if (info == 0) break;
+      if (ridge >= 1e-2)
+        throw std::invalid_argument(
+            fmt::format("LULinear: the data's covariance is not positive definite (LAPACK dpotrf info {})", info));
+    }
+    cov.swap(work);
+    for (std::size_t j = 0; j < d; ++j) {
+      const double c = cov[j * d + j];
+      log_diag.value(0, j) = T(std::log(c));
+      for (std::size_t k = 0; k < d; ++k) {
+        lower.value(j, k) = k < j ? T(cov[j * d + k] / cov[k * d + k]) : T(0);
+        upper.value(j, k) = T(0);
+      }
+    }
+    initialized_ = true;
+  }
+  return Bijector<T>::initialize_from_data(y);
 }
 
 // ---------------------------------------------------------------- factory
@@ -480,7 +532,12 @@ std::unique_ptr<Bijector<T>> make_layer(const nlohmann::json& c, ad::Rng& rng) {
   if (type == "lu_linear") {
     const std::size_t dim = count_field(c, "dim", 1, kMaxLayerDim, type);
     check_parameter_count(2.0 * double(dim) * double(dim) + double(dim), type);
-    return std::make_unique<LULinear<T>>(dim);
+    auto layer = std::make_unique<LULinear<T>>(dim);
+    if (c.value("data_init", false)) {
+      layer->set_data_init(true);
+      layer->set_initialized(c.value("initialized", false));
+    }
+    return layer;
   }
   throw std::invalid_argument(fmt::format(
       "unknown layer type '{}' (expected affine_coupling, additive_coupling, rqs_coupling, actnorm or lu_linear)", type));

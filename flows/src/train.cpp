@@ -69,8 +69,18 @@ Trainer<T>::Trainer(Flow<T>& flow, Dataset& data, const TrainConfig& cfg)
   lr_schedule_.total = cfg.steps;
   lr_schedule_.lr_min = cfg.lr_min;
   // Data-dependent initialization (a no-op for layers that have none or are initialized).
-  ad::Rng init_rng(cfg.seed ^ 0x9e3779b97f4a7c15ULL);
-  sample_batch(data_, std::max<std::size_t>(cfg.batch, 256), init_rng, buffer_, data_batch_);
+  // A data file's rows all take part (up to 100 000), so a Gaussian start is the maximum-likelihood
+  // Gaussian of the training rows; a generator gives a batch of at least 256 draws.
+  const std::size_t rows = data.row_count();
+  if (rows > 0 && rows <= 100000) {
+    buffer_.resize(rows * data.dim());
+    data.all_rows(buffer_.data());
+    data_batch_.resize({rows, data.dim()});
+    std::copy(buffer_.begin(), buffer_.end(), data_batch_.data());
+  } else {
+    ad::Rng init_rng(cfg.seed ^ 0x9e3779b97f4a7c15ULL);
+    sample_batch(data_, std::max<std::size_t>(cfg.batch, 256), init_rng, buffer_, data_batch_);
+  }
   flow_.initialize_from_data(data_batch_);
 }
 

@@ -107,6 +107,9 @@ struct FlowSpec {
   Permutation permutation = Permutation::random;
   bool actnorm = false;                   ///< an ActNorm before each coupling (layers) or step (steps)
   bool lu = false;                        ///< an LU linear layer before each coupling (steps always have one)
+  /// Last (at the data's side), an LU layer and an ActNorm that the first data batch sets to
+  /// the full-covariance Gaussian fitted to it: the flow starts as that Gaussian.
+  bool gaussian_init = false;
   std::string base = "standard_normal";   ///< or "diagonal_gaussian" (learned mean and log-std)
   std::uint64_t seed = 0;                 ///< for the permutations and the initial weights
 };

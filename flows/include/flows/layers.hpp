@@ -174,10 +174,20 @@ class LULinear : public Bijector<T> {
   Mapped<T> forward(Var<T> x) override;
   Mapped<T> inverse(Var<T> y) override;
   nlohmann::json config() const override;
+  /// With data_init, the first data batch sets W to the Cholesky factor C of the covariance of
+  /// the rows it sees (CCᵀ = Σ; P = I, L = C diag(C)⁻¹, s = log diag C, U = 0), so that with an
+  /// ActNorm after it the flow starts as the full-covariance Gaussian fitted to the data. The
+  /// initialized state is saved with the model, so a loaded model is never re-initialized.
+  void set_data_init(bool on) { data_init_ = on, initialized_ = !on; }
+  void set_initialized(bool v) { initialized_ = v; }
+  bool data_init() const { return data_init_; }
+  bool initialized() const { return initialized_; }
+  Array<T> initialize_from_data(const Array<T>& y) override;
 
   Parameter<T> lower, upper, log_diag;
 
  private:
+  bool data_init_ = false, initialized_ = true;
   Var<T> lower_factor(Tape<T>& t);   // L = I + strict_lower(lower)
   Var<T> upper_factor(Tape<T>& t);   // U' = strict_upper(upper) + diag(exp(s))
   Array<T> identity_, lower_mask_, upper_mask_;
