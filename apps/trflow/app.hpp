@@ -56,6 +56,10 @@ struct TrainOptions {
   double weight_decay = 0.0;     ///< decoupled (AdamW) weight decay
   double dropout = -1.0;         ///< dropout rate in the conditioners while training; −1: 0.2 for data files, else 0
   std::string init;              ///< "identity", or "gaussian": a last LU + ActNorm layer starts as the fitted Gaussian ("": identity)
+  std::string loss = "nll";      ///< "nll", or "jeffreys": plus the reverse KL (a target whose density is a Gaussian mixture)
+  std::string problem;           ///< trflow mfg: "crowd" or "gmm" (empty: plain training)
+  std::size_t dim = 2;           ///< trflow mfg: the dimension D
+  double cost_weight = 1.0;      ///< trflow mfg: λ_F, the running cost's weight
   bool drop_nonfinite = false;
   double clip_norm = 0.0;
   bool skip_nonfinite = false;
@@ -111,6 +115,9 @@ struct CompareOptions {
 void apply_preset(TrainOptions& o);
 
 int run_train(const TrainOptions& o);
+/// trflow mfg: a mean-field-game problem (flows/mfg.hpp) trained like `train`: its target as
+/// the data, its P0 as the flow's fixed base, and its defaults where no flag was given.
+int run_mfg(const TrainOptions& o);
 int run_eval(const EvalOptions& o);
 int run_sample(const SampleOptions& o);
 int run_plot(const PlotOptions& o);

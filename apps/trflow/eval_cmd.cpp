@@ -57,7 +57,7 @@ int run_sample(const SampleOptions& o) {
   }
   set_threads(o.threads);
   Model m = load_model_dir(o.model);
-  const std::size_t d = m.flow->dim(), n = o.n, L = m.flow->num_layers();
+  const std::size_t d = m.flow->dim(), n = o.n, L = m.flow->num_time_steps();
   const bool with_traj = !o.trajectories.empty();
   // Base draws, samples and their encoded copy; the states and their encoded copy.
   check_rows_fit(n, double(d) * (3.0 + (with_traj ? 2.0 * double(L + 1) : 0.0)), "the samples (and trajectories)");

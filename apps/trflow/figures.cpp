@@ -9,6 +9,7 @@
 
 #include "flows/inference.hpp"
 #include "flows/metrics.hpp"
+#include "flows/mfg.hpp"
 #include "plot/plot.hpp"
 
 namespace fs = std::filesystem;
@@ -132,6 +133,11 @@ std::vector<double> grid_trajectories(Model& m, std::size_t per_side, std::size_
       x(a * per_side + b, 0) = float(u);
       if (d > 1) x(a * per_side + b, 1) = float(v);
     }
+  // A mean-field game's population starts from its P0 (the base), not from around the origin.
+  if (m.meta.contains("train") && !m.meta["train"].value("problem", std::string()).empty()) {
+    ad::Rng rng(11);
+    m.flow->base().sample(n, rng, x);
+  }
   ad::Tape<float> tape;
   std::vector<ad::Var<float>> traj;
   m.flow->forward(tape.constant(x), &traj);
@@ -175,7 +181,22 @@ std::vector<std::string> write_all_figures(Model& m, flows::Dataset& data, const
   const std::vector<double> traj = grid_trajectories(m, 15, &states, &points);
   plot::TrajectoryOptions topt;
   const double beta = m.meta.contains("train") ? m.meta["train"].value("transport_weight", 0.0) : 0.0;
-  topt.title = fmt::format("trajectories through {} layers (β = {:g})", states - 1, beta);
+  const nlohmann::json train = m.meta.contains("train") ? m.meta["train"] : nlohmann::json::object();
+  const std::string problem = train.value("problem", std::string());
+  if (!problem.empty()) {
+    const flows::MfgProblem p = flows::mfg_problem(problem, m.flow->dim());
+    topt.title = fmt::format("{}: {} time steps (λ_L = {:g}, λ_F = {:g})", problem, states - 1, beta,
+                             train.value("cost_weight", 0.0));
+    if (p.has_obstacle)
+      topt.obstacle = plot::TrajectoryOptions::Obstacle{p.obstacle.cx, p.obstacle.cy, std::sqrt(p.obstacle.vx),
+                                                        std::sqrt(p.obstacle.vy)};
+    topt.start_label = "start (P0)";
+    topt.end_label = "end";
+    topt.background_label = "target P1";
+  } else {
+    topt.title = fmt::format("trajectories through {} {} (β = {:g})", states - 1,
+                             m.flow->layers_per_time_step() > 1 ? "steps" : "layers", beta);
+  }
   topt.background = std::vector<double>(target.begin(), target.begin() + std::min<std::size_t>(target.size(), 4000));
   plot::trajectories((out / "trajectories.png").string(), traj, states, points, topt);
   written.push_back((out / "trajectories.png").string());

@@ -161,6 +161,11 @@ void add_train_options(CLI::App& c, trflow::TrainOptions& o) {
   c.add_option("--eval-n", o.eval_n, "samples for the final evaluation")->check(whole(o.eval_n, decltype(o.eval_n)(1)))->capture_default_str();
   c.add_flag("!--no-plots", o.plots, "skip the PNG figures");
   c.add_flag("--quiet", o.quiet, "no progress output");
+  c.add_option("--loss", o.loss,
+               "nll: maximum likelihood (the forward KL); jeffreys: plus the reverse KL, for targets whose density "
+               "is a Gaussian mixture (8gaussians, gmm:D, crowd:D)")
+      ->check(CLI::IsMember({"nll", "jeffreys"}))
+      ->capture_default_str();
 }
 
 }  // namespace
@@ -207,12 +212,28 @@ int main(int argc, char** argv) {
   compare_cmd->get_option("--out")->default_str("runs/compare");
   compare.train.out = "runs/compare";
 
+  trflow::TrainOptions mfg;
+  auto* mfg_cmd = app.add_subcommand(
+      "mfg", "solve a mean-field game: move a population from P0 to P1 at least cost, around an obstacle (docs/mfg.md)");
+  add_train_options(*mfg_cmd, mfg);
+  mfg_cmd->add_option("--problem", mfg.problem, "crowd (around an obstacle) or gmm (to a mixture of 8 Gaussians)")
+      ->check(CLI::IsMember({"crowd", "gmm"}))
+      ->required();
+  mfg_cmd->add_option("--dim", mfg.dim, "the dimension D (at least 2)")
+      ->check(whole(mfg.dim, decltype(mfg.dim)(2)))
+      ->capture_default_str();
+  mfg_cmd->add_option("--cost-weight", mfg.cost_weight, "λ_F, the weight of the running (obstacle) cost")
+      ->check(kNonNegative)
+      ->capture_default_str();
+  mfg_cmd->get_option("--out")->default_str("runs/mfg");
+  mfg.out = "runs/mfg";
+
   if (argc > 1 && argv[1][0] != '-') {
     const std::string cmd = argv[1];
     bool known = false;
     for (const CLI::App* sub : app.get_subcommands({})) known = known || sub->get_name() == cmd;
     if (!known) {
-      fmt::print(stderr, "trflow: unknown command '{}' (expected train, eval, sample, plot or compare; see --help)\n", cmd);
+      fmt::print(stderr, "trflow: unknown command '{}' (expected train, mfg, eval, sample, plot or compare; see --help)\n", cmd);
       return 2;
     }
   }
@@ -234,6 +255,9 @@ int main(int argc, char** argv) {
       if (opt->count() > 0) train.explicit_flags.push_back(opt->get_name());
     for (auto* opt : compare_cmd->get_options())
       if (opt->count() > 0) compare.train.explicit_flags.push_back(opt->get_name());
+    for (auto* opt : mfg_cmd->get_options())
+      if (opt->count() > 0) mfg.explicit_flags.push_back(opt->get_name());
+    if (*mfg_cmd) return trflow::run_mfg(mfg);
     if (*train_cmd) return trflow::run_train(train);
     if (*eval_cmd) return trflow::run_eval(eval);
     if (*sample_cmd) return trflow::run_sample(sample);

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -17,6 +18,7 @@
 #include "flows/checkpoint.hpp"
 #include "flows/inference.hpp"
 #include "flows/metrics.hpp"
+#include "flows/mfg.hpp"
 #include "flows/validation.hpp"
 #include "model_dir.hpp"
 #include "nn/io.hpp"
@@ -137,6 +139,9 @@ nlohmann::json options_json(const TrainOptions& o) {
           {"weight_decay", o.weight_decay},
           {"dropout", o.dropout},
           {"init", o.init},
+          {"loss", o.loss},
+          {"problem", o.problem},
+          {"cost_weight", o.cost_weight},
           {"drop_nonfinite", o.drop_nonfinite},
           {"clip_norm", o.clip_norm},
           {"skip_nonfinite", o.skip_nonfinite},
@@ -187,6 +192,9 @@ TrainOptions options_from_json(const nlohmann::json& j, const TrainOptions& cli)
   o.weight_decay = j.value("weight_decay", 0.0);
   o.dropout = j.value("dropout", 0.0);
   o.init = j.value("init", std::string("identity"));
+  o.loss = j.value("loss", std::string("nll"));
+  o.problem = j.value("problem", std::string());
+  o.cost_weight = j.value("cost_weight", 1.0);
   o.drop_nonfinite = j.at("drop_nonfinite");
   o.clip_norm = j.at("clip_norm");
   o.skip_nonfinite = j.at("skip_nonfinite");
@@ -224,6 +232,13 @@ std::unique_ptr<flows::Flow<float>> build_flow(const TrainOptions& o, std::size_
   spec.actnorm = o.actnorm;
   spec.lu = o.lu;
   spec.base = o.base;
+  if (!o.problem.empty()) {  // a mean-field game starts from its P0
+    const flows::MfgProblem p = flows::mfg_problem(o.problem, dim);
+    spec.base = "fixed_gaussian";
+    spec.base_mean = p.p0_mean;
+    spec.base_log_std.assign(dim, 0.5 * std::log(p.p0_var));
+    spec.time_per_step = true;  // the paper's time points: the states between whole steps
+  }
   spec.seed = o.seed;
   return flows::make_flow<float>(dim, spec);
 }
@@ -299,11 +314,41 @@ nlohmann::json step_json(const flows::StepReport& r, double elapsed) {
                       {"lr", r.lr},     {"beta", r.beta}, {"seconds", elapsed}};
   j["transport"] = std::isfinite(r.transport) ? nlohmann::json(r.transport) : nlohmann::json();
   j["map_cost"] = std::isfinite(r.map_cost) ? nlohmann::json(r.map_cost) : nlohmann::json();
+  if (std::isfinite(r.reverse_kl)) j["reverse_kl"] = r.reverse_kl;
+  if (std::isfinite(r.running)) j["running_cost"] = r.running;
   if (r.skipped) j["skipped"] = true;
   return j;
 }
 
 }  // namespace
+
+int run_mfg(const TrainOptions& cli) {
+  TrainOptions o = cli;
+  const flows::MfgProblem problem = [&] {
+    try {
+      return flows::mfg_problem(o.problem, o.dim);
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(fmt::format("--problem {} --dim {}: {}", o.problem, o.dim, e.what()));
+    }
+  }();
+  if (given(o, "--data")) throw UsageError("mfg: --data is set by --problem (its target P1)");
+  if (given(o, "--base")) throw UsageError("mfg: the flow's base is the problem's P0; --base does not apply");
+  if (given(o, "--standardize")) throw UsageError("mfg: --standardize does not apply (the costs live in the data's units)");
+  if (given(o, "--cost-weight") && !problem.has_obstacle)
+    throw UsageError(fmt::format("--cost-weight: the {} problem has no running cost", o.problem));
+  o.data = problem.target;
+  // The paper's structure and terminal term, unless given (docs/mfg.md).
+  auto set = [&](const char* flag, auto& field, auto value) {
+    if (!given(o, flag)) field = value;
+  };
+  set("--structure", o.structure, std::string("steps"));
+  set("--layers", o.layers, std::size_t(4));
+  set("--transport-weight", o.transport_weight, 0.1);
+  set("--loss", o.loss, std::string("jeffreys"));
+  set("--steps", o.steps, std::int64_t(5000));
+  if (!problem.has_obstacle) o.cost_weight = 0.0;
+  return run_train(o);
+}
 
 int run_train(const TrainOptions& cli) {
   if (cli.out.empty()) throw UsageError("--out: expected a directory, got an empty path");
@@ -416,10 +461,23 @@ int run_train(const TrainOptions& cli) {
                                    out.string(), fmt::join(other, ", ")));
     for (const std::string& f : other) fs::remove(out / f);  // --force: nothing of the old run stays to mislead
   }
+  // The terminal term's reverse KL needs the target's density on the tape.
+  if (o.loss == "jeffreys" && (stdz.active() || !dynamic_cast<flows::GaussianMixture*>(data.get())))
+    throw UsageError(fmt::format("--loss jeffreys needs a target whose density is a Gaussian mixture (8gaussians, gmm:D, "
+                                 "crowd:D) and no --standardize; {} is not one",
+                                 o.data));
+  std::optional<flows::MfgProblem> problem;
+  if (!o.problem.empty()) problem = flows::mfg_problem(o.problem, data->dim());
   if (!cli.resume) check_memory(o, data->dim());
   auto flow = cli.resume ? flows::Flow<float>::from_config(flows::read_architecture(checkpoint.string()).at("flow"))
                          : build_flow(o, data->dim());
-  flows::Trainer<float> trainer(*flow, *data, train_config(o));
+  flows::TrainConfig config = train_config(o);
+  if (o.loss == "jeffreys") config.reverse_kl = o.kl_weight;
+  if (problem && problem->has_obstacle && o.cost_weight > 0) {
+    config.running = o.cost_weight;
+    config.obstacle = &problem->obstacle;
+  }
+  flows::Trainer<float> trainer(*flow, *data, config);
   std::unique_ptr<flows::Validation<float>> validation;
   if (val_rows.size() > 0) {
     ad::Array<float> rows({val_rows.shape()[0], val_rows.shape()[1]});
@@ -603,6 +661,16 @@ int run_train(const TrainOptions& cli) {
     result["val_rows"] = validation->rows();
   }
   result["stopped_early"] = stopped_early;
+  if (problem) {  // the mean-field game's own terms
+    const flows::MfgReport mr = flows::mfg_report(*flow, *problem, 4000, o.seed + 1100, o.threads);
+    result["problem"] = problem->name;
+    result["kinetic_energy"] = result["transport"];
+    if (problem->has_obstacle) {
+      result["running_cost"] = mr.running;
+      result["inside_obstacle"] = mr.inside_share;
+    }
+    if (mr.l2_uvp) result["l2_uvp"] = *mr.l2_uvp;
+  }
 
   nn::write_file_atomic((out / "result.json").string(), result.dump(2) + "\n");
   if (o.plots) {

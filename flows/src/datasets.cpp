@@ -409,6 +409,13 @@ std::unique_ptr<GaussianMixture> GaussianMixture::gmm(std::size_t d) {
   return std::make_unique<GaussianMixture>("gmm:" + std::to_string(d), std::move(means), std::sqrt(0.3));
 }
 
+std::unique_ptr<GaussianMixture> GaussianMixture::crowd(std::size_t d) {
+  if (d < 2) throw std::invalid_argument("crowd:D needs D >= 2");
+  xt::xtensor<double, 2> means = xt::zeros<double>({std::size_t{1}, d});
+  means(0, 1) = -3.0;
+  return std::make_unique<GaussianMixture>("crowd:" + std::to_string(d), std::move(means), std::sqrt(0.3));
+}
+
 void GaussianMixture::sample(std::size_t n, ad::Rng& rng, double* out) {
   const std::size_t d = dim(), k_count = means_.shape()[0];
   for (std::size_t s = 0; s < n; ++s) {
@@ -635,6 +642,7 @@ std::unique_ptr<Dataset> make_dataset(const std::string& spec, bool drop_nonfini
     if (spec == name) return std::make_unique<ToyDataset>(spec, kind);
   if (spec.rfind("gaussian:", 0) == 0) return std::make_unique<GaussianDataset>(parse_dim(spec, 9, 1));
   if (spec.rfind("gmm:", 0) == 0) return GaussianMixture::gmm(parse_dim(spec, 4, 2));
+  if (spec.rfind("crowd:", 0) == 0) return GaussianMixture::crowd(parse_dim(spec, 6, 2));
   if (spec.rfind("brenier:", 0) == 0) {
     const std::size_t d = parse_dim(spec, 8, 1);
     if (d > kMaxBrenierDim)  // its W2² is a Monte Carlo estimate of cost 200 000 (D + 2) D
@@ -649,7 +657,7 @@ std::unique_ptr<Dataset> make_dataset(const std::string& spec, bool drop_nonfini
   std::string known;
   for (const std::string& n : toy_dataset_names()) known += (known.empty() ? "" : ", ") + n;
   throw std::invalid_argument(fmt::format("unknown dataset '{}': expected one of {}; gaussian:D (1 <= D <= {}); "
-                                          "gmm:D (2 <= D <= {}); brenier:D (1 <= D <= {}); or a path ending in .npy or .csv",
+                                          "gmm:D, crowd:D (2 <= D <= {}); brenier:D (1 <= D <= {}); or a path ending in .npy or .csv",
                                           spec, known, kMaxDim, kMaxDim, kMaxBrenierDim));
 }
 

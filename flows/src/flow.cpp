@@ -1,4 +1,5 @@
 #include "flows/flow.hpp"
+#include "flows/mfg.hpp"
 
 #include <cmath>
 #include <stdexcept>
@@ -92,11 +93,11 @@ Mapped<T> Flow<T>::forward(Var<T> x, std::vector<Var<T>>* traj) {
     throw ad::ShapeError(fmt::format("Flow::forward: input has {} columns, the flow has dimension {}", x.cols(), dim_));
   if (traj) traj->assign(1, x);
   Var<T> logdet;
-  for (auto& layer : layers_) {
-    const Mapped<T> m = layer->forward(x);
+  for (std::size_t l = 0; l < layers_.size(); ++l) {
+    const Mapped<T> m = layers_[l]->forward(x);
     x = m.out;
     logdet = add_logdet(logdet, m.logdet);
-    if (traj) traj->push_back(x);
+    if (traj && (l + 1) % per_step_ == 0) traj->push_back(x);
   }
   return {x, logdet};
 }
@@ -111,7 +112,7 @@ Mapped<T> Flow<T>::inverse(Var<T> y, std::vector<Var<T>>* traj) {
     const Mapped<T> m = layers_[l]->inverse(y);
     y = m.out;
     logdet = add_logdet(logdet, m.logdet);
-    if (traj) traj->push_back(y);
+    if (traj && l % per_step_ == 0) traj->push_back(y);
   }
   return {y, logdet};
 }
@@ -125,6 +126,14 @@ Var<T> Flow<T>::log_prob(Var<T> y) {
 }
 
 template <class T>
+void Flow<T>::set_layers_per_time_step(std::size_t k) {
+  if (k == 0 || layers_.empty() || layers_.size() % k != 0)
+    throw std::invalid_argument(
+        fmt::format("Flow: {} layers per time step does not divide the {} layers", k, layers_.size()));
+  per_step_ = k;
+}
+
+template <class T>
 void Flow<T>::initialize_from_data(const Array<T>& y) {
   Array<T> state = y;
   for (std::size_t l = layers_.size(); l-- > 0;) state = layers_[l]->initialize_from_data(state);
@@ -134,7 +143,9 @@ template <class T>
 nlohmann::json Flow<T>::config() const {
   nlohmann::json layers = nlohmann::json::array();
   for (const auto& l : layers_) layers.push_back(l->config());
-  return {{"dim", dim_}, {"base", base_->config()}, {"layers", layers}};
+  nlohmann::json c = {{"dim", dim_}, {"base", base_->config()}, {"layers", layers}};
+  if (per_step_ != 1) c["layers_per_time_step"] = per_step_;  // absent: 1
+  return c;
 }
 
 namespace {
@@ -169,6 +180,7 @@ std::unique_ptr<Flow<T>> Flow<T>::from_config(const nlohmann::json& c) {
   else
     throw std::invalid_argument(
         fmt::format("unknown base density '{}' (expected standard_normal or diagonal_gaussian)", base_type));
+  // (A fixed Gaussian base is a diagonal_gaussian with learned false.)
   auto flow = std::make_unique<Flow<T>>(dim, std::move(base));
   const nlohmann::json& layers = c.at("layers");
   if (!layers.is_array())
@@ -186,6 +198,15 @@ std::unique_ptr<Flow<T>> Flow<T>::from_config(const nlohmann::json& c) {
       throw std::invalid_argument(
           fmt::format("flow: more than {} parameters (after layer {} of {})", kMaxFlowParameters, l, layers.size()));
   }
+  if (c.contains("layers_per_time_step")) {
+    const nlohmann::json& k = c.at("layers_per_time_step");
+    if (!k.is_number_unsigned() || k.get<std::uint64_t>() == 0 || layers.empty() ||
+        layers.size() % k.get<std::uint64_t>() != 0)
+      throw std::invalid_argument(fmt::format("flow: 'layers_per_time_step' must be a positive integer that divides the "
+                                              "{} layers, got {}",
+                                              layers.size(), k.is_primitive() ? k.dump().substr(0, 40) : k.type_name()));
+    flow->set_layers_per_time_step(k.get<std::size_t>());
+  }
   return flow;
 }
 
@@ -195,9 +216,15 @@ std::unique_ptr<Flow<T>> make_flow(std::size_t dim, const FlowSpec& spec) {
   std::unique_ptr<BaseDensity<T>> base;
   if (spec.base == "standard_normal") base = std::make_unique<StandardNormal<T>>(dim);
   else if (spec.base == "diagonal_gaussian") base = std::make_unique<DiagonalGaussian<T>>(dim, true);
+  else if (spec.base == "fixed_gaussian") {
+    if (spec.base_mean.size() != dim || spec.base_log_std.size() != dim)
+      throw std::invalid_argument(fmt::format("make_flow: a fixed Gaussian base needs {} means and log-stds, got {} and {}",
+                                              dim, spec.base_mean.size(), spec.base_log_std.size()));
+    base = std::make_unique<DiagonalGaussian<T>>(dim, false, spec.base_mean, spec.base_log_std);
+  }
   else
     throw std::invalid_argument(
-        fmt::format("unknown base density '{}' (expected standard_normal or diagonal_gaussian)", spec.base));
+        fmt::format("unknown base density '{}' (expected standard_normal, diagonal_gaussian or fixed_gaussian)", spec.base));
   auto flow = std::make_unique<Flow<T>>(dim, std::move(base));
   ad::Rng rng(spec.seed);
   std::vector<int> a, b;
@@ -211,6 +238,10 @@ std::unique_ptr<Flow<T>> make_flow(std::size_t dim, const FlowSpec& spec) {
     else coupling_split(dim, l, spec.permutation, rng, a, b);
     flow->add_layer(make_coupling<T>(dim, a, b, spec.coupling, rng));
     if (spec.structure == Structure::steps && !b.empty()) flow->add_layer(make_coupling<T>(dim, b, a, spec.coupling, rng));
+  }
+  if (spec.time_per_step && spec.structure == Structure::steps) {
+    if (spec.gaussian_init) throw std::invalid_argument("make_flow: time_per_step and gaussian_init do not combine");
+    flow->set_layers_per_time_step(flow->num_layers() / spec.layers);
   }
   if (spec.gaussian_init) {
     auto lu = std::make_unique<LULinear<T>>(dim);
@@ -271,14 +302,37 @@ ObjectiveTerms<T> objective(Flow<T>& flow, Var<T> data, Var<T> base_samples, con
   out.nll = -ad::mean(log_p);
   out.loss = w.kl == 1.0 ? out.nll : out.nll * T(w.kl);
 
-  if (transport) {
-    if (!norm) {
-      if (!base_samples.tape) throw std::invalid_argument("objective: direction gen needs base samples");
-      flow.forward(base_samples, &traj);
+  // The base samples' pass through F, with its states: T (direction gen), the reverse KL and F_P.
+  const bool reverse = w.reverse_kl != 0.0, running = w.running != 0.0;
+  Mapped<T> f;
+  if ((transport && !norm) || reverse || running) {
+    if (!base_samples.tape) throw std::invalid_argument("objective: direction gen, the reverse KL and F_P need base samples");
+    if (transport && norm) {  // T follows the data; F_P needs the base samples' own states
+      static thread_local std::vector<Var<T>> gen_traj;
+      gen_traj.clear();
+      f = flow.forward(base_samples, running ? &gen_traj : nullptr);
+      if (running) out.running = obstacle_cost(gen_traj, *w.obstacle);
+    } else {
+      f = flow.forward(base_samples, &traj);
+      if (running) out.running = obstacle_cost(traj, *w.obstacle);
     }
+  }
+  if (transport) {
     out.transport = path_energy(traj);
     out.map_cost = mean_squared_distance(traj.front(), traj.back());
     if (w.transport != 0.0) out.loss = out.loss + out.transport * T(w.transport);
+  }
+  if (reverse) {
+    // KL(q ‖ p1) = E_x [log α0(x) − log|det ∇F(x)| − log p1(F(x))]
+    if (!w.target) throw std::invalid_argument("objective: the reverse KL needs the target's density");
+    Var<T> log_q = flow.base().log_prob(base_samples);
+    if (f.logdet.tape) log_q = log_q - f.logdet;
+    out.reverse_kl = ad::mean(log_q - target_log_prob(*w.target, f.out));
+    out.loss = out.loss + out.reverse_kl * T(w.reverse_kl);
+  }
+  if (running) {
+    if (!w.obstacle) throw std::invalid_argument("objective: the running cost needs an obstacle");
+    out.loss = out.loss + out.running * T(w.running);
   }
   return out;
 }

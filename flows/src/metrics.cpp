@@ -131,7 +131,7 @@ EvalReport evaluate(Flow<T>& flow, Dataset& data, std::size_t n, std::uint64_t s
       map_cost += step * step;
     }
   }
-  r.transport = double(flow.num_layers()) * transport / double(n);
+  r.transport = double(flow.num_time_steps()) * transport / double(n);
   r.map_cost = map_cost / double(n);
   if (data.has_ot_map()) {
     const OtScores s = ot_scores(data, x, pushed.data(), total_variance(data, buffer.data(), n));

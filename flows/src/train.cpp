@@ -95,14 +95,19 @@ StepReport Trainer<T>::step(bool measure_transport) {
 
   sample_batch(data_, cfg_.batch, rng_, buffer_, data_batch_);
   const bool transport = r.beta != 0.0 || measure_transport;
-  if (transport && cfg_.direction == Direction::gen) flow_.base().sample(cfg_.batch, rng_, base_batch_);
+  const bool base_pass = (transport && cfg_.direction == Direction::gen) || cfg_.reverse_kl != 0.0 || cfg_.running != 0.0;
+  if (base_pass) flow_.base().sample(cfg_.batch, rng_, base_batch_);
 
   ObjectiveWeights w;
   w.kl = cfg_.kl_weight;
   w.transport = r.beta;
   w.direction = cfg_.direction;
   w.measure_transport = measure_transport;
-  const bool gen = transport && cfg_.direction == Direction::gen;
+  w.reverse_kl = cfg_.reverse_kl;
+  w.target = &data_;
+  w.running = cfg_.running;
+  w.obstacle = cfg_.obstacle;
+  const bool gen = base_pass;
   const std::size_t d = flow_.dim();
 
   // Each lane: objective on its rows, then (if finite) backward seeded with n_k / n.
@@ -118,6 +123,8 @@ StepReport Trainer<T>::step(bool measure_transport) {
     lane.bad = nullptr;
     if (!std::isfinite(lane.terms.nll.item())) lane.bad = "NLL";
     else if (transport && !std::isfinite(lane.terms.transport.item())) lane.bad = "transport";
+    else if (lane.terms.reverse_kl.tape && !std::isfinite(lane.terms.reverse_kl.item())) lane.bad = "reverse KL";
+    else if (lane.terms.running.tape && !std::isfinite(lane.terms.running.item())) lane.bad = "running cost";
     if (!lane.bad) lane.tape.backward(lane.terms.loss, lane.seed);
   };
   team_.run(work);
@@ -125,6 +132,8 @@ StepReport Trainer<T>::step(bool measure_transport) {
   // loss = Σ_k (n_k / n) · loss_k, and likewise for each term.
   r.loss = r.nll = 0;
   r.transport = r.map_cost = transport ? 0.0 : std::nan("");
+  r.reverse_kl = cfg_.reverse_kl != 0.0 ? 0.0 : std::nan("");
+  r.running = cfg_.running != 0.0 ? 0.0 : std::nan("");
   const char* bad = nullptr;
   for (const auto& lane_ptr : lanes_) {
     const Lane& lane = *lane_ptr;
@@ -135,6 +144,8 @@ StepReport Trainer<T>::step(bool measure_transport) {
       r.transport += share * lane.terms.transport.item();
       r.map_cost += share * lane.terms.map_cost.item();
     }
+    if (lane.terms.reverse_kl.tape) r.reverse_kl += share * lane.terms.reverse_kl.item();
+    if (lane.terms.running.tape) r.running += share * lane.terms.running.item();
     if (lane.bad && !bad) bad = lane.bad;
   }
   if (!bad) {

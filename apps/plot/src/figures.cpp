@@ -125,6 +125,21 @@ AxesInfo trajectory_panel(Figure& fig, Rect area, const Limits& lim, const Traje
     return std::isfinite(at(s, i, 0)) && std::isfinite(at(s, i, 1));
   };
 
+  const Rgb obstacle_color{0.93, 0.45, 0.18};
+  if (o.obstacle) {
+    ax.clip();
+    for (double k : {3.0, 2.0, 1.0}) {  // darker towards the centre: each level adds its alpha
+      cairo_save(cr);
+      cairo_translate(cr, ax.px(o.obstacle->cx), ax.py(o.obstacle->cy));
+      cairo_scale(cr, std::abs(ax.px(o.obstacle->cx + k * o.obstacle->sx) - ax.px(o.obstacle->cx)),
+                  std::abs(ax.py(o.obstacle->cy + k * o.obstacle->sy) - ax.py(o.obstacle->cy)));
+      cairo_arc(cr, 0.0, 0.0, 1.0, 0.0, 2.0 * kPi);
+      cairo_restore(cr);
+      detail::set_color(cr, obstacle_color, 0.22);
+      cairo_fill(cr);
+    }
+    ax.unclip();
+  }
   if (!o.background.empty()) {
     const std::size_t nb = o.background.size() / 2;
     const double r = nb > 3000 ? 1.0 : 1.3;
@@ -197,6 +212,7 @@ AxesInfo trajectory_panel(Figure& fig, Rect area, const Limits& lim, const Traje
   if (!o.end_label.empty()) entries.push_back({o.end_label, style::kEnd, true, 0.9});
   if (!o.background.empty() && !o.background_label.empty())
     entries.push_back({o.background_label, style::kBackground, true, 0.6});
+  if (o.obstacle && !o.obstacle_label.empty()) entries.push_back({o.obstacle_label, obstacle_color, true, 0.6});
   ax.legend(entries, trajectory_vertices_px(ax, t));
   return ax.info();
 }

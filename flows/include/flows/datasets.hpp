@@ -138,6 +138,8 @@ class GaussianMixture : public Dataset {
   GaussianMixture(std::string name, xt::xtensor<double, 2> means, double sigma);
   /// "gmm:D" (D ≥ 2): 8 components, covariance 0.3·I, means 4(cos 2πk/8, sin 2πk/8, 0, …, 0).
   static std::unique_ptr<GaussianMixture> gmm(std::size_t d);
+  /// "crowd:D" (D ≥ 2): the crowd-motion problem's target N(−3e₂, 0.3·I) (flows/mfg.hpp).
+  static std::unique_ptr<GaussianMixture> crowd(std::size_t d);
   std::size_t dim() const override { return means_.shape()[1]; }
   std::string name() const override { return name_; }
   /// k uniform in [0, K), then x = μ_k + σ ε.

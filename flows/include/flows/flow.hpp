@@ -69,9 +69,19 @@ class Flow : public nn::Module<T> {
   Bijector<T>& layer(std::size_t l) { return *layers_[l]; }
   BaseDensity<T>& base() { return *base_; }
 
-  /// y = F(x) with log|det ∇F(x)|; traj (if given) receives [x, f_1(x), …, F(x)], L + 1 states.
+  /// Time steps: by default every layer is one (the trajectory holds every layer's output);
+  /// set_layers_per_time_step(k) makes each group of k layers one step (e.g. a whole step of
+  /// the paper's structure, LU + two couplings, as its code does for mean-field games), so the
+  /// trajectory holds the states between groups. k must divide the number of layers.
+  void set_layers_per_time_step(std::size_t k);
+  std::size_t layers_per_time_step() const { return per_step_; }
+  /// K = L / k, the number of time steps; trajectories hold K + 1 states.
+  std::size_t num_time_steps() const { return layers_.size() / per_step_; }
+
+  /// y = F(x) with log|det ∇F(x)|; traj (if given) receives [x, F_1(x), …, F(x)], the K + 1
+  /// states between time steps (every layer's output when each layer is a step).
   Mapped<T> forward(Var<T> x, std::vector<Var<T>>* traj = nullptr);
-  /// x = G(y) with log|det ∇G(y)|; traj (if given) receives [y, f_L⁻¹(y), …, G(y)].
+  /// x = G(y) with log|det ∇G(y)|; traj (if given) receives [y, …, G(y)], K + 1 states.
   Mapped<T> inverse(Var<T> y, std::vector<Var<T>>* traj = nullptr);
   /// log p(y) = log α0(G(y)) + log|det ∇G(y)| per row (m×1).
   Var<T> log_prob(Var<T> y);
@@ -87,6 +97,7 @@ class Flow : public nn::Module<T> {
   std::size_t dim_;
   std::unique_ptr<BaseDensity<T>> base_;
   std::vector<std::unique_ptr<Bijector<T>>> layers_;
+  std::size_t per_step_ = 1;
 };
 
 /// How the layers are grouped.
@@ -110,7 +121,12 @@ struct FlowSpec {
   /// Last (at the data's side), an LU layer and an ActNorm that the first data batch sets to
   /// the full-covariance Gaussian fitted to it: the flow starts as that Gaussian.
   bool gaussian_init = false;
-  std::string base = "standard_normal";   ///< or "diagonal_gaussian" (learned mean and log-std)
+  std::string base = "standard_normal";   ///< or "diagonal_gaussian" (learned mean and log-std), or
+                                          ///< "fixed_gaussian": N(base_mean, diag(exp(2·base_log_std)))
+  std::vector<double> base_mean, base_log_std;  ///< for fixed_gaussian
+  /// structure steps: each step (its LU, couplings and ActNorm) is one time step of the
+  /// trajectories, as the paper's code has it for mean-field games; otherwise every layer is.
+  bool time_per_step = false;
   std::uint64_t seed = 0;                 ///< for the permutations and the initial weights
 };
 
@@ -133,21 +149,33 @@ enum class Direction { gen, norm };
 Direction direction_from_name(const std::string& name);
 const char* direction_name(Direction d);
 
+class Dataset;
+struct Obstacle;
+
 struct ObjectiveWeights {
   double kl = 1.0;         ///< λ, the weight of the NLL (the KL to the data, up to a constant)
   double transport = 0.0;  ///< β
   Direction direction = Direction::gen;
   bool measure_transport = true;  ///< compute T and the map cost even when β = 0 (for reporting)
+  /// ρ, the weight of the reverse KL E_{x~α0}[log q(F(x)) − log p1(F(x))] (ρ = λ: the Jeffreys
+  /// divergence with the NLL's forward KL); needs `target`'s density on the tape (mfg.hpp).
+  double reverse_kl = 0.0;
+  const Dataset* target = nullptr;
+  /// λ_F, the weight of the obstacle cost F_P over the states x ~ α0 pass through (mfg.hpp).
+  double running = 0.0;
+  const Obstacle* obstacle = nullptr;
 };
 
-/// The objective's terms, each 1×1 (transport and map_cost empty when not measured).
+/// The objective's terms, each 1×1 (empty when not computed: transport and map_cost when
+/// not measured, reverse_kl and running when their weight is 0).
 template <class T>
 struct ObjectiveTerms {
-  Var<T> loss, nll, transport, map_cost;
+  Var<T> loss, nll, transport, map_cost, reverse_kl, running;
 };
 
-/// λ·NLL(data) + β·T. `base_samples` (x ~ α0) is used by direction gen; direction
-/// norm reuses the data's pass through G, so it costs no extra pass.
+/// λ·NLL(data) + β·T (+ ρ·reverse KL + λ_F·F_P). `base_samples` (x ~ α0) is used by direction
+/// gen, the reverse KL and the running cost; direction norm reuses the data's pass through G
+/// for T (the other two still push the base samples through F).
 template <class T>
 ObjectiveTerms<T> objective(Flow<T>& flow, Var<T> data, Var<T> base_samples, const ObjectiveWeights& w);
 

@@ -10,6 +10,7 @@
 
 #include "flows/datasets.hpp"
 #include "flows/flow.hpp"
+#include "flows/mfg.hpp"
 #include "flows/parallel.hpp"
 #include "nn/optim.hpp"
 
@@ -42,6 +43,12 @@ struct TrainConfig {
   double kl_weight = 1.0;         ///< λ
   BetaSchedule beta;              ///< β(t)
   Direction direction = Direction::gen;
+  /// Mean-field games (mfg.hpp): ρ, the reverse KL's weight (ρ = λ: the Jeffreys divergence,
+  /// the target being the training data set, whose density must be a Gaussian mixture), and
+  /// λ_F, the running cost's weight, with its obstacle.
+  double reverse_kl = 0.0;
+  double running = 0.0;
+  const Obstacle* obstacle = nullptr;
   double clip_norm = 0.0;         ///< > 0: clip the global gradient norm
   bool skip_nonfinite = false;    ///< skip a batch whose loss or gradient is not finite, instead of stopping
   std::uint64_t seed = 0;         ///< for the batches (the flow's weights have their own seed)
@@ -52,6 +59,7 @@ struct TrainConfig {
 struct StepReport {
   std::int64_t step = 0;          ///< 1-based index of the step just taken
   double loss = 0, nll = 0, transport = 0, map_cost = 0, grad_norm = 0, lr = 0, beta = 0;
+  double reverse_kl = 0, running = 0;  ///< NaN when their weight is 0
   bool skipped = false;
 };
 

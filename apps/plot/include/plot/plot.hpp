@@ -205,6 +205,14 @@ struct TrajectoryOptions {
   std::string end_label = "pushed forward";
   /// Legend label of the background samples (no entry when empty).
   std::string background_label = "target samples";
+  /// An obstacle to draw under everything: the density of N(centre, diag(sx², sy²)) as three
+  /// filled, translucent ellipses at one, two and three standard deviations.
+  struct Obstacle {
+    double cx = 0, cy = 0, sx = 1, sy = 1;
+  };
+  std::optional<Obstacle> obstacle;
+  /// Legend label of the obstacle.
+  std::string obstacle_label = "obstacle";
 };
 
 /// One square panel drawing each point's polyline through its states (thin

@@ -1,0 +1,82 @@
+#pragma once
+// Mean-field games with normalizing flows (Huang, Yu, Chen, Lai, J. Comput. Phys. 2023;
+// docs/mfg.md). A population moves from P0 to P1 along the flow's layers, which are the time
+// steps t_l = l/L: the states s_0 = x ~ P0, s_1 = f_1(x), …, s_L = F(x). Its cost is
+//   terminal(F#P0, P1) + λ_L · L + λ_F · F_P,
+// with L the kinetic energy (the path energy T of flow.hpp) and F_P a running cost, the
+// time average over the states of an obstacle's density. This header holds the running cost,
+// the target's log-density on the tape (for the reverse KL), and the problems' definitions.
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "flows/datasets.hpp"
+#include "flows/flow.hpp"
+
+namespace flows {
+
+/// An obstacle Q = N(c, diag(v)) on the first two coordinates, weighted by `scale`:
+/// the running cost of a state x is scale · pdf_Q(x₁, x₂).
+struct Obstacle {
+  double cx = 0.0, cy = 0.0;  ///< centre
+  double vx = 1.0, vy = 0.5;  ///< variances along x₁ and x₂
+  double scale = 50.0;
+  /// scale · pdf_Q(x, y).
+  double cost(double x, double y) const;
+  /// Whether (x, y) lies inside Q's one-sigma ellipse.
+  bool inside(double x, double y) const;
+};
+
+/// Weights w_0 … w_L (summing to 1) of the time average (1/1)∫₀¹ g(t) dt over L + 1 equally
+/// spaced states: composite Simpson (1, 4, 2, …, 4, 1)/(3L) for even L; for odd L ≥ 3,
+/// Simpson on the first L − 3 intervals and Simpson's 3/8 rule on the last three; the
+/// trapezoid rule for L = 1; {1} for a single state.
+std::vector<double> simpson_weights(std::size_t states);
+
+/// F_P = Σ_l w_l · mean_rows(scale · pdf_Q(s_l[:, 0:2])) over the states of `traj` (1×1), with
+/// the weights of simpson_weights. The states need at least two columns.
+template <class T>
+Var<T> obstacle_cost(const std::vector<Var<T>>& traj, const Obstacle& q);
+
+/// log p1(y) per row (m×1) on the tape, for a target whose density is a Gaussian mixture
+/// with isotropic components (GaussianMixture: gmm:D, crowd:D): a log-sum-exp over the
+/// components, shifted by each row's largest term (a constant, which leaves the gradient as is).
+/// std::invalid_argument for another kind of target.
+template <class T>
+Var<T> target_log_prob(const Dataset& target, Var<T> y);
+
+/// A mean-field-game problem: where the population starts (the flow's base), where it must
+/// arrive, and what it avoids.
+struct MfgProblem {
+  std::string name;               ///< "crowd" or "gmm"
+  std::size_t dim = 2;
+  std::vector<double> p0_mean;    ///< P0 = N(p0_mean, p0_var · I): the flow's (fixed) base
+  double p0_var = 0.3;
+  std::string target;             ///< the dataset spec of P1 ("crowd:D", "gmm:D")
+  bool has_obstacle = false;
+  Obstacle obstacle;
+};
+
+/// "crowd": P0 = N(3e₂, 0.3 I), P1 = N(−3e₂, 0.3 I), the obstacle N(0, diag(1, 0.5)) on
+/// (x₁, x₂) with scale 50; "gmm": P0 = N(0, 0.3 I), P1 = gmm:D, no obstacle. D ≥ 2.
+MfgProblem mfg_problem(const std::string& name, std::size_t dim);
+
+}  // namespace flows
+
+namespace flows {
+
+template <class T> class Flow;
+
+/// What `eval` adds for a mean-field-game model, from n draws x ~ P0 pushed through F.
+struct MfgReport {
+  double running = 0;            ///< F_P (without λ_F); 0 without an obstacle
+  double inside_share = 0;       ///< share of the trajectories' states inside the obstacle's one-sigma ellipse
+  std::optional<double> l2_uvp;  ///< crowd: 100 · E‖F(x) − (x − 6e₂)‖² / Var(P1), against the straight translation
+};
+
+template <class T>
+MfgReport mfg_report(Flow<T>& flow, const MfgProblem& problem, std::size_t n, std::uint64_t seed, int threads = 1);
+
+}  // namespace flows

@@ -1,0 +1,178 @@
+#include "flows/mfg.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+namespace flows {
+
+namespace {
+constexpr double kTwoPi = 6.283185307179586;
+}
+
+double Obstacle::cost(double x, double y) const {
+  const double dx = x - cx, dy = y - cy;
+  return scale * std::exp(-0.5 * (dx * dx / vx + dy * dy / vy)) / (kTwoPi * std::sqrt(vx * vy));
+}
+
+bool Obstacle::inside(double x, double y) const {
+  const double dx = x - cx, dy = y - cy;
+  return dx * dx / vx + dy * dy / vy <= 1.0;
+}
+
+std::vector<double> simpson_weights(std::size_t states) {
+  if (states == 0) throw std::invalid_argument("simpson_weights: no states");
+  if (states == 1) return {1.0};
+  const std::size_t L = states - 1;
+  const double h = 1.0 / double(L);
+  std::vector<double> w(states, 0.0);
+  if (L == 1) return {0.5, 0.5};
+  // Simpson's 1/3 rule on [0, L − r] intervals (an even count), 3/8 on the last r = 0 or 3.
+  const std::size_t r = L % 2 == 0 ? 0 : 3;
+  for (std::size_t i = 0; i + 2 <= L - r; i += 2) {
+    w[i] += h / 3.0;
+    w[i + 1] += 4.0 * h / 3.0;
+    w[i + 2] += h / 3.0;
+  }
+  if (r == 3) {
+    const std::size_t i = L - 3;
+    w[i] += 3.0 * h / 8.0;
+    w[i + 1] += 9.0 * h / 8.0;
+    w[i + 2] += 9.0 * h / 8.0;
+    w[i + 3] += 3.0 * h / 8.0;
+  }
+  return w;
+}
+
+// F_P = Σ_l w_l · (1/m) Σ_i scale · exp(−½ ((x_i1 − c_x)²/v_x + (x_i2 − c_y)²/v_y)) / (2π √(v_x v_y))
+template <class T>
+Var<T> obstacle_cost(const std::vector<Var<T>>& traj, const Obstacle& q) {
+  if (traj.empty()) throw std::invalid_argument("obstacle_cost: no states");
+  if (traj[0].cols() < 2) throw std::invalid_argument("obstacle_cost: the states need at least two coordinates");
+  const std::vector<double> w = simpson_weights(traj.size());
+  Tape<T>& tape = *traj[0].tape;
+  const T shift[2] = {T(-q.cx), T(-q.cy)}, inv_sd[2] = {T(1.0 / std::sqrt(q.vx)), T(1.0 / std::sqrt(q.vy))};
+  const Var<T> c = tape.constant(shift, 1, 2), s = tape.constant(inv_sd, 1, 2);
+  const double norm = q.scale / (kTwoPi * std::sqrt(q.vx * q.vy));
+  Var<T> total;
+  for (std::size_t l = 0; l < traj.size(); ++l) {
+    const Var<T> z = ad::mul_row(ad::add_row(ad::slice_cols(traj[l], 0, 2), c), s);
+    const Var<T> term = ad::mean(ad::exp(ad::row_sums(ad::square(z)) * T(-0.5))) * T(w[l] * norm);
+    total = total.tape ? total + term : term;
+  }
+  return total;
+}
+
+// log p1(y) = log Σ_k exp(a_k(y)) − log K − (D/2) log(2πσ²),  a_k(y) = −‖y − μ_k‖²/(2σ²),
+// computed as b + log Σ_k exp(a_k − b) with b the row's largest a_k (a constant).
+template <class T>
+Var<T> target_log_prob(const Dataset& target, Var<T> y) {
+  const auto* gm = dynamic_cast<const GaussianMixture*>(&target);
+  if (!gm) throw std::invalid_argument(fmt::format("target_log_prob: {} is not a Gaussian mixture", target.name()));
+  const auto& means = gm->means();
+  const std::size_t K = means.shape()[0], d = means.shape()[1], m = y.rows();
+  if (y.cols() != d) throw std::invalid_argument(fmt::format("target_log_prob: {} columns for a {}-D target", y.cols(), d));
+  Tape<T>& tape = *y.tape;
+  const double s2 = gm->sigma() * gm->sigma();
+  static thread_local std::vector<T> row;
+  static thread_local std::vector<Var<T>> terms;
+  terms.clear();
+  row.resize(d);
+  for (std::size_t k = 0; k < K; ++k) {
+    for (std::size_t j = 0; j < d; ++j) row[j] = T(-means(k, j));
+    const Var<T> diff = ad::add_row(y, tape.constant(row.data(), 1, d));
+    terms.push_back(ad::row_sums(ad::square(diff)) * T(-0.5 / s2));
+  }
+  // The shift b (m×1), from the values just computed.
+  static thread_local std::vector<T> shift;
+  shift.resize(m);
+  for (std::size_t i = 0; i < m; ++i) {
+    T best = terms[0].value()(i, 0);
+    for (std::size_t k = 1; k < K; ++k) best = std::max(best, terms[k].value()(i, 0));
+    shift[i] = best;
+  }
+  const Var<T> b = tape.constant(shift.data(), m, 1);
+  Var<T> sum;
+  for (std::size_t k = 0; k < K; ++k) {
+    const Var<T> e = ad::exp(terms[k] - b);
+    sum = sum.tape ? sum + e : e;
+  }
+  const double constant = -std::log(double(K)) - 0.5 * double(d) * std::log(kTwoPi * s2);
+  return ad::log(sum) + b + T(constant);
+}
+
+MfgProblem mfg_problem(const std::string& name, std::size_t dim) {
+  if (dim < 2) throw std::invalid_argument(fmt::format("mfg problem {}: the dimension must be at least 2, got {}", name, dim));
+  MfgProblem p;
+  p.name = name;
+  p.dim = dim;
+  p.p0_mean.assign(dim, 0.0);
+  p.p0_var = 0.3;
+  if (name == "crowd") {
+    p.p0_mean[1] = 3.0;
+    p.target = fmt::format("crowd:{}", dim);
+    p.has_obstacle = true;
+    p.obstacle = Obstacle{};
+  } else if (name == "gmm") {
+    p.target = fmt::format("gmm:{}", dim);
+  } else {
+    throw std::invalid_argument(fmt::format("unknown mfg problem '{}' (expected crowd or gmm)", name));
+  }
+  return p;
+}
+
+template Var<float> obstacle_cost<float>(const std::vector<Var<float>>&, const Obstacle&);
+template Var<double> obstacle_cost<double>(const std::vector<Var<double>>&, const Obstacle&);
+template Var<float> target_log_prob<float>(const Dataset&, Var<float>);
+template Var<double> target_log_prob<double>(const Dataset&, Var<double>);
+
+}  // namespace flows
+
+#include "flows/inference.hpp"
+
+namespace flows {
+
+template <class T>
+MfgReport mfg_report(Flow<T>& flow, const MfgProblem& problem, std::size_t n, std::uint64_t seed, int threads) {
+  const std::size_t d = flow.dim(), S = flow.num_time_steps() + 1;
+  ad::Rng rng(seed);
+  Array<T> x;
+  flow.base().sample(n, rng, x);
+  std::vector<T> y(n * d), states(S * n * d);
+  PushOutputs<T> out;
+  out.y = y.data();
+  out.states = states.data();
+  Inference<T>(flow, threads).forward(x.data(), n, out);
+  MfgReport r;
+  if (problem.has_obstacle) {
+    const std::vector<double> w = simpson_weights(S);
+    std::size_t inside = 0;
+    for (std::size_t s = 0; s < S; ++s) {
+      double sum = 0;
+      for (std::size_t i = 0; i < n; ++i) {
+        const T* p = states.data() + (s * n + i) * d;
+        sum += problem.obstacle.cost(double(p[0]), double(p[1]));
+        inside += problem.obstacle.inside(double(p[0]), double(p[1]));
+      }
+      r.running += w[s] * sum / double(n);
+    }
+    r.inside_share = double(inside) / double(S * n);
+  }
+  if (problem.name == "crowd") {
+    double err = 0;
+    for (std::size_t i = 0; i < n; ++i)
+      for (std::size_t j = 0; j < d; ++j) {
+        const double target = double(x(i, j)) - (j == 1 ? 6.0 : 0.0);
+        err += (double(y[i * d + j]) - target) * (double(y[i * d + j]) - target);
+      }
+    r.l2_uvp = 100.0 * err / double(n) / (problem.p0_var * double(d));
+  }
+  return r;
+}
+
+template MfgReport mfg_report<float>(Flow<float>&, const MfgProblem&, std::size_t, std::uint64_t, int);
+template MfgReport mfg_report<double>(Flow<double>&, const MfgProblem&, std::size_t, std::uint64_t, int);
+
+}  // namespace flows

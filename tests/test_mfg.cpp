@@ -1,0 +1,148 @@
+// Mean-field games (flows/mfg.hpp): the time weights, the obstacle cost and the target's
+// log-density on the tape against direct computations, their gradients against central
+// differences, and the Jeffreys objective's parameter gradient.
+#include <cmath>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include "autodiff/gradcheck.hpp"
+#include "flows/mfg.hpp"
+#include "flows/train.hpp"
+
+using ad::Array;
+using ad::Tape;
+using ad::Var;
+using namespace flows;
+
+TEST_CASE("simpson_weights sum to 1 and integrate cubics on [0, 1] exactly, for even and odd step counts") {
+  for (std::size_t states = 1; states <= 12; ++states) {
+    CAPTURE(states);
+    const std::vector<double> w = simpson_weights(states);
+    REQUIRE(w.size() == states);
+    double total = 0;
+    for (double v : w) total += v;
+    CHECK(total == doctest::Approx(1.0).epsilon(1e-14));
+    if (states < 3) continue;  // trapezoid (2 states) is exact for lines only
+    const double L = double(states - 1);
+    double cubic = 0;
+    for (std::size_t l = 0; l < states; ++l) {
+      const double t = double(l) / L;
+      cubic += w[l] * (4 * t * t * t - 3 * t * t + 2 * t + 1);
+    }
+    CHECK(cubic == doctest::Approx(1.0 - 1.0 + 1.0 + 1.0).epsilon(1e-13));  // ∫ = 1 − 1 + 1 + 1
+  }
+  CHECK(simpson_weights(5) == std::vector<double>{1.0 / 12, 4.0 / 12, 2.0 / 12, 4.0 / 12, 1.0 / 12});
+  CHECK_THROWS_AS(simpson_weights(0), std::invalid_argument);
+}
+
+TEST_CASE("obstacle_cost equals the Simpson-weighted mean of 50 pdf_Q over hand-made trajectories") {
+  const Obstacle q;  // N(0, diag(1, 0.5)), scale 50
+  // Three rows (the third coordinate is ignored), five states: a straight line through the
+  // obstacle, one around it, one standing still.
+  const std::size_t m = 3, S = 5;
+  std::vector<Array<double>> states(S, Array<double>({m, 3}));
+  for (std::size_t s = 0; s < S; ++s) {
+    const double t = double(s) / double(S - 1);
+    states[s](0, 0) = 0.0, states[s](0, 1) = 3 - 6 * t, states[s](0, 2) = 7;
+    states[s](1, 0) = 2 * std::sin(M_PI * t), states[s](1, 1) = 3 - 6 * t, states[s](1, 2) = -1;
+    states[s](2, 0) = 0.5, states[s](2, 1) = 0.25, states[s](2, 2) = 0;
+  }
+  Tape<double> tape;
+  std::vector<Var<double>> traj;
+  for (const auto& s : states) traj.push_back(tape.constant(s));
+  const double got = obstacle_cost(traj, q).item();
+  const std::vector<double> w = simpson_weights(S);
+  double want = 0;
+  for (std::size_t s = 0; s < S; ++s)
+    for (std::size_t i = 0; i < m; ++i) {
+      const double x = states[s](i, 0), y = states[s](i, 1);
+      want += w[s] * 50 * std::exp(-0.5 * (x * x + y * y / 0.5)) / (2 * M_PI * std::sqrt(0.5)) / double(m);
+    }
+  CHECK(got == doctest::Approx(want).epsilon(1e-13));
+  CHECK(q.cost(0, 0) == doctest::Approx(50 / (2 * M_PI * std::sqrt(0.5))));
+  CHECK(q.inside(0.5, 0.25));
+  CHECK_FALSE(q.inside(0.0, 0.8));
+  // Its gradient with respect to every state.
+  auto f = [&](Tape<double>&, const std::vector<Var<double>>& x) { return obstacle_cost(x, q); };
+  const ad::GradcheckResult r = ad::gradcheck(f, states);
+  CHECK_MESSAGE(r.ok, r.report);
+}
+
+TEST_CASE("target_log_prob on the tape equals the mixture's own log-density, with a correct gradient") {
+  for (const char* spec : {"gmm:3", "crowd:2", "8gaussians"}) {
+    CAPTURE(spec);
+    auto target = make_dataset(spec);
+    const std::size_t d = target->dim(), m = 7;
+    Array<double> y({m, d});
+    ad::Rng rng(3);
+    target->sample(m, rng, y.data());
+    y(0, 0) += 40.0;  // far from every component: the shift keeps it finite
+    Tape<double> tape;
+    const Array<double> got = target_log_prob(*target, tape.constant(y)).value();
+    std::vector<double> want(m);
+    target->log_prob(y.data(), m, want.data());
+    for (std::size_t i = 0; i < m; ++i) CHECK(got(i, 0) == doctest::Approx(want[i]).epsilon(1e-12));
+    auto f = [&](Tape<double>&, const std::vector<Var<double>>& x) { return target_log_prob(*target, x[0]); };
+    Array<double> near = y;
+    near(0, 0) -= 40.0;
+    const ad::GradcheckResult r = ad::gradcheck(f, {near});
+    CHECK_MESSAGE(r.ok, r.report);
+  }
+  auto not_mixture = make_dataset("moons");
+  Tape<double> tape;
+  CHECK_THROWS_AS(target_log_prob(*not_mixture, tape.constant(Array<double>({2, 2}, 0.0))), std::invalid_argument);
+}
+
+TEST_CASE("the mean-field-game objective: reverse KL and running cost by value, and its parameter gradient") {
+  const MfgProblem p = mfg_problem("crowd", 2);
+  auto target = make_dataset(p.target);
+  FlowSpec spec;
+  spec.layers = 2;
+  spec.structure = Structure::steps;
+  spec.coupling.kind = CouplingKind::rqs;
+  spec.coupling.hidden = 6;
+  spec.coupling.tail_bound = 6;
+  spec.base = "fixed_gaussian";
+  spec.base_mean = p.p0_mean;
+  spec.base_log_std.assign(2, 0.5 * std::log(p.p0_var));
+  spec.time_per_step = true;
+  auto flow = make_flow<double>(2, spec);
+  CHECK(flow->num_time_steps() == 2);  // 6 layers, 3 per step
+  ad::Rng rng(5);
+  for (auto* q : flow->parameters()) rng.fill_normal(q->value.data(), q->value.size(), 0.0, 0.3);
+  Array<double> data({9, 2}), base;
+  target->sample(9, rng, data.data());
+  flow->base().sample(9, rng, base);
+  ObjectiveWeights w;
+  w.transport = 0.1;
+  w.reverse_kl = 1.0;
+  w.target = target.get();
+  w.running = 2.0;
+  w.obstacle = &p.obstacle;
+  Tape<double> tape;
+  const ObjectiveTerms<double> terms = objective(*flow, tape.constant(data), tape.constant(base), w);
+  // The reverse KL from its definition, E_x[log α0(x) − log|det ∇F(x)| − log p1(F(x))].
+  Tape<double> t2;
+  std::vector<Var<double>> traj;
+  const Mapped<double> f = flow->forward(t2.constant(base), &traj);
+  CHECK(traj.size() == 3);
+  std::vector<double> lp1(9);
+  target->log_prob(f.out.value().data(), 9, lp1.data());
+  const Array<double> log_a0 = flow->base().log_prob(t2.constant(base)).value();
+  double rev = 0;
+  for (std::size_t i = 0; i < 9; ++i) rev += (log_a0(i, 0) - f.logdet.value()(i, 0) - lp1[i]) / 9.0;
+  CHECK(terms.reverse_kl.item() == doctest::Approx(rev).epsilon(1e-12));
+  CHECK(terms.running.item() == doctest::Approx(obstacle_cost(traj, p.obstacle).item()).epsilon(1e-12));
+  CHECK(terms.loss.item() == doctest::Approx(terms.nll.item() + 0.1 * terms.transport.item() + rev +
+                                             2.0 * terms.running.item())
+                                 .epsilon(1e-12));
+  // The whole objective's gradient with respect to every parameter.
+  auto loss = [&](Tape<double>& t) { return objective(*flow, t.constant(data), t.constant(base), w).loss; };
+  ad::GradcheckOptions opt;
+  opt.rtol = 1e-5;
+  opt.check_entries = false;  // projections: every parameter moves at once
+  opt.projections = 6;
+  const ad::GradcheckResult r = ad::gradcheck_params(loss, flow->parameters(), opt);
+  CHECK_MESSAGE(r.ok, r.report);
+}
