@@ -726,3 +726,39 @@ TEST_CASE("--preset ot fills in the recipe, explicit flags override it, and comp
   fs::remove_all(dir);
 }
 #endif
+
+#ifdef TRFLOW_HAVE_APP
+TEST_CASE("trflow mfg: crowd at λ_F = 0 is the straight translation, avoidance grows with λ_F, eval and sample know it") {
+  const fs::path dir = temp_dir("mfg");
+  const std::string common = "mfg --problem crowd --steps 2500 --hidden 32 --layers 2 --batch 256 --eval-n 2000 "
+                             "--no-plots --quiet --out ";
+  const Result free = run(common + (dir / "free").string() + " --cost-weight 0", dir);
+  REQUIRE_MESSAGE(free.code == 0, free.err);
+  const nlohmann::json a = last_json(free.out);
+  CHECK(a.at("problem") == "crowd");
+  CHECK(a.at("l2_uvp").get<double>() < 5.0);  // against x ↦ x − 6e₂ (the issue's goal, 1 %, with the defaults: docs/mfg.md)
+  CHECK(a.at("forward_kl").get<double>() < 0.05);
+  CHECK(a.at("kinetic_energy").get<double>() == doctest::Approx(36.0).epsilon(0.1));  // ‖6e₂‖²
+  const Result avoid = run(common + (dir / "avoid").string() + " --cost-weight 2.5", dir);
+  REQUIRE_MESSAGE(avoid.code == 0, avoid.err);
+  const nlohmann::json b = last_json(avoid.out);
+  CHECK(b.at("inside_obstacle").get<double>() < 0.5 * a.at("inside_obstacle").get<double>());
+  CHECK(b.at("running_cost").get<double>() < 0.5 * a.at("running_cost").get<double>());
+  CHECK(b.at("kinetic_energy").get<double>() > a.at("kinetic_energy").get<double>());  // the detour costs
+  // eval reports the game's terms; sample's trajectories hold the K + 1 = 3 time points.
+  const Result e = run("eval --model " + (dir / "avoid").string() + " --n 2000", dir);
+  REQUIRE_MESSAGE(e.code == 0, e.err);
+  for (const char* k : {"kinetic_energy", "running_cost", "inside_obstacle", "forward_kl", "reverse_kl", "jeffreys"})
+    CHECK_MESSAGE(last_json(e.out).contains(k), k);
+  const Result s = run("sample --model " + (dir / "avoid").string() + " --n 10 --out " + (dir / "s.npy").string() +
+                           " --trajectories " + (dir / "t.npy").string(), dir);
+  REQUIRE_MESSAGE(s.code == 0, s.err);
+  CHECK(nn::read_npy((dir / "t.npy").string()).shape == std::vector<std::size_t>{3, 10, 2});
+  // Flags that do not apply are refused.
+  CHECK(run("mfg --problem gmm --cost-weight 1 --out " + (dir / "x").string(), dir).code == 2);
+  CHECK(run("mfg --problem crowd --data moons --out " + (dir / "x").string(), dir).code == 2);
+  CHECK(run("mfg --problem crowd --dim 1 --out " + (dir / "x").string(), dir).code == 2);
+  CHECK(run("train --data moons --loss jeffreys --out " + (dir / "x").string(), dir).code == 2);
+  fs::remove_all(dir);
+}
+#endif

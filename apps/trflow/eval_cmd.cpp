@@ -9,6 +9,7 @@
 #include "autodiff/simd.hpp"
 #include "flows/inference.hpp"
 #include "flows/metrics.hpp"
+#include "flows/mfg.hpp"
 #include "model_dir.hpp"
 #include "nn/io.hpp"
 #include "run_dir.hpp"
@@ -43,6 +44,19 @@ int run_eval(const EvalOptions& o) {
   const flows::EvalReport r = flows::evaluate(*m.flow, *data, o.n, o.seed, m.standardization.nll_offset(), o.threads);
   nlohmann::json j = r.to_json();
   j["data"] = o.data.empty() ? m.meta.value("data", std::string()) : o.data;
+  // A mean-field game's own terms: the kinetic energy (T), the running cost, the obstacle share.
+  const std::string problem = m.meta.contains("train") ? m.meta["train"].value("problem", std::string()) : std::string();
+  if (!problem.empty()) {
+    const flows::MfgProblem p = flows::mfg_problem(problem, m.flow->dim());
+    const flows::MfgReport mr = flows::mfg_report(*m.flow, p, std::min<std::size_t>(o.n, 20000), o.seed + 1, o.threads);
+    j["problem"] = problem;
+    j["kinetic_energy"] = j["transport"];
+    if (p.has_obstacle) {
+      j["running_cost"] = mr.running;
+      j["inside_obstacle"] = mr.inside_share;
+    }
+    if (mr.l2_uvp) j["l2_uvp"] = *mr.l2_uvp;
+  }
   std::cout << j.dump() << std::endl;
   return 0;
 }

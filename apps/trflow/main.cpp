@@ -214,7 +214,10 @@ int main(int argc, char** argv) {
 
   trflow::TrainOptions mfg;
   auto* mfg_cmd = app.add_subcommand(
-      "mfg", "solve a mean-field game: move a population from P0 to P1 at least cost, around an obstacle (docs/mfg.md)");
+      "mfg",
+      "solve a mean-field game: move a population from P0 to P1 at least cost, around an obstacle (docs/mfg.md). "
+      "Defaults that differ from train's: --structure steps --layers 4 --transport-weight 0.1 with "
+      "--transport-schedule cosine --transport-floor 0.01, --loss jeffreys, --steps 5000, --cost-weight 0.5, --out runs/mfg");
   add_train_options(*mfg_cmd, mfg);
   mfg_cmd->add_option("--problem", mfg.problem, "crowd (around an obstacle) or gmm (to a mixture of 8 Gaussians)")
       ->check(CLI::IsMember({"crowd", "gmm"}))
@@ -222,9 +225,9 @@ int main(int argc, char** argv) {
   mfg_cmd->add_option("--dim", mfg.dim, "the dimension D (at least 2)")
       ->check(whole(mfg.dim, decltype(mfg.dim)(2)))
       ->capture_default_str();
-  mfg_cmd->add_option("--cost-weight", mfg.cost_weight, "λ_F, the weight of the running (obstacle) cost")
-      ->check(kNonNegative)
-      ->capture_default_str();
+  mfg_cmd->add_option("--cost-weight", mfg.cost_weight,
+                      "λ_F, the weight of the running (obstacle) cost (default 0.5; docs/mfg.md shows 0.1, 0.5 and 2.5)")
+      ->check(kNonNegative);
   mfg_cmd->get_option("--out")->default_str("runs/mfg");
   mfg.out = "runs/mfg";
 

@@ -343,9 +343,16 @@ int run_mfg(const TrainOptions& cli) {
   };
   set("--structure", o.structure, std::string("steps"));
   set("--layers", o.layers, std::size_t(4));
+  // λ_L decays from 0.1 to 0.01 by a cosine: the kinetic energy picks the straight paths early,
+  // and its bias on where the population ends is small at the end (docs/mfg.md).
   set("--transport-weight", o.transport_weight, 0.1);
+  if (!given(o, "--transport-schedule")) {
+    o.transport_schedule = "cosine";
+    set("--transport-floor", o.transport_floor, std::min(0.01, o.transport_weight));
+  }
   set("--loss", o.loss, std::string("jeffreys"));
   set("--steps", o.steps, std::int64_t(5000));
+  set("--cost-weight", o.cost_weight, 0.5);
   if (!problem.has_obstacle) o.cost_weight = 0.0;
   return run_train(o);
 }
