@@ -676,8 +676,8 @@ TEST_CASE("--preset ot fills in the recipe, explicit flags override it, and comp
   o.preset = "ot";
   trflow::apply_preset(o);
   CHECK(o.structure == "steps");
-  CHECK(o.layers == 4);
-  CHECK(o.transport_weight == 0.05);
+  CHECK(o.layers == 6);
+  CHECK(o.transport_weight == 0.1);
   CHECK(o.transport_schedule == "cosine");
   CHECK(o.transport_floor == 0.0);
   CHECK(o.steps == 20000);
@@ -720,7 +720,7 @@ TEST_CASE("--preset ot fills in the recipe, explicit flags override it, and comp
   const nlohmann::json with = nlohmann::json::parse(wf), without = nlohmann::json::parse(of);
   CHECK(with.at("structure") == "steps");
   CHECK(without.at("structure") == "steps");  // the same flow
-  CHECK(with.at("transport_weight") == 0.05);
+  CHECK(with.at("transport_weight") == 0.1);
   CHECK(without.at("transport_weight") == 0.0);
   CHECK(fs::exists(dir / "cmp" / "trajectories_compare.png"));
   fs::remove_all(dir);

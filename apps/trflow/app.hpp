@@ -109,8 +109,8 @@ struct CompareOptions {
 };
 
 /// Fills in the settings of o.preset that were not given explicitly (o.explicit_flags).
-/// "ot" (docs/ot.md): steps of an LU layer and two complementary spline couplings, 4 of them;
-/// β decaying from 0.05 to 0 by a cosine over the run (continuation: the transport cost picks
+/// "ot" (docs/ot.md): steps of an LU layer and two complementary spline couplings, 6 of them;
+/// β decaying from 0.1 to 0 by a cosine over the run (continuation: the transport cost picks
 /// the map early, the density is exact at the end); 20 000 steps.
 void apply_preset(TrainOptions& o);
 

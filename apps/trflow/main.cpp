@@ -65,8 +65,8 @@ void add_train_options(CLI::App& c, trflow::TrainOptions& o) {
                                  "swissroll), gaussian:D, gmm:D, or a .npy/.csv file")
       ->capture_default_str();
   c.add_option("--preset", o.preset,
-               "ot: the recipe that reaches the optimal-transport map (4 steps of LU + two spline couplings, "
-               "β cosine 0.05 → 0, 20000 steps; docs/ot.md); explicit flags override it")
+               "ot: the recipe that reaches the optimal-transport map (6 steps of LU + two spline couplings, "
+               "β cosine 0.1 → 0, 20000 steps; docs/ot.md); explicit flags override it")
       ->check(CLI::IsMember({"none", "ot"}))
       ->capture_default_str();
   c.add_option("--layers", o.layers, "number of coupling layers (or of steps, with --structure steps)")

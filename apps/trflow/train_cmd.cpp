@@ -71,8 +71,8 @@ void apply_preset(TrainOptions& o) {
     if (!given(o, flag)) field = value;
   };
   set("--structure", o.structure, std::string("steps"));
-  set("--layers", o.layers, std::size_t(4));
-  set("--transport-weight", o.transport_weight, 0.05);
+  set("--layers", o.layers, std::size_t(6));
+  set("--transport-weight", o.transport_weight, 0.1);
   set("--transport-schedule", o.transport_schedule, std::string("cosine"));
   set("--transport-floor", o.transport_floor, 0.0);
   set("--transport-dir", o.transport_dir, std::string("gen"));
