@@ -38,5 +38,12 @@ r = json.load(open(sys.argv[1]))
 print(f"| {sys.argv[2]} | {sys.argv[3]} | {sys.argv[4]} | {r.get('val_nll', float('nan')):.3f} | {r.get('best_step', '')} | {r['steps']} | {float(sys.argv[5]):.0f} |")
 PY
     done
+    # The PyTorch yardstick: the default flow and validation procedure (bench/real/torch_yardstick.py).
+    if $py -c "import torch" 2>/dev/null; then
+      $py "$root/bench/real/torch_yardstick.py" --data "$out" --name "$name" | $py -c "
+import json, sys
+r = json.loads(sys.stdin.read())
+print(f\"| $name | PyTorch yardstick (the default flow and validation, float64) | {r['test_nll']:.3f} | {r['val_nll']:.3f} | {r['best_step']} | {r['steps']} | {r['seconds']:.0f} |\")"
+    fi
   done
 } | tee "$out/results.md"
