@@ -362,21 +362,34 @@ TEST_CASE("trajectories draw paths with dark start points and red end points") {
   opt.color = plot::PathColor::Step;
   CHECK_NOTHROW(plot::trajectories(dir.file("traj_step.png"), t.xy, K + 1, N, opt));
 
-  // Two panels with the same limits, even with different numbers of states.
+  // Two panels, each on axes that fit its own paths (the second's reach 10× farther), even
+  // with different numbers of states; explicit limits apply to both.
   plot::Trajectories straight{std::vector<double>(2 * N * 2), 2, N};
   for (std::size_t i = 0; i < N; ++i)
     for (int d = 0; d < 2; ++d) {
       straight.xy[i * 2 + std::size_t(d)] = t.xy[i * 2 + std::size_t(d)];
       straight.xy[(N + i) * 2 + std::size_t(d)] = t.xy[(K * N + i) * 2 + std::size_t(d)];
     }
+  plot::Trajectories far = t;
+  for (double& v : far.xy) v *= 10.0;
+  opt.background.clear();
   const std::string cpath = dir.file("traj_cmp.png");
-  const auto cinfo = plot::trajectories_compare(cpath, straight, t, "with", "without", opt);
+  const auto cinfo = plot::trajectories_compare(cpath, straight, far, "with", "without", opt);
   Image cimg(cpath);
   REQUIRE(cimg.ok());
   CHECK(cimg.width() == 1000);
   CHECK(cimg.height() == 500);
   REQUIRE(cinfo.axes.size() == 2);
-  CHECK(same_limits(cinfo.axes[0].limits, cinfo.axes[1].limits));
+  const plot::Limits la = cinfo.axes[0].limits, lb = cinfo.axes[1].limits;
+  CHECK((lb.x1 - lb.x0) > 5.0 * (la.x1 - la.x0));
+  for (std::size_t k = 0; k < straight.xy.size() / 2; ++k) {
+    CHECK(straight.xy[2 * k] >= la.x0);
+    CHECK(straight.xy[2 * k] <= la.x1);
+  }
+  plot::TrajectoryOptions shared = opt;
+  shared.limits = plot::Limits{-30, 30, -30, 30};
+  const auto sinfo = plot::trajectories_compare(dir.file("traj_cmp2.png"), straight, far, "a", "b", shared);
+  CHECK(same_limits(sinfo.axes[0].limits, sinfo.axes[1].limits));
   CHECK(cimg.count(0, 0, 500, 500, reddish) > 300);
   CHECK(cimg.count(500, 0, 1000, 500, reddish) > 300);
 

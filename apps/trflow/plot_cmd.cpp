@@ -1,4 +1,5 @@
 // trflow plot and trflow compare.
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -75,14 +76,17 @@ int run_compare(const CompareOptions& o) {
   plot::TrajectoryOptions topt;
   topt.background = background;
   const fs::path figure = out / "trajectories_compare.png";
+  const nlohmann::json ra = read_json(fs::path(with.out) / "result.json"), rb = read_json(fs::path(without.out) / "result.json");
+  auto measured = [](const nlohmann::json& r) {  // T and the map cost the arm's result.json measured
+    return fmt::format("T = {:.3g}, map cost = {:.3g}", r.value("transport", NAN), r.value("map_cost", NAN));
+  };
+  const std::string beta = shared.transport_schedule == "constant"
+                               ? fmt::format("β = {:g}", shared.transport_weight)
+                               : fmt::format("β {:g} → {:g}", shared.transport_weight, shared.transport_floor);
   plot::trajectories_compare(figure.string(), {ta, sa, pa}, {tb, sb, pb},
-                             shared.transport_schedule == "constant"
-                                 ? fmt::format("with transport (β = {:g})", shared.transport_weight)
-                                 : fmt::format("with transport (β {} {:g} → {:g})", shared.transport_schedule,
-                                               shared.transport_weight, shared.transport_floor), "without transport (β = 0)",
-                             topt);
-  const nlohmann::json result = {{"with_transport", read_json(fs::path(with.out) / "result.json")},
-                                 {"without_transport", read_json(fs::path(without.out) / "result.json")},
+                             fmt::format("{}: {}", beta, measured(ra)), fmt::format("β = 0: {}", measured(rb)), topt);
+  const nlohmann::json result = {{"with_transport", ra},
+                                 {"without_transport", rb},
                                  {"figure", figure.string()}};
   nn::write_file_atomic((out / "comparison.json").string(), result.dump(2) + "\n");
   std::cout << result.dump() << std::endl;

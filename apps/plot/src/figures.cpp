@@ -554,11 +554,13 @@ FigureInfo trajectories_compare(const std::string& path, const Trajectories& a, 
   check_trajectories(a, fn, "a");
   check_trajectories(b, fn, "b");
   check_even(options.background, fn, "options.background");
-  const Limits lim = trajectory_limits({&a, &b}, options, fn);
+  // Each panel fits its own paths (and the background), so that short paths are not a blot in
+  // the corner of the other panel's axes; options.limits, when given, applies to both.
+  const Limits lim_a = trajectory_limits({&a}, options, fn), lim_b = trajectory_limits({&b}, options, fn);
   Figure fig(2 * kPanel, kPanel);
   FigureInfo info{fig.width(), fig.height(), {}};
-  info.axes.push_back(trajectory_panel(fig, square_area(0, 0), lim, a, options, title_a));
-  info.axes.push_back(trajectory_panel(fig, square_area(kPanel, 0), lim, b, options, title_b));
+  info.axes.push_back(trajectory_panel(fig, square_area(0, 0), lim_a, a, options, title_a));
+  info.axes.push_back(trajectory_panel(fig, square_area(kPanel, 0), lim_b, b, options, title_b));
   fig.save(path);
   return info;
 }

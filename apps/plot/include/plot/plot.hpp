@@ -227,10 +227,12 @@ FigureInfo trajectories(const std::string& path, const std::vector<double>& traj
                         std::size_t points, const TrajectoryOptions& options = {});
 
 /// Two trajectory panels side by side (e.g. with and without transport
-/// regularization), titled `title_a` and `title_b`, sharing the same axis
-/// limits (options.limits, or robust limits of both sets and the background,
-/// widened to a square); options.title is not used. The sets may differ in
-/// their numbers of states and points. The PNG is 1000×500 pixels.
+/// regularization), titled `title_a` and `title_b`, each on axes that fit its
+/// own paths (robust limits of its states and the background, widened to a
+/// square), or both on options.limits when given; options.title is not used.
+/// Points are coloured by their start (options.color), so the same base point
+/// has the same colour in both panels. The sets may differ in their numbers of
+/// states and points. The PNG is 1000×500 pixels.
 FigureInfo trajectories_compare(const std::string& path, const Trajectories& a, const Trajectories& b,
                                 const std::string& title_a, const std::string& title_b,
                                 const TrajectoryOptions& options = {});
