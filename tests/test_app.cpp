@@ -725,6 +725,30 @@ TEST_CASE("--preset ot fills in the recipe, explicit flags override it, and comp
   CHECK(fs::exists(dir / "cmp" / "trajectories_compare.png"));
   fs::remove_all(dir);
 }
+
+TEST_CASE("train --config reruns a saved configuration bitwise, explicit flags override it") {
+  const fs::path dir = temp_dir("config");
+  REQUIRE(run(quick(dir / "a") + " --data moons --seed 3 --transport-weight 0.05", dir).code == 0);
+  const std::string cfg = (dir / "a" / "config.json").string();
+  const Result again = run("train --config " + cfg + " --no-plots --out " + (dir / "b").string(), dir);
+  REQUIRE_MESSAGE(again.code == 0, again.err);
+  CHECK(nn::read_file((dir / "a" / "model.npz").string()) == nn::read_file((dir / "b" / "model.npz").string()));
+  CHECK(nn::read_file(cfg) == nn::read_file((dir / "b" / "config.json").string()));
+  const Result over = run("train --config " + cfg + " --steps 30 --no-plots --out " + (dir / "c").string(), dir);
+  REQUIRE_MESSAGE(over.code == 0, over.err);
+  std::ifstream f(dir / "c" / "config.json");
+  const nlohmann::json c = nlohmann::json::parse(f);
+  CHECK(c.at("steps") == 30);
+  CHECK(c.at("seed") == 3);
+  CHECK(c.at("data") == "moons");
+  CHECK(c.at("transport_weight") == 0.05);
+  CHECK(run("train --config " + cfg + " --resume --out " + (dir / "a").string(), dir).code == 2);
+  std::ofstream(dir / "bad.json") << "{\"steps\": \"many\"}";
+  const Result bad = run("train --config " + (dir / "bad.json").string() + " --out " + (dir / "d").string(), dir);
+  CHECK(bad.code == 1);
+  CHECK_MESSAGE(bad.err.find("steps") != std::string::npos, bad.err);
+  fs::remove_all(dir);
+}
 #endif
 
 #ifdef TRFLOW_HAVE_APP

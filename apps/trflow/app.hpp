@@ -67,6 +67,8 @@ struct TrainOptions {
   std::string out = "runs/default";
   bool resume = false;
   bool force = false;  ///< replace the run already in --out (its files are removed first)
+  std::string config;  ///< --config: rerun the settings of a saved config.json (explicit flags override)
+  bool from_config = false;  ///< set when the settings came from --config (a preset is not applied again)
   std::int64_t log_every = 50;
   std::int64_t checkpoint_every = 500;
   std::size_t eval_n = 20000;

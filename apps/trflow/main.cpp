@@ -155,6 +155,9 @@ void add_train_options(CLI::App& c, trflow::TrainOptions& o) {
   c.add_option("--threads", o.threads, "threads that share the rows of each batch")->check(whole(o.threads, decltype(o.threads)(1)))->capture_default_str();
   c.add_option("--out", o.out, "output directory")->capture_default_str();
   c.add_flag("--resume", o.resume, "continue from OUT/checkpoint.npz");
+  c.add_option("--config", o.config,
+               "rerun the settings saved in a run's config.json (explicit flags override; same seed and --threads: "
+               "the same parameters, bitwise)");
   c.add_flag("--force", o.force, "replace the run already in --out (its files are removed first); without it, such an --out is refused");
   c.add_option("--log-every", o.log_every, "steps between metrics.jsonl lines")->check(whole(o.log_every, decltype(o.log_every)(1)))->capture_default_str();
   c.add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints")->check(whole(o.checkpoint_every, decltype(o.checkpoint_every)(1)))->capture_default_str();

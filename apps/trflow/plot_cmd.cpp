@@ -40,6 +40,7 @@ nlohmann::json read_json(const fs::path& p) {
 int run_compare(const CompareOptions& o) {
   // A preset is resolved once, here: both arms get its architecture and steps, and the
   // regularized arm its β schedule; the other arm is the same flow trained with β = 0.
+  if (!o.train.config.empty()) throw UsageError("compare: --config does not apply (rerun each arm with train --config)");
   TrainOptions shared = o.train;
   apply_preset(shared);
   if (shared.transport_weight <= 0)

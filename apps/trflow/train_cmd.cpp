@@ -48,7 +48,7 @@ void validate(const TrainOptions& o) {
                                  o.transport_floor, o.transport_weight));
   if (o.transport_schedule == "exponential" && !(o.transport_floor > 0))
     throw UsageError("--transport-schedule exponential needs a positive --transport-floor (β decays geometrically to it)");
-  if (o.transport_schedule == "constant" && given(o, "--transport-floor"))
+  if (o.transport_schedule == "constant" && given(o, "--transport-floor") && o.transport_floor != 0.0)
     throw UsageError("--transport-floor needs a decaying --transport-schedule (linear or cosine)");
   if (o.kl_weight == 0.0 && o.transport_weight == 0.0)
     throw UsageError("--kl-weight and --transport-weight are both 0: there is nothing to minimize");
@@ -149,6 +149,71 @@ nlohmann::json options_json(const TrainOptions& o) {
           {"log_every", o.log_every},
           {"checkpoint_every", o.checkpoint_every},
           {"eval_n", o.eval_n}};
+}
+
+/// --config FILE: the settings a run saved in its config.json (resolved: a preset's values,
+/// the tail bound, the validation cadence), each replaced by the flag when it was given.
+TrainOptions options_from_config(const nlohmann::json& j, const TrainOptions& cli, const std::string& file) {
+  TrainOptions o = cli;
+  auto take = [&](const char* key, auto& field) {
+    if (!j.contains(key)) return;
+    std::string flag = std::string("--") + key;
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    if (given(cli, flag)) return;
+    try {
+      field = j.at(key).get<std::decay_t<decltype(field)>>();
+    } catch (const nlohmann::json::exception&) {
+      throw DataError(fmt::format("{}: '{}' has the wrong type ({})", file, key, j.at(key).dump().substr(0, 40)));
+    }
+  };
+  take("data", o.data);
+  take("preset", o.preset);
+  take("layers", o.layers);
+  take("structure", o.structure);
+  take("coupling", o.coupling);
+  take("conditioner", o.conditioner);
+  take("bins", o.bins);
+  take("tail_bound", o.tail_bound);
+  take("hidden", o.hidden);
+  take("depth", o.depth);
+  take("activation", o.activation);
+  take("batch", o.batch);
+  take("steps", o.steps);
+  take("lr", o.lr);
+  take("lr_schedule", o.lr_schedule);
+  take("warmup", o.warmup);
+  take("seed", o.seed);
+  take("kl_weight", o.kl_weight);
+  take("transport_weight", o.transport_weight);
+  take("transport_dir", o.transport_dir);
+  take("transport_schedule", o.transport_schedule);
+  take("transport_floor", o.transport_floor);
+  take("permutation", o.permutation);
+  take("actnorm", o.actnorm);
+  take("lu", o.lu);
+  take("scale_clamp", o.scale_clamp);
+  take("base", o.base);
+  take("standardize", o.standardize);
+  take("val_fraction", o.val_fraction);
+  take("val", o.val);
+  take("eval_every", o.eval_every);
+  take("patience", o.patience);
+  take("weight_decay", o.weight_decay);
+  take("dropout", o.dropout);
+  take("init", o.init);
+  take("loss", o.loss);
+  take("problem", o.problem);
+  take("cost_weight", o.cost_weight);
+  take("drop_nonfinite", o.drop_nonfinite);
+  take("clip_norm", o.clip_norm);
+  take("skip_nonfinite", o.skip_nonfinite);
+  take("threads", o.threads);
+  take("log_every", o.log_every);
+  take("checkpoint_every", o.checkpoint_every);
+  take("eval_n", o.eval_n);
+  if (o.coupling == "additive") o.additive = false;  // "additive" in the file mirrors the coupling
+  o.from_config = true;
+  return o;
 }
 
 /// The options a resumed run takes from its checkpoint; --steps and the
@@ -362,7 +427,20 @@ int run_train(const TrainOptions& cli) {
   const fs::path out = cli.out;
   const fs::path checkpoint = out / "checkpoint.npz";
   TrainOptions o = cli;
-  apply_preset(o);  // on --resume the checkpoint's settings (the preset's, resolved) replace these
+  if (!cli.config.empty()) {
+    if (cli.resume) throw UsageError("--config and --resume: a resumed run takes its settings from its checkpoint");
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(nn::read_file(cli.config));
+    } catch (const nlohmann::json::exception& e) {
+      throw DataError(fmt::format("--config {}: not a JSON object ({})", cli.config, e.what()));
+    } catch (const std::runtime_error& e) {
+      throw DataError(fmt::format("--config: {}", e.what()));
+    }
+    if (!j.is_object()) throw DataError(fmt::format("--config {}: expected a JSON object (a run's config.json)", cli.config));
+    o = options_from_config(j, cli, cli.config);
+  }
+  if (!o.from_config) apply_preset(o);  // a saved config holds the preset's values already; on --resume the checkpoint's replace these
   if (cli.resume) {
     if (!fs::exists(checkpoint))
       throw UsageError(fmt::format("--resume: no checkpoint at {} (train without --resume first)", checkpoint.string()));
