@@ -40,7 +40,7 @@
 
 #include <benchmark/benchmark.h>
 #include <cblas.h>
-#include <xsimd/xsimd.hpp>
+#include "autodiff/xsimd.hpp"
 
 #include "autodiff/ops.hpp"
 #include "../autodiff/src/kernels.hpp"  // ad::kern::gemm and its skinny-shape kernels

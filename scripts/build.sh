@@ -5,5 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 BUILD_DIR=${BUILD_DIR:-build}
-cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=${BUILD_TYPE:-Release} "$@" >/dev/null
+# WERROR=1 (CI's Release build): warnings are errors.
+werror=(-DTRFLOW_WERROR=OFF)
+[ "${WERROR:-0}" = 1 ] && werror=(-DTRFLOW_WERROR=ON)
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=${BUILD_TYPE:-Release} "${werror[@]}" "$@" >/dev/null
 cmake --build "$BUILD_DIR" -j "$(nproc)"

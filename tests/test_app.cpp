@@ -495,7 +495,7 @@ TEST_CASE("empty and clashing output paths are usage errors, and a model holding
   }
   fs::create_directories(dir / "nan");
   nn::write_npz((dir / "nan" / "model.npz").string(), entries);
-  for (const std::string cmd : {"eval --model " + (dir / "nan").string() + " --n 50",
+  for (const std::string& cmd : {"eval --model " + (dir / "nan").string() + " --n 50",
                                 "sample --model " + (dir / "nan").string() + " --n 5 --out " + (dir / "x.npy").string(),
                                 "plot --model " + (dir / "nan").string() + " --out " + (dir / "figs").string()}) {
     CAPTURE(cmd);

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include <doctest/doctest.h>
-#include <xsimd/xsimd.hpp>
+#include "autodiff/xsimd.hpp"
 
 #include "autodiff/autodiff.hpp"
 #include "../autodiff/src/kernels.hpp"  // the GEMM kernels, tested directly below

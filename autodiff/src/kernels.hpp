@@ -6,7 +6,7 @@
 #include <cstddef>
 
 #include <cblas.h>
-#include <xsimd/xsimd.hpp>
+#include "autodiff/xsimd.hpp"
 
 namespace ad::kern {
 

@@ -4,7 +4,7 @@
 #include <sstream>
 #include <stdexcept>
 
-#include <xsimd/xsimd.hpp>
+#include "autodiff/xsimd.hpp"
 
 namespace ad {
 

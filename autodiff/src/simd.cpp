@@ -1,6 +1,6 @@
 #include "autodiff/simd.hpp"
 
-#include <xsimd/xsimd.hpp>
+#include "autodiff/xsimd.hpp"
 
 namespace ad {
 

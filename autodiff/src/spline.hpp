@@ -17,7 +17,7 @@
 #include <cmath>
 #include <cstddef>
 
-#include <xsimd/xsimd.hpp>
+#include "autodiff/xsimd.hpp"
 
 #include "kernels.hpp"
 

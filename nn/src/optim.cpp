@@ -4,7 +4,7 @@
 #include <stdexcept>
 
 #include <fmt/format.h>
-#include <xsimd/xsimd.hpp>
+#include "autodiff/xsimd.hpp"
 
 namespace nn {
 

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "autodiff/xsimd.hpp"  // first: see there
 #include <xtensor/xtensor.hpp>
 
 namespace ad {

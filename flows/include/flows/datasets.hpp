@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "autodiff/xsimd.hpp"  // first: see there
 #include <xtensor/xtensor.hpp>
 
 #include "autodiff/random.hpp"

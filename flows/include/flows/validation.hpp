@@ -15,6 +15,7 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include "autodiff/xsimd.hpp"  // first: see there
 #include <xtensor/xtensor.hpp>
 
 #include "flows/flow.hpp"
