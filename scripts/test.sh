@@ -15,4 +15,17 @@ else
 fi
 # OpenBLAS's own threads fight a parallel test run.
 export OPENBLAS_NUM_THREADS=1
-ctest --test-dir "$dir" --output-on-failure -j "$(nproc)" --timeout 600
+# One line to start, ctest's summary at the end; every test's line and the output of the
+# failing ones are in $dir/test.log, printed when a test fails (VERBOSE=1: as they run).
+count=$(ctest --test-dir "$dir" -N 2>/dev/null | sed -n 's/^Total Tests: //p')
+echo "trflow: testing: ${count:-the} tests on $(nproc) jobs (log: $dir/test.log)" >&2
+if [ "${VERBOSE:-0}" = 1 ]; then
+  ctest --test-dir "$dir" --output-on-failure -j "$(nproc)" --timeout 600 2>&1 | tee "$dir/test.log"
+  exit "${PIPESTATUS[0]}"
+fi
+if ! ctest --test-dir "$dir" --output-on-failure -j "$(nproc)" --timeout 600 >"$dir/test.log" 2>&1; then
+  cat "$dir/test.log"
+  echo "trflow: tests failed (log: $dir/test.log)" >&2
+  exit 1
+fi
+grep -E "tests passed|Total Test time" "$dir/test.log"
