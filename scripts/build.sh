@@ -30,14 +30,11 @@ stage() {
 echo "trflow: configuring $BUILD_DIR (log: $BUILD_DIR/configure.log)" >&2
 stage "configuring" "$BUILD_DIR/configure.log" \
   cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-Release}" "${werror[@]}" "$@"
-# How many build steps are due (ninja's dry run counts them).
-todo=$(cmake --build "$BUILD_DIR" -- -n 2>/dev/null | sed -n 's/^\[[0-9]*\/\([0-9]*\)\].*/\1/p' | tail -1)
-if [ -z "$todo" ]; then
-  echo "trflow: $BUILD_DIR is up to date" >&2
-else
-  echo "trflow: building $todo targets in $BUILD_DIR with $(nproc) jobs (log: $BUILD_DIR/build.log)" >&2
-fi
+echo "trflow: building in $BUILD_DIR with $(nproc) jobs (log: $BUILD_DIR/build.log)" >&2
 stage "building" "$BUILD_DIR/build.log" cmake --build "$BUILD_DIR" -j "$(nproc)"
+# ninja numbers its steps [k/N]; the last line's N is how many it ran.
+built=$(sed -n 's/^\[[0-9]*\/\([0-9]*\)\].*/\1/p' "$BUILD_DIR/build.log" | tail -1)
+echo "trflow: built ${built:-0} targets" >&2
 if grep -q "warning:" "$BUILD_DIR/build.log"; then
   echo "trflow: the build printed $(grep -c 'warning:' "$BUILD_DIR/build.log") warning(s); see $BUILD_DIR/build.log" >&2
 fi
