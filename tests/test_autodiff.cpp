@@ -1351,3 +1351,33 @@ TEST_CASE("dropout: the identity without a stream, about p of the entries droppe
   const Var<double> z = ad::dropout(other.variable(x), 0.3);
   CHECK_FALSE(std::equal(y.value().begin(), y.value().end(), z.value().begin()));
 }
+
+// take_cols and scatter_cols keep a pointer to their index list on the tape: a temporary list
+// (`ad::take_cols(x, {0, 2})`) would dangle by the backward pass, so passing one must not compile.
+template <class C, class = void>
+struct takes_cols : std::false_type {};
+template <class C>
+struct takes_cols<C, std::void_t<decltype(ad::take_cols(std::declval<Var<double>>(), std::declval<C>()))>>
+    : std::true_type {};
+template <class C, class = void>
+struct scatters_cols : std::false_type {};
+template <class C>
+struct scatters_cols<C, std::void_t<decltype(ad::scatter_cols(std::declval<Var<double>>(), std::declval<Var<double>>(),
+                                                             std::declval<C>()))>> : std::true_type {};
+
+TEST_CASE("take_cols and scatter_cols refuse a temporary index list at compile time") {
+  static_assert(takes_cols<std::vector<int>&>::value, "an index list that outlives the tape is taken");
+  static_assert(takes_cols<const std::vector<int>&>::value, "a const one too");
+  static_assert(!takes_cols<std::vector<int>>::value, "a temporary list is refused");
+  static_assert(!takes_cols<std::vector<int>&&>::value, "a moved-from list is refused");
+  static_assert(scatters_cols<const std::vector<int>&>::value, "scatter_cols takes a lasting list");
+  static_assert(!scatters_cols<std::vector<int>>::value, "and refuses a temporary one");
+  // The lvalue form still works end to end.
+  Tape<double> t;
+  const std::vector<int> cols = {2, 0};
+  Array<double> x({1, 3});
+  x(0, 0) = 1, x(0, 1) = 2, x(0, 2) = 3;
+  const Var<double> y = ad::take_cols(t.variable(x), cols);
+  CHECK(y.value()(0, 0) == 3.0);
+  CHECK(y.value()(0, 1) == 1.0);
+}

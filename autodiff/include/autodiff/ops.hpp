@@ -61,8 +61,12 @@ template <class T> Var<T> activation(Var<T> a, Activation act);
 // Columns. The index vectors are referenced, not copied: they must outlive the tape's backward pass.
 /// y[:, j] = a[:, cols[j]]
 template <class T> Var<T> take_cols(Var<T> a, const std::vector<int>& cols);
+/// The tape keeps a pointer to `cols` until it is cleared, so a temporary index list (which
+/// would be gone before the backward pass reads it) does not compile.
+template <class T> Var<T> take_cols(Var<T> a, std::vector<int>&& cols) = delete;
 /// y = base, except y[:, cols[j]] = src[:, j]. Indices must be distinct.
 template <class T> Var<T> scatter_cols(Var<T> base, Var<T> src, const std::vector<int>& cols);
+template <class T> Var<T> scatter_cols(Var<T> base, Var<T> src, std::vector<int>&& cols) = delete;  // as take_cols
 /// y = [a | b]
 template <class T> Var<T> concat_cols(Var<T> a, Var<T> b);
 /// y = a[:, start : start + count]
