@@ -1381,3 +1381,20 @@ TEST_CASE("take_cols and scatter_cols refuse a temporary index list at compile t
   CHECK(y.value()(0, 0) == 3.0);
   CHECK(y.value()(0, 1) == 1.0);
 }
+
+#ifdef TRFLOW_POISON_ADJOINTS
+TEST_CASE("poisoned builds: a fresh adjoint starts as NaN, so a VJP must write all of it") {
+  Tape<double> t;
+  const Var<double> x = t.variable(Array<double>({2, 3}, 1.0));
+  t.backward(ad::sum(ad::square(x)));
+  bool fresh = false;
+  CHECK(t.grad_sink(x.index, fresh) != nullptr);
+  CHECK_FALSE(fresh);  // x has its adjoint of this pass: a VJP adds to it
+  // A node recorded after the pass: its first adjoint request is fresh, and poisoned until written.
+  const Var<double> z = ad::exp(x);
+  Array<double>* gz = t.grad_sink(z.index, fresh);
+  REQUIRE(gz);
+  CHECK(fresh);
+  for (double v : *gz) CHECK(std::isnan(v));
+}
+#endif

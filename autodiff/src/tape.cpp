@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <limits>
 #include <fmt/format.h>
 
 #include "kernels.hpp"
@@ -101,6 +102,11 @@ Array<T>* Tape<T>::grad_sink(std::int32_t i, bool& fresh) {
     const Array<T>& v = value(i);  // a parameter node's value lives in the Parameter
     if (release_adjoints_ && n.grad.size() != v.size()) take_pooled_adjoint(n.grad, v.size());
     if (n.grad.shape() != v.shape()) n.grad.resize(v.shape());
+#ifdef TRFLOW_POISON_ADJOINTS
+    // Sanitizer and debug builds: a VJP that takes a fresh adjoint must write every element;
+    // one it forgets stays NaN and fails gradcheck instead of passing on stale numbers.
+    n.grad.fill(std::numeric_limits<T>::quiet_NaN());
+#endif
     n.grad_epoch = epoch_;
     fresh = true;
   }
