@@ -754,16 +754,16 @@ TEST_CASE("train --config reruns a saved configuration bitwise, explicit flags o
 #ifdef TRFLOW_HAVE_APP
 TEST_CASE("trflow mfg: crowd at λ_F = 0 is the straight translation, avoidance grows with λ_F, eval and sample know it") {
   const fs::path dir = temp_dir("mfg");
-  const std::string common = "mfg --problem crowd --steps 2500 --hidden 32 --layers 2 --batch 256 --eval-n 2000 "
-                             "--no-plots --quiet --out ";
-  const Result free = run(common + (dir / "free").string() + " --cost-weight 0", dir);
+  // (Short runs: about 2.6 % L2-UVP after 1 500 steps, 1.2 % after 2 500; docs/mfg.md has full ones.)
+  const std::string common = "mfg --problem crowd --hidden 32 --layers 2 --batch 256 --eval-n 2000 --no-plots --quiet --out ";
+  const Result free = run(common + (dir / "free").string() + " --steps 1500 --cost-weight 0", dir);
   REQUIRE_MESSAGE(free.code == 0, free.err);
   const nlohmann::json a = last_json(free.out);
   CHECK(a.at("problem") == "crowd");
   CHECK(a.at("l2_uvp").get<double>() < 5.0);  // against x ↦ x − 6e₂ (the issue's goal, 1 %, with the defaults: docs/mfg.md)
   CHECK(a.at("forward_kl").get<double>() < 0.05);
   CHECK(a.at("kinetic_energy").get<double>() == doctest::Approx(36.0).epsilon(0.1));  // ‖6e₂‖²
-  const Result avoid = run(common + (dir / "avoid").string() + " --cost-weight 2.5", dir);
+  const Result avoid = run(common + (dir / "avoid").string() + " --steps 1000 --cost-weight 2.5", dir);
   REQUIRE_MESSAGE(avoid.code == 0, avoid.err);
   const nlohmann::json b = last_json(avoid.out);
   CHECK(b.at("inside_obstacle").get<double>() < 0.5 * a.at("inside_obstacle").get<double>());
