@@ -69,6 +69,9 @@ std::string quick(const fs::path& out) {
   return "train --steps 60 --batch 64 --layers 2 --hidden 16 --eval-n 500 --no-plots --threads 1 --out " + out.string();
 }
 
+/// A run directory's config.json.
+nlohmann::json config_of(const fs::path& run_dir) { return nlohmann::json::parse(nn::read_file((run_dir / "config.json").string())); }
+
 /// The parameters of a model.npz by name.
 std::map<std::string, std::vector<double>> params_of(const fs::path& npz) {
   std::map<std::string, std::vector<double>> m;
@@ -638,10 +641,6 @@ TEST_CASE("data-file defaults: dropout 0.2 (0 for built-in sets), the starting m
   }
   const fs::path data = dir / "rows.npy";
   nn::write_file_atomic(data.string(), nn::encode_npy(rows.data(), {200, 3}));
-  auto config_of = [](const fs::path& run_dir) {
-    std::ifstream f(run_dir / "config.json");
-    return nlohmann::json::parse(f);
-  };
   REQUIRE(run(quick(dir / "file") + " --data " + data.string(), dir).code == 0);
   CHECK(config_of(dir / "file").at("dropout") == 0.2);
   CHECK(config_of(dir / "file").at("init") == "identity");
@@ -699,8 +698,7 @@ TEST_CASE("--preset ot fills in the recipe, explicit flags override it, and comp
   const Result t = run("train --preset ot --data gaussian:2 --steps 40 --batch 64 --hidden 16 --eval-n 500 --no-plots "
                        "--out " + (dir / "run").string(), dir);
   REQUIRE_MESSAGE(t.code == 0, t.err);
-  std::ifstream cf(dir / "run" / "config.json");
-  const nlohmann::json config = nlohmann::json::parse(cf);
+  const nlohmann::json config = config_of(dir / "run");
   CHECK(config.at("preset") == "ot");
   CHECK(config.at("structure") == "steps");
   CHECK(config.at("steps") == 40);
@@ -716,8 +714,7 @@ TEST_CASE("--preset ot fills in the recipe, explicit flags override it, and comp
   const Result c = run("compare --preset ot --data gaussian:2 --steps 30 --batch 64 --hidden 16 --eval-n 500 "
                        "--no-plots --out " + (dir / "cmp").string(), dir);
   REQUIRE_MESSAGE(c.code == 0, c.err);
-  std::ifstream wf(dir / "cmp" / "with_transport" / "config.json"), of(dir / "cmp" / "without_transport" / "config.json");
-  const nlohmann::json with = nlohmann::json::parse(wf), without = nlohmann::json::parse(of);
+  const nlohmann::json with = config_of(dir / "cmp" / "with_transport"), without = config_of(dir / "cmp" / "without_transport");
   CHECK(with.at("structure") == "steps");
   CHECK(without.at("structure") == "steps");  // the same flow
   CHECK(with.at("transport_weight") == 0.1);
@@ -736,8 +733,7 @@ TEST_CASE("train --config reruns a saved configuration bitwise, explicit flags o
   CHECK(nn::read_file(cfg) == nn::read_file((dir / "b" / "config.json").string()));
   const Result over = run("train --config " + cfg + " --steps 30 --no-plots --out " + (dir / "c").string(), dir);
   REQUIRE_MESSAGE(over.code == 0, over.err);
-  std::ifstream f(dir / "c" / "config.json");
-  const nlohmann::json c = nlohmann::json::parse(f);
+  const nlohmann::json c = config_of(dir / "c");
   CHECK(c.at("steps") == 30);
   CHECK(c.at("seed") == 3);
   CHECK(c.at("data") == "moons");

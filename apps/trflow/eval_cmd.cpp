@@ -48,14 +48,7 @@ int run_eval(const EvalOptions& o) {
   const std::string problem = m.meta.contains("train") ? m.meta["train"].value("problem", std::string()) : std::string();
   if (!problem.empty()) {
     const flows::MfgProblem p = flows::mfg_problem(problem, m.flow->dim());
-    const flows::MfgReport mr = flows::mfg_report(*m.flow, p, std::min<std::size_t>(o.n, 20000), o.seed + 1, o.threads);
-    j["problem"] = problem;
-    j["kinetic_energy"] = j["transport"];
-    if (p.has_obstacle) {
-      j["running_cost"] = mr.running;
-      j["inside_obstacle"] = mr.inside_share;
-    }
-    if (mr.l2_uvp) j["l2_uvp"] = *mr.l2_uvp;
+    j.update(flows::mfg_report(*m.flow, p, std::min<std::size_t>(o.n, 20000), o.seed + 1, o.threads).to_json());
   }
   std::cout << j.dump() << std::endl;
   return 0;

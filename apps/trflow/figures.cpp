@@ -17,33 +17,52 @@ namespace fs = std::filesystem;
 namespace trflow {
 namespace {
 
+/// The first two coordinates of n rows of d (n×2 row-major; 0 for a missing second one).
+template <class T>
+std::vector<double> first_two(const T* rows, std::size_t n, std::size_t d) {
+  std::vector<double> xy(2 * n);
+  for (std::size_t i = 0; i < n; ++i) {
+    xy[2 * i] = double(rows[i * d]);
+    xy[2 * i + 1] = d > 1 ? double(rows[i * d + 1]) : 0.0;
+  }
+  return xy;
+}
+
+/// F(x) for the rows of x (in the model's units).
+std::vector<float> push(Model& m, const ad::Array<float>& x, int threads) {
+  std::vector<float> y(x.size());
+  flows::PushOutputs<float> out;
+  out.y = y.data();
+  flows::Inference<float>(*m.flow, threads).forward(x.data(), x.shape()[0], out);
+  return y;
+}
+
+/// per_side² base points on a grid over [−2, 2]² in the first two coordinates (0 in the others).
+ad::Array<float> base_grid(std::size_t per_side, std::size_t d) {
+  ad::Array<float> x({per_side * per_side, d}, 0.0f);
+  for (std::size_t a = 0; a < per_side; ++a)
+    for (std::size_t b = 0; b < per_side; ++b) {
+      x(a * per_side + b, 0) = float(-2.0 + 4.0 * double(a) / double(per_side - 1));
+      if (d > 1) x(a * per_side + b, 1) = float(-2.0 + 4.0 * double(b) / double(per_side - 1));
+    }
+  return x;
+}
+
 /// n model samples in data units, first two coordinates (n×2 row-major).
 std::vector<double> model_samples_2d(Model& m, std::size_t n, ad::Rng& rng, int threads) {
   const std::size_t d = m.flow->dim();
   ad::Array<float> x;
   m.flow->base().sample(n, rng, x);
-  std::vector<float> v(n * d);
-  flows::PushOutputs<float> out;
-  out.y = v.data();
-  flows::Inference<float>(*m.flow, threads).forward(x.data(), n, out);
+  std::vector<float> v = push(m, x, threads);
   if (m.standardization.active()) m.standardization.invert(v.data(), n);
-  std::vector<double> xy(2 * n);
-  for (std::size_t i = 0; i < n; ++i) {
-    xy[2 * i] = v[i * d];
-    xy[2 * i + 1] = d > 1 ? v[i * d + 1] : 0.0;
-  }
-  return xy;
+  return first_two(v.data(), n, d);
 }
 
 std::vector<double> target_samples_2d(flows::Dataset& data, std::size_t n, ad::Rng& rng) {
   const std::size_t d = data.dim();
-  std::vector<double> buf(n * d), xy(2 * n);
+  std::vector<double> buf(n * d);
   data.sample(n, rng, buf.data());
-  for (std::size_t i = 0; i < n; ++i) {
-    xy[2 * i] = buf[i * d];
-    xy[2 * i + 1] = d > 1 ? buf[i * d + 1] : 0.0;
-  }
-  return xy;
+  return first_two(buf.data(), n, d);
 }
 
 /// The model's density on a grid over `lim`: exact log p for d = 2; for d > 2 the
@@ -126,13 +145,7 @@ std::vector<plot::CurvePanel> loss_panels(const fs::path& metrics) {
 
 std::vector<double> grid_trajectories(Model& m, std::size_t per_side, std::size_t* states, std::size_t* points) {
   const std::size_t d = m.flow->dim(), n = per_side * per_side;
-  ad::Array<float> x({n, d}, 0.0f);
-  for (std::size_t a = 0; a < per_side; ++a)
-    for (std::size_t b = 0; b < per_side; ++b) {
-      const double u = -2.0 + 4.0 * double(a) / double(per_side - 1), v = -2.0 + 4.0 * double(b) / double(per_side - 1);
-      x(a * per_side + b, 0) = float(u);
-      if (d > 1) x(a * per_side + b, 1) = float(v);
-    }
+  ad::Array<float> x = base_grid(per_side, d);
   // A mean-field game's population starts from its P0 (the base), not from around the origin.
   if (m.meta.contains("train") && !m.meta["train"].value("problem", std::string()).empty()) {
     ad::Rng rng(11);
@@ -200,7 +213,8 @@ std::vector<std::string> write_all_figures(Model& m, flows::Dataset& data, const
     topt.title = fmt::format("trajectories through {} {} (β = {:g})", states - 1,
                              m.flow->layers_per_time_step() > 1 ? "steps" : "layers", beta);
   }
-  topt.background = std::vector<double>(target.begin(), target.begin() + std::min<std::size_t>(target.size(), 4000));
+  const std::vector<double> background(target.begin(), target.begin() + std::min<std::size_t>(target.size(), 4000));
+  topt.background = background;
   plot::trajectories((out / "trajectories.png").string(), traj, states, points, topt);
   written.push_back((out / "trajectories.png").string());
 
@@ -208,44 +222,24 @@ std::vector<std::string> write_all_figures(Model& m, flows::Dataset& data, const
   // standardized models: standardizing coordinate by coordinate does not keep a map optimal).
   if (data.has_ot_map() && !m.standardization.active()) {
     const std::size_t side = 13, k = side * side, d = m.flow->dim();
-    ad::Array<float> x({k, d}, 0.0f);
-    std::vector<double> xd(k * d, 0.0), tx(k * d);
-    for (std::size_t a = 0; a < side; ++a)
-      for (std::size_t b = 0; b < side; ++b) {
-        const std::size_t i = a * side + b;
-        xd[i * d] = -2.0 + 4.0 * double(a) / double(side - 1);
-        if (d > 1) xd[i * d + 1] = -2.0 + 4.0 * double(b) / double(side - 1);
-        for (std::size_t j = 0; j < std::min<std::size_t>(d, 2); ++j) x(i, j) = float(xd[i * d + j]);
-      }
+    const ad::Array<float> x = base_grid(side, d);
+    const std::vector<double> xd(x.begin(), x.end());  // T* takes double rows
+    std::vector<double> tx(k * d);
     data.ot_map(xd.data(), k, tx.data());
-    std::vector<float> fx(k * d);
-    flows::PushOutputs<float> pushed;
-    pushed.y = fx.data();
-    flows::Inference<float>(*m.flow, threads).forward(x.data(), k, pushed);
+    const std::vector<float> fx = push(m, x, threads);
     // L2-UVP on many base draws, for the title (the grid alone is not a sample of the base).
     const std::size_t ns = 4000;
     ad::Array<float> xs;
     m.flow->base().sample(ns, rng, xs);
-    std::vector<float> fs_(ns * d);
-    flows::PushOutputs<float> pushed_s;
-    pushed_s.y = fs_.data();
-    flows::Inference<float>(*m.flow, threads).forward(xs.data(), ns, pushed_s);
     std::vector<double> rows(ns * d);
     data.sample(ns, rng, rows.data());
-    const double variance = flows::total_variance(data, rows.data(), ns);
-    const flows::OtScores sc = flows::ot_scores(data, xs, fs_.data(), variance);
-    std::vector<double> base2(2 * k), model2(2 * k), ref2(2 * k);
-    for (std::size_t i = 0; i < k; ++i)
-      for (std::size_t j = 0; j < 2; ++j) {
-        base2[2 * i + j] = j < d ? xd[i * d + j] : 0.0;
-        model2[2 * i + j] = j < d ? double(fx[i * d + j]) : 0.0;
-        ref2[2 * i + j] = j < d ? tx[i * d + j] : 0.0;
-      }
+    const flows::OtScores sc =
+        flows::ot_scores(data, xs, push(m, xs, threads).data(), flows::total_variance(data, rows.data(), ns));
     const std::string title = fmt::format("F against T*{}: L2-UVP {:.2g} %, cos {:.3f}",
                                           d > 2 ? " (x1, x2)" : "", sc.l2_uvp.value_or(NAN), sc.ot_cos.value_or(NAN));
-    plot::map_compare((out / "ot_map.png").string(), base2, model2, ref2, title, "learned map F(x)",
-                      "optimal-transport map T*(x)",
-                      std::vector<double>(target.begin(), target.begin() + std::min<std::size_t>(target.size(), 4000)));
+    plot::map_compare((out / "ot_map.png").string(), first_two(x.data(), k, d), first_two(fx.data(), k, d),
+                      first_two(tx.data(), k, d), title, "learned map F(x)",
+                      "optimal-transport map T*(x)", background);
     written.push_back((out / "ot_map.png").string());
   }
 

@@ -40,6 +40,12 @@ bool given(const TrainOptions& o, const std::string& flag) {
   return std::find(o.explicit_flags.begin(), o.explicit_flags.end(), flag) != o.explicit_flags.end();
 }
 
+/// field = value unless `flag` was given on the command line (a preset's or a subcommand's default).
+template <class F, class V>
+void default_to(const TrainOptions& o, const char* flag, F& field, V value) {
+  if (!given(o, flag)) field = value;
+}
+
 void validate(const TrainOptions& o) {
   if (o.transport_schedule != "constant" && o.transport_weight == 0.0)
     throw UsageError(fmt::format("--transport-schedule {} decays β from --transport-weight, which is 0", o.transport_schedule));
@@ -67,9 +73,7 @@ void validate(const TrainOptions& o) {
 void apply_preset(TrainOptions& o) {
   if (o.preset == "none") return;
   if (o.preset != "ot") throw UsageError(fmt::format("--preset: expected none or ot, got '{}'", o.preset));
-  auto set = [&](const char* flag, auto& field, auto value) {
-    if (!given(o, flag)) field = value;
-  };
+  auto set = [&](const char* flag, auto& field, auto value) { default_to(o, flag, field, value); };
   set("--structure", o.structure, std::string("steps"));
   set("--layers", o.layers, std::size_t(6));
   set("--transport-weight", o.transport_weight, 0.1);
@@ -403,9 +407,7 @@ int run_mfg(const TrainOptions& cli) {
     throw UsageError(fmt::format("--cost-weight: the {} problem has no running cost", o.problem));
   o.data = problem.target;
   // The paper's structure and terminal term, unless given (docs/mfg.md).
-  auto set = [&](const char* flag, auto& field, auto value) {
-    if (!given(o, flag)) field = value;
-  };
+  auto set = [&](const char* flag, auto& field, auto value) { default_to(o, flag, field, value); };
   set("--structure", o.structure, std::string("steps"));
   set("--layers", o.layers, std::size_t(4));
   // λ_L decays from 0.1 to 0.01 by a cosine: the kinetic energy picks the straight paths early,
@@ -747,14 +749,7 @@ int run_train(const TrainOptions& cli) {
   }
   result["stopped_early"] = stopped_early;
   if (problem) {  // the mean-field game's own terms
-    const flows::MfgReport mr = flows::mfg_report(*flow, *problem, 4000, o.seed + 1100, o.threads);
-    result["problem"] = problem->name;
-    result["kinetic_energy"] = result["transport"];
-    if (problem->has_obstacle) {
-      result["running_cost"] = mr.running;
-      result["inside_obstacle"] = mr.inside_share;
-    }
-    if (mr.l2_uvp) result["l2_uvp"] = *mr.l2_uvp;
+    result.update(flows::mfg_report(*flow, *problem, 4000, o.seed + 1100, o.threads).to_json());
   }
 
   nn::write_file_atomic((out / "result.json").string(), result.dump(2) + "\n");

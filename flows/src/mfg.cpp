@@ -51,7 +51,8 @@ template <class T>
 Var<T> obstacle_cost(const std::vector<Var<T>>& traj, const Obstacle& q) {
   if (traj.empty()) throw std::invalid_argument("obstacle_cost: no states");
   if (traj[0].cols() < 2) throw std::invalid_argument("obstacle_cost: the states need at least two coordinates");
-  const std::vector<double> w = simpson_weights(traj.size());
+  static thread_local std::vector<double> w;  // computed once per trajectory length: no allocation per step
+  if (w.size() != traj.size()) w = simpson_weights(traj.size());
   Tape<T>& tape = *traj[0].tape;
   const T shift[2] = {T(-q.cx), T(-q.cy)}, inv_sd[2] = {T(1.0 / std::sqrt(q.vx)), T(1.0 / std::sqrt(q.vy))};
   const Var<T> c = tape.constant(shift, 1, 2), s = tape.constant(inv_sd, 1, 2);
@@ -146,9 +147,18 @@ MfgReport mfg_report(Flow<T>& flow, const MfgProblem& problem, std::size_t n, st
   out.states = states.data();
   Inference<T>(flow, threads).forward(x.data(), n, out);
   MfgReport r;
+  r.problem = problem.name;
+  double path = 0;
+  for (std::size_t s = 0; s + 1 < S; ++s)
+    for (std::size_t k = 0; k < n * d; ++k) {
+      const double step = double(states[(s + 1) * n * d + k]) - double(states[s * n * d + k]);
+      path += step * step;
+    }
+  r.kinetic_energy = double(S - 1) * path / double(n);
   if (problem.has_obstacle) {
     const std::vector<double> w = simpson_weights(S);
     std::size_t inside = 0;
+    double running = 0;
     for (std::size_t s = 0; s < S; ++s) {
       double sum = 0;
       for (std::size_t i = 0; i < n; ++i) {
@@ -156,8 +166,9 @@ MfgReport mfg_report(Flow<T>& flow, const MfgProblem& problem, std::size_t n, st
         sum += problem.obstacle.cost(double(p[0]), double(p[1]));
         inside += problem.obstacle.inside(double(p[0]), double(p[1]));
       }
-      r.running += w[s] * sum / double(n);
+      running += w[s] * sum / double(n);
     }
+    r.running = running;
     r.inside_share = double(inside) / double(S * n);
   }
   if (problem.name == "crowd") {
@@ -170,6 +181,14 @@ MfgReport mfg_report(Flow<T>& flow, const MfgProblem& problem, std::size_t n, st
     r.l2_uvp = 100.0 * err / double(n) / (problem.p0_var * double(d));
   }
   return r;
+}
+
+nlohmann::json MfgReport::to_json() const {
+  nlohmann::json j = {{"problem", problem}, {"kinetic_energy", kinetic_energy}};
+  if (running) j["running_cost"] = *running;
+  if (inside_share) j["inside_obstacle"] = *inside_share;
+  if (l2_uvp) j["l2_uvp"] = *l2_uvp;
+  return j;
 }
 
 template MfgReport mfg_report<float>(Flow<float>&, const MfgProblem&, std::size_t, std::uint64_t, int);

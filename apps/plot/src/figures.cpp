@@ -598,17 +598,21 @@ FigureInfo map_compare(const std::string& path, const std::vector<double>& xy_ba
   const auto finite = [](const std::vector<double>& v, std::size_t i) {
     return std::isfinite(v[2 * i]) && std::isfinite(v[2 * i + 1]);
   };
+  // One stroke of the n segments base[i] → end[i] (finite ends only).
+  const auto segments = [&](const std::vector<double>& end, double width, Rgb color, double alpha) {
+    cairo_set_line_width(cr, width);
+    detail::set_color(cr, color, alpha);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (!finite(xy_base, i) || !finite(end, i)) continue;
+      cairo_move_to(cr, ax.px(xy_base[2 * i]), ax.py(xy_base[2 * i + 1]));
+      cairo_line_to(cr, ax.px(end[2 * i]), ax.py(end[2 * i + 1]));
+    }
+    cairo_stroke(cr);
+  };
   ax.clip();
   cairo_set_line_cap(cr, CAIRO_LINE_CAP_ROUND);
   // The reference: a wide, light stroke, so the learned map's thin line shows on top of it.
-  cairo_set_line_width(cr, 3.2);
-  detail::set_color(cr, ref_color, 0.35);
-  for (std::size_t i = 0; i < n; ++i) {
-    if (!finite(xy_base, i) || !finite(xy_ref, i)) continue;
-    cairo_move_to(cr, ax.px(xy_base[2 * i]), ax.py(xy_base[2 * i + 1]));
-    cairo_line_to(cr, ax.px(xy_ref[2 * i]), ax.py(xy_ref[2 * i + 1]));
-  }
-  cairo_stroke(cr);
+  segments(xy_ref, 3.2, ref_color, 0.35);
   cairo_set_line_width(cr, 1.6);
   detail::set_color(cr, ref_color, 0.9);
   for (std::size_t i = 0; i < n; ++i) {
@@ -617,14 +621,7 @@ FigureInfo map_compare(const std::string& path, const std::vector<double>& xy_ba
     cairo_arc(cr, ax.px(xy_ref[2 * i]), ax.py(xy_ref[2 * i + 1]), 3.6, 0.0, 2.0 * kPi);
   }
   cairo_stroke(cr);
-  cairo_set_line_width(cr, 1.0);
-  detail::set_color(cr, model_color, 0.85);
-  for (std::size_t i = 0; i < n; ++i) {
-    if (!finite(xy_base, i) || !finite(xy_model, i)) continue;
-    cairo_move_to(cr, ax.px(xy_base[2 * i]), ax.py(xy_base[2 * i + 1]));
-    cairo_line_to(cr, ax.px(xy_model[2 * i]), ax.py(xy_model[2 * i + 1]));
-  }
-  cairo_stroke(cr);
+  segments(xy_model, 1.0, model_color, 0.85);
   ax.unclip();
   const double r = n <= 400 ? 2.0 : 1.4;
   detail::draw_dots(ax, xy_base.data(), n, r, style::kStart, 0.9);

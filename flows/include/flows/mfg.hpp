@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "flows/datasets.hpp"
 #include "flows/flow.hpp"
 
@@ -71,9 +73,14 @@ template <class T> class Flow;
 
 /// What `eval` adds for a mean-field-game model, from n draws x ~ P0 pushed through F.
 struct MfgReport {
-  double running = 0;            ///< F_P (without λ_F); 0 without an obstacle
-  double inside_share = 0;       ///< share of the trajectories' states inside the obstacle's one-sigma ellipse
+  std::string problem;
+  double kinetic_energy = 0;     ///< L = K · E Σ_k ‖s_{k+1} − s_k‖² over the time steps (flows' T)
+  std::optional<double> running;       ///< F_P (without λ_F), for a problem with an obstacle
+  std::optional<double> inside_share;  ///< share of the trajectories' states inside the obstacle's one-sigma ellipse
   std::optional<double> l2_uvp;  ///< crowd: 100 · E‖F(x) − (x − 6e₂)‖² / Var(P1), against the straight translation
+  /// {"problem", "kinetic_energy", "running_cost", "inside_obstacle", "l2_uvp"} (those measured),
+  /// the keys result.json and eval add for a mean-field-game model.
+  nlohmann::json to_json() const;
 };
 
 template <class T>
