@@ -3,9 +3,13 @@
 # Extra arguments go to CMake, e.g. -DTRFLOW_NATIVE=OFF for a portable build.
 # One line per stage; the full logs are BUILD_DIR/configure.log and BUILD_DIR/build.log,
 # printed only when a stage fails. VERBOSE=1 shows everything as it happens.
+# CXX=clang++ (with CC=clang) builds with clang 14, installing it if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
+case "${CXX:-}" in
+  clang*) scripts/install-deps.sh --clang ;;
+  *) scripts/install-deps.sh ;;
+esac
 BUILD_DIR=${BUILD_DIR:-build}
 # WERROR=1 (CI's Release build): warnings are errors.
 werror=(-DTRFLOW_WERROR=OFF)

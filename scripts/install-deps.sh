@@ -9,13 +9,14 @@ packages=(
   doctest-dev libfmt-dev libcli11-dev nlohmann-json3-dev libcairo2-dev
 )
 # Optional extras: `install-deps.sh --bench` adds Google Benchmark and PyTorch,
-# `--fuzz` adds clang's libFuzzer runtime.
+# `--clang` adds clang 14 (CI's second compiler), `--fuzz` clang with its libFuzzer runtime.
 for arg in "$@"; do
   case "$arg" in
     --bench) packages+=(libbenchmark-dev python3-torch python3-numpy) ;;
+    --clang) packages+=(clang) ;;
     --fuzz)  packages+=(clang libclang-rt-14-dev) ;;
     --sanitize) packages+=(libclang-rt-14-dev) ;;
-    *) echo "install-deps.sh: unknown option '$arg' (expected --bench, --fuzz or --sanitize)" >&2; exit 2 ;;
+    *) echo "install-deps.sh: unknown option '$arg' (expected --bench, --clang, --fuzz or --sanitize)" >&2; exit 2 ;;
   esac
 done
 

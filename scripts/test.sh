@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs the whole doctest suite through ctest.
-# SANITIZE=1 builds in build-asan/ with AddressSanitizer + UndefinedBehaviorSanitizer.
+# SANITIZE=1 builds in build-asan/ with AddressSanitizer + UndefinedBehaviorSanitizer;
+# CLANG=1 builds in build-clang/ with clang 14 instead of GCC.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${SANITIZE:-0}" = 1 ]; then
@@ -9,6 +10,9 @@ if [ "${SANITIZE:-0}" = 1 ]; then
     "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG"
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
   dir=build-asan
+elif [ "${CLANG:-0}" = 1 ]; then
+  CC=clang CXX=clang++ BUILD_DIR=build-clang scripts/build.sh
+  dir=build-clang
 else
   scripts/build.sh
   dir=build

@@ -436,7 +436,8 @@ TEST_CASE("a run killed with SIGKILL and resumed ends with the same parameters a
 }
 
 TEST_CASE("SIGINT and SIGTERM save a checkpoint and exit with 130 and 143, and --resume finishes the run") {
-  for (const auto& [sig, code] : {std::pair<int, int>{SIGINT, 130}, {SIGTERM, 143}}) {
+  for (const auto& sig_code : {std::pair<int, int>{SIGINT, 130}, {SIGTERM, 143}}) {
+    const int sig = sig_code.first, code = sig_code.second;
     CAPTURE(sig);
     const fs::path dir = temp_dir("signal" + std::to_string(sig));
     const fs::path m = dir / "m";

@@ -614,7 +614,8 @@ TEST_CASE("op table: float64 gradients match central differences (rtol 1e-6), 4�
 TEST_CASE("op table: float64 gradients match central differences (rtol 1e-6), 5×33") { gradcheck_table(5, 33); }
 
 TEST_CASE("op table: float64 forward values equal independent reference formulas") {
-  for (const auto& [m, n] : kShapes) {
+  for (const auto& shape : kShapes) {
+    const std::size_t m = shape.first, n = shape.second;  // (not a structured binding: clang 14 cannot capture those)
     const Dims d = make_dims(m, n);
     Rng rng(2000 + 97 * m + n);
     for (const Entry& e : table()) {
@@ -636,7 +637,8 @@ TEST_CASE("op table: float64 forward values equal independent reference formulas
 
 TEST_CASE("op table: float32 forward values and gradients agree with float64") {
   double worst_value = 0, worst_grad = 0;
-  for (const auto& [m, n] : kShapes) {
+  for (const auto& shape : kShapes) {
+    const std::size_t m = shape.first, n = shape.second;  // (not a structured binding: clang 14 cannot capture those)
     const Dims d = make_dims(m, n);
     Rng rng(3000 + 97 * m + n);
     for (const Entry& e : table()) {
@@ -682,7 +684,8 @@ TEST_CASE("op table: every VJP adds to an input's adjoint instead of overwriting
   // the reverse pass reaches it first and x_k's adjoint already holds V_k when
   // the op's VJP runs. The gradient must then be V_k + Jᵀ U, with Jᵀ U from a
   // plain seeded pass.
-  for (const auto& [m, n] : kShapes) {
+  for (const auto& shape : kShapes) {
+    const std::size_t m = shape.first, n = shape.second;  // (not a structured binding: clang 14 cannot capture those)
     const Dims d = make_dims(m, n);
     Rng rng(4000 + 97 * m + n);
     for (const Entry& e : table()) {
@@ -1212,7 +1215,9 @@ TEST_CASE("an op with one input twice: the first write assigns, the second adds 
       {"scatter_cols(x, x, perm)", [&perm](Var<double> x) { return ad::scatter_cols(x, x, perm); }},
       {"concat_cols(x, x)", [](Var<double> x) { return ad::concat_cols(x, x); }},
   };
-  for (const auto& [name, f] : fs) {
+  for (const auto& named : fs) {
+    const std::string& name = named.first;
+    const auto& f = named.second;
     INFO(name);
     // the gradient against central differences (one pass on a fresh tape)
     const ad::GradcheckResult r =

@@ -115,7 +115,9 @@ std::vector<double> jacobian_fd(const std::function<Array<double>(const Array<do
 }  // namespace
 
 TEST_CASE("every layer kind inverts its forward map within 1e-5 (float32), d = 1, 2, 3, 7, 64") {
-  for (auto& [name, make] : layer_kinds<float>()) {
+  for (auto& kind : layer_kinds<float>()) {
+    const char* name = kind.first;
+    auto& make = kind.second;
     for (std::size_t d : {1, 2, 3, 7, 64}) {
       CAPTURE(name);
       CAPTURE(d);
@@ -166,7 +168,9 @@ TEST_CASE("whole flows invert within 1e-5 (float32), d = 1, 2, 3, 7, 64") {
 }
 
 TEST_CASE("each layer's log-determinant equals log|det J| of its finite-difference Jacobian (float64, d ≤ 6)") {
-  for (auto& [name, make] : layer_kinds<double>()) {
+  for (auto& kind : layer_kinds<double>()) {
+    const char* name = kind.first;
+    auto& make = kind.second;
     for (std::size_t d : {1, 2, 3, 6}) {
       CAPTURE(name);
       CAPTURE(d);
