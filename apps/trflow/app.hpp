@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "flows/distributed.hpp"
+
 namespace trflow {
 
 /// A bad flag value or a conflict between flags: exit code 2.
@@ -129,6 +131,9 @@ int run_compare(const CompareOptions& o);
 /// single-threaded inside each of them.
 void set_threads(int n);
 /// "trflow 0.1.0 (xsimd avx512bw: 16 float lanes, …)"
+/// The ranks this process trains with (mpirun), or nullptr for one process; set once by main.
+flows::Communicator* world();
+void set_world(flows::Communicator* comm);
 std::string version_text();
 
 }  // namespace trflow

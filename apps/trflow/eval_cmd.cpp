@@ -18,10 +18,18 @@ namespace trflow {
 
 void set_threads(int /*n*/) { openblas_set_num_threads(1); }
 
+namespace {
+flows::Communicator* g_world = nullptr;
+}
+flows::Communicator* world() { return g_world; }
+void set_world(flows::Communicator* comm) { g_world = comm; }
+
 std::string version_text() {
   const ad::SimdInfo s = ad::simd_info();
-  return fmt::format("trflow 0.1.0 (xsimd {}: {} float / {} double lanes{})", s.arch, s.float_lanes, s.double_lanes,
-                     ad::simd_supported_by_cpu() ? "" : "; NOT supported by this CPU");
+  return fmt::format("trflow 0.1.0 (xsimd {}: {} float / {} double lanes{}; {})", s.arch, s.float_lanes, s.double_lanes,
+                     ad::simd_supported_by_cpu() ? "" : "; NOT supported by this CPU",
+                     flows::mpi_available() ? "MPI: " + flows::mpi_library() + ", mpirun -np N trflow train … splits each batch"
+                                            : "no MPI: one process");
 }
 
 namespace {

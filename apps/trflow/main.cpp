@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <limits>
 #include <new>
@@ -173,7 +174,34 @@ void add_train_options(CLI::App& c, trflow::TrainOptions& o) {
 
 }  // namespace
 
+int run(int argc, char** argv, flows::Communicator* comm);
+
 int main(int argc, char** argv) {
+  // Under mpirun: MPI starts here (a plain run never touches it).
+  flows::Communicator* comm = nullptr;
+  try {
+    comm = flows::mpi_world(&argc, &argv);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "trflow: {}\n", e.what());
+    return 2;
+  }
+  trflow::set_world(comm);
+  const int code = run(argc, argv, comm);
+  // A rank that fails must not wait in MPI_Finalize for the others (they may be waiting in an
+  // allreduce for it): it exits at once, and mpirun ends the job with its exit code.
+  if (comm && comm->size() > 1 && code != 0) {
+    std::fflush(stderr);
+    std::fflush(stdout);
+    std::_Exit(code);
+  }
+  return code;
+}
+
+int run(int argc, char** argv, flows::Communicator* comm) {
+  // With several ranks, a usage error (the same on every rank) is printed by rank 0 alone;
+  // other errors are printed by the rank that met them, named.
+  const bool several = comm && comm->size() > 1;
+  const std::string who = several && comm->rank() > 0 ? fmt::format("trflow (rank {})", comm->rank()) : "trflow";
   CLI::App app{"trflow: transport-regularized normalizing flows"};
   app.require_subcommand(1);
   app.set_version_flag("--version", trflow::version_text());
@@ -252,7 +280,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    app.exit(e);
+    if (!several || comm->rank() == 0) app.exit(e);
     return 2;
   }
 
@@ -263,6 +291,9 @@ int main(int argc, char** argv) {
       if (opt->count() > 0) compare.train.explicit_flags.push_back(opt->get_name());
     for (auto* opt : mfg_cmd->get_options())
       if (opt->count() > 0) mfg.explicit_flags.push_back(opt->get_name());
+    if (several && !*mfg_cmd && !*train_cmd)
+      throw trflow::UsageError(fmt::format("only train and mfg run under mpirun ({} ranks); run '{}' as one process",
+                                           comm->size(), argv[1]));
     if (*mfg_cmd) return trflow::run_mfg(mfg);
     if (*train_cmd) return trflow::run_train(train);
     if (*eval_cmd) return trflow::run_eval(eval);
@@ -273,14 +304,14 @@ int main(int argc, char** argv) {
       return trflow::run_compare(compare);
     }
   } catch (const trflow::UsageError& e) {
-    fmt::print(stderr, "trflow: {}\n", e.what());
+    if (!several || comm->rank() == 0) fmt::print(stderr, "trflow: {}\n", e.what());
     return 2;
   } catch (const std::bad_alloc&) {
-    fmt::print(stderr, "trflow: out of memory while running '{}' (an allocation failed); lower --batch, --hidden, "
-                       "--layers or --n\n", argv[1]);
+    fmt::print(stderr, "{}: out of memory while running '{}' (an allocation failed); lower --batch, --hidden, "
+                       "--layers or --n\n", who, argv[1]);
     return 1;
   } catch (const std::exception& e) {
-    fmt::print(stderr, "trflow: error: {}\n", e.what());
+    fmt::print(stderr, "{}: error: {}\n", who, e.what());
     return 1;
   }
   return 2;

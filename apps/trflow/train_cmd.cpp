@@ -424,7 +424,13 @@ int run_mfg(const TrainOptions& cli) {
   return run_train(o);
 }
 
-int run_train(const TrainOptions& cli) {
+int run_train(const TrainOptions& cli_options) {
+  // Under mpirun every rank trains (its block of each batch's rows); rank 0 alone writes files
+  // and prints (docs/scaling.md).
+  flows::Communicator* const comm = world();
+  const bool writer = !comm || comm->rank() == 0;
+  TrainOptions cli = cli_options;
+  if (!writer) cli.quiet = true, cli.print_result = false;
   if (cli.out.empty()) throw UsageError("--out: expected a directory, got an empty path");
   const fs::path out = cli.out;
   const fs::path checkpoint = out / "checkpoint.npz";
@@ -538,9 +544,9 @@ int run_train(const TrainOptions& cli) {
     }
   }
   // One writer per directory; then what killed writers left behind can go.
-  const RunDirLock lock(out);
-  remove_stale_temporaries(out);
-  if (!cli.resume) {
+  std::optional<RunDirLock> lock;
+  if (writer) lock.emplace(out), remove_stale_temporaries(out);
+  if (!cli.resume && writer) {
     const std::vector<std::string> other = run_files_in(out);
     if (!other.empty() && !cli.force)
       throw UsageError(fmt::format("--out {} holds another run ({}); continue it with --resume, choose another --out, "
@@ -559,6 +565,8 @@ int run_train(const TrainOptions& cli) {
   auto flow = cli.resume ? flows::Flow<float>::from_config(flows::read_architecture(checkpoint.string()).at("flow"))
                          : build_flow(o, data->dim());
   flows::TrainConfig config = train_config(o);
+  config.comm = comm;
+  config.interrupt = &g_interrupted;
   if (o.loss == "jeffreys") config.reverse_kl = o.kl_weight;
   if (problem && problem->has_obstacle && o.cost_weight > 0) {
     config.running = o.cost_weight;
@@ -600,7 +608,7 @@ int run_train(const TrainOptions& cli) {
     double variance = 0;
   };
   std::unique_ptr<OtProbe> ot;
-  if (validation && data->has_ot_map()) {
+  if (validation && data->has_ot_map() && writer) {
     ot = std::make_unique<OtProbe>(*flow, o.threads);
     ad::Rng rng(o.seed + 37);
     flow->base().sample(2000, rng, ot->x);
@@ -610,16 +618,24 @@ int run_train(const TrainOptions& cli) {
 
   const nlohmann::json meta = {
       {"data", o.data}, {"standardization", stdz.to_json()}, {"train", options_json(o)}};
-  nn::write_file_atomic((out / "config.json").string(), options_json(o).dump(2) + "\n");
   const fs::path metrics_path = out / "metrics.jsonl";
-  if (cli.resume) truncate_metrics(metrics_path, trainer.steps_done());
-  std::ofstream metrics(metrics_path, cli.resume ? std::ios::app : std::ios::trunc);
-  if (!metrics) throw DataError(fmt::format("cannot write {}", metrics_path.string()));
+  std::ofstream metrics;  // rank 0's; the other ranks' stays closed and ignores what is written to it
+  if (writer) {
+    nn::write_file_atomic((out / "config.json").string(), options_json(o).dump(2) + "\n");
+    if (cli.resume) truncate_metrics(metrics_path, trainer.steps_done());
+    metrics.open(metrics_path, cli.resume ? std::ios::app : std::ios::trunc);
+    if (!metrics) throw DataError(fmt::format("cannot write {}", metrics_path.string()));
+  }
+  // Checkpoints: rank 0's (every rank holds the same state).
+  auto save = [&] {
+    if (writer) flows::save_checkpoint(checkpoint.string(), *flow, trainer, meta, validation.get());
+  };
 
   if (!cli.quiet)
-    fmt::print(stderr, "trflow: training on {} (d = {}), {} layers, {} parameters, {} steps{} → {}\n", o.data, data->dim(),
-               flow->num_layers(), flow->parameter_count(), o.steps,
-               cli.resume ? fmt::format(" (resuming at step {})", trainer.steps_done()) : "", out.string());
+    fmt::print(stderr, "trflow: training on {} (d = {}), {} layers, {} parameters, {} steps{}{} → {}\n", o.data,
+               data->dim(), flow->num_layers(), flow->parameter_count(), o.steps,
+               cli.resume ? fmt::format(" (resuming at step {})", trainer.steps_done()) : "",
+               comm ? fmt::format(", {} ranks × {} threads", comm->size(), trainer.threads()) : "", out.string());
 
   // Ctrl-C (SIGINT) and schedulers' and timeout(1)'s SIGTERM both save a checkpoint and stop:
   // exit 130 and 143 (128 + the signal), as a shell reports a process killed by them.
@@ -630,7 +646,7 @@ int run_train(const TrainOptions& cli) {
     std::signal(SIGINT, previous);
     std::signal(SIGTERM, previous_term);
   };
-  Progress progress(o.steps, trainer.steps_done(), stderr_is_terminal());
+  Progress progress(o.steps, trainer.steps_done(), stderr_is_terminal() && writer);
   flows::StepReport last;
   bool stopped_early = false;
   const std::int64_t first_step = trainer.steps_done();
@@ -645,11 +661,13 @@ int run_train(const TrainOptions& cli) {
   }
   try {
     while (trainer.steps_done() < o.steps) {
-      if (const int sig = g_interrupted.load()) {
+      // Several ranks stop at the step they all agreed on (StepReport::signal), never mid-allreduce.
+      if (const int sig = comm ? last.signal : g_interrupted.load()) {
         progress.finish();
-        flows::save_checkpoint(checkpoint.string(), *flow, trainer, meta, validation.get());
+        save();
         metrics.flush();
-        fmt::print(stderr, "trflow: {} at step {}; checkpoint saved to {} (continue with --resume)\n",
+        if (writer)
+          fmt::print(stderr, "trflow: {} at step {}; checkpoint saved to {} (continue with --resume)\n",
                    sig == SIGTERM ? "terminated (SIGTERM)" : "interrupted", trainer.steps_done(), checkpoint.string());
         restore_signals();
         return 128 + sig;
@@ -688,7 +706,8 @@ int run_train(const TrainOptions& cli) {
           double(trainer.skipped()) > kSkipLimit * double(trainer.steps_done())) {
         progress.finish();
         restore_signals();
-        fmt::print(stderr,
+        if (writer)
+          fmt::print(stderr,
                    "trflow: stopping at step {}: {} of the {} batches so far were skipped for a non-finite loss or "
                    "gradient (--skip-nonfinite stops above {:.0f} %); lower --lr (now {:g}), set --clip-norm, or check "
                    "the data\n",
@@ -706,12 +725,12 @@ int run_train(const TrainOptions& cli) {
         stopped_early = true;
         break;
       }
-      if (last.step % o.checkpoint_every == 0 && last.step != o.steps)
-        flows::save_checkpoint(checkpoint.string(), *flow, trainer, meta, validation.get());
+      if (last.step % o.checkpoint_every == 0 && last.step != o.steps) save();
     }
   } catch (const flows::DivergenceError& e) {
     progress.finish();
     restore_signals();
+    if (!writer) return 1;
     fmt::print(stderr, "trflow: {}\n", e.what());
     if (magnitude > 1e6)
       fmt::print(stderr, "trflow: the data reach |x| = {:.3g}: rerun with --standardize (a lower --lr will not help)\n",
@@ -722,13 +741,14 @@ int run_train(const TrainOptions& cli) {
   }
   restore_signals();
   progress.finish();
+  if (!writer) return 0;  // rank 0 saves, evaluates and draws
   if (trainer.skipped() > 0)
     fmt::print(stderr, "trflow: skipped {} of {} batches (a non-finite loss or gradient)\n", trainer.skipped(),
                trainer.steps_done());
   const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const double rate = train_seconds > 0 ? double(trainer.steps_done() - first_step) / train_seconds : 0.0;
 
-  flows::save_checkpoint(checkpoint.string(), *flow, trainer, meta, validation.get());  // the last state
+  save();  // the last state
   if (validation) validation->use_best();  // model.npz: the parameters with the best validation NLL
   flows::save_model((out / "model.npz").string(), *flow, meta);
 
@@ -740,6 +760,7 @@ int run_train(const TrainOptions& cli) {
   result["skipped_batches"] = trainer.skipped();
   result["final_loss"] = last.loss;
   result["steps_per_s"] = rate;
+  if (comm) result["ranks"] = comm->size();
   result["out"] = out.string();
   result["parameters"] = flow->parameter_count();
   if (validation && validation->has_best()) {

@@ -1,6 +1,8 @@
 #include "flows/train.hpp"
 
+#include <chrono>
 #include <cmath>
+#include <csignal>
 
 #include <fmt/format.h>
 
@@ -44,23 +46,41 @@ void sample_batch(Dataset& data, std::size_t n, ad::Rng& rng, std::vector<double
   std::copy(buffer.begin(), buffer.end(), out.data());
 }
 
+namespace {
+/// This rank's rows of a batch of n: all of them in one process.
+std::pair<std::size_t, std::size_t> rank_rows(std::size_t n, const Communicator* comm) {
+  return comm ? lane_rows(n, comm->rank(), comm->size()) : std::pair<std::size_t, std::size_t>{0, n};
+}
+/// The values after the gradients in the allreduce buffer: the loss terms (each a sum of
+/// row shares), then per term the number of ranks on which it was not finite, then the signal.
+enum Scalar { kLoss, kNll, kTransport, kMapCost, kReverseKl, kRunning, kBadNll, kBadTransport, kBadReverseKl,
+              kBadRunning, kSignal, kScalars };
+const char* const kBadNames[] = {"NLL", "transport", "reverse KL", "running cost"};
+}  // namespace
+
 template <class T>
 Trainer<T>::Trainer(Flow<T>& flow, Dataset& data, const TrainConfig& cfg)
     : flow_(flow), data_(data), cfg_(cfg), optimizer_(flow.parameters(), cfg.lr, 0.9, 0.999, 1e-8, cfg.weight_decay,
                                                       /*decoupled=*/cfg.weight_decay != 0.0),
-      rng_(cfg.seed), team_(useful_lanes(cfg.batch, cfg.threads)) {
+      rng_(cfg.seed),
+      team_(useful_lanes(rank_rows(cfg.batch, cfg.comm).second - rank_rows(cfg.batch, cfg.comm).first, cfg.threads)) {
   if (data.dim() != flow.dim())
     throw std::invalid_argument(fmt::format("the data have {} dimensions but the model has {}", data.dim(), flow.dim()));
   if (cfg.batch == 0) throw std::invalid_argument("the batch size must be positive");
   if (cfg.threads < 1) throw std::invalid_argument("the number of threads must be positive");
+  if (cfg.comm && cfg.batch < std::size_t(cfg.comm->size()))
+    throw std::invalid_argument(fmt::format("a batch of {} rows cannot be split across {} ranks", cfg.batch, cfg.comm->size()));
+  // This rank's rows of every batch, split across its threads (lane 0 first).
+  const auto [mine, mine_end] = rank_rows(cfg.batch, cfg.comm);
   for (int k = 0; k < team_.lanes(); ++k) {
     Lane& lane = *lanes_.emplace_back(std::make_unique<Lane>());
-    const auto [first, last] = lane_rows(cfg.batch, k, team_.lanes());
-    lane.first = first;
+    const auto [first, last] = lane_rows(mine_end - mine, k, team_.lanes());
+    lane.first = mine + first;
     lane.rows = last - first;
     lane.seed.data()[0] = T(double(lane.rows) / double(cfg.batch));
-    // Lane 0 accumulates into Parameter::grad while the others run; they add theirs after.
-    lane.tape.set_param_grads_on_tape(k > 0);
+    // The batch's first lane accumulates into Parameter::grad while the others run; they add
+    // theirs after (so rank r's lanes compute what lanes of one process with all rows would).
+    lane.tape.set_param_grads_on_tape(lane.first > 0);
     lane.tape.set_release_adjoints(true);  // only parameter gradients are read after backward
   }
   lr_schedule_.kind = cfg.lr_schedule;
@@ -68,6 +88,12 @@ Trainer<T>::Trainer(Flow<T>& flow, Dataset& data, const TrainConfig& cfg)
   lr_schedule_.warmup = cfg.warmup;
   lr_schedule_.total = cfg.steps;
   lr_schedule_.lr_min = cfg.lr_min;
+  for (const auto* p : optimizer_.params()) scratch_.emplace_back(p->grad);
+  if (cfg.comm) {
+    std::size_t n = 0;
+    for (const auto* p : optimizer_.params()) n += p->grad.size();
+    reduce_.assign(n + kScalars, T(0));
+  }
   // Data-dependent initialization (a no-op for layers that have none or are initialized).
   // A data file's rows all take part (up to 100 000), so a Gaussian start is the maximum-likelihood
   // Gaussian of the training rows; a generator gives a batch of at least 256 draws.
@@ -148,8 +174,12 @@ StepReport Trainer<T>::step(bool measure_transport) {
     if (lane.terms.running.tape) r.running += share * lane.terms.running.item();
     if (lane.bad && !bad) bad = lane.bad;
   }
+  if (!bad)
+    for (const auto& lane : lanes_)
+      if (lane->first > 0) add_lane_grads(*lane);
+  r.signal = cfg_.interrupt ? cfg_.interrupt->load() : 0;
+  if (cfg_.comm) bad = allreduce(r, bad);
   if (!bad) {
-    for (std::size_t k = 1; k < lanes_.size(); ++k) lanes_[k]->tape.accumulate_param_grads();
     r.grad_norm = cfg_.clip_norm > 0 ? nn::clip_grad_norm(optimizer_.params(), cfg_.clip_norm)
                                      : nn::grad_norm(optimizer_.params());
     if (!std::isfinite(r.grad_norm)) bad = "gradient";
@@ -171,6 +201,60 @@ StepReport Trainer<T>::step(bool measure_transport) {
   }
   optimizer_.step();
   return r;
+}
+
+template <class T>
+void Trainer<T>::add_lane_grads(Lane& lane) {
+  // The lane's own sum first (into zeroed scratch swapped in for Parameter::grad), then one
+  // add per parameter: the gradient is (lane 0's + lane 1's) + …, however the lanes are
+  // spread over ranks, so N ranks × 1 thread give the bits of 1 rank × N threads.
+  const auto& params = optimizer_.params();
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    scratch_[i].fill(T(0));
+    std::swap(params[i]->grad, scratch_[i]);
+  }
+  lane.tape.accumulate_param_grads();
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    std::swap(params[i]->grad, scratch_[i]);
+    T* g = params[i]->grad.data();
+    const T* l = scratch_[i].data();
+    for (std::size_t j = 0, n = scratch_[i].size(); j < n; ++j) g[j] += l[j];
+  }
+}
+
+template <class T>
+const char* Trainer<T>::allreduce(StepReport& r, const char* bad) {
+  // One call: this rank's gradient sum and step values in, every rank's sum out.
+  T* buf = reduce_.data();
+  const auto& params = optimizer_.params();
+  std::size_t at = 0;
+  for (const auto* p : params) {
+    std::copy(p->grad.data(), p->grad.data() + p->grad.size(), buf + at);
+    at += p->grad.size();
+  }
+  T* s = buf + at;
+  // (a term not measured this step is NaN on every rank and stays NaN)
+  s[kLoss] = T(r.loss), s[kNll] = T(r.nll), s[kTransport] = T(r.transport), s[kMapCost] = T(r.map_cost);
+  s[kReverseKl] = T(r.reverse_kl), s[kRunning] = T(r.running);
+  for (int b = 0; b < 4; ++b) s[kBadNll + b] = T(bad && std::string(bad) == kBadNames[b] ? 1 : 0);
+  // Ranks agree on a stop when any of them was signalled: the sum is non-zero.
+  s[kSignal] = T(r.signal);
+  const auto t0 = std::chrono::steady_clock::now();
+  cfg_.comm->allreduce_sum(buf, reduce_.size());
+  allreduce_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  at = 0;
+  for (auto* p : params) {
+    std::copy(buf + at, buf + at + p->grad.size(), p->grad.data());
+    at += p->grad.size();
+  }
+  r.loss = double(s[kLoss]), r.nll = double(s[kNll]), r.transport = double(s[kTransport]);
+  r.map_cost = double(s[kMapCost]), r.reverse_kl = double(s[kReverseKl]), r.running = double(s[kRunning]);
+  // Any rank's signal stops all of them at this step; a rank that saw none reports the one
+  // mpirun forwards on Ctrl-C or SIGTERM.
+  r.signal = s[kSignal] > T(0) ? (r.signal ? r.signal : SIGTERM) : 0;
+  for (int b = 0; b < 4; ++b)
+    if (s[kBadNll + b] > T(0)) return kBadNames[b];
+  return nullptr;
 }
 
 template void sample_batch<float>(Dataset&, std::size_t, ad::Rng&, std::vector<double>&, Array<float>&);

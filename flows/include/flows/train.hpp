@@ -2,6 +2,7 @@
 // The training loop: sample a data batch and a base batch, build
 // λ·NLL + β(t)·T on the tape, backward, clip, Adam. One Trainer holds every
 // piece of state a resumed run needs (parameters live in the flow).
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -9,6 +10,7 @@
 #include <string>
 
 #include "flows/datasets.hpp"
+#include "flows/distributed.hpp"
 #include "flows/flow.hpp"
 #include "flows/mfg.hpp"
 #include "flows/parallel.hpp"
@@ -53,6 +55,13 @@ struct TrainConfig {
   bool skip_nonfinite = false;    ///< skip a batch whose loss or gradient is not finite, instead of stopping
   std::uint64_t seed = 0;         ///< for the batches (the flow's weights have their own seed)
   int threads = 1;                ///< threads that split each batch's rows (flows/parallel.hpp)
+  /// Several processes (distributed.hpp): this rank's share of each batch is its block of
+  /// rows, split again across its threads; nullptr: one process.
+  Communicator* comm = nullptr;
+  /// A signal number set asynchronously (SIGINT, SIGTERM) that asks the run to stop. Each
+  /// step reports it in StepReport::signal; with several ranks, agreed across all of them
+  /// (the same step on every rank), so they stop and save together.
+  const std::atomic<int>* interrupt = nullptr;
 };
 
 /// What one step measured (transport and map_cost are NaN when not measured).
@@ -61,6 +70,7 @@ struct StepReport {
   double loss = 0, nll = 0, transport = 0, map_cost = 0, grad_norm = 0, lr = 0, beta = 0;
   double reverse_kl = 0, running = 0;  ///< NaN when their weight is 0
   bool skipped = false;
+  int signal = 0;  ///< *cfg.interrupt when the step ended (any rank's, the largest)
 };
 
 /// A non-finite loss term or gradient stopped training.
@@ -93,8 +103,17 @@ class Trainer {
   void set_lr_scale(double s) { lr_scale_ = s; }
   /// Threads that share each batch (cfg.threads, fewer for a small batch).
   int threads() const { return team_.lanes(); }
+  /// Seconds spent in the last step's allreduce (0 in one process).
+  double allreduce_seconds() const { return allreduce_seconds_; }
 
  private:
+  /// Several ranks: sums the gradients and r's values over all of them (one MPI_Allreduce)
+  /// and returns the term that became non-finite on any rank (nullptr if none).
+  const char* allreduce(StepReport& r, const char* bad);
+  struct Lane;
+  /// Adds a lane's parameter gradients (recorded on its tape) to Parameter::grad.
+  void add_lane_grads(Lane& lane);
+
   Flow<T>& flow_;
   Dataset& data_;
   TrainConfig cfg_;
@@ -113,6 +132,10 @@ class Trainer {
   std::vector<std::unique_ptr<Lane>> lanes_;
   Array<T> data_batch_, base_batch_;
   std::vector<double> buffer_;
+  /// Several ranks: every parameter's gradient, then kScalars step values, summed in one call.
+  std::vector<T> reduce_;
+  std::vector<Array<T>> scratch_;  ///< one per parameter: a lane's gradient before it is added
+  double allreduce_seconds_ = 0;
   std::int64_t skipped_ = 0;
   double lr_scale_ = 1.0;
 };
