@@ -7,6 +7,7 @@ packages=(
   cmake g++ ninja-build pkg-config
   xtensor-dev libxsimd-dev libxtensor-blas-dev libopenblas-dev
   doctest-dev libfmt-dev libcli11-dev nlohmann-json3-dev libcairo2-dev
+  libopenmpi-dev openmpi-bin
 )
 # Optional extras: `install-deps.sh --bench` adds Google Benchmark and PyTorch,
 # `--clang` adds clang 14 (CI's second compiler), `--fuzz` clang with its libFuzzer runtime.

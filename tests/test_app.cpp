@@ -72,6 +72,24 @@ std::string quick(const fs::path& out) {
 /// A run directory's config.json.
 nlohmann::json config_of(const fs::path& run_dir) { return nlohmann::json::parse(nn::read_file((run_dir / "config.json").string())); }
 
+#ifdef TRFLOW_MPIEXEC
+/// Runs the trflow binary under mpirun with n ranks (oversubscribed; allowed as root).
+Result run_mpi(int n, const std::string& args, const fs::path& dir) {
+  const std::string out = (dir / "stdout.txt").string(), err = (dir / "stderr.txt").string();
+  // (ASan builds: Open MPI keeps allocations until exit; leaks in it are not this project's)
+  const std::string cmd = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 "
+                          "ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 " +
+                          std::string(TRFLOW_MPIEXEC) + " -np " + std::to_string(n) + " " + TRFLOW_BINARY + " " + args +
+                          " >" + out + " 2>" + err + " </dev/null";
+  const int status = std::system(cmd.c_str());
+  Result r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = nn::read_file(out);
+  r.err = nn::read_file(err);
+  return r;
+}
+#endif
+
 /// The parameters of a model.npz by name.
 std::map<std::string, std::vector<double>> params_of(const fs::path& npz) {
   std::map<std::string, std::vector<double>> m;
@@ -780,6 +798,53 @@ TEST_CASE("trflow mfg: crowd at λ_F = 0 is the straight translation, avoidance 
   CHECK(run("mfg --problem crowd --data moons --out " + (dir / "x").string(), dir).code == 2);
   CHECK(run("mfg --problem crowd --dim 1 --out " + (dir / "x").string(), dir).code == 2);
   CHECK(run("train --data moons --loss jeffreys --out " + (dir / "x").string(), dir).code == 2);
+  fs::remove_all(dir);
+}
+#endif
+
+#ifdef TRFLOW_MPIEXEC
+TEST_CASE("mpirun -np 2 trflow train: the bits of --threads 2, one set of files, resumable on another number of ranks") {
+  const fs::path dir = temp_dir("mpi");
+  // (a schedule that does not depend on --steps, so that a run can be continued to 40 steps)
+  const std::string common = "train --batch 256 --layers 2 --hidden 16 --eval-n 500 --no-plots --seed 4 "
+                             "--lr-schedule constant --warmup 0 --out ";
+  const Result ranks = run_mpi(2, common + (dir / "ranks").string() + " --steps 40", dir);
+  REQUIRE_MESSAGE(ranks.code == 0, ranks.err);
+  CHECK(last_json(ranks.out).at("ranks") == 2);
+  CHECK(ranks.err.find("2 ranks × 1 threads") != std::string::npos);
+  const Result threads = run(common + (dir / "threads").string() + " --steps 40 --threads 2", dir);
+  REQUIRE_MESSAGE(threads.code == 0, threads.err);
+  auto a = params_of(dir / "ranks" / "checkpoint.npz"), b = params_of(dir / "threads" / "checkpoint.npz");
+  a.erase("validation"), b.erase("validation");  // (JSON text naming the thread count)
+  REQUIRE(a.size() == b.size());
+  CHECK(a == b);  // every parameter and Adam moment, bit for bit
+  // One metrics file with one line per logged step (rank 0 alone writes).
+  std::ifstream metrics(dir / "ranks" / "metrics.jsonl");
+  std::string line;
+  std::vector<int> steps;
+  while (std::getline(metrics, line)) steps.push_back(nlohmann::json::parse(line).at("step").get<int>());
+  REQUIRE(!steps.empty());
+  CHECK(std::adjacent_find(steps.begin(), steps.end(), [](int x, int y) { return y <= x; }) == steps.end());
+
+  // 20 steps on 3 ranks, then 20 more in one process: the same run up to float32 summation order.
+  const Result first = run_mpi(3, common + (dir / "resumed").string() + " --steps 20", dir);
+  REQUIRE_MESSAGE(first.code == 0, first.err);
+  const Result second = run("train --resume --steps 40 --no-plots --out " + (dir / "resumed").string(), dir);
+  REQUIRE_MESSAGE(second.code == 0, second.err);
+  const auto c = params_of(dir / "resumed" / "checkpoint.npz");
+  double worst = 0, scale = 0;
+  for (const auto& [name, values] : a) {
+    REQUIRE(c.count(name) == 1);
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      worst = std::max(worst, std::abs(values[i] - c.at(name)[i]));
+      scale = std::max(scale, std::abs(values[i]));
+    }
+  }
+  CHECK(worst <= 1e-4 * scale);
+
+  const Result eval = run_mpi(2, "eval --model " + (dir / "ranks").string(), dir);
+  CHECK(eval.code == 2);
+  CHECK_MESSAGE(eval.err.find("only train and mfg run under mpirun") != std::string::npos, eval.err);
   fs::remove_all(dir);
 }
 #endif

@@ -630,6 +630,12 @@ int run_train(const TrainOptions& cli_options) {
   auto save = [&] {
     if (writer) flows::save_checkpoint(checkpoint.string(), *flow, trainer, meta, validation.get());
   };
+  // An exit all ranks agreed on (a signal, a divergence): the others wait until rank 0 has saved
+  // and said why (mpirun ends the whole job as soon as one rank exits non-zero).
+  auto leave = [&](int code) {
+    if (comm) comm->barrier();
+    return code;
+  };
 
   if (!cli.quiet)
     fmt::print(stderr, "trflow: training on {} (d = {}), {} layers, {} parameters, {} steps{}{} → {}\n", o.data,
@@ -670,7 +676,7 @@ int run_train(const TrainOptions& cli_options) {
           fmt::print(stderr, "trflow: {} at step {}; checkpoint saved to {} (continue with --resume)\n",
                    sig == SIGTERM ? "terminated (SIGTERM)" : "interrupted", trainer.steps_done(), checkpoint.string());
         restore_signals();
-        return 128 + sig;
+        return leave(128 + sig);
       }
       const std::int64_t next = trainer.steps_done() + 1;
       const bool validate = validation && (validation->due(next) || next == o.steps);
@@ -712,7 +718,7 @@ int run_train(const TrainOptions& cli_options) {
                    "gradient (--skip-nonfinite stops above {:.0f} %); lower --lr (now {:g}), set --clip-norm, or check "
                    "the data\n",
                    trainer.steps_done(), trainer.skipped(), trainer.steps_done(), 100 * kSkipLimit, o.lr);
-        return 1;
+        return leave(1);
       }
       if (!cli.quiet) progress.update(last.step, last.loss, last.nll, last.transport, log_step && !stderr_is_terminal());
       if (stop) {
@@ -730,14 +736,14 @@ int run_train(const TrainOptions& cli_options) {
   } catch (const flows::DivergenceError& e) {
     progress.finish();
     restore_signals();
-    if (!writer) return 1;
+    if (!writer) return leave(1);
     fmt::print(stderr, "trflow: {}\n", e.what());
     if (magnitude > 1e6)
       fmt::print(stderr, "trflow: the data reach |x| = {:.3g}: rerun with --standardize (a lower --lr will not help)\n",
                  magnitude);
     if (fs::exists(checkpoint))
       fmt::print(stderr, "trflow: the last good checkpoint ({}) is intact\n", checkpoint.string());
-    return 1;
+    return leave(1);
   }
   restore_signals();
   progress.finish();

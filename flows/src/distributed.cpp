@@ -39,6 +39,7 @@ class MpiWorld final : public Communicator {
   int size() const override { return size_; }
   void allreduce_sum(float* x, std::size_t n) override { reduce(x, n, MPI_FLOAT); }
   void allreduce_sum(double* x, std::size_t n) override { reduce(x, n, MPI_DOUBLE); }
+  void barrier() override { check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier"); }
   [[noreturn]] void abort(int code) override {
     MPI_Abort(MPI_COMM_WORLD, code);
     std::_Exit(code);
@@ -47,14 +48,15 @@ class MpiWorld final : public Communicator {
  private:
   void reduce(void* x, std::size_t n, MPI_Datatype type) {
     if (n > std::size_t(INT32_MAX)) throw std::length_error("allreduce: more than 2³¹ − 1 values in one buffer");
-    const int rc = MPI_Allreduce(MPI_IN_PLACE, x, int(n), type, MPI_SUM, MPI_COMM_WORLD);
-    if (rc != MPI_SUCCESS) {
-      char text[MPI_MAX_ERROR_STRING];
-      int len = 0;
-      MPI_Error_string(rc, text, &len);
-      throw std::runtime_error(std::string("MPI_Allreduce failed on rank ") + std::to_string(rank_) + ": " +
-                               std::string(text, std::size_t(len)) + " (another rank may have died)");
-    }
+    check(MPI_Allreduce(MPI_IN_PLACE, x, int(n), type, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
+  }
+  void check(int rc, const char* call) const {
+    if (rc == MPI_SUCCESS) return;
+    char text[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, text, &len);
+    throw std::runtime_error(std::string(call) + " failed on rank " + std::to_string(rank_) + ": " +
+                             std::string(text, std::size_t(len)) + " (another rank may have died)");
   }
   int rank_ = 0, size_ = 1;
 };

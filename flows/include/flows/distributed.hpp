@@ -23,6 +23,8 @@ class Communicator {
   /// Sums x[0 .. n) elementwise over all ranks, in place; every rank receives the same values.
   virtual void allreduce_sum(float* x, std::size_t n) = 0;
   virtual void allreduce_sum(double* x, std::size_t n) = 0;
+  /// Returns when every rank has called it.
+  virtual void barrier() = 0;
   /// Ends every rank's process with this exit code (after a fatal error on one rank).
   [[noreturn]] virtual void abort(int code) = 0;
 };
