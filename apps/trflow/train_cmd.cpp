@@ -656,6 +656,7 @@ int run_train(const TrainOptions& cli_options) {
   flows::StepReport last;
   bool stopped_early = false;
   const std::int64_t first_step = trainer.steps_done();
+  double allreduce_seconds = 0;  // in the gradient allreduce (several ranks), waiting for the slowest included
   const auto start = std::chrono::steady_clock::now();
   // The starting model is a candidate too (with --init gaussian it is the fitted Gaussian).
   if (validation && first_step == 0) {
@@ -682,6 +683,7 @@ int run_train(const TrainOptions& cli_options) {
       const bool validate = validation && (validation->due(next) || next == o.steps);
       const bool log_step = next % o.log_every == 0 || next == o.steps || next == 1 || validate;
       last = trainer.step(log_step);
+      allreduce_seconds += trainer.allreduce_seconds();
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       bool stop = false;
       nlohmann::json line = log_step ? step_json(last, elapsed) : nlohmann::json();
@@ -766,7 +768,12 @@ int run_train(const TrainOptions& cli_options) {
   result["skipped_batches"] = trainer.skipped();
   result["final_loss"] = last.loss;
   result["steps_per_s"] = rate;
-  if (comm) result["ranks"] = comm->size();
+  if (comm) {
+    result["ranks"] = comm->size();
+    const double steps_run = double(trainer.steps_done() - first_step);
+    result["allreduce_ms_per_step"] = steps_run > 0 ? 1e3 * allreduce_seconds / steps_run : 0.0;
+    result["allreduce_share"] = train_seconds > 0 ? allreduce_seconds / train_seconds : 0.0;
+  }
   result["out"] = out.string();
   result["parameters"] = flow->parameter_count();
   if (validation && validation->has_best()) {
