@@ -802,6 +802,39 @@ TEST_CASE("trflow mfg: crowd at λ_F = 0 is the straight translation, avoidance 
 }
 #endif
 
+#ifdef TRFLOW_HAVE_APP
+TEST_CASE("trflow mfg: drones2 groups reach their corners, interact less as λ_F grows, and eval, sample and plot know them") {
+  const fs::path dir = temp_dir("drones");
+  const std::string common = "mfg --problem drones2 --hidden 16 --batch 256 --steps 800 --eval-n 2000 --quiet --out ";
+  const Result free = run(common + (dir / "free").string() + " --cost-weight 0 --no-plots", dir);
+  REQUIRE_MESSAGE(free.code == 0, free.err);
+  const Result avoid = run(common + (dir / "avoid").string() + " --cost-weight 5", dir);
+  REQUIRE_MESSAGE(avoid.code == 0, avoid.err);
+  const nlohmann::json a = last_json(free.out), b = last_json(avoid.out);
+  for (const auto* r : {&a, &b}) {
+    CHECK(r->at("problem") == "drones2");
+    CHECK(r->at("arrived_share").get<double>() > 0.95);  // every group within 3σ√2 of its target's mean
+    CHECK(r->at("arrival_error").get<double>() < 0.05);
+  }
+  // Crossing straight, the groups meet mid-way: ∫₀¹ exp(−(1 − 2t)²/2) dt ≈ 0.86.
+  CHECK(a.at("interaction").get<double>() > 0.7);
+  CHECK(b.at("interaction").get<double>() < 0.85 * a.at("interaction").get<double>());  // (0.29 of it at this seed)
+  CHECK(b.at("kinetic_energy").get<double>() > a.at("kinetic_energy").get<double>());
+  CHECK(fs::exists(dir / "avoid" / "trajectories.png"));
+  const Result e = run("eval --model " + (dir / "avoid").string() + " --n 2000", dir);
+  REQUIRE_MESSAGE(e.code == 0, e.err);
+  for (const char* k : {"kinetic_energy", "running_cost", "interaction", "arrival_error", "forward_kl", "jeffreys"})
+    CHECK_MESSAGE(last_json(e.out).contains(k), k);
+  const Result s = run("sample --model " + (dir / "avoid").string() + " --n 10 --out " + (dir / "s.npy").string() +
+                           " --trajectories " + (dir / "t.npy").string(), dir);
+  REQUIRE_MESSAGE(s.code == 0, s.err);
+  CHECK(nn::read_npy((dir / "t.npy").string()).shape == std::vector<std::size_t>{5, 10, 4});  // 4 steps, 2 groups × 2
+  CHECK(run("mfg --problem drones2 --dim 2 --out " + (dir / "x").string(), dir).code == 2);
+  CHECK(run("mfg --problem drones8 --lu --out " + (dir / "x").string(), dir).code == 2);
+  fs::remove_all(dir);
+}
+#endif
+
 #ifdef TRFLOW_MPIEXEC
 TEST_CASE("mpirun -np 2 trflow train: the bits of --threads 2, one set of files, resumable on another number of ranks") {
   const fs::path dir = temp_dir("mpi");

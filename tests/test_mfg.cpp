@@ -119,7 +119,7 @@ TEST_CASE("the mean-field-game objective: reverse KL and running cost by value, 
   w.reverse_kl = 1.0;
   w.target = target.get();
   w.running = 2.0;
-  w.obstacle = &p.obstacle;
+  w.problem = &p;
   Tape<double> tape;
   const ObjectiveTerms<double> terms = objective(*flow, tape.constant(data), tape.constant(base), w);
   // The reverse KL from its definition, E_x[log α0(x) − log|det ∇F(x)| − log p1(F(x))].
@@ -145,4 +145,108 @@ TEST_CASE("the mean-field-game objective: reverse KL and running cost by value, 
   opt.projections = 6;
   const ad::GradcheckResult r = ad::gradcheck_params(loss, flow->parameters(), opt);
   CHECK_MESSAGE(r.ok, r.report);
+}
+
+TEST_CASE("interaction_cost equals Σ_{i<j} of the Simpson-weighted mean of exp(−½‖xⁱ − xʲ‖²), with its gradient") {
+  // Three populations of 2 coordinates, four rows, five states: the groups cross, pass and stand.
+  const std::size_t m = 4, S = 5, P = 3, D = 6;
+  std::vector<Array<double>> states(S, Array<double>({m, D}));
+  for (std::size_t s = 0; s < S; ++s) {
+    const double t = double(s) / double(S - 1);
+    for (std::size_t i = 0; i < m; ++i) {
+      const double r = 0.3 * double(i);
+      states[s](i, 0) = t + r, states[s](i, 1) = t;              // group 0: up the diagonal
+      states[s](i, 2) = 1 - t, states[s](i, 3) = t - r;          // group 1: across it
+      states[s](i, 4) = 0.5 * r, states[s](i, 5) = 2 + std::sin(3 * t);  // group 2: far, wobbling
+    }
+  }
+  Tape<double> tape;
+  std::vector<Var<double>> traj;
+  for (const auto& s : states) traj.push_back(tape.constant(s));
+  const std::vector<double> w = simpson_weights(S);
+  double want = 0;
+  for (std::size_t s = 0; s < S; ++s)
+    for (std::size_t i = 0; i < m; ++i)
+      for (std::size_t a = 0; a < P; ++a)
+        for (std::size_t b = a + 1; b < P; ++b) {
+          const double dx = states[s](i, 2 * a) - states[s](i, 2 * b), dy = states[s](i, 2 * a + 1) - states[s](i, 2 * b + 1);
+          want += w[s] * std::exp(-0.5 * (dx * dx + dy * dy)) / double(m);
+        }
+  CHECK(interaction_cost(traj, P).item() == doctest::Approx(want).epsilon(1e-13));
+  CHECK_THROWS_AS(interaction_cost(traj, 4), std::invalid_argument);  // 6 columns are not 4 groups
+  CHECK_THROWS_AS(interaction_cost(traj, 1), std::invalid_argument);
+  auto f = [&](Tape<double>&, const std::vector<Var<double>>& x) { return interaction_cost(x, P); };
+  const ad::GradcheckResult r = ad::gradcheck(f, states);
+  CHECK_MESSAGE(r.ok, r.report);
+}
+
+TEST_CASE("drones problems: their P0 and P1, the running cost (obstacle per group + interaction), refused dimensions") {
+  const MfgProblem two = mfg_problem("drones2", 0), eight = mfg_problem("drones8", 16), bar = mfg_problem("drones2-obstacle", 4);
+  CHECK(two.dim == 4);
+  CHECK(two.populations == 2);
+  CHECK(two.p0_mean == std::vector<double>{0, 0, 1, 0});
+  CHECK(two.p0_var == 0.01);
+  CHECK_FALSE(two.has_obstacle);
+  CHECK(two.has_running_cost());
+  CHECK(eight.dim == 16);
+  CHECK(eight.p0_var == 5e-3);
+  auto t8 = make_dataset(eight.target);
+  REQUIRE(t8->dim() == 16);
+  for (std::size_t k = 0; k < 8; ++k) {  // each group ends at the antipode of its start, radius 2
+    CAPTURE(k);
+    const double sx = eight.p0_mean[2 * k], sy = eight.p0_mean[2 * k + 1];
+    const auto* gm = dynamic_cast<const GaussianMixture*>(t8.get());
+    REQUIRE(gm);
+    CHECK(gm->means()(0, 2 * k) == doctest::Approx(-sx).epsilon(1e-12));
+    CHECK(gm->means()(0, 2 * k + 1) == doctest::Approx(-sy).epsilon(1e-12));
+    CHECK(std::hypot(sx, sy) == doctest::Approx(2.0));
+    CHECK(gm->sigma() == doctest::Approx(std::sqrt(5e-3)));
+  }
+  CHECK_THROWS_AS(mfg_problem("drones2", 2), std::invalid_argument);
+  CHECK_THROWS_AS(mfg_problem("drones3", 0), std::invalid_argument);
+  // drones2-obstacle: the bar's cost on each group's coordinates, plus the interaction.
+  const std::size_t m = 3, S = 4;
+  std::vector<Array<double>> states(S, Array<double>({m, 4}));
+  ad::Rng rng(4);
+  for (auto& s : states) rng.fill_normal(s.data(), s.size(), 0.5, 0.3);
+  Tape<double> tape;
+  std::vector<Var<double>> traj;
+  for (const auto& s : states) traj.push_back(tape.constant(s));
+  REQUIRE(bar.has_obstacle);
+  const double want = obstacle_cost(traj, bar.obstacle, 0).item() + obstacle_cost(traj, bar.obstacle, 2).item() +
+                      interaction_cost(traj, 2).item();
+  CHECK(running_cost(traj, bar).item() == doctest::Approx(want).epsilon(1e-13));
+  CHECK(running_cost(traj, two).item() == doctest::Approx(interaction_cost(traj, 2).item()).epsilon(1e-13));
+  CHECK_THROWS_AS(running_cost(traj, mfg_problem("gmm", 4)), std::invalid_argument);
+}
+
+TEST_CASE("a multi-population flow moves each group by its own coordinates alone, and is one time step per step") {
+  FlowSpec spec;
+  spec.layers = 3;
+  spec.structure = Structure::steps;
+  spec.populations = 3;
+  spec.actnorm = true;
+  spec.coupling.hidden = 8;
+  auto flow = make_flow<double>(6, spec);
+  CHECK(flow->num_time_steps() == 3);
+  CHECK(flow->num_layers() == 3 * (1 + 3 * 2));
+  ad::Rng rng(6);
+  for (auto* p : flow->parameters()) rng.fill_normal(p->value.data(), p->value.size(), 0.0, 0.3);
+  Array<double> x({5, 6});
+  rng.fill_normal(x.data(), x.size(), 0.0, 1.0);
+  Array<double> moved = x;
+  for (std::size_t i = 0; i < 5; ++i) moved(i, 2) += 1.5, moved(i, 3) -= 0.7;  // group 1 only
+  Tape<double> tape;
+  const Array<double> y = flow->forward(tape.constant(x)).out.value(), z = flow->forward(tape.constant(moved)).out.value();
+  for (std::size_t i = 0; i < 5; ++i) {
+    for (std::size_t j : {0, 1, 4, 5}) CHECK(z(i, j) == y(i, j));  // groups 0 and 2 did not see it
+    CHECK(std::abs(z(i, 2) - y(i, 2)) > 1e-3);
+  }
+  // and it inverts
+  const Array<double> back = flow->inverse(tape.constant(y)).out.value();
+  for (std::size_t k = 0; k < x.size(); ++k) CHECK(back.data()[k] == doctest::Approx(x.data()[k]).epsilon(1e-9));
+  spec.lu = true;
+  CHECK_THROWS_AS(make_flow<double>(6, spec), std::invalid_argument);
+  spec.lu = false;
+  CHECK_THROWS_AS(make_flow<double>(5, spec), std::invalid_argument);  // 5 columns are not 3 groups
 }

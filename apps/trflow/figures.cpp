@@ -19,13 +19,22 @@ namespace {
 
 /// The first two coordinates of n rows of d (n×2 row-major; 0 for a missing second one).
 template <class T>
-std::vector<double> first_two(const T* rows, std::size_t n, std::size_t d) {
-  std::vector<double> xy(2 * n);
-  for (std::size_t i = 0; i < n; ++i) {
-    xy[2 * i] = double(rows[i * d]);
-    xy[2 * i + 1] = d > 1 ? double(rows[i * d + 1]) : 0.0;
-  }
+std::vector<double> first_two(const T* rows, std::size_t n, std::size_t d, std::size_t populations = 1) {
+  // Several populations side by side: every group's first two coordinates, group after group.
+  const std::size_t block = d / populations;
+  std::vector<double> xy(2 * n * populations);
+  for (std::size_t k = 0; k < populations; ++k)
+    for (std::size_t i = 0; i < n; ++i) {
+      xy[2 * (k * n + i)] = double(rows[i * d + k * block]);
+      xy[2 * (k * n + i) + 1] = block > 1 ? double(rows[i * d + k * block + 1]) : 0.0;
+    }
   return xy;
+}
+
+/// How many populations a model's state holds (a multi-population mean-field game), else 1.
+std::size_t populations_of(const Model& m) {
+  const std::string problem = m.meta.contains("train") ? m.meta["train"].value("problem", std::string()) : std::string();
+  return problem.empty() ? 1 : flows::mfg_problem(problem, m.flow->dim()).populations;
 }
 
 /// F(x) for the rows of x (in the model's units).
@@ -55,14 +64,14 @@ std::vector<double> model_samples_2d(Model& m, std::size_t n, ad::Rng& rng, int 
   m.flow->base().sample(n, rng, x);
   std::vector<float> v = push(m, x, threads);
   if (m.standardization.active()) m.standardization.invert(v.data(), n);
-  return first_two(v.data(), n, d);
+  return first_two(v.data(), n, d, populations_of(m));
 }
 
-std::vector<double> target_samples_2d(flows::Dataset& data, std::size_t n, ad::Rng& rng) {
+std::vector<double> target_samples_2d(flows::Dataset& data, std::size_t n, ad::Rng& rng, std::size_t populations = 1) {
   const std::size_t d = data.dim();
   std::vector<double> buf(n * d);
   data.sample(n, rng, buf.data());
-  return first_two(buf.data(), n, d);
+  return first_two(buf.data(), n, d, populations);
 }
 
 /// The model's density on a grid over `lim`: exact log p for d = 2; for d > 2 the
@@ -91,11 +100,12 @@ std::vector<double> density_grid(Model& m, const plot::Limits& lim, std::size_t 
   }
   const std::size_t n = 200000;
   const std::vector<double> xy = model_samples_2d(m, n, rng, threads);
+  const std::size_t count = xy.size() / 2;  // n, or n per population (their marginals' average)
   const double wx = (lim.x1 - lim.x0) / double(nx), wy = (lim.y1 - lim.y0) / double(ny);
-  for (std::size_t k = 0; k < n; ++k) {
+  for (std::size_t k = 0; k < count; ++k) {
     const double fx = (xy[2 * k] - lim.x0) / wx, fy = (xy[2 * k + 1] - lim.y0) / wy;
     if (fx < 0 || fy < 0 || fx >= double(nx) || fy >= double(ny)) continue;
-    values[std::size_t(fy) * nx + std::size_t(fx)] += 1.0 / (double(n) * wx * wy);
+    values[std::size_t(fy) * nx + std::size_t(fx)] += 1.0 / (double(count) * wx * wy);
   }
   // One pass of a 3×3 binomial blur: the histogram's noise, not its shape.
   std::vector<double> smooth(values.size(), 0.0);
@@ -143,8 +153,9 @@ std::vector<plot::CurvePanel> loss_panels(const fs::path& metrics) {
 
 }  // namespace
 
-std::vector<double> grid_trajectories(Model& m, std::size_t per_side, std::size_t* states, std::size_t* points) {
-  const std::size_t d = m.flow->dim(), n = per_side * per_side;
+std::vector<double> grid_trajectories(Model& m, std::size_t per_side, std::size_t* states, std::size_t* points,
+                                      std::vector<int>* groups) {
+  const std::size_t d = m.flow->dim(), n = per_side * per_side, P = populations_of(m);
   ad::Array<float> x = base_grid(per_side, d);
   // A mean-field game's population starts from its P0 (the base), not from around the origin.
   if (m.meta.contains("train") && !m.meta["train"].value("problem", std::string()).empty()) {
@@ -154,17 +165,20 @@ std::vector<double> grid_trajectories(Model& m, std::size_t per_side, std::size_
   ad::Tape<float> tape;
   std::vector<ad::Var<float>> traj;
   m.flow->forward(tape.constant(x), &traj);
+  // Several populations: each group's paths are points of their own (group after group).
   *states = traj.size();
-  *points = n;
-  std::vector<double> xy(traj.size() * n * 2);
+  *points = n * P;
+  if (groups) {
+    groups->assign(n * P, 0);
+    for (std::size_t k = 0; k < P; ++k) std::fill(groups->begin() + long(k * n), groups->begin() + long((k + 1) * n), int(k));
+  }
+  std::vector<double> xy(traj.size() * n * P * 2);
   std::vector<float> state(n * d);
   for (std::size_t s = 0; s < traj.size(); ++s) {
     std::copy(traj[s].value().data(), traj[s].value().data() + n * d, state.data());
     if (m.standardization.active()) m.standardization.invert(state.data(), n);
-    for (std::size_t i = 0; i < n; ++i) {
-      xy[(s * n + i) * 2] = state[i * d];
-      xy[(s * n + i) * 2 + 1] = d > 1 ? state[i * d + 1] : 0.0;
-    }
+    const std::vector<double> planar = first_two(state.data(), n, d, P);
+    std::copy(planar.begin(), planar.end(), xy.begin() + long(s * n * P * 2));
   }
   return xy;
 }
@@ -176,7 +190,8 @@ std::vector<std::string> write_all_figures(Model& m, flows::Dataset& data, const
   ad::Rng rng(seed);
   std::vector<std::string> written;
 
-  const std::vector<double> target = target_samples_2d(data, n, rng);
+  const std::size_t populations = populations_of(m);
+  const std::vector<double> target = target_samples_2d(data, n, rng, populations);
   const std::vector<double> model = model_samples_2d(m, n, rng, threads);
   plot::scatter_compare((out / "samples.png").string(), target, model, "target samples", "model samples");
   written.push_back((out / "samples.png").string());
@@ -187,11 +202,15 @@ std::vector<std::string> write_all_figures(Model& m, flows::Dataset& data, const
   hopt.colorbar_label = "density";
   const std::vector<double> dens = density_grid(m, lim, cells, cells, rng, threads);
   plot::density_heatmap((out / "density.png").string(), dens, cells, cells, lim,
-                        m.flow->dim() == 2 ? "model density" : "model density, marginal of (x1, x2)", hopt);
+                        m.flow->dim() == 2       ? "model density"
+                        : populations > 1        ? fmt::format("model density, the {} groups' (x1, x2)", populations)
+                                                 : std::string("model density, marginal of (x1, x2)"),
+                        hopt);
   written.push_back((out / "density.png").string());
 
   std::size_t states = 0, points = 0;
-  const std::vector<double> traj = grid_trajectories(m, 15, &states, &points);
+  std::vector<int> groups;
+  const std::vector<double> traj = grid_trajectories(m, populations > 1 ? 8 : 15, &states, &points, &groups);
   plot::TrajectoryOptions topt;
   const double beta = m.meta.contains("train") ? m.meta["train"].value("transport_weight", 0.0) : 0.0;
   const nlohmann::json train = m.meta.contains("train") ? m.meta["train"] : nlohmann::json::object();
@@ -206,6 +225,10 @@ std::vector<std::string> write_all_figures(Model& m, flows::Dataset& data, const
     if (p.has_obstacle)
       topt.obstacle = plot::TrajectoryOptions::Obstacle{p.obstacle.cx, p.obstacle.cy, std::sqrt(p.obstacle.vx),
                                                         std::sqrt(p.obstacle.vy)};
+    if (populations > 1) {
+      topt.color = plot::PathColor::Group;
+      topt.groups = groups;
+    }
     topt.start_label = "start (P0)";
     topt.end_label = "end";
     topt.background_label = "target P1";
@@ -213,7 +236,10 @@ std::vector<std::string> write_all_figures(Model& m, flows::Dataset& data, const
     topt.title = fmt::format("trajectories through {} {} (β = {:g})", states - 1,
                              m.flow->layers_per_time_step() > 1 ? "steps" : "layers", beta);
   }
-  const std::vector<double> background(target.begin(), target.begin() + std::min<std::size_t>(target.size(), 4000));
+  // At most 2 000 target points, spread over all of them (every group's, for several populations).
+  std::vector<double> background;
+  const std::size_t target_points = target.size() / 2, stride = std::max<std::size_t>(1, target_points / 2000);
+  for (std::size_t i = 0; i < target_points; i += stride) background.insert(background.end(), {target[2 * i], target[2 * i + 1]});
   topt.background = background;
   plot::trajectories((out / "trajectories.png").string(), traj, states, points, topt);
   written.push_back((out / "trajectories.png").string());

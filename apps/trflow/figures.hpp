@@ -14,6 +14,7 @@ std::vector<std::string> write_all_figures(Model& model, flows::Dataset& data, c
 
 /// Trajectories of a grid of base points through the layers, as (L+1)·N·2
 /// doubles in data units (2-D models, or the first two coordinates).
-std::vector<double> grid_trajectories(Model& model, std::size_t per_side, std::size_t* states, std::size_t* points);
+std::vector<double> grid_trajectories(Model& model, std::size_t per_side, std::size_t* states, std::size_t* points,
+                                      std::vector<int>* groups = nullptr);
 
 }  // namespace trflow

@@ -246,18 +246,22 @@ int run(int argc, char** argv, flows::Communicator* comm) {
   trflow::TrainOptions mfg;
   auto* mfg_cmd = app.add_subcommand(
       "mfg",
-      "solve a mean-field game: move a population from P0 to P1 at least cost, around an obstacle (docs/mfg.md). "
-      "Defaults that differ from train's: --structure steps --layers 4 --transport-weight 0.1 with "
-      "--transport-schedule cosine --transport-floor 0.01, --loss jeffreys, --steps 5000, --cost-weight 0.5, --out runs/mfg");
+      "solve a mean-field game: move a population from P0 to P1 at least cost, around an obstacle or each other "
+      "(docs/mfg.md). Defaults that differ from train's: --structure steps --layers 4 --transport-weight 0.1 with "
+      "--transport-schedule cosine --transport-floor 0.01, --loss jeffreys, --steps 5000, --cost-weight 0.5 "
+      "(1 for the drones), --out runs/mfg");
   add_train_options(*mfg_cmd, mfg);
-  mfg_cmd->add_option("--problem", mfg.problem, "crowd (around an obstacle) or gmm (to a mixture of 8 Gaussians)")
-      ->check(CLI::IsMember({"crowd", "gmm"}))
+  mfg_cmd->add_option("--problem", mfg.problem,
+                      "crowd (around an obstacle), gmm (to a mixture of 8 Gaussians), drones2 (two groups swap corners), "
+                      "drones2-obstacle (past a bar in the middle) or drones8 (eight groups cross a circle)")
+      ->check(CLI::IsMember({"crowd", "gmm", "drones2", "drones2-obstacle", "drones8"}))
       ->required();
-  mfg_cmd->add_option("--dim", mfg.dim, "the dimension D (at least 2)")
+  mfg_cmd->add_option("--dim", mfg.dim, "the dimension D (at least 2; the drones problems have their own: 4 or 16)")
       ->check(whole(mfg.dim, decltype(mfg.dim)(2)))
       ->capture_default_str();
   mfg_cmd->add_option("--cost-weight", mfg.cost_weight,
-                      "λ_F, the weight of the running (obstacle) cost (default 0.5; docs/mfg.md shows 0.1, 0.5 and 2.5)")
+                      "λ_F, the weight of the running cost, an obstacle's and the groups' interaction (default 0.5, "
+                      "drones 1; docs/mfg.md shows weak, moderate and strong avoidance)")
       ->check(kNonNegative);
   mfg_cmd->get_option("--out")->default_str("runs/mfg");
   mfg.out = "runs/mfg";

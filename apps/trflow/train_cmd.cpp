@@ -307,6 +307,7 @@ std::unique_ptr<flows::Flow<float>> build_flow(const TrainOptions& o, std::size_
     spec.base_mean = p.p0_mean;
     spec.base_log_std.assign(dim, 0.5 * std::log(p.p0_var));
     spec.time_per_step = true;  // the paper's time points: the states between whole steps
+    spec.populations = p.populations;  // one flow per group
   }
   spec.seed = o.seed;
   return flows::make_flow<float>(dim, spec);
@@ -395,7 +396,9 @@ int run_mfg(const TrainOptions& cli) {
   TrainOptions o = cli;
   const flows::MfgProblem problem = [&] {
     try {
-      return flows::mfg_problem(o.problem, o.dim);
+      // (the drones problems have their own dimension; --dim, when given, must match it)
+      const bool own_dim = o.problem.rfind("drones", 0) == 0 && !given(o, "--dim");
+      return flows::mfg_problem(o.problem, own_dim ? 0 : o.dim);
     } catch (const std::invalid_argument& e) {
       throw UsageError(fmt::format("--problem {} --dim {}: {}", o.problem, o.dim, e.what()));
     }
@@ -403,9 +406,14 @@ int run_mfg(const TrainOptions& cli) {
   if (given(o, "--data")) throw UsageError("mfg: --data is set by --problem (its target P1)");
   if (given(o, "--base")) throw UsageError("mfg: the flow's base is the problem's P0; --base does not apply");
   if (given(o, "--standardize")) throw UsageError("mfg: --standardize does not apply (the costs live in the data's units)");
-  if (given(o, "--cost-weight") && !problem.has_obstacle)
+  if (given(o, "--cost-weight") && !problem.has_running_cost())
     throw UsageError(fmt::format("--cost-weight: the {} problem has no running cost", o.problem));
   o.data = problem.target;
+  o.dim = problem.dim;
+  const bool groups = problem.populations > 1;
+  if (groups && (given(o, "--lu") || given(o, "--init") || (given(o, "--structure") && o.structure != "steps")))
+    throw UsageError(fmt::format("mfg --problem {}: one flow per group takes structure steps, without --lu or --init",
+                                 o.problem));
   // The paper's structure and terminal term, unless given (docs/mfg.md).
   auto set = [&](const char* flag, auto& field, auto value) { default_to(o, flag, field, value); };
   set("--structure", o.structure, std::string("steps"));
@@ -419,8 +427,9 @@ int run_mfg(const TrainOptions& cli) {
   }
   set("--loss", o.loss, std::string("jeffreys"));
   set("--steps", o.steps, std::int64_t(5000));
-  set("--cost-weight", o.cost_weight, 0.5);
-  if (!problem.has_obstacle) o.cost_weight = 0.0;
+  // λ_F: moderate avoidance (docs/mfg.md shows weak, moderate and strong).
+  set("--cost-weight", o.cost_weight, groups ? 1.0 : 0.5);
+  if (!problem.has_running_cost()) o.cost_weight = 0.0;
   return run_train(o);
 }
 
@@ -568,9 +577,9 @@ int run_train(const TrainOptions& cli_options) {
   config.comm = comm;
   config.interrupt = &g_interrupted;
   if (o.loss == "jeffreys") config.reverse_kl = o.kl_weight;
-  if (problem && problem->has_obstacle && o.cost_weight > 0) {
+  if (problem && problem->has_running_cost() && o.cost_weight > 0) {
     config.running = o.cost_weight;
-    config.obstacle = &problem->obstacle;
+    config.problem = &*problem;
   }
   flows::Trainer<float> trainer(*flow, *data, config);
   std::unique_ptr<flows::Validation<float>> validation;

@@ -416,6 +416,32 @@ std::unique_ptr<GaussianMixture> GaussianMixture::crowd(std::size_t d) {
   return std::make_unique<GaussianMixture>("crowd:" + std::to_string(d), std::move(means), std::sqrt(0.3));
 }
 
+namespace {
+/// The drones' group centres: drones2's corners, or drones8's circle of radius 2 (θ_k = (k+1)π/4),
+/// at the start (P0) or the end (P1, the antipode for drones8, the opposite corner for drones2).
+std::vector<double> drone_centres(std::size_t groups, bool end) {
+  if (groups == 2) return end ? std::vector<double>{1, 1, 0, 1} : std::vector<double>{0, 0, 1, 0};
+  if (groups != 8) throw std::invalid_argument(fmt::format("drones: 2 or 8 groups, got {}", groups));
+  std::vector<double> c(16);
+  for (std::size_t k = 0; k < 8; ++k) {
+    const double theta = kPi / 4 * double(k + 1) + (end ? 0.0 : kPi);
+    c[2 * k] = 2 * std::cos(theta);
+    c[2 * k + 1] = 2 * std::sin(theta);
+  }
+  return c;
+}
+}  // namespace
+
+std::vector<double> GaussianMixture::drones_start(std::size_t groups) { return drone_centres(groups, false); }
+
+std::unique_ptr<GaussianMixture> GaussianMixture::drones(std::size_t groups) {
+  const std::vector<double> c = drone_centres(groups, true);
+  xt::xtensor<double, 2> means = xt::zeros<double>({std::size_t{1}, c.size()});
+  std::copy(c.begin(), c.end(), means.data());
+  return std::make_unique<GaussianMixture>("drones" + std::to_string(groups), std::move(means),
+                                           std::sqrt(groups == 2 ? 0.01 : 5e-3));
+}
+
 void GaussianMixture::sample(std::size_t n, ad::Rng& rng, double* out) {
   const std::size_t d = dim(), k_count = means_.shape()[0];
   for (std::size_t s = 0; s < n; ++s) {
@@ -643,6 +669,8 @@ std::unique_ptr<Dataset> make_dataset(const std::string& spec, bool drop_nonfini
   if (spec.rfind("gaussian:", 0) == 0) return std::make_unique<GaussianDataset>(parse_dim(spec, 9, 1));
   if (spec.rfind("gmm:", 0) == 0) return GaussianMixture::gmm(parse_dim(spec, 4, 2));
   if (spec.rfind("crowd:", 0) == 0) return GaussianMixture::crowd(parse_dim(spec, 6, 2));
+  if (spec == "drones2") return GaussianMixture::drones(2);
+  if (spec == "drones8") return GaussianMixture::drones(8);
   if (spec.rfind("brenier:", 0) == 0) {
     const std::size_t d = parse_dim(spec, 8, 1);
     if (d > kMaxBrenierDim)  // its W2² is a Monte Carlo estimate of cost 200 000 (D + 2) D
@@ -657,7 +685,7 @@ std::unique_ptr<Dataset> make_dataset(const std::string& spec, bool drop_nonfini
   std::string known;
   for (const std::string& n : toy_dataset_names()) known += (known.empty() ? "" : ", ") + n;
   throw std::invalid_argument(fmt::format("unknown dataset '{}': expected one of {}; gaussian:D (1 <= D <= {}); "
-                                          "gmm:D, crowd:D (2 <= D <= {}); brenier:D (1 <= D <= {}); or a path ending in .npy or .csv",
+                                          "gmm:D, crowd:D (2 <= D <= {}); brenier:D (1 <= D <= {}); drones2, drones8; or a path ending in .npy or .csv",
                                           spec, known, kMaxDim, kMaxDim, kMaxBrenierDim));
 }
 

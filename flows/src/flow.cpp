@@ -228,6 +228,26 @@ std::unique_ptr<Flow<T>> make_flow(std::size_t dim, const FlowSpec& spec) {
   auto flow = std::make_unique<Flow<T>>(dim, std::move(base));
   ad::Rng rng(spec.seed);
   std::vector<int> a, b;
+  if (spec.populations > 1) {
+    const std::size_t P = spec.populations, block = dim / P;
+    if (dim % P != 0 || block < 2)
+      throw std::invalid_argument(fmt::format("make_flow: {} populations need a dimension that is a multiple of {} with "
+                                              "at least 2 coordinates each, got {}", P, P, dim));
+    if (spec.structure != Structure::steps || spec.gaussian_init || spec.lu)
+      throw std::invalid_argument("make_flow: several populations need structure steps, without LU layers or a Gaussian start");
+    // Population k owns the columns [k·block, (k+1)·block): its first half A_k, second half B_k.
+    for (std::size_t l = 0; l < spec.layers; ++l) {
+      if (spec.actnorm) flow->add_layer(std::make_unique<ActNorm<T>>(dim));
+      for (std::size_t k = 0; k < P; ++k) {
+        a.clear(), b.clear();
+        for (std::size_t j = 0; j < block; ++j) (j < block / 2 ? a : b).push_back(int(k * block + j));
+        flow->add_layer(make_coupling<T>(dim, a, b, spec.coupling, rng));
+        flow->add_layer(make_coupling<T>(dim, b, a, spec.coupling, rng));
+      }
+    }
+    flow->set_layers_per_time_step(flow->num_layers() / spec.layers);
+    return flow;
+  }
   for (std::size_t l = 0; l < spec.layers; ++l) {
     if (spec.actnorm) flow->add_layer(std::make_unique<ActNorm<T>>(dim));
     if (spec.lu || spec.structure == Structure::steps) flow->add_layer(std::make_unique<LULinear<T>>(dim));
@@ -304,6 +324,7 @@ ObjectiveTerms<T> objective(Flow<T>& flow, Var<T> data, Var<T> base_samples, con
 
   // The base samples' pass through F, with its states: T (direction gen), the reverse KL and F_P.
   const bool reverse = w.reverse_kl != 0.0, running = w.running != 0.0;
+  if (running && !w.problem) throw std::invalid_argument("objective: the running cost needs its mean-field-game problem");
   Mapped<T> f;
   if ((transport && !norm) || reverse || running) {
     if (!base_samples.tape) throw std::invalid_argument("objective: direction gen, the reverse KL and F_P need base samples");
@@ -311,10 +332,10 @@ ObjectiveTerms<T> objective(Flow<T>& flow, Var<T> data, Var<T> base_samples, con
       static thread_local std::vector<Var<T>> gen_traj;
       gen_traj.clear();
       f = flow.forward(base_samples, running ? &gen_traj : nullptr);
-      if (running) out.running = obstacle_cost(gen_traj, *w.obstacle);
+      if (running) out.running = running_cost(gen_traj, *w.problem);
     } else {
       f = flow.forward(base_samples, &traj);
-      if (running) out.running = obstacle_cost(traj, *w.obstacle);
+      if (running) out.running = running_cost(traj, *w.problem);
     }
   }
   if (transport) {
@@ -331,7 +352,6 @@ ObjectiveTerms<T> objective(Flow<T>& flow, Var<T> data, Var<T> base_samples, con
     out.loss = out.loss + out.reverse_kl * T(w.reverse_kl);
   }
   if (running) {
-    if (!w.obstacle) throw std::invalid_argument("objective: the running cost needs an obstacle");
     out.loss = out.loss + out.running * T(w.running);
   }
   return out;

@@ -82,11 +82,11 @@ Coupling<T>::Coupling(std::size_t dim, std::vector<int> a, std::vector<int> b, c
     seen[i] = true;
   }
   for (int i : b_) {
-    if (i < 0 || std::size_t(i) >= dim || seen[i]) throw std::invalid_argument("coupling: A and B must partition the coordinates");
+    if (i < 0 || std::size_t(i) >= dim || seen[i]) throw std::invalid_argument("coupling: A and B must be disjoint sets of coordinates");
     seen[i] = true;
   }
-  if (a_.empty() || a_.size() + b_.size() != dim)
-    throw std::invalid_argument("coupling: A and B must partition the coordinates, A non-empty");
+  // Coordinates in neither A nor B pass through unseen (one population's coupling among several).
+  if (a_.empty()) throw std::invalid_argument("coupling: A must not be empty");
   const std::size_t in = std::max<std::size_t>(1, b_.size());  // d = 1: a constant input
   const std::size_t out = outputs_per_coordinate * a_.size();
   if (!(cfg_.dropout >= 0.0 && cfg_.dropout < 1.0))

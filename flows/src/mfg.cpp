@@ -48,9 +48,10 @@ std::vector<double> simpson_weights(std::size_t states) {
 
 // F_P = Σ_l w_l · (1/m) Σ_i scale · exp(−½ ((x_i1 − c_x)²/v_x + (x_i2 − c_y)²/v_y)) / (2π √(v_x v_y))
 template <class T>
-Var<T> obstacle_cost(const std::vector<Var<T>>& traj, const Obstacle& q) {
+Var<T> obstacle_cost(const std::vector<Var<T>>& traj, const Obstacle& q, std::size_t column) {
   if (traj.empty()) throw std::invalid_argument("obstacle_cost: no states");
-  if (traj[0].cols() < 2) throw std::invalid_argument("obstacle_cost: the states need at least two coordinates");
+  if (traj[0].cols() < column + 2)
+    throw std::invalid_argument(fmt::format("obstacle_cost: columns {} and {} of states with {}", column, column + 1, traj[0].cols()));
   static thread_local std::vector<double> w;  // computed once per trajectory length: no allocation per step
   if (w.size() != traj.size()) w = simpson_weights(traj.size());
   Tape<T>& tape = *traj[0].tape;
@@ -59,9 +60,52 @@ Var<T> obstacle_cost(const std::vector<Var<T>>& traj, const Obstacle& q) {
   const double norm = q.scale / (kTwoPi * std::sqrt(q.vx * q.vy));
   Var<T> total;
   for (std::size_t l = 0; l < traj.size(); ++l) {
-    const Var<T> z = ad::mul_row(ad::add_row(ad::slice_cols(traj[l], 0, 2), c), s);
+    const Var<T> z = ad::mul_row(ad::add_row(ad::slice_cols(traj[l], column, 2), c), s);
     const Var<T> term = ad::mean(ad::exp(ad::row_sums(ad::square(z)) * T(-0.5))) * T(w[l] * norm);
     total = total.tape ? total + term : term;
+  }
+  return total;
+}
+
+// F_I = Σ_l w_l · (1/m) Σ_r Σ_{i<j} exp(−½ ‖s_l[r, block i] − s_l[r, block j]‖²)
+template <class T>
+Var<T> interaction_cost(const std::vector<Var<T>>& traj, std::size_t populations) {
+  if (traj.empty()) throw std::invalid_argument("interaction_cost: no states");
+  const std::size_t dim = traj[0].cols();
+  if (populations < 2 || dim % populations != 0)
+    throw std::invalid_argument(fmt::format("interaction_cost: {} populations in {} columns", populations, dim));
+  static thread_local std::vector<double> w;
+  if (w.size() != traj.size()) w = simpson_weights(traj.size());
+  const std::size_t block = dim / populations;
+  Var<T> total;
+  for (std::size_t l = 0; l < traj.size(); ++l) {
+    Var<T> pairs;
+    for (std::size_t i = 0; i < populations; ++i)
+      for (std::size_t j = i + 1; j < populations; ++j) {
+        const Var<T> diff = ad::slice_cols(traj[l], i * block, block) - ad::slice_cols(traj[l], j * block, block);
+        const Var<T> kernel = ad::exp(ad::row_sums(ad::square(diff)) * T(-0.5));
+        pairs = pairs.tape ? pairs + kernel : kernel;
+      }
+    const Var<T> term = ad::mean(pairs) * T(w[l]);
+    total = total.tape ? total + term : term;
+  }
+  return total;
+}
+
+template <class T>
+Var<T> running_cost(const std::vector<Var<T>>& traj, const MfgProblem& problem) {
+  if (!problem.has_running_cost()) throw std::invalid_argument(fmt::format("the {} problem has no running cost", problem.name));
+  Var<T> total;
+  if (problem.has_obstacle) {
+    const std::size_t block = problem.dim / problem.populations;
+    for (std::size_t k = 0; k < problem.populations; ++k) {
+      const Var<T> c = obstacle_cost(traj, problem.obstacle, k * block);
+      total = total.tape ? total + c : c;
+    }
+  }
+  if (problem.populations > 1) {
+    const Var<T> c = interaction_cost(traj, problem.populations);
+    total = total.tape ? total + c : c;
   }
   return total;
 }
@@ -105,6 +149,24 @@ Var<T> target_log_prob(const Dataset& target, Var<T> y) {
 }
 
 MfgProblem mfg_problem(const std::string& name, std::size_t dim) {
+  if (name.rfind("drones", 0) == 0) {
+    MfgProblem p;
+    p.name = name;
+    if (name == "drones2" || name == "drones2-obstacle") p.populations = 2;
+    else if (name == "drones8") p.populations = 8;
+    else throw std::invalid_argument(fmt::format("unknown mfg problem '{}' (expected crowd, gmm, drones2, drones2-obstacle or drones8)", name));
+    p.dim = 2 * p.populations;
+    if (dim != 0 && dim != p.dim)
+      throw std::invalid_argument(fmt::format("{} has {} groups in 2-D: its dimension is {}, not {}", name, p.populations, p.dim, dim));
+    p.p0_mean = GaussianMixture::drones_start(p.populations);
+    p.p0_var = p.populations == 2 ? 0.01 : 5e-3;
+    p.target = fmt::format("drones{}", p.populations);
+    if (name == "drones2-obstacle") {
+      p.has_obstacle = true;
+      p.obstacle = Obstacle{0.5, 0.5, 0.1, 0.004, 50.0};
+    }
+    return p;
+  }
   if (dim < 2) throw std::invalid_argument(fmt::format("mfg problem {}: the dimension must be at least 2, got {}", name, dim));
   MfgProblem p;
   p.name = name;
@@ -119,13 +181,17 @@ MfgProblem mfg_problem(const std::string& name, std::size_t dim) {
   } else if (name == "gmm") {
     p.target = fmt::format("gmm:{}", dim);
   } else {
-    throw std::invalid_argument(fmt::format("unknown mfg problem '{}' (expected crowd or gmm)", name));
+    throw std::invalid_argument(fmt::format("unknown mfg problem '{}' (expected crowd, gmm, drones2, drones2-obstacle or drones8)", name));
   }
   return p;
 }
 
-template Var<float> obstacle_cost<float>(const std::vector<Var<float>>&, const Obstacle&);
-template Var<double> obstacle_cost<double>(const std::vector<Var<double>>&, const Obstacle&);
+template Var<float> obstacle_cost<float>(const std::vector<Var<float>>&, const Obstacle&, std::size_t);
+template Var<double> obstacle_cost<double>(const std::vector<Var<double>>&, const Obstacle&, std::size_t);
+template Var<float> interaction_cost<float>(const std::vector<Var<float>>&, std::size_t);
+template Var<double> interaction_cost<double>(const std::vector<Var<double>>&, std::size_t);
+template Var<float> running_cost<float>(const std::vector<Var<float>>&, const MfgProblem&);
+template Var<double> running_cost<double>(const std::vector<Var<double>>&, const MfgProblem&);
 template Var<float> target_log_prob<float>(const Dataset&, Var<float>);
 template Var<double> target_log_prob<double>(const Dataset&, Var<double>);
 
@@ -155,21 +221,64 @@ MfgReport mfg_report(Flow<T>& flow, const MfgProblem& problem, std::size_t n, st
       path += step * step;
     }
   r.kinetic_energy = double(S - 1) * path / double(n);
+  const std::vector<double> w = simpson_weights(S);
+  const std::size_t P = problem.populations, block = d / P;
   if (problem.has_obstacle) {
-    const std::vector<double> w = simpson_weights(S);
     std::size_t inside = 0;
     double running = 0;
     for (std::size_t s = 0; s < S; ++s) {
       double sum = 0;
-      for (std::size_t i = 0; i < n; ++i) {
-        const T* p = states.data() + (s * n + i) * d;
-        sum += problem.obstacle.cost(double(p[0]), double(p[1]));
-        inside += problem.obstacle.inside(double(p[0]), double(p[1]));
-      }
+      for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t k = 0; k < P; ++k) {
+          const T* p = states.data() + (s * n + i) * d + k * block;
+          sum += problem.obstacle.cost(double(p[0]), double(p[1]));
+          inside += problem.obstacle.inside(double(p[0]), double(p[1]));
+        }
       running += w[s] * sum / double(n);
     }
     r.running = running;
-    r.inside_share = double(inside) / double(S * n);
+    r.inside_share = double(inside) / double(S * n * P);
+  }
+  if (P > 1) {
+    double interaction = 0;
+    for (std::size_t s = 0; s < S; ++s) {
+      double sum = 0;
+      for (std::size_t i = 0; i < n; ++i) {
+        const T* p = states.data() + (s * n + i) * d;
+        for (std::size_t a = 0; a < P; ++a)
+          for (std::size_t b = a + 1; b < P; ++b) {
+            double q = 0;
+            for (std::size_t j = 0; j < block; ++j) q += std::pow(double(p[a * block + j]) - double(p[b * block + j]), 2);
+            sum += std::exp(-0.5 * q);
+          }
+      }
+      interaction += w[s] * sum / double(n);
+    }
+    r.interaction = interaction;
+    r.running = r.running.value_or(0.0) + interaction;
+    // Arrival: each group's mean end point against its target's mean.
+    const auto target = GaussianMixture::drones(P);
+    const double radius = 3.0 * target->sigma() * std::sqrt(double(block));
+    double worst = 0, least = 1;
+    for (std::size_t k = 0; k < P; ++k) {
+      std::vector<double> mean(block, 0.0);
+      std::size_t near = 0;
+      for (std::size_t i = 0; i < n; ++i) {
+        double q = 0;
+        for (std::size_t j = 0; j < block; ++j) {
+          const double v = double(y[i * d + k * block + j]);
+          mean[j] += v / double(n);
+          q += std::pow(v - target->means()(0, k * block + j), 2);
+        }
+        near += q <= radius * radius;
+      }
+      double e = 0;
+      for (std::size_t j = 0; j < block; ++j) e += std::pow(mean[j] - target->means()(0, k * block + j), 2);
+      worst = std::max(worst, std::sqrt(e));
+      least = std::min(least, double(near) / double(n));
+    }
+    r.arrival_error = worst;
+    r.arrived_share = least;
   }
   if (problem.name == "crowd") {
     double err = 0;
@@ -188,6 +297,9 @@ nlohmann::json MfgReport::to_json() const {
   if (running) j["running_cost"] = *running;
   if (inside_share) j["inside_obstacle"] = *inside_share;
   if (l2_uvp) j["l2_uvp"] = *l2_uvp;
+  if (interaction) j["interaction"] = *interaction;
+  if (arrival_error) j["arrival_error"] = *arrival_error;
+  if (arrived_share) j["arrived_share"] = *arrived_share;
   return j;
 }
 

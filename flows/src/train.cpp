@@ -132,7 +132,7 @@ StepReport Trainer<T>::step(bool measure_transport) {
   w.reverse_kl = cfg_.reverse_kl;
   w.target = &data_;
   w.running = cfg_.running;
-  w.obstacle = cfg_.obstacle;
+  w.problem = cfg_.problem;
   const bool gen = base_pass;
   const std::size_t d = flow_.dim();
 

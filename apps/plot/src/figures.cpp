@@ -153,7 +153,10 @@ AxesInfo trajectory_panel(Figure& fig, Rect area, const Limits& lim, const Traje
   cairo_set_line_cap(cr, CAIRO_LINE_CAP_ROUND);
   const double line_alpha = N > 1000 ? 0.45 : 0.65;
   if (S >= 2) {
-    if (o.color == PathColor::StartAngle) {
+    if (o.color == PathColor::Group && o.groups.size() != N)
+      throw std::invalid_argument(fmt::format("trajectories: {} groups for {} points", o.groups.size(), N));
+    if (o.color == PathColor::StartAngle || o.color == PathColor::Group) {
+      const int group_count = o.groups.empty() ? 1 : *std::max_element(o.groups.begin(), o.groups.end()) + 1;
       double cx = 0.0, cy = 0.0;
       std::size_t cnt = 0;
       for (std::size_t i = 0; i < N; ++i) {
@@ -167,8 +170,12 @@ AxesInfo trajectory_panel(Figure& fig, Rect area, const Limits& lim, const Traje
         cy /= double(cnt);
       }
       for (std::size_t i = 0; i < N; ++i) {
-        const double angle = finite_at(0, i) ? std::atan2(at(0, i, 1) - cy, at(0, i, 0) - cx) : 0.0;
-        detail::set_color(cr, detail::cyclic_color((angle + kPi) / (2.0 * kPi)), line_alpha);
+        if (o.color == PathColor::Group) {
+          detail::set_color(cr, detail::cyclic_color((double(o.groups[i]) + 0.5) / double(group_count)), line_alpha);
+        } else {
+          const double angle = finite_at(0, i) ? std::atan2(at(0, i, 1) - cy, at(0, i, 0) - cx) : 0.0;
+          detail::set_color(cr, detail::cyclic_color((angle + kPi) / (2.0 * kPi)), line_alpha);
+        }
         bool pen = false;
         for (std::size_t s = 0; s < S; ++s) {
           if (!finite_at(s, i)) {

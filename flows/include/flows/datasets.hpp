@@ -141,6 +141,12 @@ class GaussianMixture : public Dataset {
   static std::unique_ptr<GaussianMixture> gmm(std::size_t d);
   /// "crowd:D" (D ≥ 2): the crowd-motion problem's target N(−3e₂, 0.3·I) (flows/mfg.hpp).
   static std::unique_ptr<GaussianMixture> crowd(std::size_t d);
+  /// "drones2", "drones8": the targets of the multi-population games (flows/mfg.hpp), the
+  /// groups side by side (2 coordinates each): drones2 N((1,1), 0.01 I) × N((0,1), 0.01 I);
+  /// drones8 group k at 2(cos θ_k, sin θ_k), θ_k = (k + 1)π/4, variance 5e-3.
+  static std::unique_ptr<GaussianMixture> drones(std::size_t groups);
+  /// Where group k of drones2/drones8 starts (P0's mean, 2 numbers per group).
+  static std::vector<double> drones_start(std::size_t groups);
   std::size_t dim() const override { return means_.shape()[1]; }
   std::string name() const override { return name_; }
   /// k uniform in [0, K), then x = μ_k + σ ε.

@@ -127,6 +127,12 @@ struct FlowSpec {
   /// structure steps: each step (its LU, couplings and ActNorm) is one time step of the
   /// trajectories, as the paper's code has it for mean-field games; otherwise every layer is.
   bool time_per_step = false;
+  /// P > 1: the state holds P populations of dim/P coordinates each, side by side (a
+  /// multi-population mean-field game, mfg.hpp). Each step is then, per population, two
+  /// complementary couplings that update and condition on that population's coordinates
+  /// only (no LU layer, which would mix them): P independent flows in one, each agent's
+  /// path depending on its own state alone. Needs structure steps and dim/P ≥ 2.
+  std::size_t populations = 1;
   std::uint64_t seed = 0;                 ///< for the permutations and the initial weights
 };
 
@@ -150,7 +156,7 @@ Direction direction_from_name(const std::string& name);
 const char* direction_name(Direction d);
 
 class Dataset;
-struct Obstacle;
+struct MfgProblem;
 
 struct ObjectiveWeights {
   double kl = 1.0;         ///< λ, the weight of the NLL (the KL to the data, up to a constant)
@@ -161,9 +167,10 @@ struct ObjectiveWeights {
   /// divergence with the NLL's forward KL); needs `target`'s density on the tape (mfg.hpp).
   double reverse_kl = 0.0;
   const Dataset* target = nullptr;
-  /// λ_F, the weight of the obstacle cost F_P over the states x ~ α0 pass through (mfg.hpp).
+  /// λ_F, the weight of the running cost over the states x ~ α0 pass through: the obstacle
+  /// cost F_P and, for several populations, their interaction (mfg.hpp: running_cost).
   double running = 0.0;
-  const Obstacle* obstacle = nullptr;
+  const MfgProblem* problem = nullptr;
 };
 
 /// The objective's terms, each 1×1 (empty when not computed: transport and map_cost when

@@ -86,9 +86,11 @@ struct CouplingConfig {
   double dropout = 0.0;          ///< dropout rate in the conditioner while training (0 ≤ p < 1)
 };
 
-/// What every coupling shares: the split into updated coordinates A and conditioning
-/// coordinates B, and the conditioner h_θ(x_B) (a constant input when B is empty, d = 1),
-/// whose last layer starts at zero so that the layer starts as the identity.
+/// What every coupling shares: the updated coordinates A and the conditioning coordinates B
+/// (disjoint; usually a partition, and coordinates in neither pass through unchanged and
+/// unseen, as one population's coupling in a multi-population flow), and the conditioner
+/// h_θ(x_B) (a constant input when B is empty, d = 1), whose last layer starts at zero so that
+/// the layer starts as the identity.
 template <class T>
 class Coupling : public Bijector<T> {
  public:

@@ -47,10 +47,10 @@ struct TrainConfig {
   Direction direction = Direction::gen;
   /// Mean-field games (mfg.hpp): ρ, the reverse KL's weight (ρ = λ: the Jeffreys divergence,
   /// the target being the training data set, whose density must be a Gaussian mixture), and
-  /// λ_F, the running cost's weight, with its obstacle.
+  /// λ_F, the running cost's weight, with its problem (obstacle, populations).
   double reverse_kl = 0.0;
   double running = 0.0;
-  const Obstacle* obstacle = nullptr;
+  const MfgProblem* problem = nullptr;
   double clip_norm = 0.0;         ///< > 0: clip the global gradient norm
   bool skip_nonfinite = false;    ///< skip a batch whose loss or gradient is not finite, instead of stopping
   std::uint64_t seed = 0;         ///< for the batches (the flow's weights have their own seed)

@@ -178,6 +178,7 @@ FigureInfo density_heatmap(const std::string& path, const double* values, std::s
 enum class PathColor {
   StartAngle,  ///< each point's path by the angle of its start around the starts' centroid (cyclic hues)
   Step,        ///< each segment by its step in viridis, from dark purple (first) to yellow-green (last)
+  Group,       ///< each point's path by its group (TrajectoryOptions::groups), one hue per group
 };
 
 /// Trajectories of `points` points through `states` states (the base point,
@@ -199,6 +200,8 @@ struct TrajectoryOptions {
   std::optional<Limits> limits;
   /// How the polylines are coloured.
   PathColor color = PathColor::StartAngle;
+  /// PathColor::Group: each point's group, 0 … G − 1 (one per point).
+  std::vector<int> groups;
   /// Legend label of the start points (state 0).
   std::string start_label = "base point";
   /// Legend label of the end points (last state).
