@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "app.hpp"
+#include "flows/train.hpp"
 
 namespace {
 
@@ -59,8 +60,6 @@ const CLI::Validator kPositive = number_check([](double v) { return v > 0; }, "m
 const CLI::Validator kNonNegative =
     number_check([](double v) { return v >= 0; }, "must be zero or positive", "NON-NEGATIVE");
 
-const std::vector<std::string> kActivations = {"tanh", "relu", "leaky_relu", "softplus", "elu", "sigmoid"};
-
 void add_train_options(CLI::App& c, trflow::TrainOptions& o) {
   c.add_option("--data", o.data, "built-in set (8gaussians, moons, circles, rings, pinwheel, 2spirals, checkerboard, "
                                  "swissroll), gaussian:D, gmm:D, or a .npy/.csv file")
@@ -75,13 +74,13 @@ void add_train_options(CLI::App& c, trflow::TrainOptions& o) {
       ->capture_default_str();
   c.add_option("--structure", o.structure,
                "layers: one coupling per layer; steps: an LU layer and two complementary couplings per step")
-      ->check(CLI::IsMember({"layers", "steps"}))
+      ->check(CLI::IsMember(ad::names_of(flows::kStructureNames)))
       ->capture_default_str();
   c.add_option("--coupling", o.coupling, "affine, additive (w = 0) or rqs (rational-quadratic splines)")
-      ->check(CLI::IsMember({"affine", "additive", "rqs"}))
+      ->check(CLI::IsMember(ad::names_of(flows::kCouplingNames)))
       ->capture_default_str();
   c.add_option("--conditioner", o.conditioner, "the couplings' network: mlp, or resnet (residual blocks)")
-      ->check(CLI::IsMember({"mlp", "resnet"}))
+      ->check(CLI::IsMember(ad::names_of(flows::kConditionerNames)))
       ->capture_default_str();
   c.add_option("--bins", o.bins, "rqs: bins per spline (2 to 64)")->check(CLI::Range(2, 64))->capture_default_str();
   c.add_option("--tail-bound", o.tail_bound,
@@ -90,14 +89,14 @@ void add_train_options(CLI::App& c, trflow::TrainOptions& o) {
   c.add_option("--hidden", o.hidden, "width of the conditioner MLPs")->check(whole(o.hidden, decltype(o.hidden)(1)))->capture_default_str();
   c.add_option("--depth", o.depth, "hidden layers (mlp) or residual blocks (resnet) per conditioner")->check(whole(o.depth, decltype(o.depth)(1)))->capture_default_str();
   c.add_option("--activation", o.activation, "conditioner activation")
-      ->check(CLI::IsMember(kActivations))
+      ->check(CLI::IsMember(ad::names_of(ad::kActivationNames)))
       ->capture_default_str();
   c.add_option("--batch", o.batch, "batch size")->check(whole(o.batch, decltype(o.batch)(1)))->capture_default_str();
   c.add_option("--steps", o.steps, "training steps")->check(whole(o.steps, decltype(o.steps)(1)))->capture_default_str();
   c.add_option("--lr", o.lr, "learning rate (Adam)")->check(kPositive)->capture_default_str();
   c.add_option("--lr-schedule", o.lr_schedule,
                "learning-rate schedule (plateau: halved after every 5 validations in a row without improvement)")
-      ->check(CLI::IsMember({"constant", "cosine", "step", "plateau"}))
+      ->check(CLI::IsMember(ad::names_of(nn::LrSchedule::kNames)))
       ->capture_default_str();
   c.add_option("--warmup", o.warmup, "linear learning-rate warm-up steps")->check(whole(o.warmup, decltype(o.warmup)(0)))->capture_default_str();
   c.add_option("--seed", o.seed, "random seed (weights, permutations, batches)")->check(whole(o.seed, decltype(o.seed)(0)))->capture_default_str();
@@ -106,18 +105,18 @@ void add_train_options(CLI::App& c, trflow::TrainOptions& o) {
       ->check(kNonNegative)
       ->capture_default_str();
   c.add_option("--transport-dir", o.transport_dir, "gen: base samples pushed through F; norm: data pulled back through G")
-      ->check(CLI::IsMember({"gen", "norm"}))
+      ->check(CLI::IsMember(ad::names_of(flows::kDirectionNames)))
       ->capture_default_str();
   c.add_option("--transport-schedule", o.transport_schedule,
                "β over the run: constant, or decaying to the floor (linear, cosine, or exponential: as many steps "
                "per decade, floor > 0)")
-      ->check(CLI::IsMember({"constant", "linear", "cosine", "exponential"}))
+      ->check(CLI::IsMember(ad::names_of(flows::BetaSchedule::kNames)))
       ->capture_default_str();
   c.add_option("--transport-floor", o.transport_floor, "β at the end of a decaying schedule")
       ->check(kNonNegative)
       ->capture_default_str();
   c.add_option("--permutation", o.permutation, "how each coupling picks its updated coordinates")
-      ->check(CLI::IsMember({"random", "alternate"}))
+      ->check(CLI::IsMember(ad::names_of(flows::kPermutationNames)))
       ->capture_default_str();
   c.add_flag("--actnorm", o.actnorm, "an ActNorm layer before each coupling");
   c.add_flag("--lu", o.lu, "an invertible LU linear layer before each coupling");

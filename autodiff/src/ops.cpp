@@ -994,26 +994,8 @@ const OpDef<T>& op_def(Op op) { return kOps<T>[std::size_t(op)]; }
 
 const char* op_name(Op op) { return std::size_t(op) < std::size_t(Op::count_) ? kOps<float>[std::size_t(op)].name : "?"; }
 
-const char* activation_name(Activation a) {
-  switch (a) {
-    case Activation::identity: return "identity";
-    case Activation::tanh: return "tanh";
-    case Activation::sigmoid: return "sigmoid";
-    case Activation::relu: return "relu";
-    case Activation::leaky_relu: return "leaky_relu";
-    case Activation::softplus: return "softplus";
-    case Activation::elu: return "elu";
-  }
-  return "?";
-}
-
-Activation activation_from_name(const std::string& name) {
-  for (Activation a : {Activation::identity, Activation::tanh, Activation::sigmoid, Activation::relu,
-                       Activation::leaky_relu, Activation::softplus, Activation::elu})
-    if (name == activation_name(a)) return a;
-  throw std::invalid_argument(fmt::format(
-      "unknown activation '{}' (expected one of: identity, tanh, sigmoid, relu, leaky_relu, softplus, elu)", name));
-}
+const char* activation_name(Activation a) { return name_in(kActivationNames, a); }
+Activation activation_from_name(const std::string& name) { return value_named(kActivationNames, name, "activation"); }
 
 // --- the public functions: each records one node.
 template <class T> Var<T> add(Var<T> a, Var<T> b) { return tape_of(a, b, "add").record(Op::add, a.index, b.index); }

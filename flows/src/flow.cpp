@@ -272,13 +272,8 @@ std::unique_ptr<Flow<T>> make_flow(std::size_t dim, const FlowSpec& spec) {
   return flow;
 }
 
-const char* structure_name(Structure s) { return s == Structure::layers ? "layers" : "steps"; }
-
-Structure structure_from_name(const std::string& name) {
-  if (name == "layers") return Structure::layers;
-  if (name == "steps") return Structure::steps;
-  throw std::invalid_argument(fmt::format("unknown structure '{}' (expected layers or steps)", name));
-}
+const char* structure_name(Structure s) { return ad::name_in(kStructureNames, s); }
+Structure structure_from_name(const std::string& name) { return ad::value_named(kStructureNames, name, "structure"); }
 
 // ---------------------------------------------------------------- costs
 // T = L · (1/m) Σ_i Σ_l ‖s_{l+1,i} − s_{l,i}‖²
@@ -299,12 +294,9 @@ Var<T> mean_squared_distance(Var<T> a, Var<T> b) {
   return ad::sum(ad::square(b - a)) * T(1.0 / double(a.rows()));
 }
 
-const char* direction_name(Direction d) { return d == Direction::gen ? "gen" : "norm"; }
-
+const char* direction_name(Direction d) { return ad::name_in(kDirectionNames, d); }
 Direction direction_from_name(const std::string& name) {
-  if (name == "gen") return Direction::gen;
-  if (name == "norm") return Direction::norm;
-  throw std::invalid_argument(fmt::format("unknown transport direction '{}' (expected gen or norm)", name));
+  return ad::value_named(kDirectionNames, name, "transport direction");
 }
 
 template <class T>

@@ -23,13 +23,8 @@ Array<T> Bijector<T>::initialize_from_data(const Array<T>& y) {
 }
 
 // ---------------------------------------------------------------- permutations
-const char* permutation_name(Permutation p) { return p == Permutation::random ? "random" : "alternate"; }
-
-Permutation permutation_from_name(const std::string& name) {
-  if (name == "random") return Permutation::random;
-  if (name == "alternate") return Permutation::alternate;
-  throw std::invalid_argument(fmt::format("unknown permutation '{}' (expected random or alternate)", name));
-}
+const char* permutation_name(Permutation p) { return ad::name_in(kPermutationNames, p); }
+Permutation permutation_from_name(const std::string& name) { return ad::value_named(kPermutationNames, name, "permutation"); }
 
 void coupling_split(std::size_t d, std::size_t index, Permutation kind, ad::Rng& rng, std::vector<int>& a,
                     std::vector<int>& b) {
@@ -49,27 +44,11 @@ void coupling_split(std::size_t d, std::size_t index, Permutation kind, ad::Rng&
 }
 
 // ---------------------------------------------------------------- couplings
-const char* coupling_kind_name(CouplingKind k) {
-  switch (k) {
-    case CouplingKind::affine: return "affine";
-    case CouplingKind::additive: return "additive";
-    case CouplingKind::rqs: return "rqs";
-  }
-  return "?";
-}
-
-CouplingKind coupling_kind_from_name(const std::string& name) {
-  for (CouplingKind k : {CouplingKind::affine, CouplingKind::additive, CouplingKind::rqs})
-    if (name == coupling_kind_name(k)) return k;
-  throw std::invalid_argument(fmt::format("unknown coupling '{}' (expected affine, additive or rqs)", name));
-}
-
-const char* conditioner_name(ConditionerKind k) { return k == ConditionerKind::mlp ? "mlp" : "resnet"; }
-
+const char* coupling_kind_name(CouplingKind k) { return ad::name_in(kCouplingNames, k); }
+CouplingKind coupling_kind_from_name(const std::string& name) { return ad::value_named(kCouplingNames, name, "coupling"); }
+const char* conditioner_name(ConditionerKind k) { return ad::name_in(kConditionerNames, k); }
 ConditionerKind conditioner_from_name(const std::string& name) {
-  if (name == "mlp") return ConditionerKind::mlp;
-  if (name == "resnet") return ConditionerKind::resnet;
-  throw std::invalid_argument(fmt::format("unknown conditioner '{}' (expected mlp or resnet)", name));
+  return ad::value_named(kConditionerNames, name, "conditioner");
 }
 
 template <class T>

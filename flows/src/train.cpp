@@ -20,21 +20,9 @@ double BetaSchedule::at(std::int64_t t) const {
   return floor + (start - floor) * 0.5 * (1.0 + std::cos(M_PI * frac));
 }
 
-const char* BetaSchedule::kind_name(Kind k) {
-  switch (k) {
-    case Kind::constant: return "constant";
-    case Kind::linear: return "linear";
-    case Kind::cosine: return "cosine";
-    case Kind::exponential: return "exponential";
-  }
-  return "?";
-}
-
+const char* BetaSchedule::kind_name(Kind k) { return ad::name_in(kNames, k); }
 BetaSchedule::Kind BetaSchedule::kind_from_name(const std::string& name) {
-  for (Kind k : {Kind::constant, Kind::linear, Kind::cosine, Kind::exponential})
-    if (name == kind_name(k)) return k;
-  throw std::invalid_argument(
-      fmt::format("unknown transport schedule '{}' (expected constant, linear, cosine or exponential)", name));
+  return ad::value_named(kNames, name, "transport schedule");
 }
 
 template <class T>

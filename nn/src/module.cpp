@@ -8,24 +8,8 @@
 namespace nn {
 
 // ---------------------------------------------------------------- init
-const char* init_name(Init init) {
-  switch (init) {
-    case Init::zeros: return "zeros";
-    case Init::xavier_uniform: return "xavier_uniform";
-    case Init::xavier_normal: return "xavier_normal";
-    case Init::kaiming_uniform: return "kaiming_uniform";
-    case Init::kaiming_normal: return "kaiming_normal";
-  }
-  return "?";
-}
-
-Init init_from_name(const std::string& name) {
-  for (Init i : {Init::zeros, Init::xavier_uniform, Init::xavier_normal, Init::kaiming_uniform, Init::kaiming_normal})
-    if (name == init_name(i)) return i;
-  throw std::invalid_argument(fmt::format(
-      "unknown initialization '{}' (expected zeros, xavier_uniform, xavier_normal, kaiming_uniform or kaiming_normal)",
-      name));
-}
+const char* init_name(Init init) { return ad::name_in(kInitNames, init); }
+Init init_from_name(const std::string& name) { return ad::value_named(kInitNames, name, "initialization"); }
 
 template <class T>
 void initialize(ad::Array<T>& w, Init init, ad::Rng& rng, double gain) {

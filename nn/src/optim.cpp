@@ -151,21 +151,9 @@ double LrSchedule::at(std::int64_t t) const {
   return base;
 }
 
-const char* LrSchedule::kind_name(Kind k) {
-  switch (k) {
-    case Kind::constant: return "constant";
-    case Kind::cosine: return "cosine";
-    case Kind::step: return "step";
-    case Kind::plateau: return "plateau";
-  }
-  return "?";
-}
-
+const char* LrSchedule::kind_name(Kind k) { return ad::name_in(kNames, k); }
 LrSchedule::Kind LrSchedule::kind_from_name(const std::string& name) {
-  for (Kind k : {Kind::constant, Kind::cosine, Kind::step, Kind::plateau})
-    if (name == kind_name(k)) return k;
-  throw std::invalid_argument(
-      fmt::format("unknown learning-rate schedule '{}' (expected constant, cosine, step or plateau)", name));
+  return ad::value_named(kNames, name, "learning-rate schedule");
 }
 
 template class Optimizer<float>;

@@ -19,6 +19,7 @@
 
 #include "autodiff/xsimd.hpp"  // first: see there
 #include <xtensor/xtensor.hpp>
+#include "autodiff/names.hpp"
 
 namespace ad {
 
@@ -55,6 +56,13 @@ const char* op_name(Op op);
 /// Activations that the fused linear layer can apply. Each one's derivative is
 /// a function of its output, so the pre-activation need not be stored.
 enum class Activation : std::uint8_t { identity, tanh, sigmoid, relu, leaky_relu, softplus, elu };
+inline constexpr NameTable<Activation, 7> kActivationNames{{{Activation::identity, "identity"},
+                                                            {Activation::tanh, "tanh"},
+                                                            {Activation::sigmoid, "sigmoid"},
+                                                            {Activation::relu, "relu"},
+                                                            {Activation::leaky_relu, "leaky_relu"},
+                                                            {Activation::softplus, "softplus"},
+                                                            {Activation::elu, "elu"}}};
 
 /// Parses "tanh", "relu", … (throws std::invalid_argument listing the valid names) and back.
 Activation activation_from_name(const std::string& name);

@@ -107,6 +107,7 @@ enum class Structure {
   steps,   ///< L steps as in the paper's code: an LU linear layer, then two couplings on A_l and on its
            ///< complement, so that every coordinate is updated once per step (d = 1: one coupling)
 };
+inline constexpr ad::NameTable<Structure, 2> kStructureNames{{{Structure::layers, "layers"}, {Structure::steps, "steps"}}};
 Structure structure_from_name(const std::string& name);  ///< "layers", "steps"
 const char* structure_name(Structure s);
 
@@ -152,6 +153,7 @@ Var<T> mean_squared_distance(Var<T> a, Var<T> b);
 /// Which samples the transport cost follows: x ~ α0 pushed through F (gen, the
 /// default), or the data pushed through G (norm).
 enum class Direction { gen, norm };
+inline constexpr ad::NameTable<Direction, 2> kDirectionNames{{{Direction::gen, "gen"}, {Direction::norm, "norm"}}};
 Direction direction_from_name(const std::string& name);
 const char* direction_name(Direction d);
 

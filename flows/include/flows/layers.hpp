@@ -48,6 +48,8 @@ class Bijector : public nn::Module<T> {
 
 /// How Π chooses the updated coordinates A of each coupling.
 enum class Permutation { random, alternate };
+inline constexpr ad::NameTable<Permutation, 2> kPermutationNames{
+    {{Permutation::random, "random"}, {Permutation::alternate, "alternate"}}};
 Permutation permutation_from_name(const std::string& name);
 const char* permutation_name(Permutation p);
 
@@ -63,6 +65,8 @@ enum class CouplingKind {
   additive,  ///< y_A = x_A + b (w ≡ 0)
   rqs,       ///< y_A = s_θ(x_A), a monotonic rational-quadratic spline per coordinate (Durkan et al. 2019)
 };
+inline constexpr ad::NameTable<CouplingKind, 3> kCouplingNames{
+    {{CouplingKind::affine, "affine"}, {CouplingKind::additive, "additive"}, {CouplingKind::rqs, "rqs"}}};
 CouplingKind coupling_kind_from_name(const std::string& name);  ///< "affine", "additive", "rqs"
 const char* coupling_kind_name(CouplingKind k);
 
@@ -71,6 +75,8 @@ enum class ConditionerKind {
   mlp,     ///< nn::MLP with `depth` hidden layers
   resnet,  ///< nn::ResidualNet with `depth` residual blocks (as in the paper's code)
 };
+inline constexpr ad::NameTable<ConditionerKind, 2> kConditionerNames{
+    {{ConditionerKind::mlp, "mlp"}, {ConditionerKind::resnet, "resnet"}}};
 ConditionerKind conditioner_from_name(const std::string& name);  ///< "mlp", "resnet"
 const char* conditioner_name(ConditionerKind k);
 

@@ -25,6 +25,10 @@ namespace flows {
 /// decade of β (floor > 0).
 struct BetaSchedule {
   enum class Kind { constant, linear, cosine, exponential } kind = Kind::constant;
+  static constexpr ad::NameTable<Kind, 4> kNames{{{Kind::constant, "constant"},
+                                                  {Kind::linear, "linear"},
+                                                  {Kind::cosine, "cosine"},
+                                                  {Kind::exponential, "exponential"}}};
   double start = 0.0;
   double floor = 0.0;
   std::int64_t steps = 0;

@@ -15,6 +15,11 @@ enum class Init {
   kaiming_normal,   ///< N(0, σ²), σ = √(2 / fan_in)
 };
 
+inline constexpr ad::NameTable<Init, 5> kInitNames{{{Init::zeros, "zeros"},
+                                                    {Init::xavier_uniform, "xavier_uniform"},
+                                                    {Init::xavier_normal, "xavier_normal"},
+                                                    {Init::kaiming_uniform, "kaiming_uniform"},
+                                                    {Init::kaiming_normal, "kaiming_normal"}}};
 Init init_from_name(const std::string& name);
 const char* init_name(Init init);
 

@@ -89,6 +89,8 @@ struct LrSchedule {
   /// plateau: the base rate (after warm-up) times a scale that the caller lowers when the
   /// validation stops improving (flows::Trainer::set_lr_scale); at() gives the unscaled rate.
   enum class Kind { constant, cosine, step, plateau } kind = Kind::constant;
+  static constexpr ad::NameTable<Kind, 4> kNames{
+      {{Kind::constant, "constant"}, {Kind::cosine, "cosine"}, {Kind::step, "step"}, {Kind::plateau, "plateau"}}};
   double base = 1e-3;
   std::int64_t warmup = 0;
   std::int64_t total = 0;       ///< cosine: steps to reach lr_min
