@@ -648,6 +648,38 @@ TEST_CASE("data beyond float32 are refused by element, a FIFO without waiting, a
   fs::remove_all(dir);
 }
 
+TEST_CASE("small data files: under 20 training rows per dimension 8 affine couplings, a batch of half the rows") {
+  const fs::path dir = temp_dir("smalldata");
+  auto write = [&](const std::string& name, std::size_t n, std::size_t d) {
+    std::vector<double> rows(n * d);
+    ad::Rng rng(n + d);
+    rng.fill_normal(rows.data(), rows.size(), 0.0, 1.0);
+    nn::write_file_atomic((dir / name).string(), nn::encode_npy(rows.data(), {n, d}));
+    return (dir / name).string();
+  };
+  const std::string narrow = write("narrow.npy", 100, 8), tall = write("tall.npy", 1000, 2);
+  const std::string common = "train --steps 20 --hidden 8 --eval-n 200 --no-plots --quiet --out ";
+  // 90 training rows in 8 dimensions: 11 per dimension; half of 90 is below the floor of 64.
+  REQUIRE(run(common + (dir / "a").string() + " --data " + narrow, dir).code == 0);
+  CHECK(config_of(dir / "a").at("coupling") == "affine");
+  CHECK(config_of(dir / "a").at("layers") == 8);
+  CHECK(config_of(dir / "a").at("batch") == 64);
+  // 900 rows in 2 dimensions: the spline default, a batch of 450.
+  REQUIRE(run(common + (dir / "b").string() + " --data " + tall, dir).code == 0);
+  CHECK(config_of(dir / "b").at("coupling") == "rqs");
+  CHECK(config_of(dir / "b").at("layers") == 4);
+  CHECK(config_of(dir / "b").at("batch") == 450);
+  // Flags given win; a built-in generator keeps the defaults.
+  REQUIRE(run(common + (dir / "c").string() + " --data " + narrow + " --coupling rqs --batch 32", dir).code == 0);
+  CHECK(config_of(dir / "c").at("coupling") == "rqs");
+  CHECK(config_of(dir / "c").at("layers") == 4);
+  CHECK(config_of(dir / "c").at("batch") == 32);
+  REQUIRE(run(common + (dir / "d").string() + " --data moons", dir).code == 0);
+  CHECK(config_of(dir / "d").at("coupling") == "rqs");
+  CHECK(config_of(dir / "d").at("batch") == 512);
+  fs::remove_all(dir);
+}
+
 TEST_CASE("data-file defaults: dropout 0.2 (0 for built-in sets), the starting model validated at step 0, --init gaussian") {
   const fs::path dir = temp_dir("filedefaults");
   std::vector<double> rows(200 * 3);

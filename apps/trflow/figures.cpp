@@ -218,7 +218,7 @@ std::vector<std::string> write_all_figures(Model& m, flows::Dataset& data, const
   if (!problem.empty()) {
     const flows::MfgProblem p = flows::mfg_problem(problem, m.flow->dim());
     const std::string schedule = train.value("transport_schedule", std::string("constant"));
-    topt.title = fmt::format("{}: {} time steps (λ_L = {}, λ_F = {:g})", problem, states - 1,
+    topt.title = fmt::format("{}: {} steps (λ_L = {}, λ_F = {:g})", problem, states - 1,
                              schedule == "constant" ? fmt::format("{:g}", beta)
                                                     : fmt::format("{:g}→{:g}", beta, train.value("transport_floor", 0.0)),
                              train.value("cost_weight", 0.0));

@@ -222,7 +222,7 @@ int run(int argc, char** argv, flows::Communicator* comm) {
   sample_cmd->add_option("--model", sample.model, "model directory (or model.npz)")->required();
   sample_cmd->add_option("--n", sample.n, "number of samples")->check(whole(sample.n, decltype(sample.n)(1)))->capture_default_str();
   sample_cmd->add_option("--out", sample.out, "samples, an (N, D) .npy file")->required();
-  sample_cmd->add_option("--trajectories", sample.trajectories, "trajectories, an (L+1, N, D) .npy file");
+  sample_cmd->add_option("--trajectories", sample.trajectories, "trajectories, a (K+1, N, D) .npy file: the states between the K time steps (layers, or whole steps)");
   sample_cmd->add_option("--seed", sample.seed, "random seed")->check(whole(sample.seed, decltype(sample.seed)(0)))->capture_default_str();
   sample_cmd->add_option("--threads", sample.threads, "threads that share the rows")->check(whole(sample.threads, decltype(sample.threads)(1)))->capture_default_str();
 

@@ -495,6 +495,21 @@ int run_train(const TrainOptions& cli_options) {
     raw->sample(n, rng, val_rows.data());
   }
   const bool files = file_rows != nullptr;
+  // A small data file (docs/real_data.md): with fewer than 20 training rows per dimension, 8 affine
+  // couplings instead of 4 spline couplings (whose conditioners emit 3K − 1 = 23 numbers per
+  // coordinate, not 2, and overfit such sets before they help); and for every file a batch of at
+  // most half its training rows (at least 64), so that a pass over them is two or more noisy
+  // steps, not one full batch drawn with replacement. Flags given (or a preset, a saved config,
+  // a resumed run's settings) win.
+  if (files && !cli.resume && !o.from_config && o.preset == "none") {
+    const std::size_t rows = dynamic_cast<flows::MatrixDataset&>(*raw).rows().shape()[0], d = raw->dim();
+    if (double(rows) < 20.0 * double(d) && !given(o, "--coupling") && !given(o, "--additive") &&
+        !given(o, "--layers") && !given(o, "--structure")) {
+      o.coupling = "affine";
+      o.layers = 8;
+    }
+    default_to(o, "--batch", o.batch, std::min(o.batch, std::clamp<std::size_t>(rows / 2, 64, 512)));
+  }
   // Finite data sets get dropout by default (docs/real_data.md: it lowered the test NLL of every
   // set measured); a Gaussian start is an option (it helps the smallest set and hurts heavy tails).
   if (o.dropout < 0) o.dropout = files ? 0.2 : 0.0;

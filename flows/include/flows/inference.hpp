@@ -16,7 +16,7 @@ struct PushOutputs {
   T* y = nullptr;            ///< F(x), n×d
   T* log_density = nullptr;  ///< log q(F(x)) = log α0(x) − log|det ∇F(x)|, the model's density there, n
   T* path_energy = nullptr;  ///< Σ_l ‖F_{l+1}(x) − F_l(x)‖², n (T = L · its mean)
-  T* states = nullptr;       ///< [x, f_1(x), …, F(x)]: (L+1)×n×d, state-major
+  T* states = nullptr;       ///< [x, s_1, …, F(x)]: (K+1)×n×d, state-major, K = flow.num_time_steps()
 };
 
 template <class T>

@@ -16,7 +16,7 @@ struct EvalReport {
   std::size_t n = 0;     ///< base samples (and data draws, for a generator)
   std::size_t rows = 0;  ///< a data file's rows, all of which the NLL averages over (0: a generator)
   double nll = 0;        ///< mean −log p(y) over n fresh data samples or over all of a file's rows, nats (data units)
-  double transport = 0;  ///< T = L · E Σ_l ‖F_{l+1}(x) − F_l(x)‖², x ~ α0
+  double transport = 0;  ///< T = K · E Σ_k ‖s_{k+1} − s_k‖² over the K time steps (layers, or whole steps), x ~ α0
   double map_cost = 0;   ///< E ‖F(x) − x‖²
   std::optional<double> true_nll;         ///< mean −log p_true(y) on the same samples (≈ entropy)
   std::optional<double> entropy;          ///< closed form, when known

@@ -18,9 +18,7 @@
 
 namespace flows {
 
-/// β as a function of the step t: constant, or decaying from `start` to `floor`
-/// over `steps` steps (linearly, or along a half cosine), then held at the floor.
-/// β over a run of `steps` steps: constant; linear or cosine from start to floor; or
+/// β as a function of the step t, held at the floor after `steps` steps. β over a run of `steps` steps: constant; linear or cosine from start to floor; or
 /// exponential (geometric), start·(floor/start)^(t/steps), which spends as many steps in each
 /// decade of β (floor > 0).
 struct BetaSchedule {
