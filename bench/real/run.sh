@@ -17,7 +17,9 @@ $py "$root/bench/real/prepare.py" --out "$out" >/dev/null
 variants=("default|" "default without dropout|--dropout 0"
   "4 spline couplings, batch 512 (the large-file default)|--coupling rqs --layers 4 --batch 512"
   "4 spline couplings, half-rows batch|--coupling rqs --layers 4"
+  "4 spline couplings, half-rows batch, β = 0|--coupling rqs --layers 4 --transport-weight 0"
   "8 affine couplings, half-rows batch|--coupling affine --layers 8"
+  "8 affine couplings, half-rows batch, β = 0|--coupling affine --layers 8 --transport-weight 0"
   "default, β = 0|--transport-weight 0" "default, Gaussian start|--init gaussian")
 {
   echo "| data | variant | test NLL | val NLL | best step | steps | seconds |"
