@@ -606,6 +606,18 @@ TEST_CASE("op table: every Op (but leaf/param) is recorded by some entry") {
   CHECK(missing == 0);
 }
 
+TEST_CASE("op names: one per Op, distinct, in the enum's order (both come from autodiff/ops.def)") {
+  std::set<std::string> names;
+  for (std::size_t k = 0; k < std::size_t(Op::count_); ++k) {
+    CHECK(ad::kOpNames[k].first == Op(k));
+    names.insert(ad::op_name(Op(k)));
+  }
+  CHECK(names.size() == std::size_t(Op::count_));
+  CHECK(names.count("?") == 0);
+  CHECK(std::string(ad::op_name(Op::slice_cols)) == "slice_cols");
+  CHECK(std::string(ad::op_name(Op::count_)) == "?");
+}
+
 TEST_CASE("op table: float64 gradients match central differences (rtol 1e-6), 1×1") { gradcheck_table(1, 1); }
 TEST_CASE("op table: float64 gradients match central differences (rtol 1e-6), 1×19") { gradcheck_table(1, 19); }
 TEST_CASE("op table: float64 gradients match central differences (rtol 1e-6), 19×1") { gradcheck_table(19, 1); }

@@ -1,6 +1,7 @@
 #pragma once
 // The registry that the tape consults: for each Op, its output shape, its
-// forward, and its vector–Jacobian product (ops.cpp defines them).
+// forward, and its vector–Jacobian product (ops.cpp builds the table from the
+// list in autodiff/ops.def).
 #include <array>
 #include <cstddef>
 
@@ -10,7 +11,6 @@ namespace ad {
 
 template <class T>
 struct OpDef {
-  const char* name;
   /// Output shape from the inputs; throws ShapeError when they do not fit together.
   std::array<std::size_t, 2> (*shape)(Tape<T>& tape, const Node<T>& node);
   /// node.value = f(inputs); node.value already has the shape above.

@@ -310,7 +310,7 @@ template <class T> struct MatMul {
 // ---------------------------------------------------------------- reductions
 // y = Σ_ij a_ij (1×1)             ā_ij += ȳ
 // y = (1/N) Σ_ij a_ij             ā_ij += ȳ / N
-template <class T, bool Mean> struct SumAll {
+template <class T, bool Mean = false> struct SumAll {
   static Shape shape(Ctx<T>) { return {1, 1}; }
   static void forward(Ctx<T>& c) {
     const std::size_t n = c.in(0).size();
@@ -327,9 +327,10 @@ template <class T, bool Mean> struct SumAll {
     }
   }
 };
+template <class T> using MeanAll = SumAll<T, true>;
 
 // y_i = Σ_j a_ij (m×1)            ā_ij += ȳ_i        (mean: divided by n)
-template <class T, bool Mean> struct RowSums {
+template <class T, bool Mean = false> struct RowSums {
   static Shape shape(Ctx<T> c) { return {c.rows(0), 1}; }
   static void forward(Ctx<T>& c) {
     const std::size_t m = c.rows(0), n = c.cols(0);
@@ -350,9 +351,10 @@ template <class T, bool Mean> struct RowSums {
     }
   }
 };
+template <class T> using RowMeans = RowSums<T, true>;
 
 // y_j = Σ_i a_ij (1×n)            ā_ij += ȳ_j        (mean: divided by m)
-template <class T, bool Mean> struct ColSums {
+template <class T, bool Mean = false> struct ColSums {
   static Shape shape(Ctx<T> c) { return {1, c.cols(0)}; }
   static void forward(Ctx<T>& c) {
     const std::size_t m = c.rows(0), n = c.cols(0);
@@ -370,6 +372,7 @@ template <class T, bool Mean> struct ColSums {
     for (std::size_t i = 0; i < m; ++i) kern::put2(fresh, c.gy(), c.gy(), ga + i * n, n, scaled);
   }
 };
+template <class T> using ColMeans = ColSums<T, true>;
 
 // ---------------------------------------------------------------- activations
 // Each activation's derivative is written in terms of its output y, so that the
@@ -919,37 +922,15 @@ template <class T> struct Custom {
 };
 
 // ---------------------------------------------------------------- the table
-template <class T, class Impl>
-constexpr OpDef<T> def(const char* name) {
-  return {name, &shape_of<T, Impl>, &forward_of<T, Impl>, &vjp_of<T, Impl>};
-}
-
-// In the order of enum Op.
+// One row per line of autodiff/ops.def: the row of Op::name holds Impl's functions. The enum
+// is generated from the same lines, so kOps<T>[std::size_t(op)] is op's row.
 template <class T>
 const OpDef<T> kOps[] = {
-    def<T, Leaf<T>>("leaf"),          def<T, Leaf<T>>("param"),
-    def<T, Add<T>>("add"),            def<T, Sub<T>>("sub"),
-    def<T, Mul<T>>("mul"),            def<T, Div<T>>("div"),
-    def<T, Neg<T>>("neg"),            def<T, AddScalar<T>>("add_scalar"),
-    def<T, MulScalar<T>>("mul_scalar"), def<T, RSubScalar<T>>("rsub_scalar"),
-    def<T, RDivScalar<T>>("rdiv_scalar"), def<T, AddRow<T>>("add_row"),
-    def<T, MulRow<T>>("mul_row"),     def<T, MatMul<T>>("matmul"),
-    def<T, SumAll<T, false>>("sum"),  def<T, SumAll<T, true>>("mean"),
-    def<T, RowSums<T, false>>("row_sums"), def<T, RowSums<T, true>>("row_means"),
-    def<T, ColSums<T, false>>("col_sums"), def<T, ColSums<T, true>>("col_means"),
-    def<T, Exp<T>>("exp"),            def<T, Log<T>>("log"),
-    def<T, Act<T>>("tanh"),           def<T, Act<T>>("sigmoid"),
-    def<T, Act<T>>("relu"),           def<T, Act<T>>("leaky_relu"),
-    def<T, Act<T>>("softplus"),       def<T, Act<T>>("elu"),
-    def<T, Square<T>>("square"),      def<T, Sqrt<T>>("sqrt"),
-    def<T, Pow<T>>("pow"),            def<T, Clamp<T>>("clamp"),
-    def<T, SoftClamp<T>>("soft_clamp"), def<T, TakeCols<T>>("take_cols"),
-    def<T, ScatterCols<T>>("scatter_cols"), def<T, ConcatCols<T>>("concat_cols"),
-    def<T, SliceCols<T>>("slice_cols"), def<T, Linear<T>>("linear"),
-    def<T, Linear<T>>("linear_act"),  def<T, RQSpline<T>>("rq_spline"),
-    def<T, Dropout<T>>("dropout"),    def<T, Custom<T>>("custom"),
+#define TRFLOW_OP(name, Impl) {&shape_of<T, Impl<T>>, &forward_of<T, Impl<T>>, &vjp_of<T, Impl<T>>},
+#include "autodiff/ops.def"
+#undef TRFLOW_OP
 };
-static_assert(std::size(kOps<float>) == std::size_t(Op::count_), "one table entry per Op");
+static_assert(std::size(kOps<float>) == std::size_t(Op::count_), "one table row per Op");
 
 // --- helpers for the public functions
 template <class T>
@@ -992,7 +973,7 @@ Var<T> record_act(Var<T> a, Activation act, T s) {
 template <class T>
 const OpDef<T>& op_def(Op op) { return kOps<T>[std::size_t(op)]; }
 
-const char* op_name(Op op) { return std::size_t(op) < std::size_t(Op::count_) ? kOps<float>[std::size_t(op)].name : "?"; }
+const char* op_name(Op op) { return name_in(kOpNames, op); }
 
 const char* activation_name(Activation a) { return name_in(kActivationNames, a); }
 Activation activation_from_name(const std::string& name) { return value_named(kActivationNames, name, "activation"); }

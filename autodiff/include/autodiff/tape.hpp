@@ -32,25 +32,23 @@ struct ShapeError : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
-/// Every operation the tape knows. ops.cpp holds each one's forward and VJP side by side.
+/// Every operation the tape knows, generated from the list in autodiff/ops.def (one line per
+/// op); ops.cpp builds its table of each op's forward and VJP from the same list.
 enum class Op : std::uint8_t {
-  leaf, param,                                   // inputs: constants, variables, parameters
-  add, sub, mul, div, neg,                       // elementwise, same shapes
-  add_scalar, mul_scalar, rsub_scalar, rdiv_scalar,  // x + s, x·s, s − x, s / x
-  add_row, mul_row,                              // x + r, x ⊙ r with r a 1×n row, broadcast over rows
-  matmul,                                        // op(A)·op(B), op = identity or transpose
-  sum, mean, row_sums, row_means, col_sums, col_means,
-  exp, log, tanh, sigmoid, relu, leaky_relu, softplus, elu, square, sqrt, pow,
-  clamp, soft_clamp,
-  take_cols, scatter_cols, concat_cols, slice_cols,
-  linear, linear_act,                            // x·Wᵀ + b, act(x·Wᵀ + b)
-  rq_spline,                                     // monotonic rational-quadratic splines, forward or inverse
-  dropout,                                       // a ⊙ mask / (1 − p), the mask from the tape's dropout stream
-  custom,
+#define TRFLOW_OP(name, Impl) name,
+#include "autodiff/ops.def"
+#undef TRFLOW_OP
   count_
 };
 
-/// The name of an op, as used in error messages and tape listings.
+/// Each op's name, from the same list, in the same order.
+inline constexpr NameTable<Op, std::size_t(Op::count_)> kOpNames{{
+#define TRFLOW_OP(name, Impl) {Op::name, #name},
+#include "autodiff/ops.def"
+#undef TRFLOW_OP
+}};
+
+/// The name of an op, as used in error messages and tape listings ("?" for none).
 const char* op_name(Op op);
 
 /// Activations that the fused linear layer can apply. Each one's derivative is
