@@ -942,6 +942,28 @@ TEST_CASE("mismatched shapes throw ShapeError naming the op and both shapes") {
   CHECK(std::all_of(a.grad().begin(), a.grad().end(), [](double g) { return g == 2; }));
 }
 
+TEST_CASE("slice_cols keeps its columns as integers: exact past 2^24 in float, no wrap-around") {
+  // A float holds every integer only up to 2^24: were start stored as a T, 2^24 + 1 would read
+  // column 2^24.
+  const std::size_t start = (std::size_t(1) << 24) + 1, n = start + 3;
+  Array<float> x0({1, n});
+  for (std::size_t j = 0; j < n; ++j) x0(0, j) = float(j % 7);
+  Tape<float> t;
+  const Var<float> x = t.variable(x0);
+  const Var<float> y = ad::slice_cols(x, start, 2);
+  CHECK(y.value()(0, 0) == x0(0, start));
+  CHECK(y.value()(0, 1) == x0(0, start + 1));
+  Array<float> seed({1, 2});
+  seed(0, 0) = 1, seed(0, 1) = 2;
+  t.backward(y, seed);
+  CHECK(x.grad()(0, start - 1) == 0);
+  CHECK(x.grad()(0, start) == 1);
+  CHECK(x.grad()(0, start + 1) == 2);
+  CHECK(x.grad()(0, start + 2) == 0);
+  // start + count past SIZE_MAX wraps to a small number; it must still be refused.
+  CHECK_THROWS_AS(ad::slice_cols(x, std::numeric_limits<std::size_t>::max(), 2), ad::ShapeError);
+}
+
 TEST_CASE("backward needs a seed for a non-scalar output, of the output's shape") {
   Rng rng(6);
   const Array<double> x0 = rnd(rng, 2, 3, normal());

@@ -32,6 +32,7 @@ struct Ctx {
   const T* x(int k) const { return in(k).data(); }
   std::size_t rows(int k) const { return in(k).shape()[0]; }
   std::size_t cols(int k) const { return in(k).shape()[1]; }
+  const Attrs<T>& attrs() const { return node.attrs; }
   T* y() { return node.value.data(); }
   const T* gy() const { return node.grad.data(); }
   std::size_t n() const { return node.value.size(); }
@@ -184,7 +185,7 @@ template <class T> struct Neg {
 template <class T> struct AddScalar {
   static Shape shape(Ctx<T> c) { return same_as_input(c); }
   static void forward(Ctx<T>& c) {
-    const T s = c.node.s0;
+    const T s = c.attrs().scalar;
     kern::map(c.x(0), c.y(), c.n(), [s](auto a) { return a + decltype(a)(s); });
   }
   static void vjp(Ctx<T>& c) {
@@ -196,11 +197,11 @@ template <class T> struct AddScalar {
 template <class T> struct MulScalar {
   static Shape shape(Ctx<T> c) { return same_as_input(c); }
   static void forward(Ctx<T>& c) {
-    const T s = c.node.s0;
+    const T s = c.attrs().scalar;
     kern::map(c.x(0), c.y(), c.n(), [s](auto a) { return a * decltype(a)(s); });
   }
   static void vjp(Ctx<T>& c) {
-    const T s = c.node.s0;
+    const T s = c.attrs().scalar;
     put2(c, 0, c.gy(), c.gy(), c.n(), [s](auto g, auto) { return g * decltype(g)(s); });
   }
 };
@@ -209,7 +210,7 @@ template <class T> struct MulScalar {
 template <class T> struct RSubScalar {
   static Shape shape(Ctx<T> c) { return same_as_input(c); }
   static void forward(Ctx<T>& c) {
-    const T s = c.node.s0;
+    const T s = c.attrs().scalar;
     kern::map(c.x(0), c.y(), c.n(), [s](auto a) { return decltype(a)(s) - a; });
   }
   static void vjp(Ctx<T>& c) {
@@ -221,7 +222,7 @@ template <class T> struct RSubScalar {
 template <class T> struct RDivScalar {
   static Shape shape(Ctx<T> c) { return same_as_input(c); }
   static void forward(Ctx<T>& c) {
-    const T s = c.node.s0;
+    const T s = c.attrs().scalar;
     kern::map(c.x(0), c.y(), c.n(), [s](auto a) { return decltype(a)(s) / a; });
   }
   static void vjp(Ctx<T>& c) {
@@ -273,7 +274,7 @@ template <class T> struct MulRow {
 // each one gemm with β = 1, accumulating straight into the adjoint (β = 0 when the adjoint is fresh).
 template <class T> struct MatMul {
   static Shape shape(Ctx<T> c) {
-    const bool ta = c.node.trans_a, tb = c.node.trans_b;
+    const bool ta = c.attrs().trans_a, tb = c.attrs().trans_b;
     const std::size_t m = ta ? c.cols(0) : c.rows(0), ka = ta ? c.rows(0) : c.cols(0);
     const std::size_t kb = tb ? c.cols(1) : c.rows(1), n = tb ? c.rows(1) : c.cols(1);
     if (ka != kb)
@@ -281,12 +282,12 @@ template <class T> struct MatMul {
     return {m, n};
   }
   static void forward(Ctx<T>& c) {
-    const bool ta = c.node.trans_a, tb = c.node.trans_b;
+    const bool ta = c.attrs().trans_a, tb = c.attrs().trans_b;
     const int m = int(c.out_rows()), n = int(c.out_cols()), k = int(ta ? c.rows(0) : c.cols(0));
     kern::gemm(ta, tb, m, n, k, T(1), c.x(0), int(c.cols(0)), c.x(1), int(c.cols(1)), T(0), c.y(), n);
   }
   static void vjp(Ctx<T>& c) {
-    const bool ta = c.node.trans_a, tb = c.node.trans_b;
+    const bool ta = c.attrs().trans_a, tb = c.attrs().trans_b;
     const int ar = int(c.rows(0)), ac = int(c.cols(0)), br = int(c.rows(1)), bc = int(c.cols(1));
     const int m = int(c.out_rows()), n = int(c.out_cols()), k = ta ? ar : ac;
     const T* a = c.x(0);
@@ -449,18 +450,20 @@ void activation_vjp(bool assign, Activation act, T s, const T* y, const T* gy, T
   });
 }
 
-// y = act(a), the activation and its slope/α held by the node.
+// y = act(a), the activation and its slope/α held by the node (attrs act, scalar).
 template <class T> struct Act {
   static Shape shape(Ctx<T> c) {
     // The VJP reads the slope from the output's sign, which only works for slope/α ≥ 0.
-    if ((c.node.act == Activation::leaky_relu || c.node.act == Activation::elu) && !(c.node.s0 >= T(0)))
-      shape_error(c, fmt::format("the {} must be ≥ 0, got {}", c.node.act == Activation::elu ? "α" : "slope", c.node.s0));
+    const Activation act = c.attrs().act;
+    const T s = c.attrs().scalar;
+    if ((act == Activation::leaky_relu || act == Activation::elu) && !(s >= T(0)))
+      shape_error(c, fmt::format("the {} must be ≥ 0, got {}", act == Activation::elu ? "α" : "slope", s));
     return same_as_input(c);
   }
-  static void forward(Ctx<T>& c) { activate(c.node.act, c.node.s0, c.x(0), c.y(), c.n()); }
+  static void forward(Ctx<T>& c) { activate(c.attrs().act, c.attrs().scalar, c.x(0), c.y(), c.n()); }
   static void vjp(Ctx<T>& c) {
     bool fresh;
-    if (T* ga = c.gx(0, fresh)) activation_vjp(fresh, c.node.act, c.node.s0, c.node.value.data(), c.gy(), ga, c.n());
+    if (T* ga = c.gx(0, fresh)) activation_vjp(fresh, c.attrs().act, c.attrs().scalar, c.node.value.data(), c.gy(), ga, c.n());
   }
 };
 
@@ -504,11 +507,11 @@ template <class T> struct Sqrt {
 template <class T> struct Pow {
   static Shape shape(Ctx<T> c) { return same_as_input(c); }
   static void forward(Ctx<T>& c) {
-    const T p = c.node.s0;
+    const T p = c.attrs().scalar;
     kern::map(c.x(0), c.y(), c.n(), [p](auto a) { return xsimd::pow(a, decltype(a)(p)); });
   }
   static void vjp(Ctx<T>& c) {
-    const T p = c.node.s0;
+    const T p = c.attrs().scalar;
     put2(c, 0, c.gy(), c.x(0), c.n(), [p](auto g, auto a) {
       using V = decltype(a);
       return g * V(p) * xsimd::pow(a, V(p - T(1)));
@@ -519,18 +522,19 @@ template <class T> struct Pow {
 // y = min(max(a, lo), hi)        ā += ȳ · [lo ≤ a ≤ hi]
 template <class T> struct Clamp {
   static Shape shape(Ctx<T> c) {
-    if (!(c.node.s0 <= c.node.s1)) shape_error(c, fmt::format("lower bound {} exceeds upper bound {}", c.node.s0, c.node.s1));
+    const T lo = c.attrs().lo, hi = c.attrs().hi;
+    if (!(lo <= hi)) shape_error(c, fmt::format("lower bound {} exceeds upper bound {}", lo, hi));
     return same_as_input(c);
   }
   static void forward(Ctx<T>& c) {
-    const T lo = c.node.s0, hi = c.node.s1;
+    const T lo = c.attrs().lo, hi = c.attrs().hi;
     kern::map(c.x(0), c.y(), c.n(), [lo, hi](auto a) {
       using V = decltype(a);
       return xsimd::min(xsimd::max(a, V(lo)), V(hi));
     });
   }
   static void vjp(Ctx<T>& c) {
-    const T lo = c.node.s0, hi = c.node.s1;
+    const T lo = c.attrs().lo, hi = c.attrs().hi;
     put2(c, 0, c.gy(), c.x(0), c.n(), [lo, hi](auto g, auto a) {
       using V = decltype(a);
       return kern::where(a >= V(lo), kern::where(a <= V(hi), g, V(0)), V(0));
@@ -541,15 +545,16 @@ template <class T> struct Clamp {
 // y = c · tanh(a / c)            ā += ȳ (1 − (y/c)²)
 template <class T> struct SoftClamp {
   static Shape shape(Ctx<T> c) {
-    if (!(c.node.s0 > T(0))) shape_error(c, fmt::format("the bound c must be positive, got {}", c.node.s0));
+    const T k = c.attrs().scalar;
+    if (!(k > T(0))) shape_error(c, fmt::format("the bound c must be positive, got {}", k));
     return same_as_input(c);
   }
   static void forward(Ctx<T>& c) {
-    const T k = c.node.s0;
+    const T k = c.attrs().scalar;
     kern::map(c.x(0), c.y(), c.n(), [k](auto a) { using V = decltype(a); return V(k) * xsimd::tanh(a / V(k)); });
   }
   static void vjp(Ctx<T>& c) {
-    const T inv = T(1) / c.node.s0;
+    const T inv = T(1) / c.attrs().scalar;
     put2(c, 0, c.gy(), c.node.value.data(), c.n(), [inv](auto g, auto y) {
       using V = decltype(y);
       const V t = y * V(inv);
@@ -560,17 +565,19 @@ template <class T> struct SoftClamp {
 
 // ---------------------------------------------------------------- dropout
 // y = a ⊙ m / (1 − p)             ā += ȳ ⊙ m / (1 − p)
-// m_ij = dropout_keeps(seed, call, row_offset + i, j, p); s0 = p, s1 = call. The scaled mask is
-// kept in the node's scratch (reused across steps), so the VJP does not depend on the stream.
+// m_ij = dropout_keeps(seed, call, row_offset + i, j, p), with p = attrs.scalar (rounded to T)
+// and call = attrs.call. The scaled mask is kept in the node's scratch (reused across steps),
+// so the VJP does not depend on the stream.
 template <class T> struct Dropout {
   static Shape shape(Ctx<T> c) {
-    if (!(c.node.s0 >= T(0) && c.node.s0 < T(1))) shape_error(c, fmt::format("the rate p must be in [0, 1), got {}", c.node.s0));
+    const T p = c.attrs().scalar;
+    if (!(p >= T(0) && p < T(1))) shape_error(c, fmt::format("the rate p must be in [0, 1), got {}", p));
     return same_as_input(c);
   }
   static void forward(Ctx<T>& c) {
     const auto& stream = c.tape.dropout_stream();
-    const double p = double(c.node.s0);
-    const auto call = std::uint32_t(c.node.s1);
+    const double p = double(c.attrs().scalar);
+    const std::uint32_t call = c.attrs().call;
     const std::size_t m = c.rows(0), n = c.cols(0);
     if (c.node.scratch.shape()[0] != m || c.node.scratch.shape()[1] != n) c.node.scratch.resize({m, n});
     T* mask = c.node.scratch.data();
@@ -589,18 +596,18 @@ template <class T> struct Dropout {
 // y[:, j] = a[:, cols[j]]          ā[:, cols[j]] += ȳ[:, j]
 template <class T> struct TakeCols {
   static Shape shape(Ctx<T> c) {
-    for (int j : *c.node.cols)
+    for (int j : *c.attrs().cols)
       if (j < 0 || std::size_t(j) >= c.cols(0)) shape_error(c, fmt::format("column index {} out of range", j));
-    return {c.rows(0), c.node.cols->size()};
+    return {c.rows(0), c.attrs().cols->size()};
   }
   static void forward(Ctx<T>& c) {
-    const std::vector<int>& idx = *c.node.cols;
+    const std::vector<int>& idx = *c.attrs().cols;
     const std::size_t m = c.rows(0), n = c.cols(0), k = idx.size();
     for (std::size_t i = 0; i < m; ++i)
       for (std::size_t j = 0; j < k; ++j) c.y()[i * k + j] = c.x(0)[i * n + idx[j]];
   }
   static void vjp(Ctx<T>& c) {
-    const std::vector<int>& idx = *c.node.cols;
+    const std::vector<int>& idx = *c.attrs().cols;
     const std::size_t m = c.rows(0), n = c.cols(0), k = idx.size();
     bool fresh;
     if (T* ga = c.gx(0, fresh))
@@ -615,7 +622,7 @@ template <class T> struct TakeCols {
 //   basē += ȳ on the columns not in cols,   src̄[:, j] += ȳ[:, cols[j]]
 template <class T> struct ScatterCols {
   static Shape shape(Ctx<T> c) {
-    const std::vector<int>& idx = *c.node.cols;
+    const std::vector<int>& idx = *c.attrs().cols;
     if (c.rows(1) != c.rows(0) || c.cols(1) != idx.size())
       shape_error(c, fmt::format("the source must be {}×{} for {} column indices", c.rows(0), idx.size(), idx.size()));
     for (std::size_t j = 0; j < idx.size(); ++j) {
@@ -626,7 +633,7 @@ template <class T> struct ScatterCols {
     return {c.rows(0), c.cols(0)};
   }
   static void forward(Ctx<T>& c) {
-    const std::vector<int>& idx = *c.node.cols;
+    const std::vector<int>& idx = *c.attrs().cols;
     const std::size_t m = c.rows(0), n = c.cols(0), k = idx.size();
     std::copy(c.x(0), c.x(0) + m * n, c.y());
     for (std::size_t i = 0; i < m; ++i)
@@ -638,7 +645,7 @@ template <class T> struct ScatterCols {
     for (int j : idx) keep.data()[j] = T(0);
   }
   static void vjp(Ctx<T>& c) {
-    const std::vector<int>& idx = *c.node.cols;
+    const std::vector<int>& idx = *c.attrs().cols;
     const std::size_t m = c.rows(0), n = c.cols(0), k = idx.size();
     auto kept = [](auto g, auto keep) { return g * keep; };
     bool fresh;
@@ -673,19 +680,20 @@ template <class T> struct ConcatCols {
   }
 };
 
-// y = a[:, s : s + k]             ā[:, s : s + k] += ȳ      (s, k held as the node's s0, s1)
+// y = a[:, s : s + k]             ā[:, s : s + k] += ȳ      (s = attrs.start, k = attrs.count)
 template <class T> struct SliceCols {
   static Shape shape(Ctx<T> c) {
-    const std::size_t s = std::size_t(c.node.s0), k = std::size_t(c.node.s1);
-    if (s + k > c.cols(0)) shape_error(c, fmt::format("columns [{}, {}) exceed the input's {}", s, s + k, c.cols(0)));
+    const std::size_t s = c.attrs().start, k = c.attrs().count;
+    if (s > c.cols(0) || k > c.cols(0) - s)  // s + k > cols, without wrapping around
+      shape_error(c, fmt::format("columns [{}, {}) exceed the input's {}", s, s + k, c.cols(0)));
     return {c.rows(0), k};
   }
   static void forward(Ctx<T>& c) {
-    const std::size_t m = c.rows(0), n = c.cols(0), s = std::size_t(c.node.s0), k = std::size_t(c.node.s1);
+    const std::size_t m = c.rows(0), n = c.cols(0), s = c.attrs().start, k = c.attrs().count;
     for (std::size_t i = 0; i < m; ++i) std::copy(c.x(0) + i * n + s, c.x(0) + i * n + s + k, c.y() + i * k);
   }
   static void vjp(Ctx<T>& c) {
-    const std::size_t m = c.rows(0), n = c.cols(0), s = std::size_t(c.node.s0), k = std::size_t(c.node.s1);
+    const std::size_t m = c.rows(0), n = c.cols(0), s = c.attrs().start, k = c.attrs().count;
     bool fresh;
     if (T* ga = c.gx(0, fresh))
       for (std::size_t i = 0; i < m; ++i) {
@@ -715,15 +723,15 @@ template <class T> struct Linear {
   static void forward(Ctx<T>& c) {
     const int m = int(c.rows(0)), in = int(c.cols(0)), out = int(c.rows(1));
     kern::gemm(false, true, m, out, in, T(1), c.x(0), in, c.x(1), in, T(0), c.y(), out);  // y = x Wᵀ
-    if (c.has(2)) add_bias_activate(c.node.act, c.node.s0, c.x(2), c.y(), std::size_t(m), std::size_t(out));
-    else activate(c.node.act, c.node.s0, c.y(), c.y(), c.n());  // y = act(y + b)
+    if (c.has(2)) add_bias_activate(c.attrs().act, c.attrs().scalar, c.x(2), c.y(), std::size_t(m), std::size_t(out));
+    else activate(c.attrs().act, c.attrs().scalar, c.y(), c.y(), c.n());  // y = act(y + b)
   }
   static void vjp(Ctx<T>& c) {
     const int m = int(c.rows(0)), in = int(c.cols(0)), out = int(c.rows(1));
     const T* gz = c.gy();
-    if (c.node.act != Activation::identity) {  // z̄ = ȳ ⊙ act'(y), into the tape's workspace
+    if (c.attrs().act != Activation::identity) {  // z̄ = ȳ ⊙ act'(y), into the tape's workspace
       T* z_bar = c.tape.workspace(c.n());
-      activation_vjp(true, c.node.act, c.node.s0, c.node.value.data(), c.gy(), z_bar, c.n());
+      activation_vjp(true, c.attrs().act, c.attrs().scalar, c.node.value.data(), c.gy(), z_bar, c.n());
       gz = z_bar;
     }
     bool fresh;  // a fresh adjoint is assigned: β = 0
@@ -738,8 +746,8 @@ template <class T> struct Linear {
 // [y | Σ_j log y'_j] = s_θ(x), one monotonic rational-quadratic spline per element of x
 // (m×n), its 3K − 1 unnormalized parameters θ_ij in row i, columns j(3K−1) … (j+1)(3K−1)−1
 // of θ (m × n(3K−1)); spline.hpp has the maths. The output is m×(n+1): the n transformed
-// values, then each row's log-determinant Σ_j log |∂y_j/∂x_j|. With s1 = K and s0 = B;
-// trans_a = true runs the inverse, [x | −Σ_j log y'_j(x_j)] = s_θ⁻¹(y).
+// values, then each row's log-determinant Σ_j log |∂y_j/∂x_j|. K = attrs.bins, B = attrs.scalar;
+// attrs.inverse runs the inverse, [x | −Σ_j log y'_j(x_j)] = s_θ⁻¹(y).
 // VJP (forward): reverse mode through the bin's formula, then through the knots' cumulative
 // sums, the softmaxes and the softplus (spline::reverse_bin, spline::reverse_knots):
 //   x̄ = ȳ ∂y/∂x + ℓ̄ ∂ log y'/∂x,   θ̄ = ȳ ∂y/∂θ + ℓ̄ ∂ log y'/∂θ.
@@ -748,7 +756,7 @@ template <class T> struct Linear {
 // by the implicit function theorem (dx = (dy − ∂s/∂θ dθ) / s').
 // Outside [−B, B] the map is the identity: x̄ = ȳ, θ̄ = 0.
 template <class T> struct RQSpline {
-  static int bins(const Ctx<T>& c) { return int(c.node.s1); }
+  static int bins(const Ctx<T>& c) { return c.attrs().bins; }
   static Shape shape(Ctx<T> c) {
     const std::size_t K = std::size_t(bins(c)), P = 3 * K - 1;
     if (c.rows(1) != c.rows(0) || c.cols(1) != c.cols(0) * P)
@@ -809,8 +817,8 @@ template <class T> struct RQSpline {
 
   static void forward(Ctx<T>& c) {
     const int K = bins(c);
-    const T B = c.node.s0;
-    const bool inverse = c.node.trans_a;
+    const T B = c.attrs().scalar;
+    const bool inverse = c.attrs().inverse;
     const std::size_t n = c.cols(0), m = c.rows(0);
     T* out = c.y();
     for (std::size_t i = 0; i < m; ++i) out[i * (n + 1) + n] = T(0);
@@ -844,8 +852,8 @@ template <class T> struct RQSpline {
 
   static void vjp(Ctx<T>& c) {
     const int K = bins(c), P = 3 * K - 1;
-    const T B = c.node.s0;
-    const bool inverse = c.node.trans_a;
+    const T B = c.attrs().scalar;
+    const bool inverse = c.attrs().inverse;
     bool fresh_x = false, fresh_t = false;
     T* gx = c.gx(0, fresh_x);
     T* gt = c.gx(1, fresh_t);
@@ -906,18 +914,18 @@ template <class T> struct Custom {
   }
   static Shape shape(Ctx<T> c) {
     const Array<T>* xs[3] = {};
-    return c.node.custom->shape(xs, inputs(c, xs));
+    return c.attrs().custom->shape(xs, inputs(c, xs));
   }
   static void forward(Ctx<T>& c) {
     const Array<T>* xs[3] = {};
-    c.node.custom->forward(xs, inputs(c, xs), c.node.value);
+    c.attrs().custom->forward(xs, inputs(c, xs), c.node.value);
   }
   static void vjp(Ctx<T>& c) {
     const Array<T>* xs[3] = {};
     const int k = inputs(c, xs);
     Array<T>* gs[3] = {};
     for (int j = 0; j < k; ++j) gs[j] = c.tape.grad_sink(c.node.in[j]);
-    c.node.custom->vjp(xs, k, c.node.value, c.node.grad, gs);
+    c.attrs().custom->vjp(xs, k, c.node.value, c.node.grad, gs);
   }
 };
 
@@ -965,7 +973,7 @@ T default_act_param(Activation a) {
 
 template <class T>
 Var<T> record_act(Var<T> a, Activation act, T s) {
-  return tape_of(a, activation_name(act)).record(act_op(act), a.index, -1, -1, s, T(0), nullptr, act);
+  return tape_of(a, activation_name(act)).record(act_op(act), {a.index}, Attrs<T>().with_activation(act).with_scalar(s));
 }
 
 }  // namespace
@@ -979,62 +987,77 @@ const char* activation_name(Activation a) { return name_in(kActivationNames, a);
 Activation activation_from_name(const std::string& name) { return value_named(kActivationNames, name, "activation"); }
 
 // --- the public functions: each records one node.
-template <class T> Var<T> add(Var<T> a, Var<T> b) { return tape_of(a, b, "add").record(Op::add, a.index, b.index); }
-template <class T> Var<T> sub(Var<T> a, Var<T> b) { return tape_of(a, b, "sub").record(Op::sub, a.index, b.index); }
-template <class T> Var<T> mul(Var<T> a, Var<T> b) { return tape_of(a, b, "mul").record(Op::mul, a.index, b.index); }
-template <class T> Var<T> div(Var<T> a, Var<T> b) { return tape_of(a, b, "div").record(Op::div, a.index, b.index); }
-template <class T> Var<T> neg(Var<T> a) { return tape_of(a, "neg").record(Op::neg, a.index); }
-template <class T> Var<T> add_scalar(Var<T> a, Scalar<T> s) { return tape_of(a, "add_scalar").record(Op::add_scalar, a.index, -1, -1, s); }
-template <class T> Var<T> mul_scalar(Var<T> a, Scalar<T> s) { return tape_of(a, "mul_scalar").record(Op::mul_scalar, a.index, -1, -1, s); }
-template <class T> Var<T> rsub_scalar(Scalar<T> s, Var<T> a) { return tape_of(a, "rsub_scalar").record(Op::rsub_scalar, a.index, -1, -1, s); }
-template <class T> Var<T> rdiv_scalar(Scalar<T> s, Var<T> a) { return tape_of(a, "rdiv_scalar").record(Op::rdiv_scalar, a.index, -1, -1, s); }
-template <class T> Var<T> add_row(Var<T> x, Var<T> r) { return tape_of(x, r, "add_row").record(Op::add_row, x.index, r.index); }
-template <class T> Var<T> mul_row(Var<T> x, Var<T> r) { return tape_of(x, r, "mul_row").record(Op::mul_row, x.index, r.index); }
-template <class T> Var<T> matmul(Var<T> a, Var<T> b, bool ta, bool tb) {
-  return tape_of(a, b, "matmul").record(Op::matmul, a.index, b.index, -1, 0, 0, nullptr, Activation::identity, ta, tb);
+template <class T> Var<T> add(Var<T> a, Var<T> b) { return tape_of(a, b, "add").record(Op::add, {a.index, b.index}); }
+template <class T> Var<T> sub(Var<T> a, Var<T> b) { return tape_of(a, b, "sub").record(Op::sub, {a.index, b.index}); }
+template <class T> Var<T> mul(Var<T> a, Var<T> b) { return tape_of(a, b, "mul").record(Op::mul, {a.index, b.index}); }
+template <class T> Var<T> div(Var<T> a, Var<T> b) { return tape_of(a, b, "div").record(Op::div, {a.index, b.index}); }
+template <class T> Var<T> neg(Var<T> a) { return tape_of(a, "neg").record(Op::neg, {a.index}); }
+template <class T> Var<T> add_scalar(Var<T> a, Scalar<T> s) {
+  return tape_of(a, "add_scalar").record(Op::add_scalar, {a.index}, Attrs<T>().with_scalar(s));
 }
-template <class T> Var<T> sum(Var<T> a) { return tape_of(a, "sum").record(Op::sum, a.index); }
-template <class T> Var<T> mean(Var<T> a) { return tape_of(a, "mean").record(Op::mean, a.index); }
-template <class T> Var<T> row_sums(Var<T> a) { return tape_of(a, "row_sums").record(Op::row_sums, a.index); }
-template <class T> Var<T> row_means(Var<T> a) { return tape_of(a, "row_means").record(Op::row_means, a.index); }
-template <class T> Var<T> col_sums(Var<T> a) { return tape_of(a, "col_sums").record(Op::col_sums, a.index); }
-template <class T> Var<T> col_means(Var<T> a) { return tape_of(a, "col_means").record(Op::col_means, a.index); }
-template <class T> Var<T> exp(Var<T> a) { return tape_of(a, "exp").record(Op::exp, a.index); }
-template <class T> Var<T> log(Var<T> a) { return tape_of(a, "log").record(Op::log, a.index); }
+template <class T> Var<T> mul_scalar(Var<T> a, Scalar<T> s) {
+  return tape_of(a, "mul_scalar").record(Op::mul_scalar, {a.index}, Attrs<T>().with_scalar(s));
+}
+template <class T> Var<T> rsub_scalar(Scalar<T> s, Var<T> a) {
+  return tape_of(a, "rsub_scalar").record(Op::rsub_scalar, {a.index}, Attrs<T>().with_scalar(s));
+}
+template <class T> Var<T> rdiv_scalar(Scalar<T> s, Var<T> a) {
+  return tape_of(a, "rdiv_scalar").record(Op::rdiv_scalar, {a.index}, Attrs<T>().with_scalar(s));
+}
+template <class T> Var<T> add_row(Var<T> x, Var<T> r) { return tape_of(x, r, "add_row").record(Op::add_row, {x.index, r.index}); }
+template <class T> Var<T> mul_row(Var<T> x, Var<T> r) { return tape_of(x, r, "mul_row").record(Op::mul_row, {x.index, r.index}); }
+template <class T> Var<T> matmul(Var<T> a, Var<T> b, bool ta, bool tb) {
+  return tape_of(a, b, "matmul").record(Op::matmul, {a.index, b.index}, Attrs<T>().with_transposes(ta, tb));
+}
+template <class T> Var<T> sum(Var<T> a) { return tape_of(a, "sum").record(Op::sum, {a.index}); }
+template <class T> Var<T> mean(Var<T> a) { return tape_of(a, "mean").record(Op::mean, {a.index}); }
+template <class T> Var<T> row_sums(Var<T> a) { return tape_of(a, "row_sums").record(Op::row_sums, {a.index}); }
+template <class T> Var<T> row_means(Var<T> a) { return tape_of(a, "row_means").record(Op::row_means, {a.index}); }
+template <class T> Var<T> col_sums(Var<T> a) { return tape_of(a, "col_sums").record(Op::col_sums, {a.index}); }
+template <class T> Var<T> col_means(Var<T> a) { return tape_of(a, "col_means").record(Op::col_means, {a.index}); }
+template <class T> Var<T> exp(Var<T> a) { return tape_of(a, "exp").record(Op::exp, {a.index}); }
+template <class T> Var<T> log(Var<T> a) { return tape_of(a, "log").record(Op::log, {a.index}); }
 template <class T> Var<T> tanh(Var<T> a) { return record_act(a, Activation::tanh, T(0)); }
 template <class T> Var<T> sigmoid(Var<T> a) { return record_act(a, Activation::sigmoid, T(0)); }
 template <class T> Var<T> relu(Var<T> a) { return record_act(a, Activation::relu, T(0)); }
 template <class T> Var<T> leaky_relu(Var<T> a, Scalar<T> slope) { return record_act(a, Activation::leaky_relu, slope); }
 template <class T> Var<T> softplus(Var<T> a) { return record_act(a, Activation::softplus, T(0)); }
 template <class T> Var<T> elu(Var<T> a, Scalar<T> alpha) { return record_act(a, Activation::elu, alpha); }
-template <class T> Var<T> square(Var<T> a) { return tape_of(a, "square").record(Op::square, a.index); }
-template <class T> Var<T> sqrt(Var<T> a) { return tape_of(a, "sqrt").record(Op::sqrt, a.index); }
-template <class T> Var<T> pow(Var<T> a, Scalar<T> p) { return tape_of(a, "pow").record(Op::pow, a.index, -1, -1, p); }
-template <class T> Var<T> clamp(Var<T> a, Scalar<T> lo, Scalar<T> hi) { return tape_of(a, "clamp").record(Op::clamp, a.index, -1, -1, lo, hi); }
-template <class T> Var<T> soft_clamp(Var<T> a, Scalar<T> c) { return tape_of(a, "soft_clamp").record(Op::soft_clamp, a.index, -1, -1, c); }
+template <class T> Var<T> square(Var<T> a) { return tape_of(a, "square").record(Op::square, {a.index}); }
+template <class T> Var<T> sqrt(Var<T> a) { return tape_of(a, "sqrt").record(Op::sqrt, {a.index}); }
+template <class T> Var<T> pow(Var<T> a, Scalar<T> p) { return tape_of(a, "pow").record(Op::pow, {a.index}, Attrs<T>().with_scalar(p)); }
+template <class T> Var<T> clamp(Var<T> a, Scalar<T> lo, Scalar<T> hi) {
+  return tape_of(a, "clamp").record(Op::clamp, {a.index}, Attrs<T>().with_bounds(lo, hi));
+}
+template <class T> Var<T> soft_clamp(Var<T> a, Scalar<T> c) {
+  return tape_of(a, "soft_clamp").record(Op::soft_clamp, {a.index}, Attrs<T>().with_scalar(c));
+}
 template <class T> Var<T> activation(Var<T> a, Activation act) {
   if (act == Activation::identity) return a;
   return record_act(a, act, default_act_param<T>(act));
 }
 template <class T> Var<T> take_cols(Var<T> a, const std::vector<int>& cols) {
-  return tape_of(a, "take_cols").record(Op::take_cols, a.index, -1, -1, 0, 0, &cols);
+  return tape_of(a, "take_cols").record(Op::take_cols, {a.index}, Attrs<T>().with_cols(cols));
 }
 template <class T> Var<T> scatter_cols(Var<T> base, Var<T> src, const std::vector<int>& cols) {
-  return tape_of(base, src, "scatter_cols").record(Op::scatter_cols, base.index, src.index, -1, 0, 0, &cols);
+  return tape_of(base, src, "scatter_cols").record(Op::scatter_cols, {base.index, src.index}, Attrs<T>().with_cols(cols));
 }
-template <class T> Var<T> concat_cols(Var<T> a, Var<T> b) { return tape_of(a, b, "concat_cols").record(Op::concat_cols, a.index, b.index); }
+template <class T> Var<T> concat_cols(Var<T> a, Var<T> b) {
+  return tape_of(a, b, "concat_cols").record(Op::concat_cols, {a.index, b.index});
+}
 template <class T> Var<T> slice_cols(Var<T> a, std::size_t start, std::size_t count) {
-  return tape_of(a, "slice_cols").record(Op::slice_cols, a.index, -1, -1, T(start), T(count));
+  return tape_of(a, "slice_cols").record(Op::slice_cols, {a.index}, Attrs<T>().with_columns(start, count));
 }
 template <class T> Var<T> linear(Var<T> x, Var<T> w, Var<T> b) {
   Tape<T>& t = tape_of(x, w, "linear");
   if (b.tape && b.tape != &t) throw std::invalid_argument("linear: the bias is on a different tape");
-  return t.record(Op::linear, x.index, w.index, b.tape ? b.index : -1);
+  return t.record(Op::linear, {x.index, w.index, b.tape ? b.index : -1});
 }
 template <class T> Var<T> linear_act(Var<T> x, Var<T> w, Var<T> b, Activation act) {
   Tape<T>& t = tape_of(x, w, "linear_act");
   if (b.tape && b.tape != &t) throw std::invalid_argument("linear_act: the bias is on a different tape");
-  return t.record(Op::linear_act, x.index, w.index, b.tape ? b.index : -1, default_act_param<T>(act), 0, nullptr, act);
+  return t.record(Op::linear_act, {x.index, w.index, b.tape ? b.index : -1},
+                  Attrs<T>().with_activation(act).with_scalar(default_act_param<T>(act)));
 }
 namespace {
 std::uint64_t splitmix64(std::uint64_t z) {
@@ -1057,7 +1080,7 @@ template <class T> Var<T> dropout(Var<T> a, double p) {
   if (!t.dropout_stream().on || p == 0.0) return a;
   const std::uint32_t call = t.next_dropout_call();
   if (call >= (1u << 24)) throw std::length_error("dropout: more than 2^24 calls on one recording");
-  return t.record(Op::dropout, a.index, -1, -1, T(p), T(call));
+  return t.record(Op::dropout, {a.index}, Attrs<T>().with_scalar(T(p)).with_call(call));
 }
 
 template <class T> Var<T> rq_spline(Var<T> x, Var<T> theta, int bins, Scalar<T> bound, bool inverse) {
@@ -1066,15 +1089,15 @@ template <class T> Var<T> rq_spline(Var<T> x, Var<T> theta, int bins, Scalar<T> 
     throw std::invalid_argument(fmt::format("rq_spline: {} bins (expected 2 to {})", bins, spline::kMaxBins));
   if (!(bound > 0) || !std::isfinite(double(bound)))
     throw std::invalid_argument(fmt::format("rq_spline: the tail bound must be positive and finite, got {}", bound));
-  return t.record(Op::rq_spline, x.index, theta.index, -1, bound, T(bins), nullptr, Activation::identity, inverse);
+  return t.record(Op::rq_spline, {x.index, theta.index},
+                  Attrs<T>().with_bins(bins).with_scalar(bound).with_inverse(inverse));
 }
 template <class T> Var<T> custom(CustomOp<T>& op, Var<T> a, Var<T> b, Var<T> c) {
   Tape<T>& t = tape_of(a, op.name());
   if ((b.tape && b.tape != &t) || (c.tape && c.tape != &t))
     throw std::invalid_argument(fmt::format("{}: the inputs are on different tapes", op.name()));
   if (!b.tape && c.tape) throw std::invalid_argument(fmt::format("{}: inputs must be given in order", op.name()));
-  return t.record(Op::custom, a.index, b.tape ? b.index : -1, c.tape ? c.index : -1, 0, 0, nullptr,
-                  Activation::identity, false, false, &op);
+  return t.record(Op::custom, {a.index, b.tape ? b.index : -1, c.tape ? c.index : -1}, Attrs<T>().with_custom(op));
 }
 
 #define TRFLOW_INSTANTIATE_OPS(T)                                                              \

@@ -16,12 +16,9 @@ Node<T>& Tape<T>::push(Op op) {
   if (size_ == nodes_.size()) nodes_.emplace_back();
   Node<T>& n = nodes_[size_];
   n.op = op;
-  n.act = Activation::identity;
-  n.needs_grad = n.trans_a = n.trans_b = false;
+  n.needs_grad = false;
   n.in[0] = n.in[1] = n.in[2] = -1;
-  n.s0 = n.s1 = T(0);
-  n.cols = nullptr;
-  n.custom = nullptr;
+  n.attrs = Attrs<T>();
   n.param = nullptr;
   n.grad_epoch = 0;
   return n;
@@ -68,20 +65,14 @@ Var<T> Tape<T>::param(Parameter<T>& p) {
 }
 
 template <class T>
-Var<T> Tape<T>::record(Op op, std::int32_t a, std::int32_t b, std::int32_t c, T s0, T s1,
-                       const std::vector<int>* cols, Activation act, bool trans_a, bool trans_b,
-                       CustomOp<T>* custom) {
-  const std::int32_t inputs[3] = {a, b, c};
+Var<T> Tape<T>::record(Op op, Inputs in, const Attrs<T>& attrs) {
+  const std::int32_t inputs[3] = {in.a, in.b, in.c};
   for (std::int32_t k : inputs)
     if (k >= static_cast<std::int32_t>(size_))
       throw std::invalid_argument(fmt::format("{}: an input is not on this tape (cleared since?)", op_name(op)));
   Node<T>& n = push(op);
-  n.in[0] = a, n.in[1] = b, n.in[2] = c;
-  n.s0 = s0, n.s1 = s1;
-  n.cols = cols;
-  n.act = act;
-  n.trans_a = trans_a, n.trans_b = trans_b;
-  n.custom = custom;
+  n.in[0] = in.a, n.in[1] = in.b, n.in[2] = in.c;
+  n.attrs = attrs;
   for (std::int32_t k : inputs)
     if (k >= 0 && nodes_[k].needs_grad) n.needs_grad = true;
 

@@ -115,17 +115,48 @@ struct CustomOp {
                    const Array<T>& out_grad, Array<T>* const* input_grads) = 0;
 };
 
+/// The inputs of an op being recorded: indices of earlier nodes, −1 for none.
+struct Inputs {
+  std::int32_t a, b, c;
+  Inputs(std::int32_t a_, std::int32_t b_ = -1, std::int32_t c_ = -1) : a(a_), b(b_), c(c_) {}
+};
+
+/// What an op needs besides its inputs: the constants it was called with. Each op reads its
+/// own fields (its struct in ops.cpp says which); the others keep their defaults. The setters
+/// return *this, so that a call names what it sets: Attrs<T>().with_bounds(lo, hi).
+template <class T>
+struct Attrs {
+  T scalar = 0;                            // s of x + s, x·s, s − x, s / x; p of a^p; c of soft_clamp; the slope
+                                           // or α of an activation; rq_spline's tail bound; dropout's rate
+  T lo = 0, hi = 0;                        // clamp's bounds
+  std::size_t start = 0, count = 0;        // slice_cols: the columns [start, start + count)
+  int bins = 0;                            // rq_spline: the number of bins
+  bool inverse = false;                    // rq_spline: run the inverse map
+  std::uint32_t call = 0;                  // dropout: the call's number since clear(), which picks its mask
+  Activation act = Activation::identity;   // tanh … elu, linear_act
+  bool trans_a = false, trans_b = false;   // matmul: op(A) = Aᵀ, op(B) = Bᵀ
+  const std::vector<int>* cols = nullptr;  // take_cols, scatter_cols: the column indices (caller-owned)
+  CustomOp<T>* custom = nullptr;           // custom: the user's op
+
+  Attrs& with_scalar(T s) { scalar = s; return *this; }
+  Attrs& with_bounds(T l, T h) { lo = l, hi = h; return *this; }
+  Attrs& with_columns(std::size_t s, std::size_t k) { start = s, count = k; return *this; }
+  Attrs& with_bins(int k) { bins = k; return *this; }
+  Attrs& with_inverse(bool inv) { inverse = inv; return *this; }
+  Attrs& with_call(std::uint32_t k) { call = k; return *this; }
+  Attrs& with_activation(Activation a) { act = a; return *this; }
+  Attrs& with_transposes(bool ta, bool tb) { trans_a = ta, trans_b = tb; return *this; }
+  Attrs& with_cols(const std::vector<int>& c) { cols = &c; return *this; }
+  Attrs& with_custom(CustomOp<T>& op) { custom = &op; return *this; }
+};
+
 /// One recorded operation. Inputs are indices of earlier nodes.
 template <class T>
 struct Node {
   Op op = Op::leaf;
-  Activation act = Activation::identity;
   bool needs_grad = false;      // some input (transitively) is a parameter or variable
-  bool trans_a = false, trans_b = false;
   std::int32_t in[3] = {-1, -1, -1};
-  T s0 = 0, s1 = 0;             // scalar attributes: the s of x + s, clamp bounds, slopes, …
-  const std::vector<int>* cols = nullptr;  // column index set of take/scatter (caller-owned)
-  CustomOp<T>* custom = nullptr;
+  Attrs<T> attrs;               // the op's constants: Tape::record's last argument
   Parameter<T>* param = nullptr;            // set for Op::param: value and grad live there
   std::uint64_t grad_epoch = 0;             // == tape's epoch when grad holds this pass's adjoint
   Array<T> value, grad;                     // reused across clear()
@@ -210,11 +241,10 @@ class Tape {
   }
   const Array<T>& grad(std::int32_t i);
 
-  /// Records op on inputs a, b, c (−1 for none): checks shapes, computes the value.
-  /// The free functions in ops.hpp are the friendly way to call this.
-  Var<T> record(Op op, std::int32_t a, std::int32_t b = -1, std::int32_t c = -1, T s0 = 0, T s1 = 0,
-                const std::vector<int>* cols = nullptr, Activation act = Activation::identity,
-                bool trans_a = false, bool trans_b = false, CustomOp<T>* custom = nullptr);
+  /// Records op on its inputs with its attributes, e.g. record(Op::clamp, {a.index},
+  /// Attrs<T>().with_bounds(lo, hi)): checks shapes, computes the value. The free functions
+  /// in ops.hpp are the friendly way to call this.
+  Var<T> record(Op op, Inputs in, const Attrs<T>& attrs = Attrs<T>());
 
   // --- used by the ops' forward and VJP functions -----------------------------------
   Array<T>& mutable_value(std::int32_t i) {
