@@ -14,7 +14,9 @@ template <class E, std::size_t N>
 void check_table(const ad::NameTable<E, N>& table, E (*parse)(const std::string&), const char* (*print)(E)) {
   std::set<std::string> names;
   std::set<int> values;
-  for (const auto& [value, name] : table) {
+  for (const auto& row : table) {
+    const E value = row.first;
+    const char* const name = row.second;  // not a structured binding: CAPTURE's lambda needs C++20 for those (clang)
     CAPTURE(name);
     names.insert(name);
     values.insert(int(value));
