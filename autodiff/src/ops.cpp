@@ -1,6 +1,8 @@
 // Every op: its output shape, its forward, and its vector–Jacobian product
 // (VJP), side by side. Notation: y is the op's output, ȳ = ∂L/∂y its adjoint,
-// and ā += (∂y/∂a)ᵀ ȳ is what the VJP adds to input a's adjoint.
+// and ā += (∂y/∂a)ᵀ ȳ is what the VJP adds to input a's adjoint. Each op's struct is
+// registered by its line in autodiff/ops.def (the table at the end of this file is built
+// from that list), and reads its constants from the node's Attrs (c.attrs()).
 //
 // When an op is the first to reach ā in a backward pass (ā is "fresh"), it assigns
 // ā = (∂y/∂a)ᵀ ȳ instead, which saves zero-filling ā beforehand; kern::put*() and put*()
