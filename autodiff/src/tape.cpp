@@ -179,14 +179,18 @@ template <class T>
 void Tape<T>::run_backward(std::int32_t out) {
   for (std::int32_t i = out + 1; i-- > 0;) {
     Node<T>& n = nodes_[i];
-    if (n.grad_epoch != epoch_ || !n.needs_grad || n.op == Op::leaf || n.op == Op::param) continue;
-    op_def<T>(n.op).vjp(*this, n);
-    if (release_adjoints_) {  // ȳ_i is spent: every consumer of node i came later and has run
-      adjoint_pool_.emplace_back();
-      std::swap(adjoint_pool_.back(), n.grad);
-      n.grad_epoch = kReleased;
-    }
+    if (!passes_adjoint(n)) continue;
+    op_def<T>(n.op).vjp(*this, n);  // adds Jᵀ ȳ_i to the adjoints of n's inputs
+    release_adjoint(n);
   }
+}
+
+template <class T>
+void Tape<T>::release_adjoint(Node<T>& n) {
+  if (!release_adjoints_) return;
+  adjoint_pool_.emplace_back();
+  std::swap(adjoint_pool_.back(), n.grad);
+  n.grad_epoch = kReleased;
 }
 
 template <class T>

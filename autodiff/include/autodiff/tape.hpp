@@ -273,6 +273,15 @@ class Tape {
  private:
   Node<T>& push(Op op);
   void run_backward(std::int32_t out);
+  /// Whether node n received an adjoint in this backward pass (its grad_epoch is the pass's)
+  /// and has a VJP to pass it on with: it needs a gradient and is not an input (a leaf or a
+  /// parameter, whose adjoint is the result).
+  bool passes_adjoint(const Node<T>& n) const {
+    return n.grad_epoch == epoch_ && n.needs_grad && n.op != Op::leaf && n.op != Op::param;
+  }
+  /// With set_release_adjoints(true): n's adjoint is spent once its VJP has run (every consumer
+  /// of n came later on the tape and has already run), so its buffer goes to the pool.
+  void release_adjoint(Node<T>& n);
   void take_pooled_adjoint(Array<T>& grad, std::size_t size);
 
   std::vector<Node<T>> nodes_;
