@@ -122,6 +122,31 @@ TEST_CASE("gaussian:D is deterministic, Q is orthogonal and the eigenvalues span
   CHECK(worst < 1e-12);
 }
 
+TEST_CASE("gaussian:D's Q (LAPACK QR) is the Gram–Schmidt Q of its random matrix, so the data set is what it was") {
+  // The draws GaussianDataset(d) makes: d means, then the d×d matrix g, from Rng(1234 + d).
+  const std::size_t d = 40;
+  ad::Rng rng(1234 + d);
+  for (std::size_t i = 0; i < d; ++i) rng.normal();
+  std::vector<double> g(d * d), q(d * d);
+  rng.fill_normal(g.data(), g.size());
+  for (std::size_t i = 0; i < d; ++i) {  // modified Gram–Schmidt on g's columns, twice
+    for (int pass = 0; pass < 2; ++pass)
+      for (std::size_t k = 0; k < i; ++k) {
+        double dot = 0;
+        for (std::size_t r = 0; r < d; ++r) dot += q[r * d + k] * g[r * d + i];
+        for (std::size_t r = 0; r < d; ++r) g[r * d + i] -= dot * q[r * d + k];
+      }
+    double norm = 0;
+    for (std::size_t r = 0; r < d; ++r) norm += g[r * d + i] * g[r * d + i];
+    for (std::size_t r = 0; r < d; ++r) q[r * d + i] = g[r * d + i] / std::sqrt(norm);
+  }
+  flows::GaussianDataset data(d);
+  double worst = 0;
+  for (std::size_t r = 0; r < d; ++r)
+    for (std::size_t i = 0; i < d; ++i) worst = std::max(worst, std::abs(data.rotation()(r, i) - q[r * d + i]));
+  CHECK(worst < 1e-10);
+}
+
 TEST_CASE("gaussian:3 samples have the stated mean and covariance") {
   flows::GaussianDataset g(3);
   const std::size_t n = 400000;
