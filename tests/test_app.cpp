@@ -868,6 +868,47 @@ TEST_CASE("trflow mfg: drones2 groups reach their corners, interact less as λ_F
 #endif
 
 #ifdef TRFLOW_MPIEXEC
+TEST_CASE("SIGTERM on mpirun: the ranks stop at one step, rank 0 saves one checkpoint, one process resumes it") {
+  const fs::path dir = temp_dir("mpisignal");
+  const fs::path m = dir / "m";
+  const std::string common = "train --steps 100000 --batch 128 --layers 2 --hidden 16 --eval-n 200 --no-plots "
+                             "--threads 1 --quiet --out ";
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    const std::string cmd = "exec env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+                            "OMPI_MCA_rmaps_base_oversubscribe=1 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 " +
+                            std::string(TRFLOW_MPIEXEC) + " -np 2 " + TRFLOW_BINARY + " " + common + m.string() +
+                            " >/dev/null 2>" + (dir / "err.txt").string();
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (std::chrono::steady_clock::now() < deadline && !fs::exists(m / "metrics.jsonl"))
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  kill(pid, SIGTERM);  // mpirun forwards it to both ranks, then kills what is left a second later
+  int status = 0;
+  waitpid(pid, &status, 0);
+  CHECK(!(WIFEXITED(status) && WEXITSTATUS(status) == 0));  // the job did not finish
+  REQUIRE(fs::exists(m / "checkpoint.npz"));
+  const std::string err = nn::read_file((dir / "err.txt").string());
+  CHECK_MESSAGE(err.find("terminated (SIGTERM) at step") != std::string::npos, err);
+  // Rank 0 alone says it (and saved), once; no temporary is left behind.
+  CHECK(err.find("terminated (SIGTERM)") == err.rfind("terminated (SIGTERM)"));
+  for (const auto& e : fs::directory_iterator(m))
+    CHECK_MESSAGE(e.path().filename().string().find(".tmp.") == std::string::npos, e.path().string());
+  // One process continues from the step the ranks agreed on, 20 steps further.
+  const auto at = err.find("at step ");
+  REQUIRE(at != std::string::npos);
+  const long step = std::stol(err.substr(at + 8));
+  CHECK(step >= 1);
+  const Result resumed = run("train --resume --steps " + std::to_string(step + 20) + " --quiet --out " + m.string(), dir);
+  CHECK_MESSAGE(resumed.code == 0, resumed.err);
+  CHECK(last_json(resumed.out).at("steps") == step + 20);
+  fs::remove_all(dir);
+}
+
 TEST_CASE("mpirun -np 2 trflow train: the bits of --threads 2, one set of files, resumable on another number of ranks") {
   const fs::path dir = temp_dir("mpi");
   // (a schedule that does not depend on --steps, so that a run can be continued to 40 steps)
