@@ -106,115 +106,86 @@ flows::TrainConfig train_config(const TrainOptions& o) {
   return c;
 }
 
+/// Every option a run saves (config.json, the model's and checkpoint's "meta.train"), by key:
+/// the one list that writing, `--config` and `--resume` all read. f(key, field) per option.
+template <class Options, class F>
+void for_each_saved_option(Options& o, F&& f) {
+  f("data", o.data);
+  f("preset", o.preset);
+  f("layers", o.layers);
+  f("structure", o.structure);
+  f("coupling", o.coupling);
+  f("conditioner", o.conditioner);
+  f("bins", o.bins);
+  f("tail_bound", o.tail_bound);
+  f("hidden", o.hidden);
+  f("depth", o.depth);
+  f("activation", o.activation);
+  f("batch", o.batch);
+  f("steps", o.steps);
+  f("lr", o.lr);
+  f("lr_schedule", o.lr_schedule);
+  f("warmup", o.warmup);
+  f("seed", o.seed);
+  f("kl_weight", o.kl_weight);
+  f("transport_weight", o.transport_weight);
+  f("transport_dir", o.transport_dir);
+  f("transport_schedule", o.transport_schedule);
+  f("transport_floor", o.transport_floor);
+  f("permutation", o.permutation);
+  f("actnorm", o.actnorm);
+  f("lu", o.lu);
+  f("additive", o.additive);
+  f("scale_clamp", o.scale_clamp);
+  f("base", o.base);
+  f("standardize", o.standardize);
+  f("val_fraction", o.val_fraction);
+  f("val", o.val);
+  f("eval_every", o.eval_every);
+  f("patience", o.patience);
+  f("weight_decay", o.weight_decay);
+  f("dropout", o.dropout);
+  f("init", o.init);
+  f("loss", o.loss);
+  f("problem", o.problem);
+  f("cost_weight", o.cost_weight);
+  f("drop_nonfinite", o.drop_nonfinite);
+  f("clip_norm", o.clip_norm);
+  f("skip_nonfinite", o.skip_nonfinite);
+  f("threads", o.threads);
+  f("log_every", o.log_every);
+  f("checkpoint_every", o.checkpoint_every);
+  f("eval_n", o.eval_n);
+}
+
+/// The flag that sets an option: "tail_bound" → "--tail-bound".
+std::string flag_of(const std::string& key) {
+  std::string flag = "--" + key;
+  std::replace(flag.begin(), flag.end(), '_', '-');
+  return flag;
+}
+
 nlohmann::json options_json(const TrainOptions& o) {
-  return {{"data", o.data},
-          {"preset", o.preset},
-          {"layers", o.layers},
-          {"structure", o.structure},
-          {"coupling", o.additive ? std::string("additive") : o.coupling},
-          {"conditioner", o.conditioner},
-          {"bins", o.bins},
-          {"tail_bound", o.tail_bound},
-          {"hidden", o.hidden},
-          {"depth", o.depth},
-          {"activation", o.activation},
-          {"batch", o.batch},
-          {"steps", o.steps},
-          {"lr", o.lr},
-          {"lr_schedule", o.lr_schedule},
-          {"warmup", o.warmup},
-          {"seed", o.seed},
-          {"kl_weight", o.kl_weight},
-          {"transport_weight", o.transport_weight},
-          {"transport_dir", o.transport_dir},
-          {"transport_schedule", o.transport_schedule},
-          {"transport_floor", o.transport_floor},
-          {"permutation", o.permutation},
-          {"actnorm", o.actnorm},
-          {"lu", o.lu},
-          {"additive", o.additive || o.coupling == "additive"},
-          {"scale_clamp", o.scale_clamp},
-          {"base", o.base},
-          {"standardize", o.standardize},
-          {"val_fraction", o.val_fraction},
-          {"val", o.val},
-          {"eval_every", o.eval_every},
-          {"patience", o.patience},
-          {"weight_decay", o.weight_decay},
-          {"dropout", o.dropout},
-          {"init", o.init},
-          {"loss", o.loss},
-          {"problem", o.problem},
-          {"cost_weight", o.cost_weight},
-          {"drop_nonfinite", o.drop_nonfinite},
-          {"clip_norm", o.clip_norm},
-          {"skip_nonfinite", o.skip_nonfinite},
-          {"threads", o.threads},
-          {"log_every", o.log_every},
-          {"checkpoint_every", o.checkpoint_every},
-          {"eval_n", o.eval_n}};
+  nlohmann::json j = nlohmann::json::object();
+  for_each_saved_option(o, [&](const char* key, const auto& field) { j[key] = field; });
+  // --additive is the older spelling of --coupling additive: both keys say the same.
+  j["coupling"] = o.additive ? std::string("additive") : o.coupling;
+  j["additive"] = o.additive || o.coupling == "additive";
+  return j;
 }
 
 /// --config FILE: the settings a run saved in its config.json (resolved: a preset's values,
 /// the tail bound, the validation cadence), each replaced by the flag when it was given.
 TrainOptions options_from_config(const nlohmann::json& j, const TrainOptions& cli, const std::string& file) {
   TrainOptions o = cli;
-  auto take = [&](const char* key, auto& field) {
-    if (!j.contains(key)) return;
-    std::string flag = std::string("--") + key;
-    std::replace(flag.begin(), flag.end(), '_', '-');
-    if (given(cli, flag)) return;
+  for_each_saved_option(o, [&](const char* key, auto& field) {
+    if (!j.contains(key) || given(cli, flag_of(key))) return;
     try {
       field = j.at(key).get<std::decay_t<decltype(field)>>();
     } catch (const nlohmann::json::exception&) {
       throw DataError(fmt::format("{}: '{}' has the wrong type ({})", file, key, j.at(key).dump().substr(0, 40)));
     }
-  };
-  take("data", o.data);
-  take("preset", o.preset);
-  take("layers", o.layers);
-  take("structure", o.structure);
-  take("coupling", o.coupling);
-  take("conditioner", o.conditioner);
-  take("bins", o.bins);
-  take("tail_bound", o.tail_bound);
-  take("hidden", o.hidden);
-  take("depth", o.depth);
-  take("activation", o.activation);
-  take("batch", o.batch);
-  take("steps", o.steps);
-  take("lr", o.lr);
-  take("lr_schedule", o.lr_schedule);
-  take("warmup", o.warmup);
-  take("seed", o.seed);
-  take("kl_weight", o.kl_weight);
-  take("transport_weight", o.transport_weight);
-  take("transport_dir", o.transport_dir);
-  take("transport_schedule", o.transport_schedule);
-  take("transport_floor", o.transport_floor);
-  take("permutation", o.permutation);
-  take("actnorm", o.actnorm);
-  take("lu", o.lu);
-  take("scale_clamp", o.scale_clamp);
-  take("base", o.base);
-  take("standardize", o.standardize);
-  take("val_fraction", o.val_fraction);
-  take("val", o.val);
-  take("eval_every", o.eval_every);
-  take("patience", o.patience);
-  take("weight_decay", o.weight_decay);
-  take("dropout", o.dropout);
-  take("init", o.init);
-  take("loss", o.loss);
-  take("problem", o.problem);
-  take("cost_weight", o.cost_weight);
-  take("drop_nonfinite", o.drop_nonfinite);
-  take("clip_norm", o.clip_norm);
-  take("skip_nonfinite", o.skip_nonfinite);
-  take("threads", o.threads);
-  take("log_every", o.log_every);
-  take("checkpoint_every", o.checkpoint_every);
-  take("eval_n", o.eval_n);
+  });
   if (o.coupling == "additive") o.additive = false;  // "additive" in the file mirrors the coupling
   o.from_config = true;
   return o;
@@ -224,58 +195,46 @@ TrainOptions options_from_config(const nlohmann::json& j, const TrainOptions& cl
 /// logging/threads/output flags may change, the rest must match.
 TrainOptions options_from_json(const nlohmann::json& j, const TrainOptions& cli) {
   TrainOptions o = cli;
-  o.data = j.at("data");
-  o.preset = j.value("preset", std::string("none"));
-  o.layers = j.at("layers");
-  // Checkpoints written before spline couplings lack these keys; they were affine/additive layer stacks.
-  o.structure = j.value("structure", std::string("layers"));
-  o.coupling = j.value("coupling", std::string(j.at("additive").get<bool>() ? "additive" : "affine"));
-  o.conditioner = j.value("conditioner", std::string("mlp"));
-  o.bins = j.value("bins", 8);
-  o.tail_bound = j.value("tail_bound", 0.0);
-  o.hidden = j.at("hidden");
-  o.depth = j.at("depth");
-  o.activation = j.at("activation");
-  o.batch = j.at("batch");
-  o.lr = j.at("lr");
-  o.lr_schedule = j.at("lr_schedule");
-  o.warmup = j.at("warmup");
-  o.seed = j.at("seed");
-  o.kl_weight = j.at("kl_weight");
-  o.transport_weight = j.at("transport_weight");
-  o.transport_dir = j.at("transport_dir");
-  o.transport_schedule = j.at("transport_schedule");
-  o.transport_floor = j.at("transport_floor");
-  o.permutation = j.at("permutation");
-  o.actnorm = j.at("actnorm");
-  o.lu = j.at("lu");
-  o.additive = j.at("additive");
-  o.scale_clamp = j.at("scale_clamp");
-  o.base = j.at("base");
-  o.standardize = j.at("standardize");
-  // Checkpoints written before validation existed continue without it.
-  o.val_fraction = j.value("val_fraction", 0.0);
-  o.val = j.value("val", std::string());
-  o.eval_every = j.value("eval_every", std::int64_t(100));
-  o.patience = j.value("patience", std::int64_t(0));
-  o.weight_decay = j.value("weight_decay", 0.0);
-  o.dropout = j.value("dropout", 0.0);
-  o.init = j.value("init", std::string("identity"));
-  o.loss = j.value("loss", std::string("nll"));
-  o.problem = j.value("problem", std::string());
-  o.cost_weight = j.value("cost_weight", 1.0);
-  o.drop_nonfinite = j.at("drop_nonfinite");
-  o.clip_norm = j.at("clip_norm");
-  o.skip_nonfinite = j.at("skip_nonfinite");
-  if (!given(cli, "--steps")) o.steps = j.at("steps");
+  // Kept from the command line: how long, on how many threads, how often to log and save.
+  const std::vector<std::string> free_keys = {"threads", "log_every", "checkpoint_every", "eval_n"};
+  // Keys that checkpoints written before them lack: the value such a run had. (Spline couplings,
+  // validation, dropout, the Gaussian start, the Jeffreys loss and mean-field games came later;
+  // the runs before them were affine/additive layer stacks without validation.)
+  o.preset = "none";
+  o.structure = "layers";
+  o.coupling = j.at("additive").get<bool>() ? "additive" : "affine";
+  o.conditioner = "mlp";
+  o.bins = 8;
+  o.tail_bound = 0.0;
+  o.val_fraction = 0.0;
+  o.val.clear();
+  o.eval_every = 100;
+  o.patience = 0;
+  o.weight_decay = 0.0;
+  o.dropout = 0.0;
+  o.init = "identity";
+  o.loss = "nll";
+  o.problem.clear();
+  o.cost_weight = 1.0;
+  const std::vector<std::string> optional_keys = {"preset", "structure", "coupling", "conditioner", "bins",
+                                                  "tail_bound", "val_fraction", "val", "eval_every", "patience",
+                                                  "weight_decay", "dropout", "init", "loss", "problem", "cost_weight"};
+  const auto listed = [](const std::vector<std::string>& keys, const std::string& k) {
+    return std::find(keys.begin(), keys.end(), k) != keys.end();
+  };
+  for_each_saved_option(o, [&](const char* key, auto& field) {
+    if (listed(free_keys, key) || (std::string(key) == "steps" && given(cli, "--steps"))) return;
+    if (!j.contains(key) && listed(optional_keys, key)) return;
+    field = j.at(key).get<std::decay_t<decltype(field)>>();  // a key every checkpoint has: missing is an error
+  });
   // Flags that would change the run must agree with the checkpoint.
   const nlohmann::json now = options_json(cli);
   for (const std::string& flag : cli.explicit_flags) {
     std::string key = flag.substr(2);
     std::replace(key.begin(), key.end(), '-', '_');
-    static const std::vector<std::string> free_keys = {"steps", "threads", "out", "resume", "log_every",
-                                                       "checkpoint_every", "eval_n", "no_plots", "quiet"};
-    if (std::find(free_keys.begin(), free_keys.end(), key) != free_keys.end() || !j.contains(key)) continue;
+    static const std::vector<std::string> always_free = {"steps", "threads", "out", "resume", "log_every",
+                                                         "checkpoint_every", "eval_n", "no_plots", "quiet"};
+    if (listed(always_free, key) || !j.contains(key)) continue;
     if (now.at(key) != j.at(key))
       throw UsageError(fmt::format("--resume: {} {} conflicts with the checkpoint's {}; drop the flag or start a new --out",
                                    flag, now.at(key).dump(), j.at(key).dump()));
