@@ -40,21 +40,20 @@ fs::path temp_dir(const std::string& name) {
   return dir;
 }
 
-/// Runs the trflow binary with the arguments, capturing stdout and stderr.
-Result run(const std::string& args, const fs::path& dir) {
+/// Runs the trflow binary with the arguments after `launcher` (empty, or mpirun_prefix),
+/// capturing stdout and stderr.
+Result run_launched(const std::string& launcher, const std::string& args, const fs::path& dir) {
   const std::string out = (dir / "stdout.txt").string(), err = (dir / "stderr.txt").string();
-  const std::string cmd = std::string(TRFLOW_BINARY) + " " + args + " >" + out + " 2>" + err + " </dev/null";
+  const std::string cmd = launcher + TRFLOW_BINARY + " " + args + " >" + out + " 2>" + err + " </dev/null";
   const int status = std::system(cmd.c_str());
   Result r;
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream o(out), e(err);
-  std::stringstream so, se;
-  so << o.rdbuf();
-  se << e.rdbuf();
-  r.out = so.str();
-  r.err = se.str();
+  r.out = nn::read_file(out);
+  r.err = nn::read_file(err);
   return r;
 }
+
+Result run(const std::string& args, const fs::path& dir) { return run_launched("", args, dir); }
 
 /// The last line of stdout as JSON.
 nlohmann::json last_json(const std::string& out) {
@@ -73,22 +72,29 @@ std::string quick(const fs::path& out) {
 nlohmann::json config_of(const fs::path& run_dir) { return nlohmann::json::parse(nn::read_file((run_dir / "config.json").string())); }
 
 #ifdef TRFLOW_MPIEXEC
-/// Runs the trflow binary under mpirun with n ranks (oversubscribed; allowed as root).
-Result run_mpi(int n, const std::string& args, const fs::path& dir) {
-  const std::string out = (dir / "stdout.txt").string(), err = (dir / "stderr.txt").string();
-  // (ASan builds: Open MPI keeps allocations until exit; leaks in it are not this project's)
-  const std::string cmd = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 "
-                          "ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 " +
-                          std::string(TRFLOW_MPIEXEC) + " -np " + std::to_string(n) + " " + TRFLOW_BINARY + " " + args +
-                          " >" + out + " 2>" + err + " </dev/null";
-  const int status = std::system(cmd.c_str());
-  Result r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = nn::read_file(out);
-  r.err = nn::read_file(err);
-  return r;
+/// "mpirun -np n " with what it needs here: oversubscribed, allowed as root, and (ASan builds)
+/// no leak report: Open MPI keeps allocations until exit, and those are not this project's.
+std::string mpirun_prefix(int n) {
+  return "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 "
+         "ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 " +
+         std::string(TRFLOW_MPIEXEC) + " -np " + std::to_string(n) + " ";
 }
+
+/// Runs the trflow binary under mpirun with n ranks.
+Result run_mpi(int n, const std::string& args, const fs::path& dir) { return run_launched(mpirun_prefix(n), args, dir); }
 #endif
+
+/// `eval` on a model reports each key, and `sample --trajectories` writes states of `shape` (for 10 samples).
+void check_eval_and_trajectories(const fs::path& model, const std::vector<const char*>& keys,
+                                 const std::vector<std::size_t>& shape, const fs::path& dir) {
+  const Result e = run("eval --model " + model.string() + " --n 2000", dir);
+  REQUIRE_MESSAGE(e.code == 0, e.err);
+  for (const char* k : keys) CHECK_MESSAGE(last_json(e.out).contains(k), k);
+  const Result s = run("sample --model " + model.string() + " --n 10 --out " + (dir / "s.npy").string() +
+                           " --trajectories " + (dir / "t.npy").string(), dir);
+  REQUIRE_MESSAGE(s.code == 0, s.err);
+  CHECK(nn::read_npy((dir / "t.npy").string()).shape == shape);
+}
 
 /// The parameters of a model.npz by name.
 std::map<std::string, std::vector<double>> params_of(const fs::path& npz) {
@@ -817,14 +823,9 @@ TEST_CASE("trflow mfg: crowd at λ_F = 0 is the straight translation, avoidance 
   CHECK(b.at("running_cost").get<double>() < 0.5 * a.at("running_cost").get<double>());
   CHECK(b.at("kinetic_energy").get<double>() > a.at("kinetic_energy").get<double>());  // the detour costs
   // eval reports the game's terms; sample's trajectories hold the K + 1 = 3 time points.
-  const Result e = run("eval --model " + (dir / "avoid").string() + " --n 2000", dir);
-  REQUIRE_MESSAGE(e.code == 0, e.err);
-  for (const char* k : {"kinetic_energy", "running_cost", "inside_obstacle", "forward_kl", "reverse_kl", "jeffreys"})
-    CHECK_MESSAGE(last_json(e.out).contains(k), k);
-  const Result s = run("sample --model " + (dir / "avoid").string() + " --n 10 --out " + (dir / "s.npy").string() +
-                           " --trajectories " + (dir / "t.npy").string(), dir);
-  REQUIRE_MESSAGE(s.code == 0, s.err);
-  CHECK(nn::read_npy((dir / "t.npy").string()).shape == std::vector<std::size_t>{3, 10, 2});
+  check_eval_and_trajectories(dir / "avoid",
+                              {"kinetic_energy", "running_cost", "inside_obstacle", "forward_kl", "reverse_kl", "jeffreys"},
+                              {3, 10, 2}, dir);
   // Flags that do not apply are refused.
   CHECK(run("mfg --problem gmm --cost-weight 1 --out " + (dir / "x").string(), dir).code == 2);
   CHECK(run("mfg --problem crowd --data moons --out " + (dir / "x").string(), dir).code == 2);
@@ -853,14 +854,9 @@ TEST_CASE("trflow mfg: drones2 groups reach their corners, interact less as λ_F
   CHECK(b.at("interaction").get<double>() < 0.85 * a.at("interaction").get<double>());  // (0.29 of it at this seed)
   CHECK(b.at("kinetic_energy").get<double>() > a.at("kinetic_energy").get<double>());
   CHECK(fs::exists(dir / "avoid" / "trajectories.png"));
-  const Result e = run("eval --model " + (dir / "avoid").string() + " --n 2000", dir);
-  REQUIRE_MESSAGE(e.code == 0, e.err);
-  for (const char* k : {"kinetic_energy", "running_cost", "interaction", "arrival_error", "forward_kl", "jeffreys"})
-    CHECK_MESSAGE(last_json(e.out).contains(k), k);
-  const Result s = run("sample --model " + (dir / "avoid").string() + " --n 10 --out " + (dir / "s.npy").string() +
-                           " --trajectories " + (dir / "t.npy").string(), dir);
-  REQUIRE_MESSAGE(s.code == 0, s.err);
-  CHECK(nn::read_npy((dir / "t.npy").string()).shape == std::vector<std::size_t>{5, 10, 4});  // 4 steps, 2 groups × 2
+  check_eval_and_trajectories(dir / "avoid",
+                              {"kinetic_energy", "running_cost", "interaction", "arrival_error", "forward_kl", "jeffreys"},
+                              {5, 10, 4}, dir);  // 4 steps, 2 groups × 2 coordinates
   CHECK(run("mfg --problem drones2 --dim 2 --out " + (dir / "x").string(), dir).code == 2);
   CHECK(run("mfg --problem drones8 --lu --out " + (dir / "x").string(), dir).code == 2);
   fs::remove_all(dir);
@@ -876,10 +872,8 @@ TEST_CASE("SIGTERM on mpirun: the ranks stop at one step, rank 0 saves one check
   const pid_t pid = fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
-    const std::string cmd = "exec env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
-                            "OMPI_MCA_rmaps_base_oversubscribe=1 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 " +
-                            std::string(TRFLOW_MPIEXEC) + " -np 2 " + TRFLOW_BINARY + " " + common + m.string() +
-                            " >/dev/null 2>" + (dir / "err.txt").string();
+    const std::string cmd = "exec " + mpirun_prefix(2) + TRFLOW_BINARY + " " + common + m.string() + " >/dev/null 2>" +
+                            (dir / "err.txt").string();
     execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
     _exit(127);
   }

@@ -12,35 +12,19 @@
 #include "flows/inference.hpp"
 #include "flows/metrics.hpp"
 #include "flows/train.hpp"
+#include "trainer_fixtures.hpp"
 
 using ad::Array;
 using ad::Tape;
 using ad::Var;
 using namespace flows;
 
+using trainer_fixtures::max_rel_diff;
+
 namespace {
-
-/// A flow with every layer kind, its weights moved off their initial values.
 std::unique_ptr<Flow<double>> test_flow(std::size_t d, std::uint64_t seed) {
-  FlowSpec spec;
-  spec.layers = 3;
-  spec.coupling.hidden = 12;
-  spec.actnorm = true;
-  spec.lu = true;
-  spec.base = "diagonal_gaussian";
-  spec.seed = seed;
-  auto flow = make_flow<double>(d, spec);
-  ad::Rng rng(seed + 1);
-  for (auto* p : flow->parameters()) rng.fill_normal(p->value.data(), p->value.size(), 0.0, 0.2);
-  return flow;
+  return trainer_fixtures::test_flow<double>(d, seed);
 }
-
-double max_rel_diff(const double* a, const double* b, std::size_t n) {
-  double m = 0;
-  for (std::size_t i = 0; i < n; ++i) m = std::max(m, std::abs(a[i] - b[i]) / (1e-12 + std::abs(a[i]) + std::abs(b[i])));
-  return m;
-}
-
 }  // namespace
 
 TEST_CASE("a thread team runs every lane once per run and rethrows a lane's exception") {
@@ -130,18 +114,7 @@ TEST_CASE("a training step on 2 or 3 threads gives the one-thread loss and gradi
         Trainer<double> many(*flow, data, cfg);
         CHECK(many.threads() == threads);
         const StepReport r = many.step();
-        CHECK(r.loss == doctest::Approx(r1.loss).epsilon(1e-12));
-        CHECK(r.nll == doctest::Approx(r1.nll).epsilon(1e-12));
-        CHECK(r.transport == doctest::Approx(r1.transport).epsilon(1e-12));
-        CHECK(r.map_cost == doctest::Approx(r1.map_cost).epsilon(1e-12));
-        CHECK(r.grad_norm == doctest::Approx(r1.grad_norm).epsilon(1e-12));
-        const auto ps = flow->parameters(), refs = reference->parameters();
-        for (std::size_t i = 0; i < ps.size(); ++i) {
-          CAPTURE(ps[i]->name);
-          // After step(), grad holds the step's gradient and value the updated parameters.
-          CHECK(max_rel_diff(ps[i]->grad.data(), refs[i]->grad.data(), ps[i]->grad.size()) < 1e-10);
-          CHECK(max_rel_diff(ps[i]->value.data(), refs[i]->value.data(), ps[i]->value.size()) < 1e-10);
-        }
+        trainer_fixtures::check_same_step(r, r1, *flow, *reference, /*values=*/true);
       }
     }
 }

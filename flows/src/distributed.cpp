@@ -40,10 +40,6 @@ class MpiWorld final : public Communicator {
   void allreduce_sum(float* x, std::size_t n) override { reduce(x, n, MPI_FLOAT); }
   void allreduce_sum(double* x, std::size_t n) override { reduce(x, n, MPI_DOUBLE); }
   void barrier() override { check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier"); }
-  [[noreturn]] void abort(int code) override {
-    MPI_Abort(MPI_COMM_WORLD, code);
-    std::_Exit(code);
-  }
 
  private:
   void reduce(void* x, std::size_t n, MPI_Datatype type) {

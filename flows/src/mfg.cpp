@@ -257,7 +257,11 @@ MfgReport mfg_report(Flow<T>& flow, const MfgProblem& problem, std::size_t n, st
     r.interaction = interaction;
     r.running = r.running.value_or(0.0) + interaction;
     // Arrival: each group's mean end point against its target's mean.
-    const auto target = GaussianMixture::drones(P);
+    // (P1 is the groups' targets side by side: one isotropic Gaussian, problem.target)
+    const auto data = make_dataset(problem.target);
+    const auto* target = dynamic_cast<const GaussianMixture*>(data.get());
+    if (!target || target->means().shape()[0] != 1)
+      throw std::invalid_argument(fmt::format("mfg_report: {}'s target is not one Gaussian per group", problem.name));
     const double radius = 3.0 * target->sigma() * std::sqrt(double(block));
     double worst = 0, least = 1;
     for (std::size_t k = 0; k < P; ++k) {

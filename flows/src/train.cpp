@@ -39,10 +39,15 @@ namespace {
 std::pair<std::size_t, std::size_t> rank_rows(std::size_t n, const Communicator* comm) {
   return comm ? lane_rows(n, comm->rank(), comm->size()) : std::pair<std::size_t, std::size_t>{0, n};
 }
+std::size_t rank_row_count(std::size_t n, const Communicator* comm) {
+  const auto [first, last] = rank_rows(n, comm);
+  return last - first;
+}
 /// The values after the gradients in the allreduce buffer: the loss terms (each a sum of
 /// row shares), then per term the number of ranks on which it was not finite, then the signal.
 enum Scalar { kLoss, kNll, kTransport, kMapCost, kReverseKl, kRunning, kBadNll, kBadTransport, kBadReverseKl,
               kBadRunning, kSignal, kScalars };
+/// The terms a step checks for finiteness; StepReport and DivergenceError name them.
 const char* const kBadNames[] = {"NLL", "transport", "reverse KL", "running cost"};
 }  // namespace
 
@@ -51,7 +56,7 @@ Trainer<T>::Trainer(Flow<T>& flow, Dataset& data, const TrainConfig& cfg)
     : flow_(flow), data_(data), cfg_(cfg), optimizer_(flow.parameters(), cfg.lr, 0.9, 0.999, 1e-8, cfg.weight_decay,
                                                       /*decoupled=*/cfg.weight_decay != 0.0),
       rng_(cfg.seed),
-      team_(useful_lanes(rank_rows(cfg.batch, cfg.comm).second - rank_rows(cfg.batch, cfg.comm).first, cfg.threads)) {
+      team_(useful_lanes(rank_row_count(cfg.batch, cfg.comm), cfg.threads)) {
   if (data.dim() != flow.dim())
     throw std::invalid_argument(fmt::format("the data have {} dimensions but the model has {}", data.dim(), flow.dim()));
   if (cfg.batch == 0) throw std::invalid_argument("the batch size must be positive");
@@ -76,7 +81,9 @@ Trainer<T>::Trainer(Flow<T>& flow, Dataset& data, const TrainConfig& cfg)
   lr_schedule_.warmup = cfg.warmup;
   lr_schedule_.total = cfg.steps;
   lr_schedule_.lr_min = cfg.lr_min;
-  for (const auto* p : optimizer_.params()) scratch_.emplace_back(p->grad);
+  // A lane after the batch's first sums its gradient in scratch before adding it (add_lane_grads).
+  if (lanes_.size() > 1 || lanes_[0]->first > 0)
+    for (const auto* p : optimizer_.params()) scratch_.emplace_back(p->grad);
   if (cfg.comm) {
     std::size_t n = 0;
     for (const auto* p : optimizer_.params()) n += p->grad.size();
@@ -135,10 +142,10 @@ StepReport Trainer<T>::step(bool measure_transport) {
     const Var<T> base = gen ? lane.tape.constant(base_batch_.data() + lane.first * d, lane.rows, d) : Var<T>{};
     lane.terms = objective(flow_, lane.tape.constant(data_batch_.data() + lane.first * d, lane.rows, d), base, w);
     lane.bad = nullptr;
-    if (!std::isfinite(lane.terms.nll.item())) lane.bad = "NLL";
-    else if (transport && !std::isfinite(lane.terms.transport.item())) lane.bad = "transport";
-    else if (lane.terms.reverse_kl.tape && !std::isfinite(lane.terms.reverse_kl.item())) lane.bad = "reverse KL";
-    else if (lane.terms.running.tape && !std::isfinite(lane.terms.running.item())) lane.bad = "running cost";
+    if (!std::isfinite(lane.terms.nll.item())) lane.bad = kBadNames[0];
+    else if (transport && !std::isfinite(lane.terms.transport.item())) lane.bad = kBadNames[1];
+    else if (lane.terms.reverse_kl.tape && !std::isfinite(lane.terms.reverse_kl.item())) lane.bad = kBadNames[2];
+    else if (lane.terms.running.tape && !std::isfinite(lane.terms.running.item())) lane.bad = kBadNames[3];
     if (!lane.bad) lane.tape.backward(lane.terms.loss, lane.seed);
   };
   team_.run(work);
@@ -224,7 +231,7 @@ const char* Trainer<T>::allreduce(StepReport& r, const char* bad) {
   // (a term not measured this step is NaN on every rank and stays NaN)
   s[kLoss] = T(r.loss), s[kNll] = T(r.nll), s[kTransport] = T(r.transport), s[kMapCost] = T(r.map_cost);
   s[kReverseKl] = T(r.reverse_kl), s[kRunning] = T(r.running);
-  for (int b = 0; b < 4; ++b) s[kBadNll + b] = T(bad && std::string(bad) == kBadNames[b] ? 1 : 0);
+  for (int b = 0; b < 4; ++b) s[kBadNll + b] = T(bad == kBadNames[b] ? 1 : 0);
   // Ranks agree on a stop when any of them was signalled: the sum is non-zero.
   s[kSignal] = T(r.signal);
   const auto t0 = std::chrono::steady_clock::now();

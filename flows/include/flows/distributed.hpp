@@ -25,8 +25,6 @@ class Communicator {
   virtual void allreduce_sum(double* x, std::size_t n) = 0;
   /// Returns when every rank has called it.
   virtual void barrier() = 0;
-  /// Ends every rank's process with this exit code (after a fatal error on one rank).
-  [[noreturn]] virtual void abort(int code) = 0;
 };
 
 /// Whether this build has MPI (CMake found Open MPI when it configured).

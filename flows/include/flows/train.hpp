@@ -18,9 +18,9 @@
 
 namespace flows {
 
-/// β as a function of the step t, held at the floor after `steps` steps. β over a run of `steps` steps: constant; linear or cosine from start to floor; or
-/// exponential (geometric), start·(floor/start)^(t/steps), which spends as many steps in each
-/// decade of β (floor > 0).
+/// β as a function of the step t over a run of `steps` steps, then held at the floor: constant;
+/// linear or cosine from start to floor; or exponential (geometric), start·(floor/start)^(t/steps),
+/// which spends as many steps in each decade of β (floor > 0).
 struct BetaSchedule {
   enum class Kind { constant, linear, cosine, exponential } kind = Kind::constant;
   static constexpr ad::NameTable<Kind, 4> kNames{{{Kind::constant, "constant"},
