@@ -214,48 +214,30 @@ MfgReport mfg_report(Flow<T>& flow, const MfgProblem& problem, std::size_t n, st
   Inference<T>(flow, threads).forward(x.data(), n, out);
   MfgReport r;
   r.problem = problem.name;
-  double path = 0;
-  for (std::size_t s = 0; s + 1 < S; ++s)
-    for (std::size_t k = 0; k < n * d; ++k) {
-      const double step = double(states[(s + 1) * n * d + k]) - double(states[s * n * d + k]);
-      path += step * step;
-    }
-  r.kinetic_energy = double(S - 1) * path / double(n);
-  const std::vector<double> w = simpson_weights(S);
+  // The costs the objective trains, evaluated on these states in float64: L (path_energy),
+  // the running cost and the interaction, the same functions on a tape of constants.
+  Tape<double> tape;
+  std::vector<Var<double>> traj;
+  Array<double> state({n, d});
+  for (std::size_t s = 0; s < S; ++s) {
+    std::copy(states.begin() + long(s * n * d), states.begin() + long((s + 1) * n * d), state.data());
+    traj.push_back(tape.constant(state));
+  }
+  r.kinetic_energy = path_energy(traj).item();
+  if (problem.has_running_cost()) r.running = running_cost(traj, problem).item();
   const std::size_t P = problem.populations, block = d / P;
   if (problem.has_obstacle) {
     std::size_t inside = 0;
-    double running = 0;
-    for (std::size_t s = 0; s < S; ++s) {
-      double sum = 0;
+    for (std::size_t s = 0; s < S; ++s)
       for (std::size_t i = 0; i < n; ++i)
         for (std::size_t k = 0; k < P; ++k) {
           const T* p = states.data() + (s * n + i) * d + k * block;
-          sum += problem.obstacle.cost(double(p[0]), double(p[1]));
           inside += problem.obstacle.inside(double(p[0]), double(p[1]));
         }
-      running += w[s] * sum / double(n);
-    }
-    r.running = running;
     r.inside_share = double(inside) / double(S * n * P);
   }
   if (P > 1) {
-    double interaction = 0;
-    for (std::size_t s = 0; s < S; ++s) {
-      double sum = 0;
-      for (std::size_t i = 0; i < n; ++i) {
-        const T* p = states.data() + (s * n + i) * d;
-        for (std::size_t a = 0; a < P; ++a)
-          for (std::size_t b = a + 1; b < P; ++b) {
-            double q = 0;
-            for (std::size_t j = 0; j < block; ++j) q += std::pow(double(p[a * block + j]) - double(p[b * block + j]), 2);
-            sum += std::exp(-0.5 * q);
-          }
-      }
-      interaction += w[s] * sum / double(n);
-    }
-    r.interaction = interaction;
-    r.running = r.running.value_or(0.0) + interaction;
+    r.interaction = interaction_cost(traj, P).item();
     // Arrival: each group's mean end point against its target's mean.
     // (P1 is the groups' targets side by side: one isotropic Gaussian, problem.target)
     const auto data = make_dataset(problem.target);
