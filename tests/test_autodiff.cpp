@@ -1143,7 +1143,7 @@ TEST_CASE("a custom op sees null adjoints for inputs that need none") {
   CHECK_THROWS_AS(ad::custom(op, a, t.constant(zeros(2, 4))), ad::ShapeError);
 }
 
-// ================================================================ skinny GEMM kernels
+// ================================================================ GEMM kernels
 namespace {
 /// kern::gemm on one shape against a naive float64 loop, for β = 0 (C starts as NaN: it must
 /// not be read), β = 1 and β = −0.5, with padded leading dimensions.
@@ -1220,13 +1220,25 @@ void check_skinny_gemms() {
   }
   check_gemm_shape<T>(true, false, 2, 64, 1024, GemmKernel::tn_thin, rng);
   check_gemm_shape<T>(true, false, 64, 1, 1024, GemmKernel::tn_thin, rng);
+  // the packed kernel (n ≥ 64, m ≥ 32): every transpose; m = 37 and n = 130 leave partial
+  // register tiles, k = 300 and 530 cross the 256-deep panel (later panels add), m = 200
+  // crosses the 192-row block (AVX-512) of packed A
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      check_gemm_shape<T>(ta, tb, 37, 130, 300, GemmKernel::packed, rng);
+      check_gemm_shape<T>(ta, tb, 200, 128, 9, GemmKernel::packed, rng);
+    }
+  check_gemm_shape<T>(false, true, 33, 64, 9, GemmKernel::packed, rng);
+  check_gemm_shape<T>(true, false, 35, 256, 530, GemmKernel::packed, rng);
   // and the shapes that stay with BLAS
   check_gemm_shape<T>(false, false, 9, 8, 9, GemmKernel::blas, rng);
+  check_gemm_shape<T>(false, false, 50, 63, 40, GemmKernel::blas, rng);
+  check_gemm_shape<T>(true, true, 31, 200, 40, GemmKernel::blas, rng);
   check_gemm_shape<T>(true, true, 3, 9, 9, GemmKernel::blas, rng);
 }
 }  // namespace
 
-TEST_CASE("skinny GEMM kernels equal a naive loop, every transpose they serve, β = 0 / 1 / −0.5") {
+TEST_CASE("trflow's GEMM kernels (skinny and packed) equal a naive loop, every transpose they serve, β = 0 / 1 / −0.5") {
   SUBCASE("float64") { check_skinny_gemms<double>(); }
   SUBCASE("float32") { check_skinny_gemms<float>(); }
 }

@@ -7,6 +7,7 @@
 
 #include <cblas.h>
 #include "autodiff/xsimd.hpp"
+#include "gemm_packed.hpp"
 
 namespace ad::kern {
 
@@ -122,8 +123,17 @@ inline void put3(bool assign, const T* x, const T* y, const T* z, T* g, std::siz
 //   gemm_tn_thin:  Aᵀ B, m or n ≤ 4 (long k: a weight gradient), accumulated in registers
 // The limits are where they beat OpenBLAS's Haswell kernels in bench/micro_bench (k = 16 no
 // longer does: its 16 broadcasts crowd the registers).
+//
+// The rest, with n ≥ 64 columns and m ≥ 32 rows (a hidden layer's forward and input gradient, a wide weight
+// gradient), goes to trflow's own packed GEMM (gemm_packed.hpp): as fast as OpenBLAS's
+// AVX-512 kernels on the square hidden blocks, faster where OpenBLAS's own overheads show
+// (β = 0, which OpenBLAS meets with a memset of C before its kernel adds to it, and short k),
+// see bench/RESULTS.md. Narrower outputs stay with OpenBLAS: the packed kernel's 32-column
+// slivers would be mostly padding.
 constexpr int kSmallK = 8;  // inner dimensions up to this go to gemm_small_k
 constexpr int kThin = 4;    // an outer dimension this small makes a GEMM "skinny"
+constexpr int kPackedMinN = 64;   // outputs at least this wide, with at least
+constexpr int kPackedMinM = 32;   // this many rows, go to the packed kernel
 
 // OpenBLAS, for float and double.
 inline void gemm_blas(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda,
@@ -316,13 +326,14 @@ void gemm_tn_thin(int m, int n, int k, T alpha, const T* a, int lda, const T* b,
 }
 
 /// Which of the kernels gemm() uses for a shape.
-enum class GemmKernel { blas, small_k, small_n, tn_thin };
+enum class GemmKernel { blas, small_k, small_n, tn_thin, packed };
 
 template <class T>
 inline GemmKernel gemm_kernel(bool ta, bool tb, int m, int n, int k) {
   if (k <= kSmallK) return GemmKernel::small_k;
   if (!ta && n <= kThin) return GemmKernel::small_n;
   if (ta && !tb && (m <= kThin || n <= kThin)) return GemmKernel::tn_thin;
+  if (n >= kPackedMinN && m >= kPackedMinM) return GemmKernel::packed;
   return GemmKernel::blas;
 }
 
@@ -352,6 +363,7 @@ inline void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int
         default: return gemm_small_n<4>(tb, m, k, alpha, a, lda, b, ldb, beta, c, ldc);
       }
     case GemmKernel::tn_thin: return gemm_tn_thin(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    case GemmKernel::packed: return packed::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     case GemmKernel::blas: break;
   }
   gemm_blas(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);

@@ -1,0 +1,223 @@
+#pragma once
+// trflow's own general GEMM for the blocks the dense layers spend their time in (a batch of
+// 512 … 4096 rows times a hidden width of 64 … 1024), written with xsimd so the same code
+// compiles to AVX-512, AVX2 or SSE registers:
+//
+//     C = α · op(A) · op(B) + β · C      (row-major, op = identity or transpose)
+//
+// It is the textbook BLIS scheme (Van Zee & van de Geijn, "BLIS: A framework for rapidly
+// instantiating BLAS functionality", 2015), in three parts:
+//
+//   1. Blocking. k is cut into panels of KC, m into blocks of MC rows, n into slivers of NR
+//      columns. A panel of op(B) (KC × n) is packed once and read by every block of rows; a
+//      block of op(A) (MC × KC, about 200 kB: it stays in L2) is packed once and read by every
+//      sliver of op(B) (KC × NR, in L1).
+//   2. Packing. op(A)'s block is copied as MR-row slivers stored column by column (the MR
+//      values of one column p are adjacent), op(B)'s panel as NR-column slivers stored row
+//      by row; the micro-kernel then reads both with unit stride whatever the transposes
+//      were, and edge slivers are padded with zeros, so the kernel has no tails.
+//   3. The micro-kernel. An MR × NR tile of C lives in MR·NV registers (NR = NV vectors):
+//      for each p, NV vector loads of B's row, then MR broadcasts of A's column, each
+//      feeding NV fused multiply-adds. With AVX-512 (16 floats): MR = 12, NV = 2, 24
+//      accumulators + 2 B vectors + 1 broadcast of 32 registers; 24 FMAs per 14 loads, so
+//      the FMA units, not the loads, set the pace. (Tried on the 2-core AVX-512 machine:
+//      KC 128/192/320/384, MC 8–32 slivers, 8 × 3 and 6 × 4 tiles, software prefetch; none
+//      beat this within the noise.)
+//
+// Edge tiles (m or n not a multiple of MR or NR) are computed whole into a stack tile and
+// only the valid part is written. The packing buffers are per thread (each lane of a data-
+// parallel step has its own), grow-only and aligned: no allocation once a shape has run.
+// The first KC panel writes α·AB + β·C (β = 0: C is not read, as in BLAS); later panels add.
+#include <algorithm>
+#include <cstddef>
+#include <vector>
+
+#include "autodiff/xsimd.hpp"
+
+namespace ad::kern::packed {
+
+template <class T>
+using batch = xsimd::batch<T>;
+
+/// The register tile: NV vectors of W wide by MR rows (see the header comment).
+template <class T>
+struct Tile {
+  static constexpr int W = int(batch<T>::size);
+  static constexpr int NV = 2;
+  static constexpr int NR = NV * W;
+  // 12 rows × 2 vectors: 24 accumulators + 2 loads of B + 1 broadcast fit AVX-512's 32
+  // registers; AVX2 and SSE have 16, so 6 × 2 (the classic 6 × 16 of AVX2 floats).
+  static constexpr int MR = W >= 16 || (W == 8 && sizeof(T) == 8) ? 12 : 6;
+  static constexpr int KC = 256;      // a packed B sliver: KC·NR·sizeof(T) = 32 kB for AVX-512 floats (L1)
+  static constexpr int MC = MR * 16;  // a packed A block: MC·KC·sizeof(T) = 192 kB for AVX-512 floats (L2)
+};
+
+template <class T>
+using aligned_vector = std::vector<T, xsimd::aligned_allocator<T, 64>>;
+
+/// Grow-only, per-thread packing memory.
+template <class T>
+inline T* pack_buffer(int which, std::size_t n) {
+  thread_local aligned_vector<T> buffers[2];
+  aligned_vector<T>& b = buffers[which];
+  if (b.size() < n) b.resize(n);
+  return b.data();
+}
+
+/// op(A)[i0 : i0 + mc, p0 : p0 + kc] → MR-row slivers, column-major within a sliver (the MR
+/// values of one column adjacent), rows past mc zero. Written in order; A is read from MR of
+/// its rows at once (one stream per row: the prefetchers follow them), a transposed A (a weight
+/// gradient's) by contiguous runs of MR.
+template <class T, int MR>
+inline void pack_a(bool ta, const T* a, int lda, int i0, int mc, int p0, int kc, T* out) {
+  for (int ir = 0; ir < mc; ir += MR) {
+    const int rows = std::min(MR, mc - ir);
+    T* s = out + std::size_t(ir) * kc;
+    if (ta) {  // A(i, p) = a[p·lda + i]
+      const T* src = a + std::size_t(p0) * lda + i0 + ir;
+      if (rows == MR) {
+        for (int p = 0; p < kc; ++p, s += MR, src += lda)
+#pragma GCC unroll 16
+          for (int r = 0; r < MR; ++r) s[r] = src[r];
+      } else {
+        for (int p = 0; p < kc; ++p, s += MR, src += lda)
+          for (int r = 0; r < MR; ++r) s[r] = r < rows ? src[r] : T(0);
+      }
+      continue;
+    }
+    const T* src[MR];  // A(i, p) = a[i·lda + p]
+    for (int r = 0; r < MR; ++r) src[r] = a + std::size_t(i0 + ir + std::min(r, rows - 1)) * lda + p0;
+    if (rows == MR) {
+      for (int p = 0; p < kc; ++p, s += MR)
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; ++r) s[r] = src[r][p];
+    } else {
+      for (int p = 0; p < kc; ++p, s += MR)
+        for (int r = 0; r < MR; ++r) s[r] = r < rows ? src[r][p] : T(0);
+    }
+  }
+}
+
+/// op(B)[p0 : p0 + kc, 0 : n] → NR-column slivers, row-major within a sliver, columns past n
+/// zero. Written in order; a transposed B is read from NR of its rows at once.
+template <class T, int NR>
+inline void pack_b(bool tb, const T* b, int ldb, int p0, int kc, int n, T* out) {
+  for (int jr = 0; jr < n; jr += NR) {
+    const int cols = std::min(NR, n - jr);
+    T* s = out + std::size_t(jr) * kc;
+    if (!tb) {  // B(p, j) = b[p·ldb + j]: a sliver's row is contiguous
+      const T* src = b + std::size_t(p0) * ldb + jr;
+      if (cols == NR) {
+        constexpr int W = int(batch<T>::size);
+        for (int p = 0; p < kc; ++p, s += NR, src += ldb)
+#pragma GCC unroll 4
+          for (int v = 0; v < NR / W; ++v) batch<T>::load_unaligned(src + v * W).store_aligned(s + v * W);
+      } else {
+        for (int p = 0; p < kc; ++p, s += NR, src += ldb)
+          for (int c = 0; c < NR; ++c) s[c] = c < cols ? src[c] : T(0);
+      }
+    } else {  // B(p, j) = b[j·ldb + p]
+      const T* src = b + std::size_t(jr) * ldb + p0;
+      for (int p = 0; p < kc; ++p, s += NR) {
+        for (int c = 0; c < cols; ++c) s[c] = src[std::size_t(c) * ldb + p];
+        for (int c = cols; c < NR; ++c) s[c] = T(0);
+      }
+    }
+  }
+}
+
+/// One MR × NR tile: acc = Σ_p ap[:, p] ⊗ bp[p, :], then C = α acc + β C on the first panel
+/// (first = true; β = 0: C not read) or C += α acc; only rows < mr and columns < nr are written.
+template <class T, int MR, int NV>
+inline void micro_kernel(int kc, const T* __restrict ap, const T* __restrict bp, T alpha, T beta, bool first,
+                         T* __restrict c, int ldc, int mr, int nr) {
+  using B = batch<T>;
+  constexpr int W = int(B::size), NR = NV * W;
+  B acc[MR][NV];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = B(T(0));
+  // The tile of C is written (and read unless β = 0 on the first panel) only after the loop;
+  // asking for its lines now hides the misses of a C that is not in cache (a fresh tape value).
+  for (int r = 0; r < mr; ++r) {
+    __builtin_prefetch(c + std::size_t(r) * ldc, 1);
+    __builtin_prefetch(c + std::size_t(r) * ldc + NR - 1, 1);
+  }
+  for (int p = 0; p < kc; ++p) {
+    B bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) bv[v] = B::load_aligned(bp + v * W);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      const B av(ap[r]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] = xsimd::fma(av, bv[v], acc[r][v]);
+    }
+    ap += MR;
+    bp += NR;
+  }
+  const B va(alpha);
+  if (mr == MR && nr == NR) {
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      T* cr = c + std::size_t(r) * ldc;
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        B out = va * acc[r][v];
+        if (!first || beta != T(0)) {
+          const B old = B::load_unaligned(cr + v * W);
+          out = first ? xsimd::fma(B(beta), old, out) : out + old;
+        }
+        out.store_unaligned(cr + v * W);
+      }
+    }
+    return;
+  }
+  alignas(64) T tile[MR * NR];
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) (va * acc[r][v]).store_aligned(tile + r * NR + v * W);
+  for (int r = 0; r < mr; ++r) {
+    T* cr = c + std::size_t(r) * ldc;
+    const T* tr = tile + r * NR;
+    for (int j = 0; j < nr; ++j) {
+      if (!first) cr[j] += tr[j];
+      else cr[j] = beta == T(0) ? tr[j] : beta * cr[j] + tr[j];
+    }
+  }
+}
+
+/// C = α op(A) op(B) + β C, op(A) m × k, op(B) k × n, all row-major (see the header comment).
+template <class T>
+void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c,
+          int ldc) {
+  using P = Tile<T>;
+  constexpr int MR = P::MR, NR = P::NR, NV = P::NV, KC = P::KC, MC = P::MC;
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {  // C = β C
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < n; ++j) c[std::size_t(i) * ldc + j] = beta == T(0) ? T(0) : beta * c[std::size_t(i) * ldc + j];
+    return;
+  }
+  const int n_pad = (n + NR - 1) / NR * NR;
+  T* bp = pack_buffer<T>(0, std::size_t(KC) * n_pad);
+  T* ap = pack_buffer<T>(1, std::size_t(MC) * KC);
+  for (int p0 = 0; p0 < k; p0 += KC) {
+    const int kc = std::min(KC, k - p0);
+    const bool first = p0 == 0;
+    pack_b<T, NR>(tb, b, ldb, p0, kc, n, bp);
+    for (int i0 = 0; i0 < m; i0 += MC) {
+      const int mc = std::min(MC, m - i0);
+      pack_a<T, MR>(ta, a, lda, i0, mc, p0, kc, ap);
+      for (int jr = 0; jr < n; jr += NR) {
+        const T* bs = bp + std::size_t(jr) * kc;
+        for (int ir = 0; ir < mc; ir += MR)
+          micro_kernel<T, MR, NV>(kc, ap + std::size_t(ir) * kc, bs, alpha, beta, first,
+                                  c + std::size_t(i0 + ir) * ldc + jr, ldc, std::min(MR, mc - ir),
+                                  std::min(NR, n - jr));
+      }
+    }
+  }
+}
+
+}  // namespace ad::kern::packed
