@@ -1227,6 +1227,7 @@ void check_skinny_gemms() {
     for (bool tb : {false, true}) {
       check_gemm_shape<T>(ta, tb, 37, 130, 300, GemmKernel::packed, rng);
       check_gemm_shape<T>(ta, tb, 200, 128, 9, GemmKernel::packed, rng);
+      check_gemm_shape<T>(ta, tb, 37, 100, 300, GemmKernel::packed, rng);  // A read in place when not transposed
     }
   check_gemm_shape<T>(false, true, 33, 64, 9, GemmKernel::packed, rng);
   check_gemm_shape<T>(true, false, 35, 256, 530, GemmKernel::packed, rng);
