@@ -647,6 +647,43 @@ TEST_CASE("op table: float64 forward values equal independent reference formulas
   }
 }
 
+TEST_CASE("dense layers wide enough for the packed GEMM: values and gradients") {
+  // 40 rows × 20 inputs → 70 outputs goes to the packed kernel (the op table's own shapes
+  // have 7 outputs and take OpenBLAS's or the skinny kernels).
+  Dims d = make_dims(40, 20);
+  d.p = 70;
+  REQUIRE(ad::kern::gemm_kernel<double>(false, true, 40, 70, 20) == ad::kern::GemmKernel::packed);
+  REQUIRE(ad::kern::gemm_kernel<float>(false, true, 40, 70, 20) == ad::kern::GemmKernel::packed);
+  Rng rng(4242);
+  int checked = 0;
+  for (const Entry& e : table()) {
+    if (e.name.rfind("linear", 0) != 0 || e.name.find("elu") != std::string::npos) continue;  // no kinks here
+    INFO("op: ", e.name);
+    Inputs in = e.make(rng, d);
+    for (Array<double>& x : in) round_to_float(x);
+    const Array<double> want = e.ref(d, in);
+    Tape<double> t64;
+    Tape<float> t32;
+    std::vector<Var<double>> v64;
+    std::vector<Var<float>> v32;
+    for (const Array<double>& x : in) v64.push_back(t64.constant(x)), v32.push_back(t32.constant(cast<float>(x)));
+    const Worst w64 = compare(e.f64(d, v64).value(), want, 1e-12);
+    const Worst w32 = compare(e.f32(d, v32).value(), want, 2e-6);
+    INFO("float64 worst entry ", w64.at, ": got ", w64.got, ", reference ", w64.want);
+    INFO("float32 worst entry ", w32.at, ": got ", w32.got, ", reference ", w32.want);
+    CHECK(w64.ratio <= 1.0);
+    CHECK(w32.ratio <= 1.0);
+    ad::GradcheckOptions opt;
+    opt.rtol = 1e-6;
+    opt.seed = 12;
+    const ad::GradcheckResult r = ad::gradcheck(
+        [&](Tape<double>&, const std::vector<Var<double>>& x) { return e.f64(d, x); }, in, opt);
+    CHECK_MESSAGE(r.ok, r.report);
+    ++checked;
+  }
+  CHECK(checked == 10);  // linear, and linear_act with identity, tanh, sigmoid, softplus; with and without bias
+}
+
 TEST_CASE("op table: float32 forward values and gradients agree with float64") {
   double worst_value = 0, worst_grad = 0;
   for (const auto& shape : kShapes) {
