@@ -928,6 +928,59 @@ TEST_CASE("clear() and re-recording gives bitwise identical values and gradients
   SUBCASE("float32") { check_clear_and_reuse<float>(); }
 }
 
+TEST_CASE("value pool: two recordings of different shapes in turn hold, per size, the most either needs and allocate nothing after the first of each") {
+  // Pass A (8 rows): x 8×4, tanh 8×4, dropout 8×4 with its 8×4 mask (scratch), w 4×6, x·w 8×6, sum 1×1.
+  // Pass B (6 rows): x 6×4, exp 6×4, w 4×8, x·w 6×8, sum 1×1, u 2×16, tanh(u) 2×16, v 8×4.
+  // Arrays by size (elements): A = 32×4, 24, 48, 1 (201); B = 24×2, 32×4, 48, 1 (225). Per size
+  // the most either needs: 32×4, 24×2, 48, 1 = 225 elements, = max(A, B), where one slot per node
+  // of whichever pass used it last would keep both (and reallocate at every turn).
+  Rng rng(12);
+  const Array<double> xa = rnd(rng, 8, 4, normal()), wa = rnd(rng, 4, 6, normal()), xb = rnd(rng, 6, 4, normal());
+  const Array<double> wb = rnd(rng, 4, 8, normal()), u = rnd(rng, 2, 16, normal()), v = rnd(rng, 8, 4, normal());
+  auto pass_a = [&](Tape<double>& t) {
+    t.set_dropout_stream(5, 0);
+    return ad::sum(ad::matmul(ad::dropout(ad::tanh(t.constant(xa)), 0.5), t.constant(wa))).item();
+  };
+  auto pass_b = [&](Tape<double>& t) {
+    const double s = ad::sum(ad::matmul(ad::exp(t.constant(xb)), t.constant(wb))).item();
+    ad::tanh(t.constant(u));
+    t.constant(v);
+    return s;
+  };
+  Tape<double> fresh_a, fresh_b;  // the values on tapes of their own
+  const double a0 = pass_a(fresh_a), b0 = pass_b(fresh_b);
+  const std::size_t max_bytes = 225 * sizeof(double), sum_bytes = (201 + 225) * sizeof(double);
+
+  Tape<double> t;
+  t.set_pool_values(true);
+  std::set<const double*> arrays;  // every value or scratch array the recordings used
+  auto used = [&] {
+    std::set<const double*> now;
+    for (std::size_t i = 0; i < t.size(); ++i) {
+      if (t.node(i).value.size()) now.insert(t.node(i).value.data());
+      if (t.node(i).scratch.size()) now.insert(t.node(i).scratch.data());
+    }
+    return now;
+  };
+  CHECK(pass_a(t) == a0);
+  CHECK(t.bytes_reserved() == 201 * sizeof(double));
+  for (const double* p : used()) arrays.insert(p);
+  t.clear();
+  CHECK(pass_b(t) == b0);
+  CHECK(t.bytes_reserved() == max_bytes);  // one more 6×4 than A had; every other array reused
+  for (const double* p : used()) arrays.insert(p);
+  CHECK(arrays.size() == 8);
+  for (int turn = 0; turn < 6; ++turn) {
+    CAPTURE(turn);
+    t.clear();
+    CHECK((turn % 2 == 0 ? pass_a(t) : pass_b(t)) == (turn % 2 == 0 ? a0 : b0));  // bitwise
+    CHECK(t.bytes_reserved() == max_bytes);
+    CHECK(t.value_bytes() + (turn % 2 == 0 ? 32 : 0) * sizeof(double) == max_bytes);  // A's mask is scratch
+    for (const double* p : used()) CHECK(arrays.count(p) == 1);  // nothing allocated: the same 8 arrays
+  }
+  CHECK(max_bytes < sum_bytes);
+}
+
 TEST_CASE("mismatched shapes throw ShapeError naming the op and both shapes") {
   Tape<double> t;
   const Var<double> a = t.variable(zeros(3, 4)), b = t.variable(zeros(5, 4)), r = t.variable(zeros(2, 4));

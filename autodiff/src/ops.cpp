@@ -581,7 +581,7 @@ template <class T> struct Dropout {
     const double p = double(c.attrs().scalar);
     const std::uint32_t call = c.attrs().call;
     const std::size_t m = c.rows(0), n = c.cols(0);
-    if (c.node.scratch.shape()[0] != m || c.node.scratch.shape()[1] != n) c.node.scratch.resize({m, n});
+    c.tape.fit(c.node.scratch, m, n);
     T* mask = c.node.scratch.data();
     const T scale = T(1.0 / (1.0 - p));
     for (std::size_t i = 0; i < m; ++i)
@@ -642,7 +642,7 @@ template <class T> struct ScatterCols {
       for (std::size_t j = 0; j < k; ++j) c.y()[i * n + idx[j]] = c.x(1)[i * k + j];
     // Remember which columns come from base (1) and which from src (0), for the VJP.
     Array<T>& keep = c.node.scratch;
-    if (keep.shape()[0] != 1 || keep.shape()[1] != n) keep.resize({1, n});
+    c.tape.fit(keep, 1, n);
     keep.fill(T(1));
     for (int j : idx) keep.data()[j] = T(0);
   }

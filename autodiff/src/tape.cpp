@@ -27,7 +27,7 @@ Node<T>& Tape<T>::push(Op op) {
 template <class T>
 Var<T> Tape<T>::constant(const T* data, std::size_t rows, std::size_t cols) {
   Node<T>& n = push(Op::leaf);
-  if (n.value.shape()[0] != rows || n.value.shape()[1] != cols) n.value.resize({rows, cols});
+  fit(n.value, rows, cols);
   std::copy(data, data + rows * cols, n.value.data());
   return {this, static_cast<std::int32_t>(size_++)};
 }
@@ -40,7 +40,7 @@ Var<T> Tape<T>::constant(const Array<T>& value) {
 template <class T>
 Var<T> Tape<T>::constant(std::size_t rows, std::size_t cols, T fill) {
   Node<T>& n = push(Op::leaf);
-  if (n.value.shape()[0] != rows || n.value.shape()[1] != cols) n.value.resize({rows, cols});
+  fit(n.value, rows, cols);
   n.value.fill(fill);
   return {this, static_cast<std::int32_t>(size_++)};
 }
@@ -78,7 +78,7 @@ Var<T> Tape<T>::record(Op op, Inputs in, const Attrs<T>& attrs) {
 
   const OpDef<T>& def = op_def<T>(op);
   const auto shape = def.shape(*this, n);  // throws before the node is committed
-  if (n.value.shape()[0] != shape[0] || n.value.shape()[1] != shape[1]) n.value.resize({shape[0], shape[1]});
+  fit(n.value, shape[0], shape[1]);
   def.forward(*this, n);
   return {this, static_cast<std::int32_t>(size_++)};
 }
@@ -125,6 +125,58 @@ void Tape<T>::take_pooled_adjoint(Array<T>& grad, std::size_t size) {
     }
     return;
   }
+}
+
+// ---------------------------------------------------------------- the value pool
+template <class T>
+void Tape<T>::fit(Array<T>& a, std::size_t rows, std::size_t cols) {
+  if (pool_values_ && a.size() != rows * cols) {
+    if (a.size() != 0) put_in_pool(a);
+    take_from_pool(a, rows * cols);  // else the resize below allocates
+  }
+  if (a.shape()[0] != rows || a.shape()[1] != cols) a.resize({rows, cols});  // same size: no allocation
+}
+
+template <class T>
+void Tape<T>::pool_node_arrays() {
+  // Every slot, not only the last recording's: a longer recording before it may have left
+  // arrays further on, which the next recording could use before it reaches them.
+  for (Node<T>& n : nodes_) {
+    if (n.value.size() != 0) put_in_pool(n.value);
+    if (n.scratch.size() != 0) put_in_pool(n.scratch);
+  }
+}
+
+template <class T>
+void Tape<T>::put_in_pool(Array<T>& a) {
+  auto bin = std::find_if(value_pool_.begin(), value_pool_.end(), [&](const PoolBin& b) { return b.size == a.size(); });
+  if (bin == value_pool_.end()) {  // a size not seen before: warm-up only
+    value_pool_.emplace_back();
+    bin = value_pool_.end() - 1;
+    bin->size = a.size();
+  }
+  bin->free.emplace_back();  // within the capacity the bin has needed before
+  std::swap(bin->free.back(), a);
+}
+
+template <class T>
+bool Tape<T>::take_from_pool(Array<T>& a, std::size_t size) {
+  for (PoolBin& bin : value_pool_) {
+    if (bin.size != size) continue;
+    if (bin.free.empty()) return false;
+    std::swap(a, bin.free.back());
+    bin.free.pop_back();  // the empty array a held
+    return true;
+  }
+  return false;
+}
+
+template <class T>
+std::size_t Tape<T>::value_bytes() const {
+  std::size_t elements = 0;
+  for (const Node<T>& n : nodes_) elements += n.value.size();
+  for (const PoolBin& bin : value_pool_) elements += bin.size * bin.free.size();
+  return elements * sizeof(T);
 }
 
 template <class T>
@@ -212,8 +264,8 @@ std::size_t Tape<T>::adjoint_bytes() const {
 template <class T>
 std::size_t Tape<T>::bytes_reserved() const {
   std::size_t bytes = 0;
-  for (const Node<T>& n : nodes_) bytes += (n.value.size() + n.scratch.size()) * sizeof(T);
-  return bytes + adjoint_bytes() + workspace_.capacity() * sizeof(T);
+  for (const Node<T>& n : nodes_) bytes += n.scratch.size() * sizeof(T);
+  return bytes + value_bytes() + adjoint_bytes() + workspace_.capacity() * sizeof(T);
 }
 
 template class Tape<float>;

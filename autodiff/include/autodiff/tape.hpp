@@ -9,7 +9,9 @@
 //     for (i = end; i-- > 0;) nodes[i].vjp();       // ā_k += ȳ_i · ∂y_i/∂a_k
 //
 // clear() forgets the nodes but keeps their arrays, so the next step, which
-// records the same operations on the same shapes, allocates nothing.
+// records the same operations on the same shapes, allocates nothing. A tape that
+// alternates between recordings of different shapes (the trainer's two passes) pools
+// its value arrays by size instead (set_pool_values), which allocates nothing either.
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -199,13 +201,30 @@ class Tape {
   /// Bytes held by adjoints: the nodes' and the pool's.
   std::size_t adjoint_bytes() const;
 
+  /// Memory, for a tape that alternates between recordings of different shapes (the trainer
+  /// records a step's two passes one after the other on one tape, clearing it in between):
+  /// with this on, clear() hands every node's value and scratch array to a pool keyed by
+  /// size, and a node being recorded takes an array of exactly its size from the pool,
+  /// allocating only when the pool has none. The arrays held are then, for each size, the
+  /// most that any one recording needs, max(pass 1, pass 2), instead of one per node slot
+  /// sized by whichever recording used the slot last; once each recording has been seen,
+  /// recording allocates nothing. Off (the default), a node keeps its slot's array and
+  /// resizes it when the size differs: right for a tape that records the same shapes every
+  /// time, or shapes that change for good (the pool would keep every size it has seen).
+  void set_pool_values(bool on) { pool_values_ = on; }
+  /// Bytes held by node values (not parameters'): the nodes' and the value pool's (which
+  /// also takes back scratch arrays at clear()).
+  std::size_t value_bytes() const;
+
   /// Reverse pass from a 1×1 output, seeded with ∂out/∂out = 1.
   void backward(Var<T> out);
   /// Reverse pass from any output, seeded with the given adjoint (same shape as out).
   void backward(Var<T> out, const Array<T>& seed);
 
-  /// Forgets all nodes but keeps their memory for the next recording.
+  /// Forgets all nodes but keeps their memory for the next recording (in the nodes' slots,
+  /// or in the value pool with set_pool_values).
   void clear() {
+    if (pool_values_) pool_node_arrays();
     size_ = 0;
     dropout_.calls = 0;
   }
@@ -231,7 +250,8 @@ class Tape {
   /// The index of the next dropout call (used by ad::dropout).
   std::uint32_t next_dropout_call() { return dropout_.calls++; }
   std::size_t size() const { return size_; }
-  /// Bytes held by node arrays (values, adjoints, scratch) and the workspace, live or reusable.
+  /// Bytes held by node arrays (values, adjoints, scratch), their pools and the workspace,
+  /// live or reusable.
   std::size_t bytes_reserved() const;
 
   const Node<T>& node(std::size_t i) const { return nodes_[i]; }
@@ -264,6 +284,10 @@ class Tape {
   /// Temporary memory for one VJP: at least n elements, contents undefined, valid until the
   /// next call. One grow-only buffer per tape, so a step allocates nothing once it has seen
   /// its largest request (the fused linear layer's z̄ = ȳ ⊙ act'(y)).
+  /// Gives a, node n's value or scratch array, the shape rows × cols (contents undefined):
+  /// with set_pool_values, a pooled array of that size if a has another size; otherwise a
+  /// resize when the size differs. Ops call this for their scratch.
+  void fit(Array<T>& a, std::size_t rows, std::size_t cols);
   T* workspace(std::size_t n) {
     if (workspace_.size() < n) workspace_.resize(n);
     return workspace_.data();
@@ -283,6 +307,14 @@ class Tape {
   /// of n came later on the tape and has already run), so its buffer goes to the pool.
   void release_adjoint(Node<T>& n);
   void take_pooled_adjoint(Array<T>& grad, std::size_t size);
+  /// With set_pool_values(true): the value pool's arrays of one size, and the moves in and out.
+  struct PoolBin {
+    std::size_t size = 0;
+    std::vector<Array<T>> free;
+  };
+  void pool_node_arrays();                             // clear(): every node's value and scratch to the pool
+  void put_in_pool(Array<T>& a);                       // a (non-empty) to its bin; a is left empty
+  bool take_from_pool(Array<T>& a, std::size_t size);  // a (empty) takes an array of `size` elements, if any
 
   std::vector<Node<T>> nodes_;
   std::size_t size_ = 0;
@@ -291,6 +323,8 @@ class Tape {
   bool release_adjoints_ = false;
   std::vector<Array<T>> adjoint_pool_;  // released adjoint buffers (see set_release_adjoints)
   static constexpr std::uint64_t kReleased = ~std::uint64_t(0);  // grad_epoch of a released adjoint
+  bool pool_values_ = false;
+  std::vector<PoolBin> value_pool_;  // by size, in the order sizes were first seen (see set_pool_values)
   std::vector<T> workspace_;  // see workspace()
   DropoutStream dropout_;
 };
