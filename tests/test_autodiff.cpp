@@ -1398,6 +1398,63 @@ TEST_CASE("parameter adjoints: accumulate into Parameter::grad, or start fresh o
   for (std::size_t i = 0; i < g1.size(); ++i) CHECK(p.grad.data()[i] == doctest::Approx(g1.data()[i]).epsilon(1e-14));
 }
 
+TEST_CASE("parameter adjoints into a caller's buffers: two backward passes with clear() in between sum to the one-tape gradient") {
+  Rng rng(29);
+  Parameter<double> p("p", 3, 3), q("q", 1, 3), unknown("unknown", 1, 1);
+  rng.fill_normal(p.value.data(), p.value.size());
+  rng.fill_normal(q.value.data(), q.value.size());
+  const Array<double> x0 = rnd(rng, 5, 3, normal()), x1 = rnd(rng, 4, 3, normal());
+  auto part = [&](Tape<double>& t, const Array<double>& x) {  // p used twice (one node), q once
+    const Var<double> w = t.param(p);
+    return ad::sum(ad::linear_act(t.constant(x), w, t.param(q), Activation::tanh)) + ad::sum(w * w);
+  };
+  Tape<double> whole;  // one tape, one backward: into Parameter::grad
+  whole.backward(part(whole, x0) + part(whole, x1));
+  const Array<double> gp = p.grad, gq = q.grad;
+  p.zero_grad(), q.zero_grad();
+
+  const ad::ParamIndex<double> index({&q, &p});  // buffer 0 is q's, buffer 1 p's
+  CHECK(index.size() == 2);
+  CHECK(index(&p) == 1);
+  std::vector<Array<double>> into{Array<double>({1, 3}, 0.0), Array<double>({3, 3}, 0.0)};
+  Tape<double> t;
+  t.set_param_grads_on_tape(true);
+  t.set_pool_values(true);
+  t.backward(part(t, x1));
+  t.accumulate_param_grads(into, index);
+  t.clear();
+  t.backward(part(t, x0));
+  t.accumulate_param_grads(into, index);
+  CHECK(std::all_of(p.grad.begin(), p.grad.end(), [](double g) { return g == 0; }));  // untouched
+  for (std::size_t i = 0; i < gp.size(); ++i) CHECK(into[1].data()[i] == doctest::Approx(gp.data()[i]).epsilon(1e-14));
+  for (std::size_t i = 0; i < gq.size(); ++i) CHECK(into[0].data()[i] == doctest::Approx(gq.data()[i]).epsilon(1e-14));
+
+  // A parameter the index does not know, a buffer of the wrong size, a parameter listed twice.
+  t.clear();
+  t.backward(ad::sum(t.param(unknown)));
+  CHECK_THROWS_WITH_AS(t.accumulate_param_grads(into, index), doctest::Contains("'unknown'"), std::invalid_argument);
+  std::vector<Array<double>> wrong{Array<double>({1, 3}, 0.0), Array<double>({1, 3}, 0.0)};
+  t.clear();
+  t.backward(part(t, x0));
+  CHECK_THROWS_AS(t.accumulate_param_grads(wrong, index), ad::ShapeError);
+  CHECK_THROWS_WITH_AS(ad::ParamIndex<double>({&p, &q, &p}), doctest::Contains("listed twice"), std::invalid_argument);
+}
+
+TEST_CASE("set_dropout_call: a recording split in two, the second part numbered on, drops what one tape drops") {
+  Rng rng(31);
+  const Array<double> x = rnd(rng, 7, 5, normal());
+  auto part = [&](Tape<double>& t) { return ad::dropout(ad::dropout(t.constant(x), 0.3), 0.3).value(); };
+  Tape<double> one, two;
+  one.set_dropout_stream(9, 2);
+  two.set_dropout_stream(9, 2);
+  const Array<double> first = part(one), second = part(one);  // calls 0, 1, then 2, 3
+  CHECK(first != second);
+  two.set_dropout_call(2);  // the second part first, on its own
+  CHECK(part(two) == second);
+  two.clear();  // back to call 0
+  CHECK(part(two) == first);
+}
+
 // ================================================================ SIMD
 TEST_CASE("xsimd uses the CPU's vector width") {
   const ad::SimdInfo s = ad::simd_info();

@@ -254,6 +254,38 @@ void Tape<T>::accumulate_param_grads() {
 }
 
 template <class T>
+void Tape<T>::accumulate_param_grads(std::vector<Array<T>>& into, const ParamIndex<T>& index) const {
+  for (std::size_t i = 0; i < size_; ++i) {
+    const Node<T>& n = nodes_[i];
+    if (n.op != Op::param || n.grad_epoch != epoch_) continue;
+    const std::size_t k = index(n.param);
+    if (k >= into.size() || into[k].size() != n.grad.size())
+      throw ShapeError(fmt::format("accumulate_param_grads: parameter '{}' has {} gradient entries but its buffer {} has {}",
+                                   n.param->name, n.grad.size(), k, k < into.size() ? into[k].size() : 0));
+    kern::acc(n.grad.data(), into[k].data(), n.grad.size());
+  }
+}
+
+template <class T>
+ParamIndex<T>::ParamIndex(const std::vector<Parameter<T>*>& params) {
+  by_address_.reserve(params.size());
+  for (std::size_t k = 0; k < params.size(); ++k) by_address_.emplace_back(params[k], k);
+  std::sort(by_address_.begin(), by_address_.end());
+  for (std::size_t k = 1; k < by_address_.size(); ++k)
+    if (by_address_[k].first == by_address_[k - 1].first)
+      throw std::invalid_argument(fmt::format("ParamIndex: parameter '{}' is listed twice", by_address_[k].first->name));
+}
+
+template <class T>
+std::size_t ParamIndex<T>::operator()(const Parameter<T>* p) const {
+  auto it = std::lower_bound(by_address_.begin(), by_address_.end(), p,
+                             [](const std::pair<const Parameter<T>*, std::size_t>& e, const Parameter<T>* q) { return e.first < q; });
+  if (it == by_address_.end() || it->first != p)
+    throw std::invalid_argument(fmt::format("ParamIndex: parameter '{}' is not among the {} indexed", p->name, by_address_.size()));
+  return it->second;
+}
+
+template <class T>
 std::size_t Tape<T>::adjoint_bytes() const {
   std::size_t elements = 0;
   for (const Node<T>& n : nodes_) elements += n.grad.size();
@@ -268,6 +300,8 @@ std::size_t Tape<T>::bytes_reserved() const {
   return bytes + value_bytes() + adjoint_bytes() + workspace_.capacity() * sizeof(T);
 }
 
+template class ParamIndex<float>;
+template class ParamIndex<double>;
 template class Tape<float>;
 template class Tape<double>;
 

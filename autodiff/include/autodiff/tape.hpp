@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "autodiff/xsimd.hpp"  // first: see there
@@ -165,6 +166,22 @@ struct Node {
   Array<T> scratch;                         // small per-node memory (scatter_cols' column mask)
 };
 
+/// The places of a list of parameters in a caller's list of gradient buffers, one buffer per
+/// parameter in the same order (Tape::accumulate_param_grads(into, index)). Built once (it
+/// allocates); a look-up is a binary search by address and allocates nothing.
+template <class T>
+class ParamIndex {
+ public:
+  ParamIndex() = default;
+  explicit ParamIndex(const std::vector<Parameter<T>*>& params);
+  /// p's position in the list; throws std::invalid_argument (naming p) if it is not there.
+  std::size_t operator()(const Parameter<T>* p) const;
+  std::size_t size() const { return by_address_.size(); }
+
+ private:
+  std::vector<std::pair<const Parameter<T>*, std::size_t>> by_address_;  // sorted
+};
+
 /// The tape. Not thread-safe; one per thread (see set_param_grads_on_tape).
 template <class T>
 class Tape {
@@ -191,6 +208,12 @@ class Tape {
   void set_param_grads_on_tape(bool on) { param_grads_on_tape_ = on; }
   /// p.grad += this tape's adjoint of p, for every parameter node reached by the last backward.
   void accumulate_param_grads();
+  /// into[index(p)] += this tape's adjoint of p, for every parameter node reached by the last
+  /// backward, in the order the nodes were recorded: a thread's own gradient buffers, which
+  /// can sum several backward passes with clear() in between before they are added to
+  /// Parameter::grad. Throws std::invalid_argument for a parameter the index does not know
+  /// and ShapeError for a buffer of the wrong size. Allocates nothing.
+  void accumulate_param_grads(std::vector<Array<T>>& into, const ParamIndex<T>& index) const;
 
   /// Memory: with this on, backward() returns each intermediate node's adjoint to a pool as
   /// soon as that node's VJP has run (nothing reads ȳ after it), and a node receiving its
@@ -249,6 +272,10 @@ class Tape {
   const DropoutStream& dropout_stream() const { return dropout_; }
   /// The index of the next dropout call (used by ad::dropout).
   std::uint32_t next_dropout_call() { return dropout_.calls++; }
+  /// Numbers the next dropout call k (and those after it k + 1, …) until clear(): a recording
+  /// that stands for the later part of a longer one, whose first k calls were recorded apart
+  /// (flows::Trainer's base-sample pass, numbered after the data pass as on one tape).
+  void set_dropout_call(std::uint32_t k) { dropout_.calls = k; }
   std::size_t size() const { return size_; }
   /// Bytes held by node arrays (values, adjoints, scratch), their pools and the workspace,
   /// live or reusable.
@@ -340,6 +367,8 @@ T Var<T>::item() const {
   return v.data()[0];
 }
 
+extern template class ParamIndex<float>;
+extern template class ParamIndex<double>;
 extern template class Tape<float>;
 extern template class Tape<double>;
 
