@@ -306,19 +306,25 @@ ObjectiveTerms<T> objective(Flow<T>& flow, Var<T> data, Var<T> base_samples, con
   static thread_local std::vector<Var<T>> traj;  // keeps its capacity: no allocation per step
   traj.clear();
   const bool norm = w.direction == Direction::norm;
+  const bool data_pass = w.pass != Pass::base, base_pass = w.pass != Pass::data;
+  // loss = the first weighted term, then loss + each next one (the order objective_loss follows)
+  auto add_to_loss = [&out](Var<T> weighted) { out.loss = out.loss.tape ? out.loss + weighted : weighted; };
 
   // NLL(y) = −log α0(G(y)) − log|det ∇G(y)|, averaged over the batch.
-  const Mapped<T> g = flow.inverse(data, transport && norm ? &traj : nullptr);
-  Var<T> log_p = flow.base().log_prob(g.out);
-  if (g.logdet.tape) log_p = log_p + g.logdet;
-  out.nll = -ad::mean(log_p);
-  out.loss = w.kl == 1.0 ? out.nll : out.nll * T(w.kl);
+  if (data_pass) {
+    if (!data.tape) throw std::invalid_argument("objective: the data pass needs the data");
+    const Mapped<T> g = flow.inverse(data, transport && norm ? &traj : nullptr);
+    Var<T> log_p = flow.base().log_prob(g.out);
+    if (g.logdet.tape) log_p = log_p + g.logdet;
+    out.nll = -ad::mean(log_p);
+    add_to_loss(w.kl == 1.0 ? out.nll : out.nll * T(w.kl));
+  }
 
   // The base samples' pass through F, with its states: T (direction gen), the reverse KL and F_P.
   const bool reverse = w.reverse_kl != 0.0, running = w.running != 0.0;
   if (running && !w.problem) throw std::invalid_argument("objective: the running cost needs its mean-field-game problem");
   Mapped<T> f;
-  if ((transport && !norm) || reverse || running) {
+  if (base_pass && ((transport && !norm) || reverse || running)) {
     if (!base_samples.tape) throw std::invalid_argument("objective: direction gen, the reverse KL and F_P need base samples");
     if (transport && norm) {  // T follows the data; F_P needs the base samples' own states
       static thread_local std::vector<Var<T>> gen_traj;
@@ -330,23 +336,36 @@ ObjectiveTerms<T> objective(Flow<T>& flow, Var<T> data, Var<T> base_samples, con
       if (running) out.running = running_cost(traj, *w.problem);
     }
   }
-  if (transport) {
+  if (transport && (norm ? data_pass : base_pass)) {
     out.transport = path_energy(traj);
     out.map_cost = mean_squared_distance(traj.front(), traj.back());
-    if (w.transport != 0.0) out.loss = out.loss + out.transport * T(w.transport);
+    if (w.transport != 0.0) add_to_loss(out.transport * T(w.transport));
   }
-  if (reverse) {
+  if (reverse && base_pass) {
     // KL(q ‖ p1) = E_x [log α0(x) − log|det ∇F(x)| − log p1(F(x))]
     if (!w.target) throw std::invalid_argument("objective: the reverse KL needs the target's density");
     Var<T> log_q = flow.base().log_prob(base_samples);
     if (f.logdet.tape) log_q = log_q - f.logdet;
     out.reverse_kl = ad::mean(log_q - target_log_prob(*w.target, f.out));
-    out.loss = out.loss + out.reverse_kl * T(w.reverse_kl);
+    add_to_loss(out.reverse_kl * T(w.reverse_kl));
   }
-  if (running) {
-    out.loss = out.loss + out.running * T(w.running);
-  }
+  if (running && base_pass) add_to_loss(out.running * T(w.running));
   return out;
+}
+
+template <class T>
+T objective_loss(T nll, T transport, T reverse_kl, T running, const ObjectiveWeights& w) {
+  // loss + term · weight, rounded twice as by the tape's two nodes: the product goes through a
+  // volatile, which keeps the compiler from fusing the two into one FMA (GCC does by default).
+  auto add = [](T loss, T term, double weight) {
+    const volatile T weighted = term * T(weight);
+    return loss + weighted;
+  };
+  T loss = w.kl == 1.0 ? nll : nll * T(w.kl);
+  if (w.transport != 0.0) loss = add(loss, transport, w.transport);
+  if (w.reverse_kl != 0.0) loss = add(loss, reverse_kl, w.reverse_kl);
+  if (w.running != 0.0) loss = add(loss, running, w.running);
+  return loss;
 }
 
 template class StandardNormal<float>;
@@ -363,5 +382,7 @@ template Var<float> mean_squared_distance<float>(Var<float>, Var<float>);
 template Var<double> mean_squared_distance<double>(Var<double>, Var<double>);
 template ObjectiveTerms<float> objective<float>(Flow<float>&, Var<float>, Var<float>, const ObjectiveWeights&);
 template ObjectiveTerms<double> objective<double>(Flow<double>&, Var<double>, Var<double>, const ObjectiveWeights&);
+template float objective_loss<float>(float, float, float, float, const ObjectiveWeights&);
+template double objective_loss<double>(double, double, double, double, const ObjectiveWeights&);
 
 }  // namespace flows

@@ -160,6 +160,14 @@ const char* direction_name(Direction d);
 class Dataset;
 struct MfgProblem;
 
+/// The objective is the sum of two passes that share nothing but the parameters:
+///   data: the data's pass through G: λ·NLL, and β·T when T follows it (direction norm);
+///   base: the base samples' pass through F: β·T (direction gen), ρ·reverse KL and λ_F·F_P
+///         (with direction norm, F runs for the last two only).
+/// Recording them apart, with a backward and a clear() in between, holds one pass's values on
+/// the tape at a time instead of both (flows::Trainer); `all` records both, as one tape.
+enum class Pass { all, data, base };
+
 struct ObjectiveWeights {
   double kl = 1.0;         ///< λ, the weight of the NLL (the KL to the data, up to a constant)
   double transport = 0.0;  ///< β
@@ -173,20 +181,31 @@ struct ObjectiveWeights {
   /// cost F_P and, for several populations, their interaction (mfg.hpp: running_cost).
   double running = 0.0;
   const MfgProblem* problem = nullptr;
+  Pass pass = Pass::all;  ///< which terms to record (see Pass)
 };
 
 /// The objective's terms, each 1×1 (empty when not computed: transport and map_cost when
-/// not measured, reverse_kl and running when their weight is 0).
+/// not measured, reverse_kl and running when their weight is 0, and those of the pass not
+/// recorded; loss when the pass recorded has no weighted term, e.g. a base pass that only
+/// measures T).
 template <class T>
 struct ObjectiveTerms {
   Var<T> loss, nll, transport, map_cost, reverse_kl, running;
 };
 
-/// λ·NLL(data) + β·T (+ ρ·reverse KL + λ_F·F_P). `base_samples` (x ~ α0) is used by direction
-/// gen, the reverse KL and the running cost; direction norm reuses the data's pass through G
-/// for T (the other two still push the base samples through F).
+/// λ·NLL(data) + β·T (+ ρ·reverse KL + λ_F·F_P), or the part of it that w.pass records, whose
+/// loss is then the weighted sum of that pass's terms. `base_samples` (x ~ α0) is used by
+/// direction gen, the reverse KL and the running cost; direction norm reuses the data's pass
+/// through G for T (the other two still push the base samples through F). A pass may leave
+/// the input it does not use empty.
 template <class T>
 ObjectiveTerms<T> objective(Flow<T>& flow, Var<T> data, Var<T> base_samples, const ObjectiveWeights& w);
+
+/// λ·NLL + β·T + ρ·reverse KL + λ_F·F_P from the terms' values, added in T in the order
+/// objective(Pass::all) adds them on the tape (a term whose weight is 0 left out): the loss
+/// one tape would report, for a step that recorded the two passes apart.
+template <class T>
+T objective_loss(T nll, T transport, T reverse_kl, T running, const ObjectiveWeights& w);
 
 extern template class Flow<float>;
 extern template class Flow<double>;
