@@ -6,8 +6,9 @@
 //   C: gaussian:64, d = 64, 16 couplings, MLP 512×2 tanh, batch 2048
 //
 // A training step is flows::Trainer<float>::step(), exactly as `trflow train` calls it:
-// NLL pass through G, transport pass through F on base samples (β = 0.01, direction gen),
-// backward, gradient norm, Adam, with the batch's rows split across --threads threads.
+// transport pass through F on base samples (β = 0.01, direction gen) and its backward, then
+// NLL pass through G and its backward on the cleared tape, gradient norm, Adam, with the
+// batch's rows split across --threads threads.
 // Also measured: log_prob throughput (flows::Inference, chunks of 1024 rows per thread, as
 // flows::mean_nll) and sampling throughput (base draw + F, likewise),
 // peak RSS (getrusage ru_maxrss) and heap allocations per steady-state step (a counting
@@ -522,10 +523,11 @@ int main(int argc, char** argv) {
   const double rss = peak_rss_mb();
 
   // Where the memory goes (after the peak RSS is read: this builds a second tape): one training
-  // step's objective and backward on a fresh tape, as Trainer::step records it with 1 thread
-  // (adjoints released during the sweep), and the bytes
-  // its nodes hold as values, adjoints and scratch, plus the tape's workspace (where
-  // linear_act puts z̄ = ȳ ⊙ act'(y) for its GEMMs, one node at a time).
+  // step's two passes, each recorded and backpropagated on a fresh tape as Trainer::step does
+  // with 1 thread (adjoints released during the sweep, value arrays pooled by size), and the
+  // bytes the tape holds as values (its nodes' and its pool's: per size, the most either pass
+  // needs), adjoints and scratch, plus its workspace (where linear_act puts z̄ = ȳ ⊙ act'(y)
+  // for its GEMMs, one node at a time).
   double tape_value_mb = 0, tape_grad_mb = 0, tape_scratch_mb = 0, params_mb = 0;
   std::size_t tape_nodes = 0;
   if (!o.skip_eval) {
@@ -536,21 +538,28 @@ int main(int argc, char** argv) {
     flow->base().sample(shape->batch, rng, xb);
     ad::Tape<float> tape;
     tape.set_release_adjoints(true);  // as the Trainer's tapes
+    tape.set_pool_values(true);
     flows::ObjectiveWeights w;
     w.transport = 0.01;
     w.direction = flows::Direction::gen;
     w.measure_transport = false;
-    const auto terms = flows::objective(*flow, tape.constant(yb), tape.constant(xb), w);
     flow->zero_grad();
-    tape.backward(terms.loss);
-    tape_nodes = tape.size();
-    for (std::size_t i = 0; i < tape.size(); ++i) {
-      const auto& n = tape.node(i);
-      tape_value_mb += double(n.value.size()) * sizeof(float) / 1048576.0;
-      tape_scratch_mb += double(n.scratch.size()) * sizeof(float) / 1048576.0;
+    for (flows::Pass pass : {flows::Pass::base, flows::Pass::data}) {
+      tape.clear();
+      w.pass = pass;
+      const ad::Var<float> rows = tape.constant(pass == flows::Pass::base ? xb : yb);
+      const auto terms = pass == flows::Pass::base ? flows::objective(*flow, ad::Var<float>{}, rows, w)
+                                                   : flows::objective(*flow, rows, ad::Var<float>{}, w);
+      tape.backward(terms.loss);
+      tape_nodes = std::max(tape_nodes, tape.size());  // the longer pass
     }
+    // The data pass's scratch is on its nodes; the base pass's went back to the pool with its
+    // values at clear() and counts with them.
+    for (std::size_t i = 0; i < tape.size(); ++i)
+      tape_scratch_mb += double(tape.node(i).scratch.size()) * sizeof(float) / 1048576.0;
+    tape_value_mb = double(tape.value_bytes()) / 1048576.0;
     tape_scratch_mb += double(tape.workspace_size()) * sizeof(float) / 1048576.0;
-    tape_grad_mb = double(tape.adjoint_bytes()) / 1048576.0;  // nodes' + pool's: the sweep's peak
+    tape_grad_mb = double(tape.adjoint_bytes()) / 1048576.0;  // nodes' + pool's: the sweeps' peak
     // parameters: value + grad, plus Adam's two moments
     params_mb = double(flow->parameter_count()) * sizeof(float) * 4 / 1048576.0;
   }
@@ -561,7 +570,7 @@ int main(int argc, char** argv) {
                "  log_prob %9.0f samples/s   sampling %9.0f samples/s  (chunks of %zu, %zu samples)\n"
                "  peak RSS %.1f MB   heap allocations/step %.1f (operator new %.1f, malloc family %.1f; %.0f bytes; steps %d..%d);"
                " page faults/step %.1f\n  log_prob allocs/chunk %.1f   sampling allocs/chunk %.1f\n"
-               "  tape of one step: %zu nodes, values %.1f MB, adjoints %.1f MB, scratch + workspace %.1f MB;"
+               "  tape of one step: %zu nodes (the longer pass), values %.1f MB, adjoints %.1f MB, scratch + workspace %.1f MB;"
                " parameters + grads + Adam moments %.1f MB\n"
                "  load average at start %.2f, at end %.2f\n",
                shape->name, shape->data, d, shape->layers, rqs ? fmt::format("rqs (K={}, B={})", o.bins, tail_bound).c_str() : "affine",

@@ -119,6 +119,83 @@ TEST_CASE("a training step on 2 or 3 threads gives the one-thread loss and gradi
     }
 }
 
+TEST_CASE("a step recorded as two passes gives the one-tape objective's loss and gradient in float64 (gen, norm, Jeffreys, dropout, on 1 and 2 threads)") {
+  struct Case {
+    const char* name;
+    Direction dir;
+    bool jeffreys;
+    double dropout;
+  };
+  const Case cases[] = {{"gen", Direction::gen, false, 0.0},
+                        {"norm", Direction::norm, false, 0.0},
+                        {"gen, Jeffreys", Direction::gen, true, 0.0},
+                        {"norm, Jeffreys", Direction::norm, true, 0.0},
+                        {"gen, dropout", Direction::gen, false, 0.3}};
+  for (const Case& c : cases)
+    for (int threads : {1, 2}) {
+      const std::string name = c.name;
+      CAPTURE(name);
+      CAPTURE(threads);
+      const std::unique_ptr<Dataset> data =
+          c.jeffreys ? make_dataset("gmm:4") : std::unique_ptr<Dataset>(std::make_unique<GaussianDataset>(4));
+      auto flow = trainer_fixtures::test_flow<double>(4, 13, c.dropout);
+      TrainConfig cfg;
+      cfg.batch = 300;
+      cfg.kl_weight = 0.7;
+      cfg.beta.start = 0.3;
+      cfg.direction = c.dir;
+      cfg.reverse_kl = c.jeffreys ? 0.7 : 0.0;
+      cfg.seed = 9;
+      cfg.threads = threads;
+      Trainer<double> trainer(*flow, *data, cfg);  // (sets ActNorm from the data first)
+      REQUIRE(trainer.threads() == threads);
+
+      // The reference: the Trainer's first batches (drawn from its seed), both passes on one
+      // tape with step 1's dropout masks, one backward.
+      ad::Rng rng(cfg.seed);
+      std::vector<double> buffer;
+      Array<double> y, x;
+      sample_batch(*data, cfg.batch, rng, buffer, y);
+      const bool base = c.dir == Direction::gen || c.jeffreys;
+      if (base) flow->base().sample(cfg.batch, rng, x);
+      ObjectiveWeights w;
+      w.kl = cfg.kl_weight;
+      w.transport = cfg.beta.start;
+      w.direction = c.dir;
+      w.reverse_kl = cfg.reverse_kl;
+      w.target = data.get();
+      Tape<double> tape;
+      tape.set_dropout_stream(cfg.seed * 0x9E3779B97F4A7C15ULL + 1, 0);  // as Trainer::step keys step 1
+      flow->zero_grad();
+      const ObjectiveTerms<double> terms = objective(*flow, tape.constant(y), base ? tape.constant(x) : Var<double>{}, w);
+      tape.backward(terms.loss);
+      std::vector<Array<double>> expected;
+      for (auto* p : flow->parameters()) expected.push_back(p->grad);
+
+      const StepReport r = trainer.step();  // leaves its gradient in Parameter::grad
+      const auto params = flow->parameters();
+      if (threads == 1) {  // the same sums in the same order: the same bits
+        CHECK(r.loss == terms.loss.item());
+        CHECK(r.nll == terms.nll.item());
+        CHECK(r.transport == terms.transport.item());
+        CHECK(r.map_cost == terms.map_cost.item());
+        if (c.jeffreys) CHECK(r.reverse_kl == terms.reverse_kl.item());
+        for (std::size_t i = 0; i < params.size(); ++i) {
+          CAPTURE(params[i]->name);
+          CHECK(params[i]->grad == expected[i]);
+        }
+      } else {
+        CHECK(r.loss == doctest::Approx(terms.loss.item()).epsilon(1e-12));
+        CHECK(r.transport == doctest::Approx(terms.transport.item()).epsilon(1e-12));
+        if (c.jeffreys) CHECK(r.reverse_kl == doctest::Approx(terms.reverse_kl.item()).epsilon(1e-12));
+        for (std::size_t i = 0; i < params.size(); ++i) {
+          CAPTURE(params[i]->name);
+          CHECK(max_rel_diff(params[i]->grad.data(), expected[i].data(), expected[i].size()) < 1e-12);
+        }
+      }
+    }
+}
+
 TEST_CASE("Inference on several threads matches one tape pass: log p, F(x), log q(F(x)), path energy, states") {
   const std::size_t d = 4, n = 203;
   auto flow = test_flow(d, 21);

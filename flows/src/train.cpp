@@ -71,19 +71,21 @@ Trainer<T>::Trainer(Flow<T>& flow, Dataset& data, const TrainConfig& cfg)
     lane.first = mine + first;
     lane.rows = last - first;
     lane.seed.data()[0] = T(double(lane.rows) / double(cfg.batch));
-    // The batch's first lane accumulates into Parameter::grad while the others run; they add
-    // theirs after (so rank r's lanes compute what lanes of one process with all rows would).
+    // The batch's first lane accumulates into Parameter::grad while the others run; they sum
+    // theirs in their own buffers and add them after (so rank r's lanes compute what lanes of
+    // one process with all rows would).
     lane.tape.set_param_grads_on_tape(lane.first > 0);
+    if (lane.first > 0)
+      for (const auto* p : optimizer_.params()) lane.grads.emplace_back(p->value.shape());
     lane.tape.set_release_adjoints(true);  // only parameter gradients are read after backward
+    lane.tape.set_pool_values(true);       // the two passes take turns on the tape
   }
+  param_index_ = ad::ParamIndex<T>(optimizer_.params());
   lr_schedule_.kind = cfg.lr_schedule;
   lr_schedule_.base = cfg.lr;
   lr_schedule_.warmup = cfg.warmup;
   lr_schedule_.total = cfg.steps;
   lr_schedule_.lr_min = cfg.lr_min;
-  // A lane after the batch's first sums its gradient in scratch before adding it (add_lane_grads).
-  if (lanes_.size() > 1 || lanes_[0]->first > 0)
-    for (const auto* p : optimizer_.params()) scratch_.emplace_back(p->grad);
   if (cfg.comm) {
     std::size_t n = 0;
     for (const auto* p : optimizer_.params()) n += p->grad.size();
@@ -103,6 +105,18 @@ Trainer<T>::Trainer(Flow<T>& flow, Dataset& data, const TrainConfig& cfg)
     sample_batch(data_, std::max<std::size_t>(cfg.batch, 256), init_rng, buffer_, data_batch_);
   }
   flow_.initialize_from_data(data_batch_);
+
+  // Dropout masks are keyed by the call's number since clear(). On one tape the data pass's
+  // calls came first and the base pass's followed; step() records the base pass first, on a
+  // cleared tape, and starts its numbers after the data pass's, counted here on one row.
+  ObjectiveWeights probe_w;
+  probe_w.direction = cfg.direction;
+  probe_w.measure_transport = false;
+  probe_w.pass = Pass::data;
+  Tape<T> probe;
+  probe.set_dropout_stream(0, 0);
+  objective(flow_, probe.constant(data_batch_.data(), 1, data.dim()), Var<T>{}, probe_w);
+  data_dropout_calls_ = probe.dropout_stream().calls;
 }
 
 template <class T>
@@ -128,25 +142,36 @@ StepReport Trainer<T>::step(bool measure_transport) {
   w.target = &data_;
   w.running = cfg_.running;
   w.problem = cfg_.problem;
-  const bool gen = base_pass;
-  const std::size_t d = flow_.dim();
+  ObjectiveWeights base_w = w, data_w = w;
+  base_w.pass = Pass::base;
+  data_w.pass = Pass::data;
+  // Conditioner dropout: this step's masks, keyed by each row's place in the whole batch
+  // (the same with any number of lanes; resumable, as the step number is in the checkpoint).
+  const std::uint64_t dropout_seed = cfg_.seed * 0x9E3779B97F4A7C15ULL + std::uint64_t(t) + 1;
 
-  // Each lane: objective on its rows, then (if finite) backward seeded with n_k / n.
+  // Each lane: the objective on its rows, one pass at a time (flow.hpp, Pass), each pass's
+  // backward seeded with n_k / n if its terms are finite. The passes share only the parameters,
+  // so their gradients add up, and the tape holds one pass's values at a time instead of both.
+  // The base samples' pass goes first: one sweep over a tape holding both (the data's recorded
+  // first) reached the base pass's nodes first, so Parameter::grad sums in the same order.
   optimizer_.zero_grad();
   auto work = [&](int k) {
     Lane& lane = *lanes_[std::size_t(k)];
-    lane.tape.clear();
-    // Conditioner dropout: this step's masks, keyed by each row's place in the whole batch
-    // (the same with any number of lanes; resumable, as the step number is in the checkpoint).
-    lane.tape.set_dropout_stream(cfg_.seed * 0x9E3779B97F4A7C15ULL + std::uint64_t(t) + 1, lane.first);
-    const Var<T> base = gen ? lane.tape.constant(base_batch_.data() + lane.first * d, lane.rows, d) : Var<T>{};
-    lane.terms = objective(flow_, lane.tape.constant(data_batch_.data() + lane.first * d, lane.rows, d), base, w);
-    lane.bad = nullptr;
-    if (!std::isfinite(lane.terms.nll.item())) lane.bad = kBadNames[0];
-    else if (transport && !std::isfinite(lane.terms.transport.item())) lane.bad = kBadNames[1];
-    else if (lane.terms.reverse_kl.tape && !std::isfinite(lane.terms.reverse_kl.item())) lane.bad = kBadNames[2];
-    else if (lane.terms.running.tape && !std::isfinite(lane.terms.running.item())) lane.bad = kBadNames[3];
-    if (!lane.bad) lane.tape.backward(lane.terms.loss, lane.seed);
+    const auto& params = optimizer_.params();
+    for (std::size_t i = 0; i < lane.grads.size(); ++i) {
+      if (lane.grads[i].shape() != params[i]->value.shape()) lane.grads[i].resize(params[i]->value.shape());
+      lane.grads[i].fill(T(0));
+    }
+    lane.terms = Terms();
+    lane.tape.set_dropout_stream(dropout_seed, lane.first);
+    const bool finite = !base_pass || run_pass(lane, base_w, /*backward=*/true);
+    run_pass(lane, data_w, /*backward=*/finite);  // (its NLL is reported even after a bad base pass)
+    const Terms& v = lane.terms;  // the first non-finite term, in kBadNames' order
+    lane.bad = !std::isfinite(v.nll)          ? kBadNames[0]
+               : !std::isfinite(v.transport)  ? kBadNames[1]
+               : !std::isfinite(v.reverse_kl) ? kBadNames[2]
+               : !std::isfinite(v.running)    ? kBadNames[3]
+                                              : nullptr;
   };
   team_.run(work);
 
@@ -158,20 +183,20 @@ StepReport Trainer<T>::step(bool measure_transport) {
   const char* bad = nullptr;
   for (const auto& lane_ptr : lanes_) {
     const Lane& lane = *lane_ptr;
+    const Terms& v = lane.terms;
     const double share = double(lane.rows) / double(cfg_.batch);
-    r.loss += share * lane.terms.loss.item();
-    r.nll += share * lane.terms.nll.item();
+    r.loss += share * objective_loss(v.nll, v.transport, v.reverse_kl, v.running, w);
+    r.nll += share * v.nll;
     if (transport) {
-      r.transport += share * lane.terms.transport.item();
-      r.map_cost += share * lane.terms.map_cost.item();
+      r.transport += share * v.transport;
+      r.map_cost += share * v.map_cost;
     }
-    if (lane.terms.reverse_kl.tape) r.reverse_kl += share * lane.terms.reverse_kl.item();
-    if (lane.terms.running.tape) r.running += share * lane.terms.running.item();
+    if (cfg_.reverse_kl != 0.0) r.reverse_kl += share * v.reverse_kl;
+    if (cfg_.running != 0.0) r.running += share * v.running;
     if (lane.bad && !bad) bad = lane.bad;
   }
   if (!bad)
-    for (const auto& lane : lanes_)
-      if (lane->first > 0) add_lane_grads(*lane);
+    for (const auto& lane : lanes_) add_lane_grads(*lane);
   r.signal = cfg_.interrupt ? cfg_.interrupt->load() : 0;
   if (cfg_.comm) bad = allreduce(r, bad);
   if (!bad) {
@@ -199,21 +224,40 @@ StepReport Trainer<T>::step(bool measure_transport) {
 }
 
 template <class T>
-void Trainer<T>::add_lane_grads(Lane& lane) {
-  // The lane's own sum first (into zeroed scratch swapped in for Parameter::grad), then one
-  // add per parameter: the gradient is (lane 0's + lane 1's) + …, however the lanes are
-  // spread over ranks, so N ranks × 1 thread give the bits of 1 rank × N threads.
-  const auto& params = optimizer_.params();
-  for (std::size_t i = 0; i < params.size(); ++i) {
-    scratch_[i].fill(T(0));
-    std::swap(params[i]->grad, scratch_[i]);
+bool Trainer<T>::run_pass(Lane& lane, const ObjectiveWeights& w, bool backward) {
+  Tape<T>& tape = lane.tape;
+  tape.clear();
+  const std::size_t d = flow_.dim();
+  const bool base = w.pass == Pass::base;
+  if (base) tape.set_dropout_call(data_dropout_calls_);
+  const T* rows = (base ? base_batch_ : data_batch_).data() + lane.first * d;
+  const Var<T> input = tape.constant(rows, lane.rows, d);
+  const ObjectiveTerms<T> terms = base ? objective(flow_, Var<T>{}, input, w) : objective(flow_, input, Var<T>{}, w);
+  // Read before the next clear(): the pass's terms, and whether they are finite.
+  Terms& v = lane.terms;
+  if (terms.nll.tape) v.nll = terms.nll.item();
+  if (terms.transport.tape) v.transport = terms.transport.item(), v.map_cost = terms.map_cost.item();
+  if (terms.reverse_kl.tape) v.reverse_kl = terms.reverse_kl.item();
+  if (terms.running.tape) v.running = terms.running.item();
+  const bool finite = std::isfinite(v.nll) && std::isfinite(v.transport) && std::isfinite(v.reverse_kl) &&
+                      std::isfinite(v.running);
+  if (finite && backward && terms.loss.tape) {
+    tape.backward(terms.loss, lane.seed);
+    if (!lane.grads.empty()) tape.accumulate_param_grads(lane.grads, param_index_);
   }
-  lane.tape.accumulate_param_grads();
-  for (std::size_t i = 0; i < params.size(); ++i) {
-    std::swap(params[i]->grad, scratch_[i]);
+  return finite;
+}
+
+template <class T>
+void Trainer<T>::add_lane_grads(const Lane& lane) {
+  // One add per parameter, in lane order: the gradient is (lane 0's + lane 1's) + …, each
+  // lane's own sum formed apart, however the lanes are spread over ranks, so N ranks × 1
+  // thread give the bits of 1 rank × N threads.
+  const auto& params = optimizer_.params();
+  for (std::size_t i = 0; i < lane.grads.size(); ++i) {
     T* g = params[i]->grad.data();
-    const T* l = scratch_[i].data();
-    for (std::size_t j = 0, n = scratch_[i].size(); j < n; ++j) g[j] += l[j];
+    const T* l = lane.grads[i].data();
+    for (std::size_t j = 0, n = lane.grads[i].size(); j < n; ++j) g[j] += l[j];
   }
 }
 

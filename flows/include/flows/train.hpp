@@ -1,7 +1,8 @@
 #pragma once
 // The training loop: sample a data batch and a base batch, build
-// λ·NLL + β(t)·T on the tape, backward, clip, Adam. One Trainer holds every
-// piece of state a resumed run needs (parameters live in the flow).
+// λ·NLL + β(t)·T on the tape one pass at a time (the base samples' pass, backward,
+// then the data's, backward), clip, Adam. One Trainer holds every piece of state a
+// resumed run needs (parameters live in the flow).
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -113,8 +114,8 @@ class Trainer {
   /// and returns the term that became non-finite on any rank (nullptr if none).
   const char* allreduce(StepReport& r, const char* bad);
   struct Lane;
-  /// Adds a lane's parameter gradients (recorded on its tape) to Parameter::grad.
-  void add_lane_grads(Lane& lane);
+  /// Adds a lane's gradient buffers to Parameter::grad.
+  void add_lane_grads(const Lane& lane);
 
   Flow<T>& flow_;
   Dataset& data_;
@@ -122,21 +123,37 @@ class Trainer {
   nn::LrSchedule lr_schedule_;
   nn::Adam<T> optimizer_;
   ad::Rng rng_;
+  /// The values of a step's terms on one lane (those not computed stay 0).
+  struct Terms {
+    T nll = 0, transport = 0, map_cost = 0, reverse_kl = 0, running = 0;
+  };
   /// One lane per thread: its own tape, rows and results.
   struct Lane {
     std::size_t first = 0, rows = 0;  // its rows of every batch
     Array<T> seed = Array<T>::from_shape({1, 1});  // n_k / n, its share of the batch mean
     Tape<T> tape;
-    ObjectiveTerms<T> terms;
+    Terms terms;
     const char* bad = nullptr;  // the term that became non-finite
+    /// A lane after the batch's first row (first > 0): its own gradient, one array per
+    /// parameter (in optimizer_.params() order), summed over both passes and added to
+    /// Parameter::grad once every lane has finished (add_lane_grads). Empty for the first.
+    std::vector<Array<T>> grads;
   };
+  /// Clears the lane's tape and records the pass w.pass of the objective on its rows, keeps
+  /// its terms' values in lane.terms, and (if `backward` and every term so far is finite)
+  /// backpropagates it, into the lane's grads when it has them. Returns whether the terms
+  /// so far are finite.
+  bool run_pass(Lane& lane, const ObjectiveWeights& w, bool backward);
   ThreadTeam team_;
   std::vector<std::unique_ptr<Lane>> lanes_;
+  ad::ParamIndex<T> param_index_;  ///< each parameter's place in a lane's grads
+  /// Dropout calls in the data pass (counted once, in the constructor): the base pass numbers
+  /// its calls after them, as when both passes were on one tape.
+  std::uint32_t data_dropout_calls_ = 0;
   Array<T> data_batch_, base_batch_;
   std::vector<double> buffer_;
   /// Several ranks: every parameter's gradient, then kScalars step values, summed in one call.
   std::vector<T> reduce_;
-  std::vector<Array<T>> scratch_;  ///< one per parameter: a lane's gradient before it is added
   double allreduce_seconds_ = 0;
   std::int64_t skipped_ = 0;
   double lr_scale_ = 1.0;
