@@ -1298,7 +1298,8 @@ void check_skinny_gemms() {
   for (bool tb : {false, true}) {
     // n ≤ 4 with A not transposed: dot products; m = 37 leaves a remainder of every row group,
     // k = 70 a scalar tail, k = 600 crosses the 512-deep block
-    for (int n = 1; n <= 4; ++n) check_gemm_shape<T>(false, tb, 37, n, 70, GemmKernel::small_n, rng);
+    for (int n = 1; n <= ad::kern::kSmallN; ++n) check_gemm_shape<T>(false, tb, 37, n, 70, GemmKernel::small_n, rng);
+    check_gemm_shape<T>(false, tb, 512, ad::kern::kSmallN, 128, GemmKernel::small_n, rng);
     check_gemm_shape<T>(false, tb, 21, 2, 600, GemmKernel::small_n, rng);
     check_gemm_shape<T>(false, tb, 32, 1, 64, GemmKernel::small_n, rng);
   }
@@ -1322,7 +1323,7 @@ void check_skinny_gemms() {
   check_gemm_shape<T>(false, true, 33, 64, 9, GemmKernel::packed, rng);
   check_gemm_shape<T>(true, false, 35, 256, 530, GemmKernel::packed, rng);
   // and the shapes that stay with BLAS
-  check_gemm_shape<T>(false, false, 9, 8, 9, GemmKernel::blas, rng);
+  check_gemm_shape<T>(false, false, 9, 9, 9, GemmKernel::blas, rng);
   check_gemm_shape<T>(false, false, 50, 63, 40, GemmKernel::blas, rng);
   check_gemm_shape<T>(true, true, 31, 200, 40, GemmKernel::blas, rng);
   check_gemm_shape<T>(true, true, 3, 9, 9, GemmKernel::blas, rng);

@@ -119,7 +119,7 @@ inline void put3(bool assign, const T* x, const T* y, const T* z, T* g, std::siz
 // 2-column output layer) its packing and dispatch dominate and it reaches 5-25 % of peak. For
 // those shapes gemm() below uses one of three small xsimd kernels instead:
 //   gemm_small_k:  k ≤ 8         C = β C + Σ_p op(A)(:, p) ⊗ op(B)(p, :), k outer products
-//   gemm_small_n:  n ≤ 4, A      C(i, j) = β C + ⟨A(i, :), op(B)(:, j)⟩, dot products
+//   gemm_small_n:  n ≤ 8, A      C(i, j) = β C + ⟨A(i, :), op(B)(:, j)⟩, dot products (n ≤ 4 without AVX-512)
 //   gemm_tn_thin:  Aᵀ B, m or n ≤ 4 (long k: a weight gradient), accumulated in registers
 // The limits are where they beat OpenBLAS's Haswell kernels in bench/micro_bench (k = 16 no
 // longer does: its 16 broadcasts crowd the registers).
@@ -132,6 +132,11 @@ inline void put3(bool assign, const T* x, const T* y, const T* z, T* g, std::siz
 // slivers would be mostly padding.
 constexpr int kSmallK = 8;  // inner dimensions up to this go to gemm_small_k
 constexpr int kThin = 4;    // an outer dimension this small makes a GEMM "skinny"
+// Outputs up to this wide take gemm_small_n: with AVX-512's 32 registers N = 8 keeps 16
+// accumulators and 8 columns of B in registers; it also keeps OpenBLAS 0.3.21 out of the input
+// layer's x̄ = z̄ W (n = 8 at shape B), where OpenBLAS mallocs on every call at some sizes
+// (m = 512, k = 128: a lane's half of a 1024-row batch), which broke "no allocation per step".
+constexpr int kSmallN = batch<float>::size >= 16 ? 8 : kThin;
 constexpr int kPackedMinN = 64;   // outputs at least this wide, with at least
 constexpr int kPackedMinM = 32;   // this many rows, go to the packed kernel
 
@@ -193,7 +198,7 @@ void gemm_small_k(bool ta, bool tb, int m, int n, T alpha, const T* a, int lda, 
   }
 }
 
-/// n = N ≤ 4, op(A) = A: every C(i, j) is a dot product of row i of A with column j of
+/// n = N ≤ 8, op(A) = A: every C(i, j) is a dot product of row i of A with column j of
 /// op(B), summed lane-wise in a vector accumulator and then across lanes (xsimd::hadd; not
 /// haddp, whose AVX-512 float version in xsimd 8.1 returns the sums out of order). R rows at
 /// a time give 16 independent accumulators. op(B)'s columns are read in place for a
@@ -331,7 +336,7 @@ enum class GemmKernel { blas, small_k, small_n, tn_thin, packed };
 template <class T>
 inline GemmKernel gemm_kernel(bool ta, bool tb, int m, int n, int k) {
   if (k <= kSmallK) return GemmKernel::small_k;
-  if (!ta && n <= kThin) return GemmKernel::small_n;
+  if (!ta && n <= kSmallN) return GemmKernel::small_n;
   if (ta && !tb && (m <= kThin || n <= kThin)) return GemmKernel::tn_thin;
   if (n >= kPackedMinN && m >= kPackedMinM) return GemmKernel::packed;
   return GemmKernel::blas;
@@ -360,7 +365,11 @@ inline void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int
         case 1: return gemm_small_n<1>(tb, m, k, alpha, a, lda, b, ldb, beta, c, ldc);
         case 2: return gemm_small_n<2>(tb, m, k, alpha, a, lda, b, ldb, beta, c, ldc);
         case 3: return gemm_small_n<3>(tb, m, k, alpha, a, lda, b, ldb, beta, c, ldc);
-        default: return gemm_small_n<4>(tb, m, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        case 4: return gemm_small_n<4>(tb, m, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        case 5: return gemm_small_n<5>(tb, m, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        case 6: return gemm_small_n<6>(tb, m, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        case 7: return gemm_small_n<7>(tb, m, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        default: return gemm_small_n<8>(tb, m, k, alpha, a, lda, b, ldb, beta, c, ldc);
       }
     case GemmKernel::tn_thin: return gemm_tn_thin(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     case GemmKernel::packed: return packed::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
