@@ -672,6 +672,10 @@ def main():
                    "`TRFLOW_BENCH_ALLOC_ABORT=1` under gdb gives the full stack):", "",
                    "```", *keep[:40], *(["(none: no heap allocation in the window)"] if len(keep) <= 1 else []),
                    "```", ""]
+    # Sections written by other scripts (bench/d_scaling.sh's table) between KEEP markers carry over.
+    if os.path.exists(a.markdown):
+        text = open(a.markdown).read()
+        md += [m.group(0) + "\n" for m in re.finditer(r"<!-- KEEP_BEGIN.*?<!-- KEEP_END -->", text, re.S)]
     with open(a.markdown, "w") as f:
         f.write("\n".join(md) + "\n")
     print(f"wrote {a.markdown}")
