@@ -99,6 +99,8 @@ def shape_rows(runs):
             tf_best=tf_best["steps_per_s"] if tf_best else None,
             rss_tf=tf_best["peak_rss_mb"] if tf_best else None,
             rss_torch=tt_best["peak_rss_mb"] if tt_best else None,
+            rss_tf1=t1["peak_rss_mb"] if t1 else None,
+            rss_torch1=next((r["peak_rss_mb"] for r in tt if r["threads"] == 1), None),
             lp_tf=best(tf, "logprob_sps"), lp_torch=tp_lp,
             s_tf=best(tf, "sample_sps"), s_torch=tp_s,
             allocs=tf[0]["allocs_per_step"] if tf else None,
@@ -127,17 +129,33 @@ def shape_rows(runs):
     return table
 
 
-def main_table(rows):
-    head = ["shape", "trflow steps/s 1thr", "trflow 2thr", "torch steps/s (best)", "ratio",
-            "peak RSS MB trflow/torch", "log_prob samples/s trflow/torch", "ratio",
+# GEMM flops of one training step of train_bench's affine shapes: per pass and coupling, each
+# dense layer's forward, x̄ and W̄ products, 2·batch·in·out each (6·batch·Σ in·out), two passes.
+SHAPE_DIMS = {"A": (2, 64, 1024, 8), "B": (16, 128, 1024, 8), "C": (64, 512, 2048, 16)}  # d, hidden, batch, couplings
+
+
+def step_gflop(shape):
+    d, h, batch, layers = SHAPE_DIMS[shape]
+    a = d // 2
+    return 6.0 * batch * (a * h + h * h + h * 2 * a) * layers * 2 / 1e9
+
+
+def main_table(rows, peak=None):
+    head = ["shape", "trflow steps/s 1thr", "torch steps/s 1thr", "per-core ratio", "GEMM GFLOP/step",
+            "trflow GFLOP/s (% of peak)", "trflow 2thr", "2thr / 1thr",
+            "peak RSS MB trflow/torch (1thr)", "log_prob samples/s trflow/torch", "ratio",
             "sampling samples/s trflow/torch", "ratio", "allocs/step"]
     lines = []
     for r in rows:
+        torch1 = max([v for v in (r["torch1"], r["torch_warm"]) if v] or [0]) or None
+        gf = step_gflop(r["shape"]) if r["shape"] in SHAPE_DIMS else None
+        rate = gf / (r["tf1_cpu"] / 1000) if gf and r["tf1_cpu"] else None
         lines.append([
-            r["shape"], fmt_rate(r["tf1"]), fmt_rate(r["tf2"]),
-            f"{fmt_rate(r['torch'])} ({r['torch_threads']})" if r["torch"] else "-",
-            ratio(r["tf_best"], r["torch"]),
-            f"{r['rss_tf']:.0f} / {r['rss_torch']:.0f}" if r["rss_tf"] and r["rss_torch"] else "-",
+            r["shape"], fmt_rate(r["tf1"]), fmt_rate(torch1) if torch1 else "-", ratio(r["tf1"], torch1),
+            f"{gf:.3g}" if gf else "-",
+            (f"{rate:.0f} ({100 * rate / peak:.0f} %)" if peak else f"{rate:.0f}") if rate else "-",
+            fmt_rate(r["tf2"]), f"{r['tf2'] / r['tf1']:.2f}x" if r["tf1"] and r["tf2"] else "-",
+            f"{r['rss_tf1']:.0f} / {r['rss_torch1']:.0f}" if r.get("rss_tf1") and r.get("rss_torch1") else "-",
             f"{fmt_rate(r['lp_tf'])} / {fmt_rate(r['lp_torch'])}", ratio(r["lp_tf"], r["lp_torch"]),
             f"{fmt_rate(r['s_tf'])} / {fmt_rate(r['s_torch'])}", ratio(r["s_tf"], r["s_torch"]),
             f"{r['allocs']:.0f}" if r["allocs"] is not None else "-",
@@ -266,7 +284,7 @@ def short(sym, n=90):
 
 
 KIND_COLS = [
-    ("GEMM (OpenBLAS kernel + packing)", "GEMM"),
+    ("GEMM (OpenBLAS or trflow kernels, with packing)", "GEMM"),
     ("fused linear: bias, tanh, tanh', bias grad (non-GEMM)", "linear non-GEMM"),
     ("other tape ops (gather/scatter, exp, mul, square, reductions)", "other ops"),
     ("memset/memcpy (libc)", "memset/memcpy"),
@@ -330,8 +348,12 @@ def findings(rows, micro, micro_sx, out_dir):
         hid = [n for n in by if n.startswith("sgemm/") and "/hidden/" in n]
         if hid:
             g = [by[n]["GFLOP/s"] for n in hid]
-            line = (f"**OpenBLAS runs its AVX2 kernels on this AVX-512 CPU.** OpenBLAS 0.3.21 does not know this "
-                    f"CPU and picks core `{ctx.get('openblas_core', '?')}`: the hidden-layer GEMMs reach "
+            core = ctx.get('openblas_core', '?')
+            avx512_core = core in ("SkylakeX", "Cooperlake", "SapphireRapids")
+            line = ((f"**OpenBLAS runs its AVX-512 kernels here** (core `{core}`)" if avx512_core else
+                     f"**OpenBLAS runs its AVX2 kernels on this AVX-512 CPU.** OpenBLAS 0.3.21 does not know this "
+                     f"CPU and picks core `{core}`") +
+                    f": the hidden-layer GEMMs reach "
                     f"{min(g):.0f}-{max(g):.0f} GFLOP/s, {100 * min(g) / peak:.0f}-{100 * max(g) / peak:.0f}% of the "
                     f"measured {peak:.0f} GFLOP/s fp32 FMA peak")
             if sx:
@@ -343,14 +365,16 @@ def findings(rows, micro, micro_sx, out_dir):
             if sxr:
                 line += ", and a training step gets " + ", ".join(
                     f"{r['tf1_cpu'] / r['sx1_cpu']:.2f}x (shape {r['shape']})" for r in sxr) + " faster in CPU time"
-            f.append(line + ". Setting the variable before the process starts (OpenBLAS reads it when the "
-                     "library loads), or a newer OpenBLAS that knows Zen 4/5, is a free win for trflow and torch alike.")
+            f.append(line + (". Forcing the variable changes nothing on this machine (the same kernels)." if avx512_core else
+                             ". Setting the variable before the process starts (OpenBLAS reads it when the "
+                             "library loads), or a newer OpenBLAS that knows Zen 4/5, is a free win for trflow and torch alike."))
         pairs = [(n[: -len("/blas")], by[n], by.get(n[: -len("/blas")] + "/kern"))
                  for n in by if n.startswith("gemm/") and n.endswith("/blas")]
         used = [(base, b, k) for base, b, k in pairs if k and "xsimd" in k.get("label", "")]
         if used:
-            f.append("Skinny GEMMs (one dimension ≤ 8), where cblas_sgemm's call and packing overhead dominate: "
-                     "`ad::kern::gemm` sends them to xsimd kernels instead (cblas -> trflow kernel, GFLOP/s): " +
+            f.append("Shapes that `ad::kern::gemm` sends to trflow's own kernels instead of cblas_sgemm (skinny ones, "
+                     "where cblas_sgemm's call and packing overhead dominate, and wide outputs, the packed kernel; "
+                     "cblas -> trflow kernel, GFLOP/s): " +
                      "; ".join(f"{base[len('gemm/'):]} {b['GFLOP/s']:.0f} -> {k['GFLOP/s']:.0f} ({k['label']})"
                                for base, b, k in used) + ".")
     for shape in ("A", "B"):
@@ -359,7 +383,7 @@ def findings(rows, micro, micro_sx, out_dir):
             continue
         ph = json.load(open(j))
         k = ph["kinds"]
-        g = k.get("GEMM (OpenBLAS kernel + packing)", 0)
+        g = k.get("GEMM (OpenBLAS or trflow kernels, with packing)", 0)
         ms = k.get("memset/memcpy (libc)", 0)
         lin = k.get("fused linear: bias, tanh, tanh', bias grad (non-GEMM)", 0)
         oth = k.get("other tape ops (gather/scatter, exp, mul, square, reductions)", 0)
@@ -558,7 +582,10 @@ def main():
             print(f"updated the spline section of {a.markdown}")
         return
     rows = shape_rows(runs)
-    head, lines = main_table(rows)
+    micro = load_micro(os.path.join(a.out_dir, "micro.json"))
+    micro_sx = load_micro(os.path.join(a.out_dir, "micro_skylakex.json"))
+    micro_md, peak = micro_section(micro, micro_sx)
+    head, lines = main_table(rows, peak)
     print()
     print(render_text(head, lines))
     print()
@@ -576,9 +603,6 @@ def main():
     cores = sh("nproc")
     corename = sh("sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1")
     torch_ver = next((r.get("torch") for r in runs if r.get("torch")), "?")
-    micro = load_micro(os.path.join(a.out_dir, "micro.json"))
-    micro_sx = load_micro(os.path.join(a.out_dir, "micro_skylakex.json"))
-    micro_md, peak = micro_section(micro, micro_sx)
     ocore = micro.get("context", {}).get("openblas_core", "?") if micro else "?"
 
     md = ["# trflow benchmark results", "",
@@ -591,11 +615,15 @@ def main():
           "A training step = NLL pass + transport pass (β = 0.01, direction gen) + backward + Adam "
           "(trflow: `flows::Trainer<float>::step`; PyTorch: `torch_realnvp.py --beta 0.01`). "
           "trflow figures are the median of several timed repetitions after warm-up; the torch "
-          "training figure is the better of torch_realnvp.py's own steps/s over its whole run (--threads 1 and 2) "
-          "and the warm-started rate of the same training loop from bench/torch_throughput.py (\"warm\", 1 thread). "
-          "`ratio` = best trflow / best torch (> 1: trflow faster). log_prob and sampling: chunks of "
+          "1-thread figure is the better of torch_realnvp.py's own steps/s over its whole run "
+          "and the warm-started rate of the same training loop from bench/torch_throughput.py. "
+          "`per-core ratio` = trflow 1 thread / torch 1 thread (> 1: trflow faster), both with "
+          "OPENBLAS_NUM_THREADS=1. `GEMM GFLOP/step`: the dense layers' forward, x̄ and W̄ products of both "
+          "passes (6 · batch · Σ in·out per pass and coupling); GFLOP/s divides it by trflow's CPU time per "
+          "1-thread step, against the fp32 FMA peak measured below. `2thr / 1thr`: trflow's own scaling "
+          "on the two cores. log_prob and sampling: chunks of "
           "1024 rows, best of 1 and 2 threads on both sides (torch under `torch.no_grad()`). "
-          "Peak RSS: ru_maxrss of the best run of each side (torch_realnvp.py's includes its "
+          "Peak RSS: ru_maxrss of the 1-thread runs (torch_realnvp.py's includes its "
           "20000-sample test evaluation and the Python/torch runtime, ~240 MB on its own). "
           "`allocs/step`: heap allocations (operator new + malloc family) per steady-state trflow "
           "training step. Threads: trflow splits each batch's rows across N threads, each with its own "

@@ -59,7 +59,7 @@ using aligned_vector = std::vector<T, xsimd::aligned_allocator<T, 64>>;
 /// Grow-only, per-thread packing memory.
 template <class T>
 inline T* pack_buffer(int which, std::size_t n) {
-  thread_local aligned_vector<T> buffers[2];
+  thread_local aligned_vector<T> buffers[3];  // packed B, packed A, an edge sliver of A
   aligned_vector<T>& b = buffers[which];
   if (b.size() < n) b.resize(n);
   return b.data();
@@ -227,7 +227,7 @@ void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int lda, c
             micro_kernel<T, MR, NV, true>(kc, a + std::size_t(i0 + ir) * lda + p0, bs, alpha, beta, first, ct, ldc,
                                           mr, nr, std::size_t(lda));
           } else {  // the last rows of A: packed, so that the padding rows read zeros
-            alignas(64) T edge[MR * KC];
+            T* edge = pack_buffer<T>(2, std::size_t(MR) * KC);
             pack_a<T, MR>(false, a, lda, i0 + ir, mr, p0, kc, edge);
             micro_kernel<T, MR, NV>(kc, edge, bs, alpha, beta, first, ct, ldc, mr, nr);
           }
