@@ -237,6 +237,41 @@ TEST_CASE("Inference on several threads matches one tape pass: log p, F(x), log 
     }
 }
 
+TEST_CASE("Inference lowers its chunk for a wide flow so a lane's tape stays near its budget, with the same results") {
+  // d = 256, 4 spline couplings of 8 bins: 128 × 23 spline parameters per row and coupling,
+  // about 100 kB of tape per row in float64, so 4096-row chunks would hold ~400 MB a lane.
+  FlowSpec spec;
+  spec.layers = 4;
+  spec.coupling.kind = CouplingKind::rqs;
+  spec.coupling.hidden = 16;
+  spec.coupling.bins = 8;
+  spec.seed = 5;
+  const std::size_t d = 256, n = 900;
+  auto flow = make_flow<double>(d, spec);
+  ad::Rng rng(9);
+  Array<double> y = Array<double>::from_shape({n, d});
+  rng.fill_normal(y.data(), y.size(), 0.0, 1.0);
+  Tape<double> tape;
+  const Var<double> lp = flow->log_prob(tape.constant(y));
+  const std::size_t per_row = tape.bytes_reserved() / n;  // what one tape holds per row, roughly
+  Inference<double> wide(*flow, 1, 4096);
+  std::vector<double> out(n);
+  wide.log_prob(y.data(), n, out.data());
+  CAPTURE(per_row);
+  CAPTURE(wide.chunk());
+  CHECK(wide.chunk() < n);  // at least two chunks here
+  CHECK(wide.chunk() >= Inference<double>::kMinChunk);
+  CHECK(double(wide.chunk() * per_row) <= 1.25 * double(Inference<double>::kTapeBudget));
+  CHECK(double(wide.chunk() * per_row) >= 0.5 * double(Inference<double>::kTapeBudget));
+  CHECK(max_rel_diff(out.data(), lp.value().data(), n) < 1e-12);
+  // a narrow flow keeps the chunk it was given
+  auto narrow = test_flow(4, 21);
+  Inference<double> small(*narrow, 1, 1024);
+  std::vector<double> x(50 * 4, 0.5), o(50);
+  small.log_prob(x.data(), 50, o.data());
+  CHECK(small.chunk() == 1024);
+}
+
 TEST_CASE("evaluate gives the same report on 1 and 2 threads") {
   GaussianDataset data(3);
   auto flow = test_flow(3, 31);

@@ -22,8 +22,11 @@ struct PushOutputs {
 template <class T>
 class Inference {
  public:
-  /// threads: how many threads share the rows; chunk: rows per tape pass (bounds memory).
+  /// threads: how many threads share the rows; chunk: rows per tape pass at most (bounds
+  /// memory; lowered on first use so that a lane's tape holds about kTapeBudget bytes).
   explicit Inference(Flow<T>& flow, int threads = 1, std::size_t chunk = 1024);
+  static constexpr std::size_t kTapeBudget = std::size_t(64) << 20;  ///< bytes of tape per lane
+  static constexpr std::size_t kMinChunk = 64;                        ///< rows: below this GEMMs lose
 
   /// out[i] = log p(y_i) = log α0(G(y_i)) + log|det ∇G(y_i)| for the n rows of y (n×d).
   void log_prob(const T* y, std::size_t n, T* out);
@@ -36,9 +39,11 @@ class Inference {
  private:
   template <class Pass>
   void for_each_chunk(std::size_t n, Pass& pass);
+  void size_chunk();
 
   Flow<T>& flow_;
   std::size_t chunk_;
+  bool sized_ = false;
   ThreadTeam team_;
   std::vector<std::unique_ptr<Tape<T>>> tapes_;  // one per lane
 };
