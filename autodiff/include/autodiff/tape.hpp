@@ -308,13 +308,13 @@ class Tape {
   /// An op with the same node as two inputs is safe as long as it finishes writing one
   /// input's adjoint before asking for the next: the second request then finds fresh = false.
   Array<T>* grad_sink(std::int32_t i, bool& fresh);
-  /// Temporary memory for one VJP: at least n elements, contents undefined, valid until the
-  /// next call. One grow-only buffer per tape, so a step allocates nothing once it has seen
-  /// its largest request (the fused linear layer's z̄ = ȳ ⊙ act'(y)).
-  /// Gives a, node n's value or scratch array, the shape rows × cols (contents undefined):
+  /// Gives a, a node's value or scratch array, the shape rows × cols (contents undefined):
   /// with set_pool_values, a pooled array of that size if a has another size; otherwise a
   /// resize when the size differs. Ops call this for their scratch.
   void fit(Array<T>& a, std::size_t rows, std::size_t cols);
+  /// Temporary memory for one VJP: at least n elements, contents undefined, valid until the
+  /// next call. One grow-only buffer per tape, so a step allocates nothing once it has seen
+  /// its largest request (the fused linear layer's z̄ = ȳ ⊙ act'(y)).
   T* workspace(std::size_t n) {
     if (workspace_.size() < n) workspace_.resize(n);
     return workspace_.data();
