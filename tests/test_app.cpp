@@ -64,6 +64,13 @@ nlohmann::json last_json(const std::string& out) {
   return nlohmann::json::parse(last);
 }
 
+/// Runs a command that must succeed (its stderr is the failure message) and returns its final JSON line.
+nlohmann::json run_ok(const std::string& args, const fs::path& dir) {
+  const Result r = run(args, dir);
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  return last_json(r.out);
+}
+
 std::string quick(const fs::path& out) {
   return "train --steps 60 --batch 64 --layers 2 --hidden 16 --eval-n 500 --no-plots --threads 1 --out " + out.string();
 }
@@ -809,16 +816,12 @@ TEST_CASE("trflow mfg: crowd at λ_F = 0 is the straight translation, avoidance 
   const fs::path dir = temp_dir("mfg");
   // (Short runs: about 2.6 % L2-UVP after 1 500 steps, 1.2 % after 2 500; docs/mfg.md has full ones.)
   const std::string common = "mfg --problem crowd --hidden 32 --layers 2 --batch 256 --eval-n 2000 --no-plots --quiet --out ";
-  const Result free = run(common + (dir / "free").string() + " --steps 1500 --cost-weight 0", dir);
-  REQUIRE_MESSAGE(free.code == 0, free.err);
-  const nlohmann::json a = last_json(free.out);
+  const nlohmann::json a = run_ok(common + (dir / "free").string() + " --steps 1500 --cost-weight 0", dir);
   CHECK(a.at("problem") == "crowd");
   CHECK(a.at("l2_uvp").get<double>() < 5.0);  // against x ↦ x − 6e₂ (the issue's goal, 1 %, with the defaults: docs/mfg.md)
   CHECK(a.at("forward_kl").get<double>() < 0.05);
   CHECK(a.at("kinetic_energy").get<double>() == doctest::Approx(36.0).epsilon(0.1));  // ‖6e₂‖²
-  const Result avoid = run(common + (dir / "avoid").string() + " --steps 1000 --cost-weight 2.5", dir);
-  REQUIRE_MESSAGE(avoid.code == 0, avoid.err);
-  const nlohmann::json b = last_json(avoid.out);
+  const nlohmann::json b = run_ok(common + (dir / "avoid").string() + " --steps 1000 --cost-weight 2.5", dir);
   CHECK(b.at("inside_obstacle").get<double>() < 0.5 * a.at("inside_obstacle").get<double>());
   CHECK(b.at("running_cost").get<double>() < 0.5 * a.at("running_cost").get<double>());
   CHECK(b.at("kinetic_energy").get<double>() > a.at("kinetic_energy").get<double>());  // the detour costs
@@ -839,11 +842,8 @@ TEST_CASE("trflow mfg: crowd at λ_F = 0 is the straight translation, avoidance 
 TEST_CASE("trflow mfg: drones2 groups reach their corners, interact less as λ_F grows, and eval, sample and plot know them") {
   const fs::path dir = temp_dir("drones");
   const std::string common = "mfg --problem drones2 --hidden 16 --batch 256 --steps 800 --eval-n 2000 --quiet --out ";
-  const Result free = run(common + (dir / "free").string() + " --cost-weight 0 --no-plots", dir);
-  REQUIRE_MESSAGE(free.code == 0, free.err);
-  const Result avoid = run(common + (dir / "avoid").string() + " --cost-weight 5", dir);
-  REQUIRE_MESSAGE(avoid.code == 0, avoid.err);
-  const nlohmann::json a = last_json(free.out), b = last_json(avoid.out);
+  const nlohmann::json a = run_ok(common + (dir / "free").string() + " --cost-weight 0 --no-plots", dir);
+  const nlohmann::json b = run_ok(common + (dir / "avoid").string() + " --cost-weight 5", dir);
   for (const auto* r : {&a, &b}) {
     CHECK(r->at("problem") == "drones2");
     CHECK(r->at("arrived_share").get<double>() > 0.95);  // every group within 3σ√2 of its target's mean
