@@ -71,6 +71,29 @@ nlohmann::json run_ok(const std::string& args, const fs::path& dir) {
   return last_json(r.out);
 }
 
+/// Starts `launcher trflow args` in the background (stdout dropped, stderr to err), waits until
+/// it has written out/metrics.jsonl (at most timeout_s) and settle_ms more, sends it sig, and
+/// returns its wait status.
+int signal_mid_run(const std::string& launcher, const std::string& args, const fs::path& out, const fs::path& err,
+                   int sig, int settle_ms, int timeout_s) {
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    const std::string cmd =
+        "exec " + launcher + TRFLOW_BINARY + " " + args + " >/dev/null 2>" + err.string();
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  while (std::chrono::steady_clock::now() < deadline && !fs::exists(out / "metrics.jsonl"))
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::this_thread::sleep_for(std::chrono::milliseconds(settle_ms));
+  kill(pid, sig);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return status;
+}
+
 std::string quick(const fs::path& out) {
   return "train --steps 60 --batch 64 --layers 2 --hidden 16 --eval-n 500 --no-plots --threads 1 --out " + out.string();
 }
@@ -474,21 +497,7 @@ TEST_CASE("SIGINT and SIGTERM save a checkpoint and exit with 130 and 143, and -
     const fs::path m = dir / "m";
     const std::string common = "train --steps 100000 --batch 64 --layers 2 --hidden 16 --eval-n 200 --no-plots "
                                "--threads 1 --quiet --out ";
-    const pid_t pid = fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-      const std::string cmd =
-          std::string(TRFLOW_BINARY) + " " + common + m.string() + " >/dev/null 2>" + (dir / "err.txt").string();
-      execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), (char*)nullptr);
-      _exit(127);
-    }
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (std::chrono::steady_clock::now() < deadline && !fs::exists(m / "metrics.jsonl"))
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    kill(pid, sig);
-    int status = 0;
-    waitpid(pid, &status, 0);
+    const int status = signal_mid_run("", common + m.string(), m, dir / "err.txt", sig, 300, 60);
     REQUIRE(WIFEXITED(status));
     CHECK(WEXITSTATUS(status) == code);
     REQUIRE(fs::exists(m / "checkpoint.npz"));
@@ -869,21 +878,8 @@ TEST_CASE("SIGTERM on mpirun: the ranks stop at one step, rank 0 saves one check
   const fs::path m = dir / "m";
   const std::string common = "train --steps 100000 --batch 128 --layers 2 --hidden 16 --eval-n 200 --no-plots "
                              "--threads 1 --quiet --out ";
-  const pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    const std::string cmd = "exec " + mpirun_prefix(2) + TRFLOW_BINARY + " " + common + m.string() + " >/dev/null 2>" +
-                            (dir / "err.txt").string();
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
-    _exit(127);
-  }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (std::chrono::steady_clock::now() < deadline && !fs::exists(m / "metrics.jsonl"))
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  kill(pid, SIGTERM);  // mpirun forwards it to both ranks, then kills what is left a second later
-  int status = 0;
-  waitpid(pid, &status, 0);
+  // mpirun forwards the SIGTERM to both ranks, then kills what is left a second later
+  const int status = signal_mid_run(mpirun_prefix(2), common + m.string(), m, dir / "err.txt", SIGTERM, 500, 120);
   CHECK(!(WIFEXITED(status) && WEXITSTATUS(status) == 0));  // the job did not finish
   REQUIRE(fs::exists(m / "checkpoint.npz"));
   const std::string err = nn::read_file((dir / "err.txt").string());
