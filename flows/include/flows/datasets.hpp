@@ -90,7 +90,7 @@ class GaussianDataset : public Dataset {
 
  private:
   std::size_t d_;
-  std::vector<double> mean_, lambda_, noise_;
+  std::vector<double> mean_, lambda_, root_lambda_, noise_;  // noise_: one chunk of sample()'s draws
   xt::xtensor<double, 2> q_;
   double log_norm_;  // −½ Σ log λ_i − (D/2) log 2π
 };
