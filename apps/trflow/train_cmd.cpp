@@ -461,7 +461,7 @@ int run_train(const TrainOptions& cli_options) {
   // steps, not one full batch drawn with replacement. Flags given (or a preset, a saved config,
   // a resumed run's settings) win.
   if (files && !cli.resume && !o.from_config && o.preset == "none") {
-    const std::size_t rows = dynamic_cast<flows::MatrixDataset&>(*raw).rows().shape()[0], d = raw->dim();
+    const std::size_t rows = raw->row_count(), d = raw->dim();
     if (double(rows) < 20.0 * double(d) && !given(o, "--coupling") && !given(o, "--additive") &&
         !given(o, "--layers") && !given(o, "--structure")) {
       o.coupling = "affine";
@@ -478,8 +478,8 @@ int run_train(const TrainOptions& cli_options) {
     // A few hundred rows are fitted (and overfitted) in tens of steps of 512 rows: validate about
     // every two passes over the training rows there, every 100 steps for a generator.
     o.eval_every = 100;
-    if (auto* m = dynamic_cast<flows::MatrixDataset*>(raw.get()))
-      o.eval_every = std::clamp<std::int64_t>(std::int64_t(std::ceil(2.0 * double(m->rows().shape()[0]) / double(o.batch))), 10, 100);
+    if (const std::size_t rows = raw->row_count())
+      o.eval_every = std::clamp<std::int64_t>(std::int64_t(std::ceil(2.0 * double(rows) / double(o.batch))), 10, 100);
   }
   if (o.patience > 0 && val_rows.size() == 0)
     throw UsageError("--patience needs validation rows (--val-fraction > 0 or --val FILE)");

@@ -157,11 +157,7 @@ StepReport Trainer<T>::step(bool measure_transport) {
   optimizer_.zero_grad();
   auto work = [&](int k) {
     Lane& lane = *lanes_[std::size_t(k)];
-    const auto& params = optimizer_.params();
-    for (std::size_t i = 0; i < lane.grads.size(); ++i) {
-      if (lane.grads[i].shape() != params[i]->value.shape()) lane.grads[i].resize(params[i]->value.shape());
-      lane.grads[i].fill(T(0));
-    }
+    for (Array<T>& g : lane.grads) g.fill(T(0));  // (shaped like the parameters at construction)
     lane.terms = Terms();
     lane.tape.set_dropout_stream(dropout_seed, lane.first);
     const bool finite = !base_pass || run_pass(lane, base_w, /*backward=*/true);
