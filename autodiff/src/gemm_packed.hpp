@@ -216,6 +216,11 @@ void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int lda, c
     for (int i0 = 0; i0 < m; i0 += MC) {
       const int mc = std::min(MC, m - i0);
       if (!in_place) pack_a<T, MR>(ta, a, lda, i0, mc, p0, kc, ap);
+      // Read in place, the block's last rows short of a full sliver are packed once (their
+      // padding rows must read zeros) and serve every sliver of B.
+      const int full = in_place ? mc / MR * MR : mc;
+      T* edge = full < mc ? pack_buffer<T>(2, std::size_t(MR) * KC) : nullptr;
+      if (edge) pack_a<T, MR>(false, a, lda, i0 + full, mc - full, p0, kc, edge);
       for (int jr = 0; jr < n; jr += NR) {
         const T* bs = bp + std::size_t(jr) * kc;
         for (int ir = 0; ir < mc; ir += MR) {
@@ -226,9 +231,7 @@ void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int lda, c
           } else if (mr == MR) {
             micro_kernel<T, MR, NV, true>(kc, a + std::size_t(i0 + ir) * lda + p0, bs, alpha, beta, first, ct, ldc,
                                           mr, nr, std::size_t(lda));
-          } else {  // the last rows of A: packed, so that the padding rows read zeros
-            T* edge = pack_buffer<T>(2, std::size_t(MR) * KC);
-            pack_a<T, MR>(false, a, lda, i0 + ir, mr, p0, kc, edge);
+          } else {  // the last rows of A, packed above
             micro_kernel<T, MR, NV>(kc, edge, bs, alpha, beta, first, ct, ldc, mr, nr);
           }
         }
