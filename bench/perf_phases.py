@@ -31,19 +31,22 @@ PHASES = [  # (name, predicate on a frame's symbol), checked from the root of th
 ]
 
 
+GEMM_KIND = "GEMM (OpenBLAS or trflow kernels, with packing)"  # summarize.py reads this name too
+
+
 def kind_of(frames):
     """frames: [(sym, dso)] leaf first (inlined frames carry the dso of the frame below them)."""
     sym, dso = frames[0]
     syms = [s for s, _ in frames]
     if "openblas" in dso or "libblas" in dso:
-        return "GEMM (OpenBLAS or trflow kernels, with packing)"
+        return GEMM_KIND
     # trflow's own GEMM kernels, whose leaf frames are often xsimd functions inlined into them:
     # any frame below the op (before the first tape frame) that is one of them
     for s, _ in frames[:24]:
         if "Tape<float>::" in s:
             break
         if "kern::packed::" in s or re.search(r"kern::gemm\b|kern::gemm_|outer_sum", s):
-            return "GEMM (OpenBLAS or trflow kernels, with packing)"
+            return GEMM_KIND
     if dso.startswith("[kernel") or re.match(r"^ffffffff", sym or ""):
         return "OS kernel / page faults / VM"
     if sym.startswith("__mem") or sym.startswith("memset") or sym.startswith("memcpy"):

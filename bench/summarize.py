@@ -17,6 +17,8 @@ import re
 import statistics
 import subprocess
 
+from perf_phases import GEMM_KIND  # (this script's folder is on sys.path)
+
 
 def sh(cmd):
     try:
@@ -284,7 +286,7 @@ def short(sym, n=90):
 
 
 KIND_COLS = [
-    ("GEMM (OpenBLAS or trflow kernels, with packing)", "GEMM"),
+    (GEMM_KIND, "GEMM"),
     ("fused linear: bias, tanh, tanh', bias grad (non-GEMM)", "linear non-GEMM"),
     ("other tape ops (gather/scatter, exp, mul, square, reductions)", "other ops"),
     ("memset/memcpy (libc)", "memset/memcpy"),
@@ -383,7 +385,7 @@ def findings(rows, micro, micro_sx, out_dir):
             continue
         ph = json.load(open(j))
         k = ph["kinds"]
-        g = k.get("GEMM (OpenBLAS or trflow kernels, with packing)", 0)
+        g = k.get(GEMM_KIND, 0)
         ms = k.get("memset/memcpy (libc)", 0)
         lin = k.get("fused linear: bias, tanh, tanh', bias grad (non-GEMM)", 0)
         oth = k.get("other tape ops (gather/scatter, exp, mul, square, reductions)", 0)
