@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "app.hpp"
+#include "flows/mfg.hpp"
 #include "flows/train.hpp"
 
 namespace {
@@ -250,10 +251,10 @@ int run(int argc, char** argv, flows::Communicator* comm) {
       "--transport-schedule cosine --transport-floor 0.01, --loss jeffreys, --steps 5000, --cost-weight 0.5 "
       "(1 for the drones), --out runs/mfg");
   add_train_options(*mfg_cmd, mfg);
-  mfg_cmd->add_option("--problem", mfg.problem,
-                      "crowd (around an obstacle), gmm (to a mixture of 8 Gaussians), drones2 (two groups swap corners), "
-                      "drones2-obstacle (past a bar in the middle) or drones8 (eight groups cross a circle)")
-      ->check(CLI::IsMember({"crowd", "gmm", "drones2", "drones2-obstacle", "drones8"}))
+  std::vector<std::string> problems;
+  for (const flows::MfgProblemKind& k : flows::mfg_problem_kinds()) problems.emplace_back(k.name);
+  mfg_cmd->add_option("--problem", mfg.problem, flows::mfg_problem_list(true))
+      ->check(CLI::IsMember(problems))
       ->required();
   mfg_cmd->add_option("--dim", mfg.dim, "the dimension D (at least 2; the drones problems have their own: 4 or 16)")
       ->check(whole(mfg.dim, decltype(mfg.dim)(2)))

@@ -356,7 +356,8 @@ int run_mfg(const TrainOptions& cli) {
   const flows::MfgProblem problem = [&] {
     try {
       // (the drones problems have their own dimension; --dim, when given, must match it)
-      const bool own_dim = o.problem.rfind("drones", 0) == 0 && !given(o, "--dim");
+      const flows::MfgProblemKind* kind = flows::find_mfg_problem(o.problem);
+      const bool own_dim = kind && kind->own_dim != 0 && !given(o, "--dim");
       return flows::mfg_problem(o.problem, own_dim ? 0 : o.dim);
     } catch (const std::invalid_argument& e) {
       throw UsageError(fmt::format("--problem {} --dim {}: {}", o.problem, o.dim, e.what()));

@@ -77,12 +77,15 @@ Var<T> interaction_cost(const std::vector<Var<T>>& traj, std::size_t populations
   static thread_local std::vector<double> w;
   if (w.size() != traj.size()) w = simpson_weights(traj.size());
   const std::size_t block = dim / populations;
+  static thread_local std::vector<Var<T>> groups;  // s_l's P blocks, each sliced once per state
   Var<T> total;
   for (std::size_t l = 0; l < traj.size(); ++l) {
+    groups.clear();
+    for (std::size_t i = 0; i < populations; ++i) groups.push_back(ad::slice_cols(traj[l], i * block, block));
     Var<T> pairs;
     for (std::size_t i = 0; i < populations; ++i)
       for (std::size_t j = i + 1; j < populations; ++j) {
-        const Var<T> diff = ad::slice_cols(traj[l], i * block, block) - ad::slice_cols(traj[l], j * block, block);
+        const Var<T> diff = groups[i] - groups[j];
         const Var<T> kernel = ad::exp(ad::row_sums(ad::square(diff)) * T(-0.5));
         pairs = pairs.tape ? pairs + kernel : kernel;
       }
@@ -93,21 +96,25 @@ Var<T> interaction_cost(const std::vector<Var<T>>& traj, std::size_t populations
 }
 
 template <class T>
-Var<T> running_cost(const std::vector<Var<T>>& traj, const MfgProblem& problem) {
+RunningCost<T> running_cost_terms(const std::vector<Var<T>>& traj, const MfgProblem& problem) {
   if (!problem.has_running_cost()) throw std::invalid_argument(fmt::format("the {} problem has no running cost", problem.name));
-  Var<T> total;
+  RunningCost<T> r;
   if (problem.has_obstacle) {
     const std::size_t block = problem.dim / problem.populations;
     for (std::size_t k = 0; k < problem.populations; ++k) {
       const Var<T> c = obstacle_cost(traj, problem.obstacle, k * block);
-      total = total.tape ? total + c : c;
+      r.obstacles = r.obstacles.tape ? r.obstacles + c : c;
     }
   }
-  if (problem.populations > 1) {
-    const Var<T> c = interaction_cost(traj, problem.populations);
-    total = total.tape ? total + c : c;
-  }
-  return total;
+  if (problem.populations > 1) r.interaction = interaction_cost(traj, problem.populations);
+  return r;
+}
+
+template <class T>
+Var<T> running_cost(const std::vector<Var<T>>& traj, const MfgProblem& problem) {
+  const RunningCost<T> r = running_cost_terms(traj, problem);
+  if (!r.obstacles.tape) return r.interaction;
+  return r.interaction.tape ? r.obstacles + r.interaction : r.obstacles;
 }
 
 // log p1(y) = log Σ_k exp(a_k(y)) − log K − (D/2) log(2πσ²),  a_k(y) = −‖y − μ_k‖²/(2σ²),
@@ -148,48 +155,93 @@ Var<T> target_log_prob(const Dataset& target, Var<T> y) {
   return ad::log(sum) + b + T(constant);
 }
 
-MfgProblem mfg_problem(const std::string& name, std::size_t dim) {
-  if (name.rfind("drones", 0) == 0) {
-    MfgProblem p;
-    p.name = name;
-    if (name == "drones2" || name == "drones2-obstacle") p.populations = 2;
-    else if (name == "drones8") p.populations = 8;
-    else throw std::invalid_argument(fmt::format("unknown mfg problem '{}' (expected crowd, gmm, drones2, drones2-obstacle or drones8)", name));
-    p.dim = 2 * p.populations;
-    if (dim != 0 && dim != p.dim)
-      throw std::invalid_argument(fmt::format("{} has {} groups in 2-D: its dimension is {}, not {}", name, p.populations, p.dim, dim));
-    p.p0_mean = GaussianMixture::drones_start(p.populations);
-    p.p0_var = p.populations == 2 ? 0.01 : 5e-3;
-    p.target = fmt::format("drones{}", p.populations);
-    if (name == "drones2-obstacle") {
-      p.has_obstacle = true;
-      p.obstacle = Obstacle{0.5, 0.5, 0.1, 0.004, 50.0};
-    }
-    return p;
-  }
-  if (dim < 2) throw std::invalid_argument(fmt::format("mfg problem {}: the dimension must be at least 2, got {}", name, dim));
+namespace {
+
+// The drones: P groups of 2 coordinates each, every one from its start to its target (drones2:
+// the opposite corner, drones8: the antipode on the circle), optionally past the bar.
+MfgProblem drones(const MfgProblemKind& kind, std::size_t populations, bool bar) {
   MfgProblem p;
-  p.name = name;
+  p.name = kind.name;
+  p.populations = populations;
+  p.dim = kind.own_dim;
+  p.p0_mean = GaussianMixture::drones_start(populations);
+  p.p0_var = populations == 2 ? 0.01 : 5e-3;
+  p.target = fmt::format("drones{}", populations);
+  if (bar) {
+    p.has_obstacle = true;
+    p.obstacle = Obstacle{0.5, 0.5, 0.1, 0.004, 50.0};
+  }
+  return p;
+}
+
+// One population in D ≥ 2 dimensions from N(p0_mean, 0.3 I).
+MfgProblem one_population(const MfgProblemKind& kind, std::size_t dim) {
+  MfgProblem p;
+  p.name = kind.name;
   p.dim = dim;
   p.p0_mean.assign(dim, 0.0);
   p.p0_var = 0.3;
-  if (name == "crowd") {
-    p.p0_mean[1] = 3.0;
-    p.target = fmt::format("crowd:{}", dim);
-    p.has_obstacle = true;
-    p.obstacle = Obstacle{};
-  } else if (name == "gmm") {
-    p.target = fmt::format("gmm:{}", dim);
-  } else {
-    throw std::invalid_argument(fmt::format("unknown mfg problem '{}' (expected crowd, gmm, drones2, drones2-obstacle or drones8)", name));
-  }
+  p.target = fmt::format("{}:{}", kind.name, dim);  // crowd:D, gmm:D
   return p;
+}
+
+}  // namespace
+
+const std::vector<MfgProblemKind>& mfg_problem_kinds() {
+  static const std::vector<MfgProblemKind> kinds = {
+      {"crowd", "around an obstacle", 0,
+       [](const MfgProblemKind& k, std::size_t dim) {
+         MfgProblem p = one_population(k, dim);
+         p.p0_mean[1] = 3.0;
+         p.has_obstacle = true;
+         p.obstacle = Obstacle{};
+         return p;
+       }},
+      {"gmm", "to a mixture of 8 Gaussians", 0, one_population},
+      {"drones2", "two groups swap corners", 4, [](const MfgProblemKind& k, std::size_t) { return drones(k, 2, false); }},
+      {"drones2-obstacle", "past a bar in the middle", 4,
+       [](const MfgProblemKind& k, std::size_t) { return drones(k, 2, true); }},
+      {"drones8", "eight groups cross a circle", 16, [](const MfgProblemKind& k, std::size_t) { return drones(k, 8, false); }},
+  };
+  return kinds;
+}
+
+const MfgProblemKind* find_mfg_problem(const std::string& name) {
+  for (const MfgProblemKind& k : mfg_problem_kinds())
+    if (name == k.name) return &k;
+  return nullptr;
+}
+
+std::string mfg_problem_list(bool with_summaries) {
+  const auto& kinds = mfg_problem_kinds();
+  std::string s;
+  for (std::size_t i = 0; i < kinds.size(); ++i) {
+    if (i > 0) s += i + 1 == kinds.size() ? " or " : ", ";
+    s += kinds[i].name;
+    if (with_summaries) s += fmt::format(" ({})", kinds[i].summary);
+  }
+  return s;
+}
+
+MfgProblem mfg_problem(const std::string& name, std::size_t dim) {
+  const MfgProblemKind* kind = find_mfg_problem(name);
+  if (!kind) throw std::invalid_argument(fmt::format("unknown mfg problem '{}' (expected {})", name, mfg_problem_list()));
+  if (kind->own_dim != 0) {
+    if (dim != 0 && dim != kind->own_dim)
+      throw std::invalid_argument(fmt::format("{} has its own dimension {} (groups of 2 coordinates side by side), not {}",
+                                              name, kind->own_dim, dim));
+  } else if (dim < 2) {
+    throw std::invalid_argument(fmt::format("mfg problem {}: the dimension must be at least 2, got {}", name, dim));
+  }
+  return kind->make(*kind, dim);
 }
 
 template Var<float> obstacle_cost<float>(const std::vector<Var<float>>&, const Obstacle&, std::size_t);
 template Var<double> obstacle_cost<double>(const std::vector<Var<double>>&, const Obstacle&, std::size_t);
 template Var<float> interaction_cost<float>(const std::vector<Var<float>>&, std::size_t);
 template Var<double> interaction_cost<double>(const std::vector<Var<double>>&, std::size_t);
+template RunningCost<float> running_cost_terms<float>(const std::vector<Var<float>>&, const MfgProblem&);
+template RunningCost<double> running_cost_terms<double>(const std::vector<Var<double>>&, const MfgProblem&);
 template Var<float> running_cost<float>(const std::vector<Var<float>>&, const MfgProblem&);
 template Var<double> running_cost<double>(const std::vector<Var<double>>&, const MfgProblem&);
 template Var<float> target_log_prob<float>(const Dataset&, Var<float>);
@@ -224,7 +276,11 @@ MfgReport mfg_report(Flow<T>& flow, const MfgProblem& problem, std::size_t n, st
     traj.push_back(tape.constant(state));
   }
   r.kinetic_energy = path_energy(traj).item();
-  if (problem.has_running_cost()) r.running = running_cost(traj, problem).item();
+  if (problem.has_running_cost()) {
+    const RunningCost<double> terms = running_cost_terms(traj, problem);
+    r.running = (terms.obstacles.tape ? terms.obstacles.item() : 0.0) + (terms.interaction.tape ? terms.interaction.item() : 0.0);
+    if (terms.interaction.tape) r.interaction = terms.interaction.item();
+  }
   const std::size_t P = problem.populations, block = d / P;
   if (problem.has_obstacle) {
     std::size_t inside = 0;
@@ -237,7 +293,6 @@ MfgReport mfg_report(Flow<T>& flow, const MfgProblem& problem, std::size_t n, st
     r.inside_share = double(inside) / double(S * n * P);
   }
   if (P > 1) {
-    r.interaction = interaction_cost(traj, P).item();
     // Arrival: each group's mean end point against its target's mean.
     // (P1 is the groups' targets side by side: one isotropic Gaussian, problem.target)
     const auto data = make_dataset(problem.target);

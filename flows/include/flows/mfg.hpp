@@ -72,6 +72,24 @@ struct MfgProblem {
   bool has_running_cost() const { return has_obstacle || populations > 1; }
 };
 
+/// One problem of mfg_problem's: its name (`trflow mfg --problem NAME`), a few words for the
+/// help, its own dimension (0: any D ≥ 2, as --dim says) and how it is built.
+struct MfgProblemKind {
+  const char* name;
+  const char* summary;
+  std::size_t own_dim;
+  MfgProblem (*make)(const MfgProblemKind& kind, std::size_t dim);
+};
+
+/// Every problem mfg_problem knows, in the order the help lists them: the one list of names
+/// that the CLI's choices, its help and the error messages are made from.
+const std::vector<MfgProblemKind>& mfg_problem_kinds();
+/// The kind called `name`, or nullptr.
+const MfgProblemKind* find_mfg_problem(const std::string& name);
+/// "crowd, gmm, drones2, drones2-obstacle or drones8" (with_summaries: each followed by its
+/// summary in parentheses).
+std::string mfg_problem_list(bool with_summaries = false);
+
 /// "crowd": P0 = N(3e₂, 0.3 I), P1 = N(−3e₂, 0.3 I), the obstacle N(0, diag(1, 0.5)) on
 /// (x₁, x₂) with scale 50; "gmm": P0 = N(0, 0.3 I), P1 = gmm:D, no obstacle. D ≥ 2.
 /// "drones2": two groups in 2-D swap corners, N((0,0), 0.01 I) → N((1,1), 0.01 I) and
@@ -80,6 +98,15 @@ struct MfgProblem {
 /// 5e-3), each to its antipode. The drones problems have their own dimension (4, 4, 16):
 /// dim 0 picks it, another value is refused.
 MfgProblem mfg_problem(const std::string& name, std::size_t dim);
+
+/// The running cost's two parts (1×1 each; a part the problem lacks is an empty Var, .tape null):
+/// the obstacle's Σ_k F_P(population k) and the populations' interaction F_I.
+template <class T>
+struct RunningCost {
+  Var<T> obstacles, interaction;
+};
+template <class T>
+RunningCost<T> running_cost_terms(const std::vector<Var<T>>& traj, const MfgProblem& problem);
 
 /// The running cost F = Σ_k F_P(population k) + F_I (what λ_F weighs; 1×1).
 template <class T>
