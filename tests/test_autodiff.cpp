@@ -1322,9 +1322,18 @@ void check_skinny_gemms() {
     }
   check_gemm_shape<T>(false, true, 33, 64, 9, GemmKernel::packed, rng);
   check_gemm_shape<T>(true, false, 35, 256, 530, GemmKernel::packed, rng);
+  // narrower outputs of a non-transposed A: one whole sliver always; 23 columns (a 2-D spline
+  // coupling's bin parameters) where the padded sliver is full enough (AVX-512 floats)
+  constexpr int nr = ad::kern::packed::Tile<T>::NR;
+  for (bool tb : {false, true}) {
+    check_gemm_shape<T>(false, tb, 37, nr, 70, GemmKernel::packed, rng);
+    check_gemm_shape<T>(false, tb, 200, 23, 300, ad::kern::packed_narrow<T>(23) ? GemmKernel::packed : GemmKernel::blas, rng);
+  }
+  CHECK_FALSE(ad::kern::packed_narrow<T>(nr + 1));  // a second sliver with one column
   // and the shapes that stay with BLAS
   check_gemm_shape<T>(false, false, 9, 9, 9, GemmKernel::blas, rng);
-  check_gemm_shape<T>(false, false, 50, 63, 40, GemmKernel::blas, rng);
+  check_gemm_shape<T>(false, false, 50, 33, 40, GemmKernel::blas, rng);
+  check_gemm_shape<T>(true, false, 50, 23, 40, GemmKernel::blas, rng);  // a transposed A stays with BLAS below n = 64
   check_gemm_shape<T>(true, true, 31, 200, 40, GemmKernel::blas, rng);
   check_gemm_shape<T>(true, true, 3, 9, 9, GemmKernel::blas, rng);
 }

@@ -128,8 +128,9 @@ inline void put3(bool assign, const T* x, const T* y, const T* z, T* g, std::siz
 // gradient), goes to trflow's own packed GEMM (gemm_packed.hpp): as fast as OpenBLAS's
 // AVX-512 kernels on the square hidden blocks, faster where OpenBLAS's own overheads show
 // (β = 0, which OpenBLAS meets with a memset of C before its kernel adds to it, and short k),
-// see bench/RESULTS.md. Narrower outputs stay with OpenBLAS: the packed kernel's 32-column
-// slivers would be mostly padding.
+// see bench/RESULTS.md. Narrower outputs of a long, non-transposed A (a layer's forward or x̄
+// with a narrow output, such as a 2-D spline coupling's 3K − 1 = 23 bin parameters) go to it
+// too where its last NR-wide sliver, padded with zeros, is full enough: see packed_narrow.
 constexpr int kSmallK = 8;  // inner dimensions up to this go to gemm_small_k
 constexpr int kThin = 4;    // an outer dimension this small makes a GEMM "skinny"
 // Outputs up to this wide take gemm_small_n: with AVX-512's 32 registers N = 8 keeps 16
@@ -139,6 +140,19 @@ constexpr int kThin = 4;    // an outer dimension this small makes a GEMM "skinn
 constexpr int kSmallN = batch<float>::size >= 16 ? 8 : kThin;
 constexpr int kPackedMinN = 64;   // outputs at least this wide, with at least
 constexpr int kPackedMinM = 32;   // this many rows, go to the packed kernel
+
+/// Whether an output n < kPackedMinN wide (with A not transposed and ≥ kPackedMinM rows) goes
+/// to the packed kernel. Measured against OpenBLAS 0.3.21 (m = 1024, k = 64 and 128): on
+/// AVX-512 (NR = 32) the packed kernel is faster where the padded last sliver is at least 2/3
+/// full (n = 23: 1.7×, 28: 1.5×, 32: 1.6×, 47: 1.4×, 63: 1.7×) and slower below that (n = 16:
+/// 0.85×, 33: 0.9×, 40: 0.95×); on AVX2 (NR = 16) its edge tiles cost more, and only whole
+/// slivers win (n = 16: 1.4×, 32: 1.2×, 48: 1.1×; 17 … 28: 0.7–1.0×).
+template <class T>
+constexpr bool packed_narrow(int n) {
+  using Tl = packed::Tile<T>;
+  const int padded = (n + Tl::NR - 1) / Tl::NR * Tl::NR;
+  return Tl::W >= 16 ? 3 * n >= 2 * padded : n == padded;
+}
 
 // OpenBLAS, for float and double.
 inline void gemm_blas(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda,
@@ -339,6 +353,7 @@ inline GemmKernel gemm_kernel(bool ta, bool tb, int m, int n, int k) {
   if (!ta && n <= kSmallN) return GemmKernel::small_n;
   if (ta && !tb && (m <= kThin || n <= kThin)) return GemmKernel::tn_thin;
   if (n >= kPackedMinN && m >= kPackedMinM) return GemmKernel::packed;
+  if (!ta && m >= kPackedMinM && packed_narrow<T>(n)) return GemmKernel::packed;
   return GemmKernel::blas;
 }
 
