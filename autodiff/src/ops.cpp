@@ -776,16 +776,32 @@ template <class T> struct RQSpline {
     else v.store_unaligned(p);
   }
 
-  /// One block's elements gathered lane by lane (parameters transposed to [p][lane]).
-  struct Block {
-    static constexpr int kMaxLanes = int(kern::batch<T>::size);
-    T u[3 * spline::kMaxBins - 1][kMaxLanes];
-    T value[kMaxLanes], gy[kMaxLanes], gl[kMaxLanes];
+  static constexpr int kMaxLanes = int(kern::batch<T>::size);
+  /// Where element e = i·n + j of x sits in the m×(n+1) output: its value at i(n + 1) + j, its
+  /// row's log-determinant at i(n + 1) + n; stepped one element after another.
+  struct Cursor {
+    std::size_t n, j, at;  // at = i(n + 1) + j
+    Cursor(std::size_t n_, std::size_t e) : n(n_), j(e % n_), at(e / n_ * (n_ + 1) + e % n_) {}
+    std::size_t value() const { return at; }
+    std::size_t logdet() const { return at - j + n; }
+    void next() {
+      ++at;
+      if (++j == n) j = 0, ++at;  // skip the row's log-determinant column
+    }
   };
-  /// Runs body(e, u, value, gy, gl) on the elements e … e + W − 1, W = the lanes of V, for the
-  /// elements V covers (batches: all full blocks; a scalar: the tail after them): u are their
-  /// 3K − 1 parameters, value their inputs, gy/gl the adjoints of their outputs and of their
-  /// rows' log-determinants (zero when with_adjoints is false).
+
+  /// The offsets 0, P, 2P, … of consecutive elements' parameters, one per lane of V.
+  template <class V> static xsimd::as_integer_t<V> lane_offsets(int P) {
+    constexpr int W = int(V::size);
+    alignas(64) xsimd::as_integer_t<T> offsets[W];
+    for (int l = 0; l < W; ++l) offsets[l] = xsimd::as_integer_t<T>(l * P);
+    return xsimd::as_integer_t<V>::load_aligned(offsets);
+  }
+
+  /// Runs body(e, u, value, gy, gl, cursor) on the elements e … e + W − 1, W = the lanes of V,
+  /// for the elements V covers (batches: all full blocks; a scalar: the tail after them): u are
+  /// their 3K − 1 parameters, value their inputs, gy/gl the adjoints of their outputs and of
+  /// their rows' log-determinants (zero when with_adjoints is false), cursor at element e.
   template <class V, class Body>
   static void blocks(Ctx<T>& c, bool with_adjoints, Body body) {
     constexpr int W = int(sizeof(V) / sizeof(T));
@@ -795,19 +811,30 @@ template <class T> struct RQSpline {
     const std::size_t end = std::is_same_v<V, T> ? total : start + (total - start) / W * W;
     const T* x = c.x(0);
     const T* th = c.x(1);
-    Block b;
+    const T* g = with_adjoints ? c.gy() : nullptr;
+    T gy[kMaxLanes], gl[kMaxLanes];
     V u[3 * spline::kMaxBins - 1];
-    for (std::size_t e = start; e < end; e += W) {
-      for (int l = 0; l < W; ++l) {
-        const std::size_t i = (e + l) / n, j = (e + l) % n;
-        const T* src = th + (e + l) * std::size_t(P);
-        for (int p = 0; p < P; ++p) b.u[p][l] = src[p];
-        b.value[l] = x[e + l];
-        b.gy[l] = with_adjoints ? c.gy()[i * (n + 1) + j] : T(0);
-        b.gl[l] = with_adjoints ? c.gy()[i * (n + 1) + n] : T(0);
+    Cursor at(n, start);
+    if constexpr (std::is_same_v<V, T>) {
+      for (std::size_t e = start; e < end; ++e, at.next()) {
+        for (int p = 0; p < P; ++p) u[p] = th[e * std::size_t(P) + std::size_t(p)];
+        body(e, u, x[e], g ? g[at.value()] : T(0), g ? g[at.logdet()] : T(0), at);
       }
-      for (int p = 0; p < P; ++p) u[p] = load<V>(b.u[p]);
-      body(e, u, load<V>(b.value), load<V>(b.gy), load<V>(b.gl));
+    } else {
+      // Lane l's parameters start P values after lane l − 1's: one gather per parameter
+      // (a transpose through a stack buffer instead stalls every vector load on the
+      // scalar stores just before it).
+      const auto index = lane_offsets<V>(P);
+      for (std::size_t e = start; e < end; e += W) {
+        const Cursor first = at;
+        const T* src = th + e * std::size_t(P);
+        for (int p = 0; p < P; ++p) u[p] = V::gather(src + p, index);
+        for (int l = 0; l < W; ++l, at.next()) {
+          gy[l] = g ? g[at.value()] : T(0);
+          gl[l] = g ? g[at.logdet()] : T(0);
+        }
+        body(e, u, V::load_unaligned(x + e), V::load_unaligned(gy), V::load_unaligned(gl), first);
+      }
     }
   }
 
@@ -828,7 +855,7 @@ template <class T> struct RQSpline {
       using V = decltype(tag);
       constexpr int W = int(sizeof(V) / sizeof(T));
       spline::Knots<V> kn;
-      blocks<V>(c, false, [&](std::size_t e, const V* u, V v, V, V) {
+      blocks<V>(c, false, [&](std::size_t, const V* u, V v, V, V, Cursor at) {
         spline::make_spline(u, K, B, kn, /*with_slopes=*/false);
         const auto inside = (v >= V(-B)) & (v <= V(B));
         const V vc = kern::where(inside, v, V(T(0)));
@@ -840,13 +867,12 @@ template <class T> struct RQSpline {
         } else {
           spline::eval_bin(bin, xsimd::min(xsimd::max((vc - bin.x0) / bin.w, V(T(0))), V(T(1))), y, logd);
         }
-        T ys[Block::kMaxLanes], ls[Block::kMaxLanes];
+        T ys[kMaxLanes], ls[kMaxLanes];
         store(kern::where(inside, y, v), ys);
         store(kern::where(inside, logd, V(T(0))), ls);
-        for (int l = 0; l < W; ++l) {
-          const std::size_t i = (e + l) / n, j = (e + l) % n;
-          out[i * (n + 1) + j] = ys[l];
-          out[i * (n + 1) + n] += ls[l];
+        for (int l = 0; l < W; ++l, at.next()) {
+          out[at.value()] = ys[l];
+          out[at.logdet()] += ls[l];
         }
       });
     });
@@ -862,10 +888,9 @@ template <class T> struct RQSpline {
     if (!gx && !gt) return;
     simd_then_scalar([&](auto tag) {
       using V = decltype(tag);
-      constexpr int W = int(sizeof(V) / sizeof(T));
       spline::Knots<V> kn;
       V gu[3 * spline::kMaxBins - 1];
-      blocks<V>(c, true, [&](std::size_t e, const V* u, V v, V gy, V gl) {
+      blocks<V>(c, true, [&](std::size_t e, const V* u, V v, V gy, V gl, Cursor) {
         spline::make_spline(u, K, B, kn, /*with_slopes=*/true);
         const auto inside = (v >= V(-B)) & (v <= V(B));
         const V vc = kern::where(inside, v, V(T(0)));
@@ -893,13 +918,13 @@ template <class T> struct RQSpline {
         }
         if (gt) {
           spline::reverse_knots(kn, K, B, bin, g, gu);
-          T buf[Block::kMaxLanes];
-          for (int p = 0; p < P; ++p) {
-            store(gu[p], buf);
-            for (int l = 0; l < W; ++l) {
-              T& dst = gt[(e + l) * std::size_t(P) + p];
-              dst = fresh_t ? buf[l] : dst + buf[l];
-            }
+          T* dst = gt + e * std::size_t(P);
+          if constexpr (std::is_same_v<V, T>) {
+            for (int p = 0; p < P; ++p) dst[p] = fresh_t ? gu[p] : dst[p] + gu[p];
+          } else {  // lane l's P adjoints after lane l − 1's: a scatter per parameter (see blocks)
+            const auto index = lane_offsets<V>(P);
+            for (int p = 0; p < P; ++p)
+              (fresh_t ? gu[p] : V::gather(dst + p, index) + gu[p]).scatter(dst + p, index);
           }
         }
       });
