@@ -711,7 +711,7 @@ template <class T> struct SliceCols {
 
 // ---------------------------------------------------------------- fused dense layer
 // z = x Wᵀ + b,  y = act(z)   (x: m×in, W: out×in, b: 1×out)
-//   z̄ = ȳ ⊙ act'(y),  x̄ += z̄ W,  W̄ += z̄ᵀ x,  b̄ += Σ_i z̄_i
+//   z̄ = ȳ ⊙ act'(y),  b̄ += Σ_i z̄_i,  x̄ += z̄ W,  W̄ += z̄ᵀ x
 // The forward is one GEMM with β = 0 and one pass y = act(z + b) (as fast as copying b into
 // every row and using β = 1, and one pass fewer). z̄ is needed only inside the VJP, so it lives
 // in the tape's workspace, one buffer shared by every layer, not in each node.
@@ -731,16 +731,29 @@ template <class T> struct Linear {
   static void vjp(Ctx<T>& c) {
     const int m = int(c.rows(0)), in = int(c.cols(0)), out = int(c.rows(1));
     const T* gz = c.gy();
-    if (c.attrs().act != Activation::identity) {  // z̄ = ȳ ⊙ act'(y), into the tape's workspace
-      T* z_bar = c.tape.workspace(c.n());
-      activation_vjp(true, c.attrs().act, c.attrs().scalar, c.node.value.data(), c.gy(), z_bar, c.n());
-      gz = z_bar;
-    }
     bool fresh;  // a fresh adjoint is assigned: β = 0
+    bool fresh_b = false;
+    T* gb = c.has(2) ? c.gx(2, fresh_b) : nullptr;
+    if (c.attrs().act != Activation::identity) {
+      // z̄ = ȳ ⊙ act'(y) into the tape's workspace, a row at a time, each row added to b̄ while
+      // it is still in L1 (the same sums in the same order as a pass over z̄ afterwards)
+      T* z_bar = c.tape.workspace(c.n());
+      const std::size_t rows = std::size_t(m), cols = std::size_t(out);
+      const T* y = c.node.value.data();
+      with_activation_slope(c.attrs().act, c.attrs().scalar, [&](auto dydz) {
+        for (std::size_t i = 0; i < rows; ++i) {
+          T* zi = z_bar + i * cols;
+          kern::put2(true, c.gy() + i * cols, y + i * cols, zi, cols, [dydz](auto g, auto v) { return g * dydz(v); });
+          if (gb) kern::put(fresh_b && i == 0, zi, gb, cols);
+        }
+      });
+      if (gb && fresh_b && rows == 0) std::fill(gb, gb + cols, T(0));
+      gz = z_bar;
+    } else if (gb) {
+      put_col_sums(gb, fresh_b, gz, std::size_t(m), std::size_t(out));
+    }
     if (T* gx = c.gx(0, fresh)) kern::gemm(false, false, m, in, out, T(1), gz, out, c.x(1), in, fresh ? T(0) : T(1), gx, in);
     if (T* gw = c.gx(1, fresh)) kern::gemm(true, false, out, in, m, T(1), gz, out, c.x(0), in, fresh ? T(0) : T(1), gw, in);
-    if (c.has(2))
-      if (T* gb = c.gx(2, fresh)) put_col_sums(gb, fresh, gz, std::size_t(m), std::size_t(out));
   }
 };
 
