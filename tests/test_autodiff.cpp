@@ -1322,6 +1322,18 @@ void check_skinny_gemms() {
     }
   check_gemm_shape<T>(false, true, 33, 64, 9, GemmKernel::packed, rng);
   check_gemm_shape<T>(true, false, 35, 256, 530, GemmKernel::packed, rng);
+  // 8-row tiles where 12 would pad more (AVX-512): weight gradients of 16 and of 40 outputs
+  check_gemm_shape<T>(true, false, 16, 64, 1030, GemmKernel::packed, rng);
+  check_gemm_shape<T>(true, false, 40, 70, 300, GemmKernel::packed, rng);
+  check_gemm_shape<T>(true, false, 16, 64, 64, GemmKernel::blas, rng);  // small: OpenBLAS's own kernels
+  // outputs one vector wide, A not transposed: the 8 × 1-vector tile (m = 37: a partial tile
+  // of rows; k = 300 crosses a panel)
+  constexpr int w = int(xsimd::batch<T>::size);
+  for (bool tb : {false, true})
+    for (int n = ad::kern::kSmallN + 1; n <= w; ++n) {
+      check_gemm_shape<T>(false, tb, 37, n, 70, GemmKernel::packed_vector, rng);
+      check_gemm_shape<T>(false, tb, 64, n, 300, GemmKernel::packed_vector, rng);
+    }
   // narrower outputs of a non-transposed A: one whole sliver always; 23 columns (a 2-D spline
   // coupling's bin parameters) where the padded sliver is full enough (AVX-512 floats)
   constexpr int nr = ad::kern::packed::Tile<T>::NR;
