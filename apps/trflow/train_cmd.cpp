@@ -195,46 +195,36 @@ TrainOptions options_from_config(const nlohmann::json& j, const TrainOptions& cl
 /// logging/threads/output flags may change, the rest must match.
 TrainOptions options_from_json(const nlohmann::json& j, const TrainOptions& cli) {
   TrainOptions o = cli;
-  // Kept from the command line: how long, on how many threads, how often to log and save.
-  const std::vector<std::string> free_keys = {"threads", "log_every", "checkpoint_every", "eval_n"};
-  // Keys that checkpoints written before them lack: the value such a run had. (Spline couplings,
-  // validation, dropout, the Gaussian start, the Jeffreys loss and mean-field games came later;
-  // the runs before them were affine/additive layer stacks without validation.)
-  o.preset = "none";
-  o.structure = "layers";
-  o.coupling = j.at("additive").get<bool>() ? "additive" : "affine";
-  o.conditioner = "mlp";
-  o.bins = 8;
-  o.tail_bound = 0.0;
-  o.val_fraction = 0.0;
-  o.val.clear();
-  o.eval_every = 100;
-  o.patience = 0;
-  o.weight_decay = 0.0;
-  o.dropout = 0.0;
-  o.init = "identity";
-  o.loss = "nll";
-  o.problem.clear();
-  o.cost_weight = 1.0;
-  const std::vector<std::string> optional_keys = {"preset", "structure", "coupling", "conditioner", "bins",
-                                                  "tail_bound", "val_fraction", "val", "eval_every", "patience",
-                                                  "weight_decay", "dropout", "init", "loss", "problem", "cost_weight"};
+  // Kept from the command line: on how many threads, how often to log and save, and how many
+  // samples the final evaluation draws (--steps too, when given).
+  static const std::vector<std::string> kept = {"threads", "log_every", "checkpoint_every", "eval_n"};
+  // Keys that checkpoints written before them lack, each with the value such a run had: spline
+  // couplings, validation, dropout, the Gaussian start, the Jeffreys loss and mean-field games
+  // came later; the runs before them were affine/additive layer stacks without validation. (A
+  // missing "coupling" follows the old "additive" key, which every checkpoint has.)
+  static const nlohmann::json legacy = {
+      {"preset", "none"}, {"structure", "layers"}, {"conditioner", "mlp"}, {"bins", 8},
+      {"tail_bound", 0.0}, {"val_fraction", 0.0}, {"val", ""},          {"eval_every", 100},
+      {"patience", 0},    {"weight_decay", 0.0},  {"dropout", 0.0},      {"init", "identity"},
+      {"loss", "nll"},    {"problem", ""},        {"cost_weight", 1.0}};
   const auto listed = [](const std::vector<std::string>& keys, const std::string& k) {
     return std::find(keys.begin(), keys.end(), k) != keys.end();
   };
   for_each_saved_option(o, [&](const char* key, auto& field) {
-    if (listed(free_keys, key) || (std::string(key) == "steps" && given(cli, "--steps"))) return;
-    if (!j.contains(key) && listed(optional_keys, key)) return;
-    field = j.at(key).get<std::decay_t<decltype(field)>>();  // a key every checkpoint has: missing is an error
+    if (listed(kept, key) || (std::string(key) == "steps" && given(cli, "--steps"))) return;
+    const nlohmann::json value = j.contains(key)                  ? j.at(key)
+                                 : std::string(key) == "coupling" ? nlohmann::json(j.at("additive").get<bool>() ? "additive" : "affine")
+                                 : legacy.contains(key)           ? legacy.at(key)
+                                                                  : j.at(key);  // a key every checkpoint has: missing is an error
+    field = value.get<std::decay_t<decltype(field)>>();
   });
   // Flags that would change the run must agree with the checkpoint.
   const nlohmann::json now = options_json(cli);
   for (const std::string& flag : cli.explicit_flags) {
     std::string key = flag.substr(2);
     std::replace(key.begin(), key.end(), '-', '_');
-    static const std::vector<std::string> always_free = {"steps", "threads", "out", "resume", "log_every",
-                                                         "checkpoint_every", "eval_n", "no_plots", "quiet"};
-    if (listed(always_free, key) || !j.contains(key)) continue;
+    static const std::vector<std::string> unsaved = {"steps", "out", "resume", "no_plots", "quiet"};
+    if (listed(kept, key) || listed(unsaved, key) || !j.contains(key)) continue;
     if (now.at(key) != j.at(key))
       throw UsageError(fmt::format("--resume: {} {} conflicts with the checkpoint's {}; drop the flag or start a new --out",
                                    flag, now.at(key).dump(), j.at(key).dump()));
