@@ -841,7 +841,7 @@ template <class T> struct RQSpline {
       for (std::size_t e = start; e < end; e += W) {
         const Cursor first = at;
         const T* src = th + e * std::size_t(P);
-        for (int p = 0; p < P; ++p) u[p] = V::gather(src + p, index);
+        for (int p = 0; p < P; ++p) u[p] = kern::gather<V>(src + p, index);
         for (int l = 0; l < W; ++l, at.next()) {
           gy[l] = g ? g[at.value()] : T(0);
           gl[l] = g ? g[at.logdet()] : T(0);
@@ -937,7 +937,7 @@ template <class T> struct RQSpline {
           } else {  // lane l's P adjoints after lane l − 1's: a scatter per parameter (see blocks)
             const auto index = lane_offsets<V>(P);
             for (int p = 0; p < P; ++p)
-              (fresh_t ? gu[p] : V::gather(dst + p, index) + gu[p]).scatter(dst + p, index);
+              (fresh_t ? gu[p] : kern::gather<V>(dst + p, index) + gu[p]).scatter(dst + p, index);
           }
         }
       });
