@@ -162,8 +162,7 @@ void BM_gemm_vs(benchmark::State& state, bool kern, bool ta, bool tb, int m, int
   const Timer timer;
   for (auto _ : state) body();
   set_flops(state, 2.0 * m * n * k, timer.seconds(), state.iterations());
-  static const char* names[] = {"cblas_sgemm", "xsimd small_k", "xsimd small_n", "xsimd tn_thin", "xsimd packed"};
-  state.SetLabel(kern ? names[int(ad::kern::gemm_kernel<float>(ta, tb, m, n, k))] : names[0]);
+  state.SetLabel(ad::kern::gemm_kernel_name(kern ? ad::kern::gemm_kernel<float>(ta, tb, m, n, k) : ad::kern::GemmKernel::blas));
 }
 
 // ---------------------------------------------------------------- fused linear + tanh on the tape

@@ -361,6 +361,19 @@ void gemm_tn_thin(int m, int n, int k, T alpha, const T* a, int lda, const T* b,
 /// Which of the kernels gemm() uses for a shape.
 enum class GemmKernel { blas, small_k, small_n, tn_thin, packed, packed_vector };
 
+/// A kernel's name, as benchmarks label it.
+inline const char* gemm_kernel_name(GemmKernel kind) {
+  switch (kind) {
+    case GemmKernel::blas: return "cblas_sgemm";
+    case GemmKernel::small_k: return "xsimd small_k";
+    case GemmKernel::small_n: return "xsimd small_n";
+    case GemmKernel::tn_thin: return "xsimd tn_thin";
+    case GemmKernel::packed: return "xsimd packed";
+    case GemmKernel::packed_vector: return "xsimd packed (one-vector tile)";
+  }
+  return "?";
+}
+
 template <class T>
 inline GemmKernel gemm_kernel(bool ta, bool tb, int m, int n, int k) {
   if (k <= kSmallK) return GemmKernel::small_k;
