@@ -220,6 +220,28 @@ TEST_CASE("drones problems: their P0 and P1, the running cost (obstacle per grou
   CHECK_THROWS_AS(running_cost(traj, mfg_problem("gmm", 4)), std::invalid_argument);
 }
 
+TEST_CASE("the problem table: every kind builds itself with its own dimension or any D >= 2, and messages list every name") {
+  const auto& kinds = mfg_problem_kinds();
+  REQUIRE(kinds.size() == 5);
+  const std::string names = mfg_problem_list();
+  CHECK(names == "crowd, gmm, drones2, drones2-obstacle or drones8");
+  CHECK(mfg_problem_list(true).find("drones8 (eight groups cross a circle)") != std::string::npos);
+  for (const MfgProblemKind& k : kinds) {
+    CAPTURE(k.name);
+    CHECK(find_mfg_problem(k.name) == &k);
+    const MfgProblem p = mfg_problem(k.name, k.own_dim != 0 ? 0 : 3);
+    CHECK(p.name == k.name);
+    CHECK(p.dim == (k.own_dim != 0 ? k.own_dim : 3));
+    CHECK(p.p0_mean.size() == p.dim);
+    CHECK(p.dim % p.populations == 0);
+    CHECK(make_dataset(p.target)->dim() == p.dim);  // P1 lives in the same space
+    if (k.own_dim == 0) CHECK_THROWS_AS(mfg_problem(k.name, 1), std::invalid_argument);
+    else CHECK_THROWS_AS(mfg_problem(k.name, k.own_dim + 2), std::invalid_argument);
+  }
+  CHECK(find_mfg_problem("drones") == nullptr);
+  CHECK_THROWS_WITH_AS(mfg_problem("drones", 0), doctest::Contains(names.c_str()), std::invalid_argument);
+}
+
 TEST_CASE("a multi-population flow moves each group by its own coordinates alone, and is one time step per step") {
   FlowSpec spec;
   spec.layers = 3;
