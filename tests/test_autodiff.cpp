@@ -1331,8 +1331,8 @@ void check_skinny_gemms() {
   constexpr int w = int(xsimd::batch<T>::size);
   for (bool tb : {false, true})
     for (int n = ad::kern::kSmallN + 1; n <= w; ++n) {
-      check_gemm_shape<T>(false, tb, 37, n, 70, GemmKernel::packed_vector, rng);
-      check_gemm_shape<T>(false, tb, 64, n, 300, GemmKernel::packed_vector, rng);
+      check_gemm_shape<T>(false, tb, 37, n, 70, GemmKernel::packed, rng);
+      check_gemm_shape<T>(false, tb, 64, n, 300, GemmKernel::packed, rng);
     }
   // narrower outputs of a non-transposed A: one whole sliver always; 23 columns (a 2-D spline
   // coupling's bin parameters) where the padded sliver is full enough (AVX-512 floats)

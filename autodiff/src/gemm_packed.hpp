@@ -243,32 +243,28 @@ void gemm_tiled(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int 
 /// Rows of C a tile of `rows` rows pads m to.
 constexpr int padded_rows(int m, int rows) { return (m + rows - 1) / rows * rows; }
 
-/// C = α op(A) op(B) + β C with the tile of the header comment (MR × 2 vectors), or 8 × 2
-/// vectors where MR = 12 would pad more than a tenth of m with zero rows and 8 pads fewer: a
-/// weight gradient's 16, 32 or 64 output features (m = 16: 12 rows pad to 24, 33 % wasted).
-/// Measured (Aᵀ B, k = 1024, n = 128): m = 16 8 rows 110–117 GFLOP/s, 12 rows 87–89, OpenBLAS
-/// 93–96; m = 32 144 / 132–138 / 115; m = 64 (n = 64) 146 / 135 / 129.
+/// C = α op(A) op(B) + β C, with the register tile picked for the shape:
+/// - an output at most one vector wide (n ≤ W: a narrow layer's forward, such as an affine
+///   coupling's 2 · 8 = 16 scale-and-shift outputs): 8 × 1 vector. Eight accumulators cover
+///   the FMA latency of two units, and only eight rows of A are read in place at once.
+///   Measured on the AVX-512 machine (m = 1024, k = 128, n = 16): 8 rows 164 GFLOP/s, 6 150,
+///   10 129, 12 139, 24 81; the 12 × 2 tile (half padding) 88, OpenBLAS 0.3.21 104;
+/// - where MR = 12 would pad more than a tenth of m with zero rows and 8 pads fewer (a weight
+///   gradient's 16, 32 or 64 output features; m = 16: 12 rows pad to 24, 33 % wasted): 8 × 2.
+///   Measured (Aᵀ B, k = 1024, n = 128): m = 16 8 rows 110–117 GFLOP/s, 12 rows 87–89,
+///   OpenBLAS 93–96; m = 32 144 / 132–138 / 115; m = 64 (n = 64) 146 / 135 / 129;
+/// - otherwise the tile of the header comment (MR × 2 vectors).
 template <class T>
 void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c,
           int ldc) {
   constexpr int MR = Tile<T>::MR, NV = Tile<T>::NV;
+  if (n <= Tile<T>::W) return gemm_tiled<T, 8, 1>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   if constexpr (MR > 8) {
     const int waste = padded_rows(m, MR) - m;
     if (10 * waste > m && padded_rows(m, 8) < padded_rows(m, MR))
       return gemm_tiled<T, 8, NV>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   }
   gemm_tiled<T, MR, NV>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-
-/// The same for an output at most one vector wide (n ≤ W: a narrow layer's forward, such as
-/// an affine coupling's 2 · 8 = 16 scale-and-shift outputs): an 8 × 1-vector tile. Eight
-/// accumulators cover the FMA latency of two units, and only eight rows of A are read in place
-/// at once. Measured on the AVX-512 machine (m = 1024, k = 128, n = 16): 8 rows 164 GFLOP/s, 6
-/// 150, 10 129, 12 139, 24 81; the 12 × 2 tile (half padding) 88, OpenBLAS 0.3.21 104.
-template <class T>
-void gemm_one_vector(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta,
-                     T* c, int ldc) {
-  gemm_tiled<T, 8, 1>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 }  // namespace ad::kern::packed

@@ -142,7 +142,7 @@ inline void put3(bool assign, const T* x, const T* y, const T* z, T* g, std::siz
 // AVX-512 kernels on the square hidden blocks, faster where OpenBLAS's own overheads show
 // (β = 0, which OpenBLAS meets with a memset of C before its kernel adds to it, and short k),
 // see bench/RESULTS.md. Outputs one vector wide (above kSmallN) take its 8 × 1-vector tile
-// (gemm_one_vector). Narrower outputs of a long, non-transposed A (a layer's forward or x̄
+// (packed::gemm picks it). Narrower outputs of a long, non-transposed A (a layer's forward or x̄
 // with a narrow output, such as a 2-D spline coupling's 3K − 1 = 23 bin parameters) go to it
 // too where its last NR-wide sliver, padded with zeros, is full enough: see packed_narrow.
 constexpr int kSmallK = 8;  // inner dimensions up to this go to gemm_small_k
@@ -359,7 +359,7 @@ void gemm_tn_thin(int m, int n, int k, T alpha, const T* a, int lda, const T* b,
 }
 
 /// Which of the kernels gemm() uses for a shape.
-enum class GemmKernel { blas, small_k, small_n, tn_thin, packed, packed_vector };
+enum class GemmKernel { blas, small_k, small_n, tn_thin, packed };
 
 /// A kernel's name, as benchmarks label it.
 inline const char* gemm_kernel_name(GemmKernel kind) {
@@ -369,7 +369,6 @@ inline const char* gemm_kernel_name(GemmKernel kind) {
     case GemmKernel::small_n: return "xsimd small_n";
     case GemmKernel::tn_thin: return "xsimd tn_thin";
     case GemmKernel::packed: return "xsimd packed";
-    case GemmKernel::packed_vector: return "xsimd packed (one-vector tile)";
   }
   return "?";
 }
@@ -378,7 +377,7 @@ template <class T>
 inline GemmKernel gemm_kernel(bool ta, bool tb, int m, int n, int k) {
   if (k <= kSmallK) return GemmKernel::small_k;
   if (!ta && n <= kSmallN) return GemmKernel::small_n;
-  if (!ta && n <= int(batch<T>::size) && m >= kPackedMinM) return GemmKernel::packed_vector;
+  if (!ta && n <= int(batch<T>::size) && m >= kPackedMinM) return GemmKernel::packed;  // its one-vector tile
   if (ta && !tb && (m <= kThin || n <= kThin)) return GemmKernel::tn_thin;
   if (n >= kPackedMinN && m >= kPackedMinM) return GemmKernel::packed;
   // A weight gradient with 16 … 31 output features (Aᵀ B, long k): the packed kernel's 8-row
@@ -421,7 +420,6 @@ inline void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int
       }
     case GemmKernel::tn_thin: return gemm_tn_thin(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     case GemmKernel::packed: return packed::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    case GemmKernel::packed_vector: return packed::gemm_one_vector(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     case GemmKernel::blas: break;
   }
   gemm_blas(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
