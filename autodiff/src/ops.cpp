@@ -739,14 +739,11 @@ template <class T> struct Linear {
       // it is still in L1 (the same sums in the same order as a pass over z̄ afterwards)
       T* z_bar = c.tape.workspace(c.n());
       const std::size_t rows = std::size_t(m), cols = std::size_t(out);
-      const T* y = c.node.value.data();
-      with_activation_slope(c.attrs().act, c.attrs().scalar, [&](auto dydz) {
-        for (std::size_t i = 0; i < rows; ++i) {
-          T* zi = z_bar + i * cols;
-          kern::put2(true, c.gy() + i * cols, y + i * cols, zi, cols, [dydz](auto g, auto v) { return g * dydz(v); });
-          if (gb) kern::put(fresh_b && i == 0, zi, gb, cols);
-        }
-      });
+      for (std::size_t i = 0; i < rows; ++i) {
+        T* zi = z_bar + i * cols;
+        activation_vjp(true, c.attrs().act, c.attrs().scalar, c.node.value.data() + i * cols, c.gy() + i * cols, zi, cols);
+        if (gb) kern::put(fresh_b && i == 0, zi, gb, cols);
+      }
       if (gb && fresh_b && rows == 0) std::fill(gb, gb + cols, T(0));
       gz = z_bar;
     } else if (gb) {
@@ -903,6 +900,10 @@ template <class T> struct RQSpline {
       using V = decltype(tag);
       spline::Knots<V> kn;
       V gu[3 * spline::kMaxBins - 1];
+      [[maybe_unused]] const auto index = [P] {  // for the scatter of θ̄ (see blocks)
+        if constexpr (std::is_same_v<V, T>) return 0;
+        else return lane_offsets<V>(P);
+      }();
       blocks<V>(c, true, [&](std::size_t e, const V* u, V v, V gy, V gl, Cursor) {
         spline::make_spline(u, K, B, kn, /*with_slopes=*/true);
         const auto inside = (v >= V(-B)) & (v <= V(B));
@@ -934,8 +935,7 @@ template <class T> struct RQSpline {
           T* dst = gt + e * std::size_t(P);
           if constexpr (std::is_same_v<V, T>) {
             for (int p = 0; p < P; ++p) dst[p] = fresh_t ? gu[p] : dst[p] + gu[p];
-          } else {  // lane l's P adjoints after lane l − 1's: a scatter per parameter (see blocks)
-            const auto index = lane_offsets<V>(P);
+          } else {  // lane l's P adjoints after lane l − 1's: a scatter per parameter
             for (int p = 0; p < P; ++p)
               (fresh_t ? gu[p] : kern::gather<V>(dst + p, index) + gu[p]).scatter(dst + p, index);
           }
