@@ -900,7 +900,7 @@ template <class T> struct RQSpline {
       using V = decltype(tag);
       spline::Knots<V> kn;
       V gu[3 * spline::kMaxBins - 1];
-      [[maybe_unused]] const auto index = [P] {  // for the scatter of θ̄ (see blocks)
+      [[maybe_unused]] const auto index = [&] {  // for the scatter of θ̄ (see blocks)
         if constexpr (std::is_same_v<V, T>) return 0;
         else return lane_offsets<V>(P);
       }();
