@@ -294,6 +294,12 @@ double spline_tail_bound(Dataset& data, std::uint64_t seed) {
   return std::ceil(b * 2.0) / 2.0;
 }
 
+void Dataset::sample_with_log_prob(std::size_t n, ad::Rng& rng, double* out, double* lp) {
+  if (!has_log_prob()) throw std::logic_error("dataset " + name() + " has no known density (log_prob)");
+  sample(n, rng, out);
+  log_prob(out, n, lp);
+}
+
 void Dataset::all_rows(double*) const {
   throw std::logic_error("dataset " + name() + " is a generator, not a finite set of rows");
 }
@@ -345,26 +351,47 @@ GaussianDataset::GaussianDataset(std::size_t d) : d_(d), mean_(d), lambda_(d), r
     sum_log += std::log(lambda_[i]);
   }
   log_norm_ = -0.5 * sum_log - 0.5 * double(d) * kLog2Pi;
+  // Σ^{1/2} = (Q diag(√λ)) Qᵀ (symmetric), once: ot_map is called a chunk of rows at a time.
+  xt::xtensor<double, 2> scaled({d, d});
+  for (std::size_t r = 0; r < d; ++r)
+    for (std::size_t i = 0; i < d; ++i) scaled(r, i) = q_(r, i) * root_lambda_[i];
+  root_ = xt::xtensor<double, 2>({d, d});
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(d), int(d), int(d), 1.0, scaled.data(), int(d), q_.data(),
+              int(d), 0.0, root_.data(), int(d));
 }
 
 std::string GaussianDataset::name() const { return "gaussian:" + std::to_string(d_); }
 
-// x_s = m + Q diag(√λ) z_s: the draws z in the order of one row after another, then one GEMM
-// per chunk of rows (out = 1·mᵀ + Z Qᵀ) instead of a matrix–vector product per row; the
-// chunk bounds the scratch (an evaluation's 20 000 draws at D = 1024 would take 164 MB).
-void GaussianDataset::sample(std::size_t n, ad::Rng& rng, double* out) {
+// x_s = m + Q diag(√λ) ε_s: the draws ε in the order of one row after another, then one GEMM
+// per chunk of rows (out = 1·mᵀ + E' Qᵀ, E' = ε diag(√λ)) instead of a matrix–vector product
+// per row; the chunk bounds the scratch (an evaluation's 20 000 draws at D = 1024 would take
+// 164 MB). With lp, also log p(x_s) = log_norm − ½‖ε_s‖², since Qᵀ(x_s − m) = √λ ⊙ ε_s: the
+// density of the data set's own draws needs no whitening product.
+void GaussianDataset::draw(std::size_t n, ad::Rng& rng, double* out, double* lp) {
   const std::size_t d = d_, chunk = 1024;
   noise_.resize(std::min(n, chunk) * d);  // keeps its capacity: no allocation once a batch has been drawn
   for (std::size_t s0 = 0; s0 < n; s0 += chunk) {
     const std::size_t m = std::min(chunk, n - s0);
     double* block = out + s0 * d;
     for (std::size_t s = 0; s < m; ++s) {
-      for (std::size_t i = 0; i < d; ++i) noise_[s * d + i] = root_lambda_[i] * rng.normal();
+      double sq = 0;
+      for (std::size_t i = 0; i < d; ++i) {
+        const double e = rng.normal();
+        sq += e * e;
+        noise_[s * d + i] = root_lambda_[i] * e;
+      }
+      if (lp) lp[s0 + s] = log_norm_ - 0.5 * sq;
       std::copy(mean_.begin(), mean_.end(), block + s * d);
     }
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(d), int(d), 1.0, noise_.data(), int(d), q_.data(),
                 int(d), 1.0, block, int(d));
   }
+}
+
+void GaussianDataset::sample(std::size_t n, ad::Rng& rng, double* out) { draw(n, rng, out, nullptr); }
+
+void GaussianDataset::sample_with_log_prob(std::size_t n, ad::Rng& rng, double* out, double* lp) {
+  draw(n, rng, out, lp);
 }
 
 // log p(x) = log_norm − ½ Σ_i ((x − m)ᵀ Q)_i² / λ_i, in chunks of rows through one GEMM each.
@@ -395,15 +422,10 @@ std::optional<double> GaussianDataset::entropy() const { return 0.5 * double(d_)
 
 void GaussianDataset::ot_map(const double* x, std::size_t n, double* out) const {
   const std::size_t d = d_;
-  std::vector<double> scaled(d * d), root(d * d);  // Σ^{1/2} = (Q diag(√λ)) Qᵀ (symmetric)
-  for (std::size_t a = 0; a < d; ++a)
-    for (std::size_t i = 0; i < d; ++i) scaled[a * d + i] = q_(a, i) * std::sqrt(lambda_[i]);
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(d), int(d), int(d), 1.0, scaled.data(), int(d), q_.data(),
-              int(d), 0.0, root.data(), int(d));
   for (std::size_t s = 0; s < n; ++s) std::copy(mean_.begin(), mean_.end(), out + s * d);
   if (n > 0)  // out = 1·mᵀ + x Σ^{1/2} (row-major: each row is m + Σ^{1/2} x_s)
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(d), int(d), 1.0, x, int(d), root.data(), int(d),
-                1.0, out, int(d));
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(d), int(d), 1.0, x, int(d), root_.data(),
+                int(d), 1.0, out, int(d));
 }
 
 std::optional<double> GaussianDataset::total_variance() const {

@@ -32,6 +32,11 @@ class Dataset {
   /// out[i] = log p(x_i) for the n rows of x (n × dim()); std::logic_error when
   /// has_log_prob() is false.
   virtual void log_prob(const double* x, std::size_t n, double* out) const;
+  /// sample() that also writes lp[i] = log p(out_i); std::logic_error when has_log_prob() is
+  /// false. The default is sample() then log_prob(); a data set that knows the density of its
+  /// own draws without evaluating it afresh (gaussian:D: from the standard-normal draws, with
+  /// no whitening product) overrides it.
+  virtual void sample_with_log_prob(std::size_t n, ad::Rng& rng, double* out, double* lp);
   /// W2²(N(0, I), p) in closed form, when known.
   virtual std::optional<double> w2_sq_to_standard_normal() const { return std::nullopt; }
   /// The differential entropy −E log p(x) in nats, when known in closed form.
@@ -70,6 +75,8 @@ class GaussianDataset : public Dataset {
   bool has_log_prob() const override { return true; }
   /// log p(x) = −½ Σ_i z_i²/λ_i − ½ Σ_i log λ_i − (D/2) log 2π, z = Qᵀ(x − m).
   void log_prob(const double* x, std::size_t n, double* out) const override;
+  /// The draws of sample() (the same ones for the same rng) with log p = log_norm − ½‖ε‖².
+  void sample_with_log_prob(std::size_t n, ad::Rng& rng, double* out, double* lp) override;
   /// ‖m‖² + Σ_i (1 + λ_i − 2√λ_i): the Bures–Wasserstein distance to N(0, I).
   std::optional<double> w2_sq_to_standard_normal() const override;
   /// ½ log det(2πe Σ) = (D/2) log(2πe) + ½ Σ_i log λ_i.
@@ -89,9 +96,11 @@ class GaussianDataset : public Dataset {
   xt::xtensor<double, 2> covariance() const;
 
  private:
+  void draw(std::size_t n, ad::Rng& rng, double* out, double* lp);
+
   std::size_t d_;
   std::vector<double> mean_, lambda_, root_lambda_, noise_;  // noise_: one chunk of sample()'s draws
-  xt::xtensor<double, 2> q_;
+  xt::xtensor<double, 2> q_, root_;                          // root_ = Σ^{1/2}, for ot_map
   double log_norm_;  // −½ Σ log λ_i − (D/2) log 2π
 };
 
