@@ -117,12 +117,14 @@ inline void pack_b(bool tb, const T* b, int ldb, int p0, int kc, int n, T* out) 
         for (int p = 0; p < kc; ++p, s += NR, src += ldb)
           for (int c = 0; c < NR; ++c) s[c] = c < cols ? src[c] : T(0);
       }
-    } else {  // B(p, j) = b[j·ldb + p]
+    } else {  // B(p, j) = b[j·ldb + p]: each of the sliver's columns is a contiguous row of b
       const T* src = b + std::size_t(jr) * ldb + p0;
-      for (int p = 0; p < kc; ++p, s += NR) {
-        for (int c = 0; c < cols; ++c) s[c] = src[std::size_t(c) * ldb + p];
-        for (int c = cols; c < NR; ++c) s[c] = T(0);
+      for (int c = 0; c < cols; ++c) {
+        const T* row = src + std::size_t(c) * ldb;
+        for (int p = 0; p < kc; ++p) s[std::size_t(p) * NR + c] = row[p];
       }
+      for (int c = cols; c < NR; ++c)
+        for (int p = 0; p < kc; ++p) s[std::size_t(p) * NR + c] = T(0);
     }
   }
 }
