@@ -320,6 +320,21 @@ void register_all() {
                                    BM_sgemm, true, false, l.out, l.in, s.m, 1.0f)
           ->Unit(benchmark::kMicrosecond);
     }
+    if (S == "C") {
+      // The spline conditioner's output layer at gaussian:1024 (bench/d_scaling.sh): batch 512,
+      // hidden 64, 23·512 = 11 776 outputs. k = 64 is short, so packing op(B) is a larger
+      // share of the forward than in the square layers above.
+      const int m = 512, h = 64, o = 23 * 512;
+      struct G { const char* name; bool ta, tb; int m, n, k; float beta; };
+      const G gs[] = {{"fwd_NT_m512_n11776_k64", false, true, m, o, h, 0.0f},
+                      {"dX_NN_m512_n64_k11776", false, false, m, h, o, 1.0f},
+                      {"dW_TN_m11776_n64_k512", true, false, o, h, m, 1.0f}};
+      for (const G& g : gs)
+        for (bool kern : {false, true})
+          benchmark::RegisterBenchmark((std::string("gemm/D1024/out/") + g.name + (kern ? "/kern" : "/blas")).c_str(),
+                                       BM_gemm_vs, kern, g.ta, g.tb, g.m, g.n, g.k, g.beta)
+              ->Unit(benchmark::kMicrosecond);
+    }
     if (S != "C")  // the skinny shapes: cblas against ad::kern::gemm, at the batch and half of it
       for (int m : {s.m, s.m / 2})
         for (const L& l : {layers[0], layers[2]}) {

@@ -1346,6 +1346,8 @@ void check_skinny_gemms() {
   check_gemm_shape<T>(false, false, 9, 9, 9, GemmKernel::blas, rng);
   check_gemm_shape<T>(false, false, 50, 33, 40, GemmKernel::blas, rng);
   check_gemm_shape<T>(true, false, 50, 23, 40, GemmKernel::blas, rng);  // a transposed A stays with BLAS below n = 64
+  check_gemm_shape<T>(true, false, 520, 64, 40, GemmKernel::blas, rng);  // tall and narrow Aᵀ B (m ≥ 8n): OpenBLAS
+  check_gemm_shape<T>(true, false, 500, 64, 40, GemmKernel::packed, rng);
   check_gemm_shape<T>(true, true, 31, 200, 40, GemmKernel::blas, rng);
   check_gemm_shape<T>(true, true, 3, 9, 9, GemmKernel::blas, rng);
 }
