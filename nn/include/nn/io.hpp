@@ -84,6 +84,9 @@ std::vector<NpyArray> parse_npz(std::string_view bytes, const std::string& file_
 /// never truncated. On failure the temporary is removed and
 /// std::runtime_error names the path and the system's reason.
 void write_file_atomic(const std::string& path, std::string_view bytes);
+/// The same for content given as consecutive pieces (written one after another, never joined
+/// in memory: write_npz passes each array's bytes where they are).
+void write_file_atomic(const std::string& path, const std::vector<std::string_view>& pieces);
 
 /// The system's text for errno value `err`, with the symbolic name for the usual file errors:
 /// "No space left on device (ENOSPC)".
