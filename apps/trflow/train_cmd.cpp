@@ -276,36 +276,63 @@ void truncate_metrics(const fs::path& path, std::int64_t step) {
   nn::write_file_atomic(path.string(), kept);
 }
 
-/// Refuses, before anything is allocated, a configuration whose training step needs more
-/// memory than the machine has: parameters with their gradient, Adam moments, best copy and
-/// per-lane adjoints, and per batch row the values and adjoints of the conditioners' layers,
-/// the couplings' outputs and the states, twice when the transport follows base samples.
+/// What a training run allocates, from its options, in bytes:
+/// - params: the parameters with their gradient, Adam's two moments and each lane's gradient
+///   (4 + threads copies), the checkpoint's encoded value and moments (3), and with validation
+///   its best copy and that copy in the checkpoint (2); plus the program with its libraries
+///   (16 MiB) and each further lane's OpenBLAS buffers and workspace (48 MiB; measured 38–58);
+/// - batch: one pass's tape at a time (the trainer clears it between its two passes); over the
+///   lanes together the batch's rows, each holding per coupling the conditioner's output and its
+///   adjoint (2·out), its hidden layers' values, adjoints and scratch (3·depth·h, twice for a
+///   resnet) and the states' elementwise nodes (d for a spline coupling, whose op is one node;
+///   10·d for an affine one, whose scale, exp, product and sum are nodes of their own). Per row
+///   measured: spline 94 / 368 KB at D = 256 / 1024 (counted 104 / 399), affine 50 / 194 KB
+///   (counted 55 / 203);
+/// - validation: its rows (float64 as read, and the float copy it keeps), one inference tape per
+///   lane (Inference::kTapeBudget, or kMinChunk rows where those need more), and the transport
+///   probe's base rows and pushes.
+/// Not counted: the data set itself, which exists before the check (gaussian:D holds two D × D
+/// float64 matrices and builds them through a third: 40–60 MB at D = 1024).
+/// Against peak RSS (gaussian:256 and :1024, batch 256 … 1024, 1 and 2 threads, with and
+/// without validation): 0.82–1.18 × the measured value with spline couplings; 0.56–0.90 × with
+/// affine ones, whose own footprint is small beside gaussian:1024's uncounted matrices.
 struct MemoryEstimate {
-  double params = 0, batch = 0;  ///< bytes
-  double total() const { return params + batch; }
+  double params = 0, batch = 0, validation = 0;  ///< bytes
+  double total() const { return params + batch + validation; }
 };
 
-MemoryEstimate estimate_memory(const TrainOptions& o, std::size_t dim) {
+MemoryEstimate estimate_memory(const TrainOptions& o, std::size_t dim, std::size_t val_rows) {
   const double d = double(dim), h = double(o.hidden), depth = double(o.depth), bins = double(o.bins);
   const double couplings = double(o.layers) * (o.structure == "steps" ? 2.0 : 1.0);
   const double a = std::ceil(d / 2), b = std::max(1.0, d - a);
-  const double per_coord = o.coupling == "rqs" ? 3 * bins - 1 : o.coupling == "additive" || o.additive ? 1 : 2;
+  const bool spline = o.coupling == "rqs" && !o.additive;
+  const double per_coord = spline ? 3 * bins - 1 : o.coupling == "additive" || o.additive ? 1 : 2;
   const double out = per_coord * a;
-  const double net = o.conditioner == "resnet" ? b * h + h + depth * 2 * (h * h + h) + h * out + out
-                                               : b * h + h + (depth - 1) * (h * h + h) + h * out + out;
+  const bool resnet = o.conditioner == "resnet";
+  const double net = resnet ? b * h + h + depth * 2 * (h * h + h) + h * out + out
+                            : b * h + h + (depth - 1) * (h * h + h) + h * out + out;
   const double lu = o.structure == "steps" || o.lu ? double(o.layers) * (2 * d * d + d) : 0.0;
-  const double passes = o.transport_weight > 0 || o.transport_schedule != "constant" ? 2.0 : 1.0;
-  const double row_floats = passes * couplings * (3 * depth * h * (o.conditioner == "resnet" ? 2 : 1) + 3 * out + 8 * d);
-  return {4.0 * (couplings * net + lu) * (5.0 + double(o.threads)), 4.0 * double(o.batch) * row_floats};
+  const double params = couplings * net + lu;
+  const double row_floats = couplings * (2 * out + 3 * depth * h * (resnet ? 2 : 1) + (spline ? 1 : 10) * d);
+  MemoryEstimate e;
+  constexpr double MiB = 1048576.0;
+  e.params = 4.0 * params * (4.0 + double(o.threads) + 3.0 + (val_rows > 0 ? 2.0 : 0.0)) + 16 * MiB +
+             48 * MiB * double(o.threads - 1);
+  e.batch = 4.0 * double(o.batch) * row_floats;
+  if (val_rows > 0) {
+    // An inference tape holds values only, about half a training row's floats.
+    const double tape = std::max(double(flows::Inference<float>::kTapeBudget),
+                                 double(flows::Inference<float>::kMinChunk) * 4.0 * 0.5 * row_floats);
+    e.validation = double(val_rows) * d * (8.0 + 4.0) + double(o.threads) * tape + 2000.0 * d * 8.0;
+  }
+  return e;
 }
 
-/// Refuses, before anything is allocated, a configuration whose training step needs more
-/// than 80 % of the machine's memory: the parameters with their gradient, Adam moments, best
-/// copy and per-lane adjoints, and per batch row the values and adjoints of the conditioners'
-/// layers, the couplings' outputs and the states (twice when the transport follows base
-/// samples). The flag named is the one whose default value would save the most.
-void check_memory(const TrainOptions& o, std::size_t dim) {
-  const MemoryEstimate e = estimate_memory(o, dim);
+/// Refuses, before the flow is built, a configuration whose training run needs more than 80 %
+/// of the machine's memory (estimate_memory). The flag named is the one whose default value
+/// would save the most.
+void check_memory(const TrainOptions& o, std::size_t dim, std::size_t val_rows) {
+  const MemoryEstimate e = estimate_memory(o, dim, val_rows);
   const double have = physical_memory_bytes();
   if (!(have > 0 && e.total() > 0.8 * have)) return;
   const TrainOptions defaults;
@@ -314,7 +341,7 @@ void check_memory(const TrainOptions& o, std::size_t dim) {
   auto consider = [&](const char* flag, auto TrainOptions::*field) {
     TrainOptions t = o;
     t.*field = std::min(t.*field, defaults.*field);
-    const double saved = e.total() - estimate_memory(t, dim).total();
+    const double saved = e.total() - estimate_memory(t, dim, val_rows).total();
     if (saved > best) best = saved, culprit = flag;
   };
   consider("--batch", &TrainOptions::batch);
@@ -323,9 +350,10 @@ void check_memory(const TrainOptions& o, std::size_t dim) {
   consider("--layers", &TrainOptions::layers);
   constexpr double GiB = 1073741824.0;
   throw UsageError(fmt::format("{}: this configuration needs about {:.3g} GiB ({:.3g} GiB of parameters and optimizer "
-                               "state, {:.3g} GiB for a batch of {} rows), more than 80 % of this machine's {:.3g} GiB; "
-                               "lower --batch, --hidden, --depth or --layers",
-                               culprit, e.total() / GiB, e.params / GiB, e.batch / GiB, o.batch, have / GiB));
+                               "state, {:.3g} GiB for a batch of {} rows, {:.3g} GiB for validation), more than 80 % "
+                               "of this machine's {:.3g} GiB; lower --batch, --hidden, --depth or --layers",
+                               culprit, e.total() / GiB, e.params / GiB, e.batch / GiB, o.batch, e.validation / GiB,
+                               have / GiB));
 }
 
 nlohmann::json step_json(const flows::StepReport& r, double elapsed) {
@@ -535,7 +563,7 @@ int run_train(const TrainOptions& cli_options) {
                                  o.data));
   std::optional<flows::MfgProblem> problem;
   if (!o.problem.empty()) problem = flows::mfg_problem(o.problem, data->dim());
-  if (!cli.resume) check_memory(o, data->dim());
+  if (!cli.resume) check_memory(o, data->dim(), val_rows.shape()[0]);
   auto flow = cli.resume ? flows::Flow<float>::from_config(flows::read_architecture(checkpoint.string()).at("flow"))
                          : build_flow(o, data->dim());
   flows::TrainConfig config = train_config(o);
@@ -575,20 +603,21 @@ int run_train(const TrainOptions& cli_options) {
   }
   // Targets with a known OT map: L2-UVP and the cosine at each validation, on fixed base draws.
   struct OtProbe {
-    explicit OtProbe(flows::Flow<float>& flow, int threads) : inference(flow, threads) {}
-    flows::Inference<float> inference;  // kept: each probe reuses its tapes
+    explicit OtProbe(flows::Inference<float>& tapes) : inference(tapes) {}
+    flows::Inference<float>& inference;  // the validation's: its tapes serve both
     ad::Array<float> x;
     std::vector<float> fx;
     double variance = 0;
   };
   std::unique_ptr<OtProbe> ot;
   if (validation && data->has_ot_map() && writer) {
-    ot = std::make_unique<OtProbe>(*flow, o.threads);
+    ot = std::make_unique<OtProbe>(validation->inference());
     ad::Rng rng(o.seed + 37);
     flow->base().sample(2000, rng, ot->x);
     ot->fx.resize(ot->x.size());
     ot->variance = flows::total_variance(*data, val_rows.data(), val_rows.shape()[0]);
   }
+  val_rows = xt::xtensor<double, 2>();  // the validation holds its own (float) copy
 
   const nlohmann::json meta = {
       {"data", o.data}, {"standardization", stdz.to_json()}, {"train", options_json(o)}};
