@@ -866,7 +866,7 @@ template <class T> struct RQSpline {
       constexpr int W = int(sizeof(V) / sizeof(T));
       spline::Knots<V> kn;
       blocks<V>(c, false, [&](std::size_t, const V* u, V v, V, V, Cursor at) {
-        spline::make_spline(u, K, B, kn, /*with_slopes=*/false);
+        spline::make_spline(u, K, B, kn);
         const auto inside = (v >= V(-B)) & (v <= V(B));
         const V vc = kern::where(inside, v, V(T(0)));
         const spline::Bin<V> bin = spline::find_bin(kn, K, vc, inverse);
@@ -905,13 +905,13 @@ template <class T> struct RQSpline {
         else return lane_offsets<V>(P);
       }();
       blocks<V>(c, true, [&](std::size_t e, const V* u, V v, V gy, V gl, Cursor) {
-        spline::make_spline(u, K, B, kn, /*with_slopes=*/true);
+        spline::make_spline(u, K, B, kn);
         const auto inside = (v >= V(-B)) & (v <= V(B));
         const V vc = kern::where(inside, v, V(T(0)));
         const V zero(T(0)), gy_identity = gy;  // outside the box: x̄ = ȳ
         gy = kern::where(inside, gy, zero);  // outside the box nothing depends on θ
         gl = kern::where(inside, gl, zero);
-        const spline::Bin<V> bin = spline::find_bin(kn, K, vc, inverse);
+        const spline::Bin<V> bin = spline::find_bin(kn, K, vc, inverse, /*with_slopes=*/gt != nullptr);
         V g_in;  // the adjoint of the op's input (x, or y for the inverse), inside the box
         spline::BinGrad<V> g;
         if (!inverse) {

@@ -16,6 +16,7 @@
 // Outside [−B, B] the map is the identity (y = x, log y' = 0).
 #include <cmath>
 #include <cstddef>
+#include <type_traits>
 
 #include "autodiff/xsimd.hpp"
 
@@ -33,12 +34,26 @@ inline double derivative_offset() { return std::log(std::expm1(1.0 - kMinDerivat
 
 using kern::where;
 
-/// The knots of one spline (per lane when V is a batch) and what the reverse pass needs.
+/// The element type of V: V itself for a scalar, V::value_type for a batch.
+template <class V, bool = std::is_arithmetic_v<V>>
+struct Scalar {
+  using type = V;
+};
+template <class V>
+struct Scalar<V, false> {
+  using type = typename V::value_type;
+};
+template <class V>
+using scalar_t = typename Scalar<V>::type;
+
+/// The knots of one spline (per lane when V is a batch) and what the reverse pass needs. The
+/// derivatives stay as their softplus arguments z_i = u^d_i + c: an element's map reads only
+/// its bin's δ_k and δ_{k+1}, so find_bin computes those two, not all K − 1 (at K = 8 that was
+/// 7 exp and 7 log1p per element, most of the op's time, for 2 values used).
 template <class V>
 struct Knots {
-  V x[kMaxBins + 1], y[kMaxBins + 1], d[kMaxBins + 1];  // X_i, Y_i, δ_i
+  V x[kMaxBins + 1], y[kMaxBins + 1], z[kMaxBins + 1];  // X_i, Y_i, z_i (z_0 = z_K = 0: unused)
   V pw[kMaxBins], ph[kMaxBins];                        // softmax(u^w), softmax(u^h)
-  V sd[kMaxBins + 1];                                  // dδ_i/du^d_i = sigmoid(u^d_i + c)
 };
 
 /// p = softmax(u), knots[i] = −B + 2B Σ_{j<i} (m + (1 − K m) p_j), knots[0] = −B, knots[K] = B.
@@ -62,44 +77,54 @@ inline void make_knots(const V* u, int K, T B, T min_frac, V* p, V* knots) {
   knots[K] = V(B);
 }
 
-/// All knots of the spline whose parameters are u (3K − 1 values, laid out as above);
-/// with_slopes: also dδ/du^d (sd), which only the reverse pass needs.
+/// All knots of the spline whose parameters are u (3K − 1 values, laid out as above).
 template <class V, class T>
-inline void make_spline(const V* u, int K, T B, Knots<V>& kn, bool with_slopes) {
+inline void make_spline(const V* u, int K, T B, Knots<V>& kn) {
   make_knots(u, K, B, T(kMinWidth), kn.pw, kn.x);
   make_knots(u + K, K, B, T(kMinHeight), kn.ph, kn.y);
   const T c = T(derivative_offset());
-  kn.d[0] = kn.d[K] = V(T(1));
-  for (int i = 1; i < K; ++i) {
-    const V z = u[2 * K + i - 1] + V(c);
-    // With e = e^{−|z|}: softplus(z) = max(z, 0) + log1p(e), sigmoid(z) = 1/(1 + e) for z ≥ 0 and
-    // e/(1 + e) for z < 0; finite for any z.
-    const V e = xsimd::exp(-xsimd::abs(z));
-    kn.d[i] = V(T(kMinDerivative)) + xsimd::max(z, V(T(0))) + xsimd::log1p(e);
-    if (with_slopes) kn.sd[i] = where(z >= V(T(0)), V(T(1)), e) / (V(T(1)) + e);
-  }
+  kn.z[0] = kn.z[K] = V(T(0));
+  for (int i = 1; i < K; ++i) kn.z[i] = u[2 * K + i - 1] + V(c);
 }
 
-/// One bin's numbers: k, X_k, Δx, Y_k, Δy, δ_k, δ_{k+1}.
+/// δ = m_δ + softplus(z), and with slope: dδ/dz = sigmoid(z). With e = e^{−|z|}: softplus(z) =
+/// max(z, 0) + log1p(e), sigmoid(z) = 1/(1 + e) for z ≥ 0 and e/(1 + e) for z < 0; finite for any z.
+template <class V>
+inline V derivative(V z, V* slope) {
+  using T = scalar_t<V>;
+  const V e = xsimd::exp(-xsimd::abs(z));
+  if (slope) *slope = where(z >= V(T(0)), V(T(1)), e) / (V(T(1)) + e);
+  return V(T(kMinDerivative)) + xsimd::max(z, V(T(0))) + xsimd::log1p(e);
+}
+
+/// One bin's numbers: k, X_k, Δx, Y_k, Δy, δ_k, δ_{k+1}, and (with_slopes) dδ/du^d of δ_k and
+/// δ_{k+1} (0 at the fixed end derivatives δ_0 = δ_K = 1).
 template <class V>
 struct Bin {
-  V k, x0, w, y0, h, d0, d1;
+  V k, x0, w, y0, h, d0, d1, s0, s1;
 };
 
 /// The bin holding v: the last k with knots[k] ≤ v (k ≤ K − 1, so v = B falls in the last
-/// bin), found branch-free over the K − 1 interior knots. by_y: search the Y knots (inverse).
+/// bin), found branch-free over the K − 1 interior knots; then its two derivatives. by_y:
+/// search the Y knots (inverse). with_slopes: also dδ/du^d, which only the reverse pass needs.
 template <class V>
-inline Bin<V> find_bin(const Knots<V>& kn, int K, V v, bool by_y) {
+inline Bin<V> find_bin(const Knots<V>& kn, int K, V v, bool by_y, bool with_slopes = false) {
+  using T = scalar_t<V>;
   const V* at = by_y ? kn.y : kn.x;
-  V k(0), x0 = kn.x[0], x1 = kn.x[1], y0 = kn.y[0], y1 = kn.y[1], d0 = kn.d[0], d1 = kn.d[1];
+  V k(0), x0 = kn.x[0], x1 = kn.x[1], y0 = kn.y[0], y1 = kn.y[1], z0 = kn.z[0], z1 = kn.z[1];
   for (int i = 1; i < K; ++i) {
     const auto m = v >= at[i];
     k = where(m, V(i), k);
     x0 = where(m, kn.x[i], x0), x1 = where(m, kn.x[i + 1], x1);
     y0 = where(m, kn.y[i], y0), y1 = where(m, kn.y[i + 1], y1);
-    d0 = where(m, kn.d[i], d0), d1 = where(m, kn.d[i + 1], d1);
+    z0 = where(m, kn.z[i], z0), z1 = where(m, kn.z[i + 1], z1);
   }
-  return {k, x0, x1 - x0, y0, y1 - y0, d0, d1};
+  Bin<V> b{k, x0, x1 - x0, y0, y1 - y0, V(T(1)), V(T(1)), V(T(0)), V(T(0))};
+  const auto first = k == V(T(0)), last = k == V(T(K - 1));
+  b.d0 = where(first, V(T(1)), derivative(z0, with_slopes ? &b.s0 : nullptr));
+  b.d1 = where(last, V(T(1)), derivative(z1, with_slopes ? &b.s1 : nullptr));
+  if (with_slopes) b.s0 = where(first, V(T(0)), b.s0), b.s1 = where(last, V(T(0)), b.s1);
+  return b;
 }
 
 /// y and log y' at relative position ξ ∈ [0, 1] of bin b, written as
@@ -189,7 +214,8 @@ inline V inverse_xi(const Bin<V>& b, V y, V& logd) {
 /// X_k (adjoint X̄_k − Δx̄) and X_{k+1} (adjoint Δx̄) the only ones that move,
 ///   w̄_j = 2B ([j < k] (X̄_k − Δx̄) + [j ≤ k][k + 1 < K] Δx̄),
 ///   p̄ = (1 − K m) w̄,   ū^w_j = p_j (p̄_j − Σ_i p_i p̄_i)        (softmax),
-/// the same for the heights, and ū^d_i = [k = i] δ̄_k σ_i + [k + 1 = i] δ̄_{k+1} σ_i.
+/// the same for the heights, and ū^d_i = [k = i] δ̄_k σ_i + [k + 1 = i] δ̄_{k+1} σ_i (σ: the
+/// bin's slopes b.s0, b.s1 from find_bin).
 template <class V, class T>
 inline void reverse_knots(const Knots<V>& kn, int K, T B, const Bin<V>& b, const BinGrad<V>& g, V* gu) {
   const V two_b(T(2) * B);
@@ -212,7 +238,7 @@ inline void reverse_knots(const Knots<V>& kn, int K, T B, const Bin<V>& b, const
   }
   for (int i = 1; i < K; ++i) {
     const V ii = V(T(i));
-    gu[2 * K + i - 1] = kn.sd[i] * (where(b.k == ii, g.d0, V(T(0))) + where(b.k + V(T(1)) == ii, g.d1, V(T(0))));
+    gu[2 * K + i - 1] = where(b.k == ii, b.s0 * g.d0, V(T(0))) + where(b.k + V(T(1)) == ii, b.s1 * g.d1, V(T(0)));
   }
 }
 
