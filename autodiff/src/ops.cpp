@@ -798,6 +798,13 @@ template <class T> struct RQSpline {
       ++at;
       if (++j == n) j = 0, ++at;  // skip the row's log-determinant column
     }
+    /// Whether the next w elements lie in one row (their values contiguous, one log-determinant).
+    bool in_row(std::size_t w) const { return j + w <= n; }
+    /// next() w times, for w elements in one row.
+    void skip(std::size_t w) {
+      at += w, j += w;
+      if (j == n) j = 0, ++at;
+    }
   };
 
   /// The offsets 0, P, 2P, … of consecutive elements' parameters, one per lane of V.
@@ -839,11 +846,18 @@ template <class T> struct RQSpline {
         const Cursor first = at;
         const T* src = th + e * std::size_t(P);
         for (int p = 0; p < P; ++p) u[p] = kern::gather<V>(src + p, index);
-        for (int l = 0; l < W; ++l, at.next()) {
-          gy[l] = g ? g[at.value()] : T(0);
-          gl[l] = g ? g[at.logdet()] : T(0);
+        V gyv(T(0)), glv(T(0));
+        if (at.in_row(W)) {  // the usual case when a row holds W or more elements
+          if (g) gyv = V::load_unaligned(g + at.value()), glv = V(g[at.logdet()]);
+          at.skip(W);
+        } else {
+          for (int l = 0; l < W; ++l, at.next()) {
+            gy[l] = g ? g[at.value()] : T(0);
+            gl[l] = g ? g[at.logdet()] : T(0);
+          }
+          gyv = V::load_unaligned(gy), glv = V::load_unaligned(gl);
         }
-        body(e, u, V::load_unaligned(x + e), V::load_unaligned(gy), V::load_unaligned(gl), first);
+        body(e, u, V::load_unaligned(x + e), gyv, glv, first);
       }
     }
   }
@@ -878,11 +892,19 @@ template <class T> struct RQSpline {
           spline::eval_bin(bin, xsimd::min(xsimd::max((vc - bin.x0) / bin.w, V(T(0))), V(T(1))), y, logd);
         }
         T ys[kMaxLanes], ls[kMaxLanes];
-        store(kern::where(inside, y, v), ys);
         store(kern::where(inside, logd, V(T(0))), ls);
-        for (int l = 0; l < W; ++l, at.next()) {
-          out[at.value()] = ys[l];
-          out[at.logdet()] += ls[l];
+        if (at.in_row(W)) {  // one row: the values contiguous, one log-determinant
+          store(kern::where(inside, y, v), out + at.value());
+          T& logdet = out[at.logdet()];
+          T sum = logdet;  // summed in element order as below (the same bits whatever the blocks)
+          for (int l = 0; l < W; ++l) sum += ls[l];
+          logdet = sum;
+        } else {
+          store(kern::where(inside, y, v), ys);
+          for (int l = 0; l < W; ++l, at.next()) {
+            out[at.value()] = ys[l];
+            out[at.logdet()] += ls[l];
+          }
         }
       });
     });
