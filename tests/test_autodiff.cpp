@@ -1358,6 +1358,56 @@ TEST_CASE("trflow's GEMM kernels (skinny and packed) equal a naive loop, every t
   SUBCASE("float32") { check_skinny_gemms<float>(); }
 }
 
+namespace {
+/// gemm_add_bias against gemm followed by each row + bias: the same bits where the packed
+/// kernel adds the bias in its stores (the same sums in the same order), the plain product
+/// (and false) where another kernel runs the shape.
+template <class T>
+void check_gemm_bias(bool ta, bool tb, int m, int n, int k, T beta, Rng& rng) {
+  CAPTURE(ta);
+  CAPTURE(tb);
+  CAPTURE(m);
+  CAPTURE(n);
+  CAPTURE(k);
+  CAPTURE(beta);
+  const int a_rows = ta ? k : m, a_cols = ta ? m : k, b_rows = tb ? n : k, b_cols = tb ? k : n;
+  const int lda = a_cols + 1, ldb = b_cols + 3, ldc = n + 2;
+  std::vector<T> a(std::size_t(a_rows) * lda), b(std::size_t(b_rows) * ldb), c0(std::size_t(m) * ldc);
+  std::vector<T> bias(static_cast<std::size_t>(n));
+  for (T& v : a) v = T(rng.normal());
+  for (T& v : b) v = T(rng.normal());
+  for (T& v : bias) v = T(rng.normal());
+  for (T& v : c0) v = T(rng.normal());
+  std::vector<T> want = c0, got = c0;
+  ad::kern::gemm<T>(ta, tb, m, n, k, T(1), a.data(), lda, b.data(), ldb, beta, want.data(), ldc);
+  const bool packed = ad::kern::gemm_kernel<T>(ta, tb, m, n, k) == ad::kern::GemmKernel::packed;
+  const bool added =
+      ad::kern::gemm_add_bias<T>(ta, tb, m, n, k, T(1), a.data(), lda, b.data(), ldb, beta, got.data(), ldc, bias.data());
+  CHECK(added == packed);
+  std::size_t differ = 0;
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < ldc; ++j) {
+      const std::size_t at = std::size_t(i) * ldc + std::size_t(j);
+      const T expect = j < n && added ? want[at] + bias[std::size_t(j)] : want[at];
+      differ += got[at] != expect;  // bitwise; the padding columns untouched
+    }
+  CHECK(differ == 0);
+}
+}  // namespace
+
+TEST_CASE("gemm_add_bias: the packed kernel adds the bias in its stores, bit for bit as a pass after would") {
+  Rng rng(77);
+  for (const float beta : {0.0f, 1.0f}) {
+    check_gemm_bias<float>(false, true, 37, 130, 300, beta, rng);  // 12 × 2 tile, two k panels, edge tiles
+    check_gemm_bias<float>(false, true, 64, 70, 64, beta, rng);    // A read in place
+    check_gemm_bias<float>(false, true, 40, 12, 70, beta, rng);    // one vector wide: 8 × 1
+    check_gemm_bias<float>(true, false, 16, 64, 1030, beta, rng);  // 8 rows, five k panels
+    check_gemm_bias<float>(false, true, 33, 64, 0, beta, rng);     // k = 0: β C + bias
+    check_gemm_bias<float>(false, true, 9, 9, 9, beta, rng);       // OpenBLAS: not added
+    check_gemm_bias<double>(false, true, 37, 130, 300, double(beta), rng);
+  }
+}
+
 // ================================================================ fresh adjoints
 TEST_CASE("an op with one input twice: the first write assigns, the second adds (stale adjoints ignored)") {
   // Each f uses x twice in a single op. Two backward passes over one recording with different

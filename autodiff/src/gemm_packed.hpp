@@ -131,10 +131,13 @@ inline void pack_b(bool tb, const T* b, int ldb, int p0, int kc, int n, T* out) 
 
 /// One MR × NR tile: acc = Σ_p ap[:, p] ⊗ bp[p, :], then C = α acc + β C on the first panel
 /// (first = true; β = 0: C not read) or C += α acc; only rows < mr and columns < nr are written.
+/// bias (the tile's NR columns of it; only on the last panel): then each row of C += bias, in
+/// the same store instead of a pass over C afterwards (the same sums in the same order).
 /// kRows: A read in place, row r of the tile at ap + r·lda (ap advancing by one column per p).
 template <class T, int MR, int NV, bool kRows = false>
 inline void micro_kernel(int kc, const T* __restrict ap, const T* __restrict bp, T alpha, T beta, bool first,
-                         T* __restrict c, int ldc, int mr, int nr, std::size_t lda = 0) {
+                         T* __restrict c, int ldc, int mr, int nr, std::size_t lda = 0,
+                         const T* __restrict bias = nullptr) {
   using B = batch<T>;
   constexpr int W = int(B::size), NR = NV * W;
   B acc[MR][NV];
@@ -163,6 +166,10 @@ inline void micro_kernel(int kc, const T* __restrict ap, const T* __restrict bp,
   }
   const B va(alpha);
   if (mr == MR && nr == NR) {
+    B bv[NV];
+    if (bias)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) bv[v] = B::load_unaligned(bias + v * W);
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
       T* cr = c + std::size_t(r) * ldc;
@@ -173,6 +180,7 @@ inline void micro_kernel(int kc, const T* __restrict ap, const T* __restrict bp,
           const B old = B::load_unaligned(cr + v * W);
           out = first ? xsimd::fma(B(beta), old, out) : out + old;
         }
+        if (bias) out = out + bv[v];
         out.store_unaligned(cr + v * W);
       }
     }
@@ -185,8 +193,10 @@ inline void micro_kernel(int kc, const T* __restrict ap, const T* __restrict bp,
     T* cr = c + std::size_t(r) * ldc;
     const T* tr = tile + r * NR;
     for (int j = 0; j < nr; ++j) {
-      if (!first) cr[j] += tr[j];
-      else cr[j] = beta == T(0) ? tr[j] : beta * cr[j] + tr[j];
+      T out = tr[j];
+      if (!first) out = cr[j] + out;
+      else if (beta != T(0)) out = beta * cr[j] + out;
+      cr[j] = bias ? out + bias[j] : out;
     }
   }
 }
@@ -195,12 +205,16 @@ inline void micro_kernel(int kc, const T* __restrict ap, const T* __restrict bp,
 /// with an MR × NV-vector register tile.
 template <class T, int MR, int NV>
 void gemm_tiled(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta,
-                T* c, int ldc) {
+                T* c, int ldc, const T* bias = nullptr) {
   constexpr int NR = NV * Tile<T>::W, KC = Tile<T>::KC, MC = MR * 16;
   if (m <= 0 || n <= 0) return;
-  if (k <= 0) {  // C = β C
+  if (k <= 0) {  // C = β C (+ bias)
     for (int i = 0; i < m; ++i)
-      for (int j = 0; j < n; ++j) c[std::size_t(i) * ldc + j] = beta == T(0) ? T(0) : beta * c[std::size_t(i) * ldc + j];
+      for (int j = 0; j < n; ++j) {
+        T& cij = c[std::size_t(i) * ldc + j];
+        cij = beta == T(0) ? T(0) : beta * cij;
+        if (bias) cij += bias[j];
+      }
     return;
   }
   const int n_pad = (n + NR - 1) / NR * NR;
@@ -214,6 +228,7 @@ void gemm_tiled(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int 
   for (int p0 = 0; p0 < k; p0 += KC) {
     const int kc = std::min(KC, k - p0);
     const bool first = p0 == 0;
+    const T* panel_bias = p0 + kc == k ? bias : nullptr;  // added once, after the last panel's sums
     pack_b<T, NR>(tb, b, ldb, p0, kc, n, bp);
     for (int i0 = 0; i0 < m; i0 += MC) {
       const int mc = std::min(MC, m - i0);
@@ -228,13 +243,14 @@ void gemm_tiled(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int 
         for (int ir = 0; ir < mc; ir += MR) {
           T* ct = c + std::size_t(i0 + ir) * ldc + jr;
           const int mr = std::min(MR, mc - ir), nr = std::min(NR, n - jr);
+          const T* tb_bias = panel_bias ? panel_bias + jr : nullptr;
           if (!in_place) {
-            micro_kernel<T, MR, NV>(kc, ap + std::size_t(ir) * kc, bs, alpha, beta, first, ct, ldc, mr, nr);
+            micro_kernel<T, MR, NV>(kc, ap + std::size_t(ir) * kc, bs, alpha, beta, first, ct, ldc, mr, nr, 0, tb_bias);
           } else if (mr == MR) {
             micro_kernel<T, MR, NV, true>(kc, a + std::size_t(i0 + ir) * lda + p0, bs, alpha, beta, first, ct, ldc,
-                                          mr, nr, std::size_t(lda));
+                                          mr, nr, std::size_t(lda), tb_bias);
           } else {  // the last rows of A, packed above
-            micro_kernel<T, MR, NV>(kc, edge, bs, alpha, beta, first, ct, ldc, mr, nr);
+            micro_kernel<T, MR, NV>(kc, edge, bs, alpha, beta, first, ct, ldc, mr, nr, 0, tb_bias);
           }
         }
       }
@@ -245,7 +261,8 @@ void gemm_tiled(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int 
 /// Rows of C a tile of `rows` rows pads m to.
 constexpr int padded_rows(int m, int rows) { return (m + rows - 1) / rows * rows; }
 
-/// C = α op(A) op(B) + β C, with the register tile picked for the shape:
+/// C = α op(A) op(B) + β C (then + 1·biasᵀ, each row plus the n values of bias, where given),
+/// with the register tile picked for the shape:
 /// - an output at most one vector wide (n ≤ W: a narrow layer's forward, such as an affine
 ///   coupling's 2 · 8 = 16 scale-and-shift outputs): 8 × 1 vector. Eight accumulators cover
 ///   the FMA latency of two units, and only eight rows of A are read in place at once.
@@ -258,15 +275,15 @@ constexpr int padded_rows(int m, int rows) { return (m + rows - 1) / rows * rows
 /// - otherwise the tile of the header comment (MR × 2 vectors).
 template <class T>
 void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c,
-          int ldc) {
+          int ldc, const T* bias = nullptr) {
   constexpr int MR = Tile<T>::MR, NV = Tile<T>::NV;
-  if (n <= Tile<T>::W) return gemm_tiled<T, 8, 1>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  if (n <= Tile<T>::W) return gemm_tiled<T, 8, 1>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias);
   if constexpr (MR > 8) {
     const int waste = padded_rows(m, MR) - m;
     if (10 * waste > m && padded_rows(m, 8) < padded_rows(m, MR))
-      return gemm_tiled<T, 8, NV>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+      return gemm_tiled<T, 8, NV>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias);
   }
-  gemm_tiled<T, MR, NV>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  gemm_tiled<T, MR, NV>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias);
 }
 
 }  // namespace ad::kern::packed

@@ -431,4 +431,19 @@ inline void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int
   gemm_blas(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
+/// gemm() and then each row of C plus bias (n values) where the packed kernel runs the shape:
+/// it adds them as it stores its tiles, not in a pass over C afterwards. Returns whether C
+/// holds the bias now (true without one); if not, the caller adds it (with its activation, in
+/// one pass).
+template <class T>
+inline bool gemm_add_bias(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb,
+                          T beta, T* c, int ldc, const T* bias) {
+  if (!bias || gemm_kernel<T>(ta, tb, m, n, k) != GemmKernel::packed) {
+    gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return !bias;
+  }
+  packed::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias);
+  return true;
+}
+
 }  // namespace ad::kern

@@ -724,9 +724,13 @@ template <class T> struct Linear {
   }
   static void forward(Ctx<T>& c) {
     const int m = int(c.rows(0)), in = int(c.cols(0)), out = int(c.rows(1));
-    kern::gemm(false, true, m, out, in, T(1), c.x(0), in, c.x(1), in, T(0), c.y(), out);  // y = x Wᵀ
-    if (c.has(2)) add_bias_activate(c.attrs().act, c.attrs().scalar, c.x(2), c.y(), std::size_t(m), std::size_t(out));
-    else activate(c.attrs().act, c.attrs().scalar, c.y(), c.y(), c.n());  // y = act(y + b)
+    // y = x Wᵀ, + b in the GEMM's own stores where its packed kernel runs the shape; then
+    // act(y) (nothing for the identity), or act(y + b) in one pass where the bias is not in yet.
+    const T* b = c.has(2) ? c.x(2) : nullptr;
+    if (kern::gemm_add_bias(false, true, m, out, in, T(1), c.x(0), in, c.x(1), in, T(0), c.y(), out, b))
+      activate(c.attrs().act, c.attrs().scalar, c.y(), c.y(), c.n());
+    else
+      add_bias_activate(c.attrs().act, c.attrs().scalar, b, c.y(), std::size_t(m), std::size_t(out));
   }
   static void vjp(Ctx<T>& c) {
     const int m = int(c.rows(0)), in = int(c.cols(0)), out = int(c.rows(1));
