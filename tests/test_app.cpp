@@ -654,7 +654,7 @@ TEST_CASE("data beyond float32 are refused by element, a FIFO without waiting, a
   CHECK_MESSAGE(fifo.err.find("FIFO") != std::string::npos, fifo.err);
   // Sizes in the billions: a usage error with the flag, the estimate and the machine's memory.
   for (const std::string& flags : {std::string("--batch 4000000000"), std::string("--hidden 2000000"),
-                                   std::string("--layers 300000000")}) {
+                                   std::string("--layers 300000000"), std::string("--eval-n 90000000000")}) {
     CAPTURE(flags);
     const Result r = run("train " + flags + " --steps 5 --out " + (dir / "d").string(), dir);
     CHECK(r.code == 2);

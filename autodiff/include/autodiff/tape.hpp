@@ -251,6 +251,15 @@ class Tape {
     size_ = 0;
     dropout_.calls = 0;
   }
+  /// Forgets all nodes and gives their memory back (values, adjoints, scratch, pools,
+  /// workspace): for a tape that will not record again soon. The next recording allocates.
+  void release() {
+    clear();
+    std::vector<Node<T>>().swap(nodes_);
+    std::vector<Array<T>>().swap(adjoint_pool_);
+    std::vector<PoolBin>().swap(value_pool_);
+    std::vector<T>().swap(workspace_);
+  }
 
   /// Dropout in training. While a stream is set, ad::dropout keeps entry (i, j) of its k-th
   /// call since clear() when dropout_keeps(seed, k, row_offset + i, j, p): a hash of where the

@@ -33,6 +33,11 @@ class Inference {
   /// Pushes the n rows of x (n×d) through F.
   void forward(const T* x, std::size_t n, const PushOutputs<T>& out);
 
+  /// Gives the tapes' memory back (Tape::release); the next pass allocates again.
+  void release() {
+    for (auto& tape : tapes_) tape->release();
+  }
+
   int threads() const { return team_.lanes(); }
   std::size_t chunk() const { return chunk_; }
 

@@ -98,6 +98,11 @@ class Trainer {
   std::int64_t skipped() const { return skipped_; }
   void set_skipped(std::int64_t n) { skipped_ = n; }
   nn::Adam<T>& optimizer() { return optimizer_; }
+  /// Gives the lanes' tapes' memory back (Tape::release), e.g. before a large evaluation once
+  /// training is done; a later step records afresh (and allocates).
+  void release_tapes() {
+    for (auto& lane : lanes_) lane->tape.release();
+  }
   ad::Rng& rng() { return rng_; }
   const TrainConfig& config() const { return cfg_; }
   /// The rate of step t: the schedule's, times the scale (1 unless a plateau lowered it).
