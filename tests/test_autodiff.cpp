@@ -1671,3 +1671,26 @@ TEST_CASE("poisoned builds: a fresh adjoint starts as NaN, so a VJP must write a
   for (double v : *gz) CHECK(std::isnan(v));
 }
 #endif
+
+TEST_CASE("Tape::release gives the memory back, and the tape records and differentiates as before after it") {
+  Rng rng(5);
+  Array<double> x({64, 32}), w({48, 32});
+  rng.fill_normal(x.data(), x.size(), 0.0, 1.0);
+  rng.fill_normal(w.data(), w.size(), 0.0, 0.3);
+  ad::Tape<double> tape;
+  auto run = [&] {
+    tape.clear();
+    const auto xv = tape.variable(x);
+    const auto wv = tape.variable(w);
+    const auto loss = ad::sum(ad::square(ad::linear_act(xv, wv, ad::Var<double>{}, ad::Activation::tanh)));
+    tape.backward(loss);
+    return std::pair<double, Array<double>>(loss.item(), wv.grad());
+  };
+  const auto first = run();
+  REQUIRE(tape.bytes_reserved() > 64 * 48 * sizeof(double));
+  tape.release();
+  CHECK(tape.bytes_reserved() == 0);
+  const auto again = run();
+  CHECK(again.first == first.first);
+  CHECK(again.second == first.second);
+}
