@@ -1238,8 +1238,10 @@ namespace {
 /// kern::gemm on one shape against a naive float64 loop, for β = 0 (C starts as NaN: it must
 /// not be read), β = 1 and β = −0.5, with padded leading dimensions.
 template <class T>
-void check_gemm_shape(bool ta, bool tb, int m, int n, int k, ad::kern::GemmKernel expect, Rng& rng) {
+void check_gemm_shape(bool ta, bool tb, int m, int n, int k, ad::kern::GemmKernel expect, Rng& rng,
+                      int caller_line = __builtin_LINE()) {
   using ad::kern::GemmKernel;
+  CAPTURE(caller_line);
   CAPTURE(ta);
   CAPTURE(tb);
   CAPTURE(m);
@@ -1338,7 +1340,8 @@ void check_skinny_gemms() {
   // coupling's bin parameters) where the padded sliver is full enough (AVX-512 floats)
   constexpr int nr = ad::kern::packed::Tile<T>::NR;
   for (bool tb : {false, true}) {
-    check_gemm_shape<T>(false, tb, 37, nr, 70, GemmKernel::packed, rng);
+    // (on SSE2 a double sliver is 4 wide, no wider than what the small-n kernel takes)
+    check_gemm_shape<T>(false, tb, 37, nr, 70, nr <= ad::kern::kSmallN ? GemmKernel::small_n : GemmKernel::packed, rng);
     check_gemm_shape<T>(false, tb, 200, 23, 300, ad::kern::packed_narrow<T>(23) ? GemmKernel::packed : GemmKernel::blas, rng);
   }
   CHECK_FALSE(ad::kern::packed_narrow<T>(nr + 1));  // a second sliver with one column
