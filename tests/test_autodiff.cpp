@@ -1401,14 +1401,20 @@ void check_gemm_bias(bool ta, bool tb, int m, int n, int k, T beta, Rng& rng) {
 TEST_CASE("gemm_add_bias: the packed kernel adds the bias in its stores, bit for bit as a pass after would") {
   Rng rng(77);
   for (const float beta : {0.0f, 1.0f}) {
-    check_gemm_bias<float>(false, true, 37, 130, 300, beta, rng);  // 12 × 2 tile, two k panels, edge tiles
-    check_gemm_bias<float>(false, true, 64, 70, 64, beta, rng);    // A read in place
-    check_gemm_bias<float>(false, true, 40, 12, 70, beta, rng);    // one vector wide: 8 × 1
-    check_gemm_bias<float>(true, false, 16, 64, 1030, beta, rng);  // 8 rows, five k panels
-    check_gemm_bias<float>(false, true, 33, 64, 0, beta, rng);     // k = 0: β C + bias
-    check_gemm_bias<float>(false, true, 9, 9, 9, beta, rng);       // OpenBLAS: not added
+    check_gemm_bias<float>(false, true, 100, 130, 300, beta, rng);  // 12 × 2 tile, two k panels, edge tiles
+    check_gemm_bias<float>(false, true, 37, 130, 300, beta, rng);   // 8 × 2 tile (12 rows would pad 11)
+    check_gemm_bias<float>(false, true, 67, 70, 300, beta, rng);    // A read in place, its last rows packed
+    check_gemm_bias<float>(true, false, 100, 70, 300, beta, rng);   // A transposed, packed
+    check_gemm_bias<float>(false, true, 40, 12, 70, beta, rng);     // one vector wide: 8 × 1
+    check_gemm_bias<float>(true, false, 16, 64, 1030, beta, rng);   // 8 rows, five k panels
+    check_gemm_bias<float>(false, true, 9, 9, 9, beta, rng);        // OpenBLAS: not added
+    check_gemm_bias<float>(false, true, 33, 64, 3, beta, rng);      // small k: not the packed kernel
     check_gemm_bias<double>(false, true, 37, 130, 300, double(beta), rng);
   }
+  // k = 0 (which the dispatcher sends to the small-k kernel): C = β C + bias.
+  std::vector<float> c(6, 2.0f), bias = {1.0f, -1.0f, 0.5f};
+  ad::kern::packed::gemm<float>(false, true, 2, 3, 0, 1.0f, nullptr, 1, nullptr, 1, 0.5f, c.data(), 3, bias.data());
+  CHECK(c == std::vector<float>{2.0f, 0.0f, 1.5f, 2.0f, 0.0f, 1.5f});
 }
 
 // ================================================================ fresh adjoints

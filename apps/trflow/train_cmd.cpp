@@ -277,8 +277,8 @@ void truncate_metrics(const fs::path& path, std::int64_t step) {
 }
 
 /// What a training run allocates, from its options, in bytes:
-/// - params: the parameters with their gradient, Adam's two moments and each lane's gradient
-///   (4 + threads copies), the checkpoint's encoded value and moments (3), and with validation
+/// - params: the parameters with their gradient, Adam's two moments and the gradient of each
+///   lane after the first (3 + threads copies), the checkpoint's encoded value and moments (3), and with validation
 ///   its best copy and that copy in the checkpoint (2); plus the program with its libraries
 ///   (16 MiB) and each further lane's OpenBLAS buffers and workspace (48 MiB; measured 38–58);
 /// - batch: one pass's tape at a time (the trainer clears it between its two passes); over the
@@ -297,8 +297,9 @@ void truncate_metrics(const fs::path& path, std::int64_t step) {
 /// Not counted: the data set itself, which exists before the check (gaussian:D holds two D × D
 /// float64 matrices and builds them through a third: 40–60 MB at D = 1024).
 /// Against peak RSS (gaussian:256 and :1024, batch 256 … 1024, 1 and 2 threads, with and
-/// without validation): 0.82–1.18 × the measured value with spline couplings; 0.56–0.90 × with
-/// affine ones, whose own footprint is small beside gaussian:1024's uncounted matrices.
+/// without validation): 0.77–1.16 × the measured value with spline couplings (0.89 × for a
+/// default run at D = 1024); 0.55–0.89 × with affine ones, whose own footprint is small beside
+/// gaussian:1024's uncounted matrices.
 struct MemoryEstimate {
   double params = 0, batch = 0, validation = 0, eval = 0;  ///< bytes
   /// The final evaluation runs after the training's tapes have given their memory back.
@@ -320,7 +321,7 @@ MemoryEstimate estimate_memory(const TrainOptions& o, std::size_t dim, std::size
   const double row_floats = couplings * (2 * out + 3 * depth * h * (resnet ? 2 : 1) + (spline ? 1 : 10) * d);
   MemoryEstimate e;
   constexpr double MiB = 1048576.0;
-  e.params = 4.0 * params * (4.0 + double(o.threads) + 3.0 + (val_rows > 0 ? 2.0 : 0.0)) + 16 * MiB +
+  e.params = 4.0 * params * (3.0 + double(o.threads) + 3.0 + (val_rows > 0 ? 2.0 : 0.0)) + 16 * MiB +
              48 * MiB * double(o.threads - 1);
   e.batch = 4.0 * double(o.batch) * row_floats;
   if (val_rows > 0) {

@@ -100,7 +100,7 @@ inline void pack_a(bool ta, const T* a, int lda, int i0, int mc, int p0, int kc,
 }
 
 /// op(B)[p0 : p0 + kc, 0 : n] → NR-column slivers, row-major within a sliver, columns past n
-/// zero. Written in order; a transposed B is read from NR of its rows at once.
+/// zero. Written in order; a transposed B one of its rows (a sliver's column) at a time.
 template <class T, int NR>
 inline void pack_b(bool tb, const T* b, int ldb, int p0, int kc, int n, T* out) {
   for (int jr = 0; jr < n; jr += NR) {
@@ -131,8 +131,10 @@ inline void pack_b(bool tb, const T* b, int ldb, int p0, int kc, int n, T* out) 
 
 /// One MR × NR tile: acc = Σ_p ap[:, p] ⊗ bp[p, :], then C = α acc + β C on the first panel
 /// (first = true; β = 0: C not read) or C += α acc; only rows < mr and columns < nr are written.
-/// bias (the tile's NR columns of it; only on the last panel): then each row of C += bias, in
-/// the same store instead of a pass over C afterwards (the same sums in the same order).
+/// bias (the tile's NR columns of it, not overlapping C; only on the last panel): then each
+/// row of C += bias, in the same store instead of a pass over C afterwards (the same sums in
+/// the same order; bit for bit with α = 1, as the dense layer calls it, since an FMA
+/// contraction of α·acc + bias rounds once where the pass rounds twice otherwise).
 /// kRows: A read in place, row r of the tile at ap + r·lda (ap advancing by one column per p).
 template <class T, int MR, int NV, bool kRows = false>
 inline void micro_kernel(int kc, const T* __restrict ap, const T* __restrict bp, T alpha, T beta, bool first,

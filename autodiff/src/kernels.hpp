@@ -383,7 +383,8 @@ inline GemmKernel gemm_kernel(bool ta, bool tb, int m, int n, int k) {
   // layer, 23·⌈D/2⌉ outputs from 64 hidden): the packed kernel re-reads a long strided A for
   // only n/32 slivers of B, and OpenBLAS wins (GFLOP/s as % of peak, blas / packed: m 11 776,
   // n 64, k 512: 62 / 43; m 1024, n 64: 64 / 61; m 2048, n 128: 68 / 66; m 512, n 64, k 1024:
-  // 63 / 60; where m < 8n the packed kernel wins or ties: m 368, n 64: 71 / 75).
+  // 63 / 60; where m < 8n the packed kernel wins or ties: m 368, n 64: 71 / 75). Measured for
+  // floats on AVX-512 with k = 512 … 1024.
   if (ta && !tb && n <= 128 && m >= 8 * n) return GemmKernel::blas;
   if (n >= kPackedMinN && m >= kPackedMinM) return GemmKernel::packed;
   // A weight gradient with 16 … 31 output features (Aᵀ B, long k): the packed kernel's 8-row

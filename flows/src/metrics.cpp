@@ -58,6 +58,7 @@ double mean_nll(Inference<T>& inference, const Array<T>& y) {
 
 double total_variance(const Dataset& data, const double* rows, std::size_t n) {
   if (const auto v = data.total_variance()) return *v;
+  if (!rows) throw std::logic_error("total_variance: " + data.name() + " has no closed form and no rows were given");
   const std::size_t d = data.dim();
   double variance = 0;
   for (std::size_t j = 0; j < d; ++j) {
@@ -174,7 +175,7 @@ EvalReport evaluate(Flow<T>& flow, Dataset& data, std::size_t n, std::uint64_t s
   r.transport = double(flow.num_time_steps()) * transport / double(n);
   r.map_cost = map_cost / double(n);
   if (data.has_ot_map()) {
-    const OtScores s = ot_scores(data, x, pushed.data(), total_variance(data, buffer.data(), n));
+    const OtScores s = ot_scores(data, x, pushed.data(), total_variance(data, buffer.empty() ? nullptr : buffer.data(), n));
     r.l2_uvp = s.l2_uvp;
     r.ot_cos = s.ot_cos;
   }
