@@ -324,15 +324,11 @@ MemoryEstimate estimate_memory(const TrainOptions& o, std::size_t dim, std::size
   e.params = 4.0 * params * (3.0 + double(o.threads) + 3.0 + (val_rows > 0 ? 2.0 : 0.0)) + 16 * MiB +
              48 * MiB * double(o.threads - 1);
   e.batch = 4.0 * double(o.batch) * row_floats;
-  if (val_rows > 0) {
-    // An inference tape holds values only, about half a training row's floats.
-    const double tape = std::max(double(flows::Inference<float>::kTapeBudget),
-                                 double(flows::Inference<float>::kMinChunk) * 4.0 * 0.5 * row_floats);
-    e.validation = double(val_rows) * d * (8.0 + 4.0) + double(o.threads) * tape + 2000.0 * d * 8.0;
-  }
-  e.eval = double(o.eval_n) * d * 3 * 4.0 +
-           double(o.threads) * std::max(double(flows::Inference<float>::kTapeBudget),
-                                        double(flows::Inference<float>::kMinChunk) * 4.0 * 0.5 * row_floats);
+  // One inference tape per lane: values only, about half a training row's floats per row.
+  const double tapes = double(o.threads) * std::max(double(flows::Inference<float>::kTapeBudget),
+                                                    double(flows::Inference<float>::kMinChunk) * 4.0 * 0.5 * row_floats);
+  if (val_rows > 0) e.validation = double(val_rows) * d * (8.0 + 4.0) + tapes + 2000.0 * d * 8.0;
+  e.eval = double(o.eval_n) * d * 3 * 4.0 + tapes;
   return e;
 }
 
@@ -612,16 +608,15 @@ int run_train(const TrainOptions& cli_options) {
     }
   }
   // Targets with a known OT map: L2-UVP and the cosine at each validation, on fixed base draws.
+  // It pushes its draws on the validation's tapes (one inference tape per lane, not two).
   struct OtProbe {
-    explicit OtProbe(flows::Inference<float>& tapes) : inference(tapes) {}
-    flows::Inference<float>& inference;  // the validation's: its tapes serve both
     ad::Array<float> x;
     std::vector<float> fx;
     double variance = 0;
   };
   std::unique_ptr<OtProbe> ot;
   if (validation && data->has_ot_map() && writer) {
-    ot = std::make_unique<OtProbe>(validation->inference());
+    ot = std::make_unique<OtProbe>();
     ad::Rng rng(o.seed + 37);
     flow->base().sample(2000, rng, ot->x);
     ot->fx.resize(ot->x.size());
@@ -712,7 +707,7 @@ int run_train(const TrainOptions& cli_options) {
         if (ot) {
           flows::PushOutputs<float> push;
           push.y = ot->fx.data();
-          ot->inference.forward(ot->x.data(), ot->x.shape()[0], push);
+          validation->inference().forward(ot->x.data(), ot->x.shape()[0], push);
           const flows::OtScores s = flows::ot_scores(*data, ot->x, ot->fx.data(), ot->variance);
           if (s.l2_uvp) line["l2_uvp"] = *s.l2_uvp;
           if (s.ot_cos) line["ot_cos"] = *s.ot_cos;

@@ -351,13 +351,18 @@ GaussianDataset::GaussianDataset(std::size_t d) : d_(d), mean_(d), lambda_(d), r
     sum_log += std::log(lambda_[i]);
   }
   log_norm_ = -0.5 * sum_log - 0.5 * double(d) * kLog2Pi;
-  // Σ^{1/2} = (Q diag(√λ)) Qᵀ (symmetric), once: ot_map is called a chunk of rows at a time.
-  xt::xtensor<double, 2> scaled({d, d});
-  for (std::size_t r = 0; r < d; ++r)
-    for (std::size_t i = 0; i < d; ++i) scaled(r, i) = q_(r, i) * root_lambda_[i];
-  root_ = xt::xtensor<double, 2>({d, d});
+  root_ = spectral(root_lambda_);  // once: ot_map is called a chunk of rows at a time
+}
+
+// Q diag(w) Qᵀ (symmetric): Σ for w = λ, Σ^{1/2} for w = √λ.
+xt::xtensor<double, 2> GaussianDataset::spectral(const std::vector<double>& w) const {
+  const std::size_t d = d_;
+  xt::xtensor<double, 2> scaled({d, d}), s({d, d});
+  for (std::size_t a = 0; a < d; ++a)
+    for (std::size_t i = 0; i < d; ++i) scaled(a, i) = q_(a, i) * w[i];
   cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(d), int(d), int(d), 1.0, scaled.data(), int(d), q_.data(),
-              int(d), 0.0, root_.data(), int(d));
+              int(d), 0.0, s.data(), int(d));
+  return s;
 }
 
 std::string GaussianDataset::name() const { return "gaussian:" + std::to_string(d_); }
@@ -434,15 +439,7 @@ std::optional<double> GaussianDataset::total_variance() const {
   return v;
 }
 
-xt::xtensor<double, 2> GaussianDataset::covariance() const {
-  const std::size_t d = d_;
-  xt::xtensor<double, 2> scaled({d, d}), s({d, d});  // Σ = (Q diag(λ)) Qᵀ
-  for (std::size_t a = 0; a < d; ++a)
-    for (std::size_t i = 0; i < d; ++i) scaled(a, i) = q_(a, i) * lambda_[i];
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(d), int(d), int(d), 1.0, scaled.data(), int(d), q_.data(),
-              int(d), 0.0, s.data(), int(d));
-  return s;
-}
+xt::xtensor<double, 2> GaussianDataset::covariance() const { return spectral(lambda_); }
 
 // ---------------------------------------------------------------- mixtures
 

@@ -120,14 +120,7 @@ EvalReport evaluate(Flow<T>& flow, Dataset& data, std::size_t n, std::uint64_t s
   // (Drawn even for a file, so that the base draws below are as before.) The true density of
   // the draws comes with them: for gaussian:D from the standard-normal draws themselves.
   std::vector<double> lp(data.has_log_prob() ? n : 0);
-  if (data.has_log_prob()) {
-    buffer.resize(n * data.dim());
-    data.sample_with_log_prob(n, rng, buffer.data(), lp.data());
-    y.resize({n, data.dim()});
-    std::copy(buffer.begin(), buffer.end(), y.data());
-  } else {
-    sample_batch(data, n, rng, buffer, y);
-  }
+  sample_batch(data, n, rng, buffer, y, lp.empty() ? nullptr : lp.data());
   if (const std::size_t rows = data.row_count()) {
     // A finite data set: the NLL is the exact mean over all its rows, not over draws with replacement.
     const std::size_t d = data.dim();

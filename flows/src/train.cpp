@@ -26,10 +26,12 @@ BetaSchedule::Kind BetaSchedule::kind_from_name(const std::string& name) {
 }
 
 template <class T>
-void sample_batch(Dataset& data, std::size_t n, ad::Rng& rng, std::vector<double>& buffer, Array<T>& out) {
+void sample_batch(Dataset& data, std::size_t n, ad::Rng& rng, std::vector<double>& buffer, Array<T>& out,
+                  double* log_prob) {
   const std::size_t d = data.dim();
   buffer.resize(n * d);
-  data.sample(n, rng, buffer.data());
+  if (log_prob) data.sample_with_log_prob(n, rng, buffer.data(), log_prob);
+  else data.sample(n, rng, buffer.data());
   if (out.shape()[0] != n || out.shape()[1] != d) out.resize({n, d});
   std::copy(buffer.begin(), buffer.end(), out.data());
 }
@@ -292,8 +294,8 @@ const char* Trainer<T>::allreduce(StepReport& r, const char* bad) {
   return nullptr;
 }
 
-template void sample_batch<float>(Dataset&, std::size_t, ad::Rng&, std::vector<double>&, Array<float>&);
-template void sample_batch<double>(Dataset&, std::size_t, ad::Rng&, std::vector<double>&, Array<double>&);
+template void sample_batch<float>(Dataset&, std::size_t, ad::Rng&, std::vector<double>&, Array<float>&, double*);
+template void sample_batch<double>(Dataset&, std::size_t, ad::Rng&, std::vector<double>&, Array<double>&, double*);
 template class Trainer<float>;
 template class Trainer<double>;
 

@@ -97,6 +97,7 @@ class GaussianDataset : public Dataset {
 
  private:
   void draw(std::size_t n, ad::Rng& rng, double* out, double* lp);
+  xt::xtensor<double, 2> spectral(const std::vector<double>& w) const;
 
   std::size_t d_;
   std::vector<double> mean_, lambda_, root_lambda_, noise_;  // noise_: one chunk of sample()'s draws

@@ -164,9 +164,11 @@ class Trainer {
   double lr_scale_ = 1.0;
 };
 
-/// Draws n rows of the dataset as T (into out, reusing its memory).
+/// Draws n rows of the dataset as T (into out, reusing its memory; the float64 draws stay in
+/// buffer); with log_prob, also their log-densities (Dataset::sample_with_log_prob, n values).
 template <class T>
-void sample_batch(Dataset& data, std::size_t n, ad::Rng& rng, std::vector<double>& buffer, Array<T>& out);
+void sample_batch(Dataset& data, std::size_t n, ad::Rng& rng, std::vector<double>& buffer, Array<T>& out,
+                  double* log_prob = nullptr);
 
 extern template class Trainer<float>;
 extern template class Trainer<double>;

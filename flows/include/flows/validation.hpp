@@ -61,7 +61,7 @@ class Validation {
   const ValidationConfig& config() const { return cfg_; }
   /// The tapes the evaluations run on, for other passes between them (the OT probe of
   /// `trflow train`), so that a run holds one inference tape per lane, not two.
-  Inference<T>& inference() const { return inference_; }
+  Inference<T>& inference() { return inference_; }
   std::size_t rows() const { return rows_.shape()[0]; }
 
   /// For checkpoints: the best parameters by name, and {best_nll, best_step, since_best}.
