@@ -58,7 +58,6 @@ double mean_nll(Inference<T>& inference, const Array<T>& y) {
 
 double total_variance(const Dataset& data, const double* rows, std::size_t n) {
   if (const auto v = data.total_variance()) return *v;
-  if (!rows) throw std::logic_error("total_variance: " + data.name() + " has no closed form and no rows were given");
   const std::size_t d = data.dim();
   double variance = 0;
   for (std::size_t j = 0; j < d; ++j) {
@@ -133,9 +132,10 @@ EvalReport evaluate(Flow<T>& flow, Dataset& data, std::size_t n, std::uint64_t s
   double true_nll = 0;
   for (double v : lp) true_nll -= v;
   if (!lp.empty()) true_nll /= double(n);
-  // The float64 rows are needed again only for a sample variance (the OT scores of a data set
-  // without a closed-form one); otherwise they go now (164 MB at n = 20 000, D = 1024).
-  if (!(data.has_ot_map() && !data.total_variance())) std::vector<double>().swap(buffer);
+  // The OT scores' Var(Y) (closed form, or the rows' sample variance); then the float64 rows
+  // go (164 MB at n = 20 000, D = 1024).
+  const double variance = data.has_ot_map() ? total_variance(data, buffer.data(), n) : 0.0;
+  std::vector<double>().swap(buffer);
   blas.reset();  // the lanes' passes: one OpenBLAS thread each
   Inference<T> inference(flow, threads, chunk);
   r.nll = mean_nll(inference, y) + nll_offset;
@@ -168,7 +168,7 @@ EvalReport evaluate(Flow<T>& flow, Dataset& data, std::size_t n, std::uint64_t s
   r.transport = double(flow.num_time_steps()) * transport / double(n);
   r.map_cost = map_cost / double(n);
   if (data.has_ot_map()) {
-    const OtScores s = ot_scores(data, x, pushed.data(), total_variance(data, buffer.empty() ? nullptr : buffer.data(), n));
+    const OtScores s = ot_scores(data, x, pushed.data(), variance);
     r.l2_uvp = s.l2_uvp;
     r.ot_cos = s.ot_cos;
   }
