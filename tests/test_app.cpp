@@ -660,6 +660,7 @@ TEST_CASE("data beyond float32 are refused by element, a FIFO without waiting, a
     CHECK(r.code == 2);
     CHECK_MESSAGE(r.err.find(flags.substr(0, flags.find(' ')) + ":") != std::string::npos, r.err);
     CHECK_MESSAGE(r.err.find("GiB") != std::string::npos, r.err);
+    CHECK_MESSAGE(r.err.find("held by the data 8gaussians") != std::string::npos, r.err);
   }
   const fs::path model = fs::path(TRFLOW_TEST_DATA) / "model_v0.1";
   const Result many = run("sample --model " + model.string() + " --n 900000000000 --out " + (dir / "s.npy").string(), dir);

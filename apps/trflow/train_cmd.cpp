@@ -291,22 +291,27 @@ void truncate_metrics(const fs::path& path, std::int64_t step) {
 /// - validation: its rows (float64 as read, and the float copy it keeps), one inference tape per
 ///   lane (Inference::kTapeBudget, or kMinChunk rows where those need more), and the transport
 ///   probe's base rows and pushes;
-/// - eval: the final evaluation's --eval-n rows (data, base draws and their pushes, float32)
-///   and one inference tape per lane, after the training's tapes are released (so the larger
-///   of batch and eval counts).
-/// Not counted: the data set itself, which exists before the check (gaussian:D holds two D × D
-/// float64 matrices and builds them through a third: 40–60 MB at D = 1024).
+/// - eval: the final evaluation's rows (--eval-n draws, or all the rows of a data file) as
+///   float32, with first their float64 originals and later (these freed) the --eval-n base draws
+///   and their pushes (float32), one inference tape per lane and three 2048-row float64 chunks
+///   of the data set's own products (log p, T*); after the training's tapes are released (so
+///   the larger of batch and eval counts);
+/// - data: what the data set holds (Dataset::memory_bytes: a file's rows, gaussian:D's Q and
+///   Σ^{1/2}), which exists before the check.
 /// Against peak RSS (gaussian:256 and :1024, batch 256 … 1024, 1 and 2 threads, with and
 /// without validation): 0.77–1.16 × the measured value with spline couplings (0.89 × for a
-/// default run at D = 1024); 0.55–0.89 × with affine ones, whose own footprint is small beside
-/// gaussian:1024's uncounted matrices.
+/// default run at D = 1024), measured before the data and eval chunks were counted; 1.16 × for
+/// a data file of 300 000 × 64 float64 rows (default run, one thread: 395 MB measured), whose
+/// rows and final evaluation over all of them were not counted before (0.50 ×).
 struct MemoryEstimate {
-  double params = 0, batch = 0, validation = 0, eval = 0;  ///< bytes
+  double params = 0, batch = 0, validation = 0, eval = 0, data = 0;  ///< bytes
   /// The final evaluation runs after the training's tapes have given their memory back.
-  double total() const { return params + std::max(batch, eval) + validation; }
+  double total() const { return params + std::max(batch, eval) + validation + data; }
 };
 
-MemoryEstimate estimate_memory(const TrainOptions& o, std::size_t dim, std::size_t val_rows) {
+/// data_bytes: Dataset::memory_bytes(); data_rows: Dataset::row_count() (0 for a generator).
+MemoryEstimate estimate_memory(const TrainOptions& o, std::size_t dim, std::size_t val_rows, double data_bytes = 0,
+                               std::size_t data_rows = 0) {
   const double d = double(dim), h = double(o.hidden), depth = double(o.depth), bins = double(o.bins);
   const double couplings = double(o.layers) * (o.structure == "steps" ? 2.0 : 1.0);
   const double a = std::ceil(d / 2), b = std::max(1.0, d - a);
@@ -324,19 +329,29 @@ MemoryEstimate estimate_memory(const TrainOptions& o, std::size_t dim, std::size
   e.params = 4.0 * params * (3.0 + double(o.threads) + 3.0 + (val_rows > 0 ? 2.0 : 0.0)) + 16 * MiB +
              48 * MiB * double(o.threads - 1);
   e.batch = 4.0 * double(o.batch) * row_floats;
-  // One inference tape per lane: values only, about half a training row's floats per row.
-  const double tapes = double(o.threads) * std::max(double(flows::Inference<float>::kTapeBudget),
-                                                    double(flows::Inference<float>::kMinChunk) * 4.0 * 0.5 * row_floats);
+  // One inference tape per lane: values only, about half a training row's floats per row, for
+  // a chunk of kEvalChunk rows, or fewer where those pass kTapeBudget (never below kMinChunk).
+  using Inference = flows::Inference<float>;
+  const double tape_row = 4.0 * 0.5 * row_floats;
+  const double tapes = double(o.threads) * std::min(double(Inference::kEvalChunk) * tape_row,
+                                                    std::max(double(Inference::kTapeBudget),
+                                                             double(Inference::kMinChunk) * tape_row));
   if (val_rows > 0) e.validation = double(val_rows) * d * (8.0 + 4.0) + tapes + 2000.0 * d * 8.0;
-  e.eval = double(o.eval_n) * d * 3 * 4.0 + tapes;
+  const double eval_rows = double(data_rows > 0 ? data_rows : o.eval_n), draws = double(o.eval_n);
+  // The rows' float copy throughout; their float64 rows until copied, then the base draws with
+  // their pushes, the inference tapes and the data set's float64 chunks.
+  e.eval = eval_rows * d * 4.0 + std::max(eval_rows * d * 8.0, draws * d * 8.0 + tapes + 3 * 2048.0 * d * 8.0);
+  e.data = data_bytes;
   return e;
 }
 
 /// Refuses, before the flow is built, a configuration whose training run needs more than 80 %
 /// of the machine's memory (estimate_memory). The flag named is the one whose default value
 /// would save the most.
-void check_memory(const TrainOptions& o, std::size_t dim, std::size_t val_rows) {
-  const MemoryEstimate e = estimate_memory(o, dim, val_rows);
+void check_memory(const TrainOptions& o, const flows::Dataset& data, std::size_t val_rows) {
+  const std::size_t dim = data.dim(), rows = data.row_count();
+  const double held = double(data.memory_bytes());
+  const MemoryEstimate e = estimate_memory(o, dim, val_rows, held, rows);
   const double have = physical_memory_bytes();
   if (!(have > 0 && e.total() > 0.8 * have)) return;
   const TrainOptions defaults;
@@ -345,7 +360,7 @@ void check_memory(const TrainOptions& o, std::size_t dim, std::size_t val_rows) 
   auto consider = [&](const char* flag, auto TrainOptions::*field) {
     TrainOptions t = o;
     t.*field = std::min(t.*field, defaults.*field);
-    const double saved = e.total() - estimate_memory(t, dim, val_rows).total();
+    const double saved = e.total() - estimate_memory(t, dim, val_rows, held, rows).total();
     if (saved > best) best = saved, culprit = flag;
   };
   consider("--batch", &TrainOptions::batch);
@@ -356,10 +371,10 @@ void check_memory(const TrainOptions& o, std::size_t dim, std::size_t val_rows) 
   constexpr double GiB = 1073741824.0;
   throw UsageError(fmt::format("{}: this configuration needs about {:.3g} GiB ({:.3g} GiB of parameters and optimizer "
                                "state, {:.3g} GiB for a batch of {} rows, {:.3g} GiB for validation, {:.3g} GiB "
-                               "for the final evaluation), more than 80 % of this machine's {:.3g} GiB; lower "
-                               "--batch, --hidden, --depth, --layers or --eval-n",
+                               "for the final evaluation, {:.3g} GiB held by the data {}), more than 80 % of this "
+                               "machine's {:.3g} GiB; lower --batch, --hidden, --depth, --layers or --eval-n",
                                culprit, e.total() / GiB, e.params / GiB, e.batch / GiB, o.batch, e.validation / GiB,
-                               e.eval / GiB, have / GiB));
+                               e.eval / GiB, e.data / GiB, data.name(), have / GiB));
 }
 
 nlohmann::json step_json(const flows::StepReport& r, double elapsed) {
@@ -569,7 +584,7 @@ int run_train(const TrainOptions& cli_options) {
                                  o.data));
   std::optional<flows::MfgProblem> problem;
   if (!o.problem.empty()) problem = flows::mfg_problem(o.problem, data->dim());
-  if (!cli.resume) check_memory(o, data->dim(), val_rows.shape()[0]);
+  if (!cli.resume) check_memory(o, *data, val_rows.shape()[0]);
   auto flow = cli.resume ? flows::Flow<float>::from_config(flows::read_architecture(checkpoint.string()).at("flow"))
                          : build_flow(o, data->dim());
   flows::TrainConfig config = train_config(o);

@@ -367,13 +367,22 @@ xt::xtensor<double, 2> GaussianDataset::spectral(const std::vector<double>& w) c
 
 std::string GaussianDataset::name() const { return "gaussian:" + std::to_string(d_); }
 
+namespace {
+constexpr std::size_t kDrawChunk = 1024;  // rows per GEMM in GaussianDataset::draw
+}
+
+std::size_t GaussianDataset::memory_bytes() const {
+  return (q_.size() + root_.size() + kDrawChunk * d_ + mean_.size() + lambda_.size() + root_lambda_.size()) *
+         sizeof(double);
+}
+
 // x_s = m + Q diag(√λ) ε_s: the draws ε in the order of one row after another, then one GEMM
 // per chunk of rows (out = 1·mᵀ + E' Qᵀ, E' = ε diag(√λ)) instead of a matrix–vector product
 // per row; the chunk bounds the scratch (an evaluation's 20 000 draws at D = 1024 would take
 // 164 MB). With lp, also log p(x_s) = log_norm − ½‖ε_s‖², since Qᵀ(x_s − m) = √λ ⊙ ε_s: the
 // density of the data set's own draws needs no whitening product.
 void GaussianDataset::draw(std::size_t n, ad::Rng& rng, double* out, double* lp) {
-  const std::size_t d = d_, chunk = 1024;
+  const std::size_t d = d_, chunk = kDrawChunk;
   noise_.resize(std::min(n, chunk) * d);  // keeps its capacity: no allocation once a batch has been drawn
   for (std::size_t s0 = 0; s0 < n; s0 += chunk) {
     const std::size_t m = std::min(chunk, n - s0);

@@ -37,7 +37,7 @@ std::pair<xt::xtensor<double, 2>, xt::xtensor<double, 2>> hold_out(const xt::xte
 
 template <class T>
 Validation<T>::Validation(Flow<T>& flow, Array<T> rows, double nll_offset, const ValidationConfig& cfg, int threads)
-    : flow_(flow), inference_(flow, threads, 4096), rows_(std::move(rows)), offset_(nll_offset), cfg_(cfg) {
+    : flow_(flow), inference_(flow, threads, Inference<T>::kEvalChunk), rows_(std::move(rows)), offset_(nll_offset), cfg_(cfg) {
   if (rows_.shape()[0] == 0) throw std::invalid_argument("Validation: no validation rows");
   if (rows_.shape()[1] != flow.dim())
     throw std::invalid_argument(fmt::format("Validation: the rows have {} columns but the model has dimension {}",

@@ -51,6 +51,9 @@ class Dataset {
   virtual void ot_map(const double* x, std::size_t n, double* out) const;
   /// E‖Y − EY‖², when known in closed form.
   virtual std::optional<double> total_variance() const { return std::nullopt; }
+  /// The bytes it holds once it has drawn a batch (its rows, matrices and scratch), for the
+  /// training's memory check; a few kilobytes count as 0.
+  virtual std::size_t memory_bytes() const { return 0; }
 };
 
 /// The default tail bound B of spline couplings for a flow from N(0, I) to `data`: the flow's
@@ -87,6 +90,8 @@ class GaussianDataset : public Dataset {
   void ot_map(const double* x, std::size_t n, double* out) const override;
   /// tr Σ = Σ_i λ_i.
   std::optional<double> total_variance() const override;
+  /// Q and Σ^{1/2} (D × D each) and sample()'s scratch of 1024 rows, float64.
+  std::size_t memory_bytes() const override;
 
   const std::vector<double>& mean() const { return mean_; }
   const std::vector<double>& eigenvalues() const { return lambda_; }
@@ -126,6 +131,7 @@ class BrenierDataset : public Dataset {
   std::optional<double> w2_sq_to_standard_normal() const override { return w2_; }
   /// The Monte Carlo estimate of W2² and its standard error.
   std::pair<double, double> w2_estimate() const { return {w2_, w2_se_}; }
+  std::size_t memory_bytes() const override { return (w_.size() + b_.size()) * sizeof(double); }
 
   /// ∇ψ(x) into g (D values).
   void gradient(const double* x, double* g) const;
@@ -166,6 +172,7 @@ class GaussianMixture : public Dataset {
 
   const xt::xtensor<double, 2>& means() const { return means_; }
   double sigma() const { return sigma_; }
+  std::size_t memory_bytes() const override { return means_.size() * sizeof(double); }
 
  private:
   std::string name_;
@@ -187,6 +194,7 @@ class MatrixDataset : public Dataset {
   std::size_t row_count() const override { return rows_.shape()[0]; }
   void all_rows(double* out) const override { std::copy(rows_.begin(), rows_.end(), out); }
   std::size_t dropped_rows() const { return dropped_; }
+  std::size_t memory_bytes() const override { return rows_.size() * sizeof(double); }
 
  private:
   std::string name_;

@@ -25,6 +25,7 @@ class Inference {
   /// threads: how many threads share the rows; chunk: rows per tape pass at most (bounds
   /// memory; lowered on first use so that a lane's tape holds about kTapeBudget bytes).
   explicit Inference(Flow<T>& flow, int threads = 1, std::size_t chunk = 1024);
+  static constexpr std::size_t kEvalChunk = 4096;                     ///< evaluate()'s and validation's chunk
   static constexpr std::size_t kTapeBudget = std::size_t(64) << 20;  ///< bytes of tape per lane
   static constexpr std::size_t kMinChunk = 64;                        ///< rows: below this GEMMs lose
 

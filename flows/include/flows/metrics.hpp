@@ -39,7 +39,7 @@ struct EvalReport {
 /// split across `threads` threads; the result does not depend on their number.
 template <class T>
 EvalReport evaluate(Flow<T>& flow, Dataset& data, std::size_t n, std::uint64_t seed, double nll_offset = 0.0,
-                    int threads = 1, std::size_t chunk = 4096);
+                    int threads = 1, std::size_t chunk = Inference<T>::kEvalChunk);
 
 /// L2-UVP and the cosine of the map x ↦ F(x) against data's OT map T* (data.has_ot_map()), on the
 /// n base samples x (n×d) and their pushes fx; variance = Var(Y) (E‖Y − EY‖²). Either is empty
@@ -55,7 +55,7 @@ OtScores ot_scores(const Dataset& data, const Array<T>& x, const T* fx, double v
 
 /// Mean −log p(y) of the rows of y under the flow (chunked, on `threads` threads).
 template <class T>
-double mean_nll(Flow<T>& flow, const Array<T>& y, int threads = 1, std::size_t chunk = 4096);
+double mean_nll(Flow<T>& flow, const Array<T>& y, int threads = 1, std::size_t chunk = Inference<T>::kEvalChunk);
 /// The same with an Inference that is kept between calls (its tapes are reused: no allocation).
 template <class T>
 double mean_nll(Inference<T>& inference, const Array<T>& y);
