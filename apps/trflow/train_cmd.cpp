@@ -289,8 +289,8 @@ void truncate_metrics(const fs::path& path, std::int64_t step) {
 ///   measured: spline 94 / 368 KB at D = 256 / 1024 (counted 104 / 399), affine 50 / 194 KB
 ///   (counted 55 / 203);
 /// - validation: its rows (float64 as read, and the float copy it keeps), one inference tape per
-///   lane (Inference::kTapeBudget, or kMinChunk rows where those need more), and the transport
-///   probe's base rows and pushes;
+///   lane (Inference::kEvalChunk rows, at most kTapeBudget unless kMinChunk rows need more),
+///   and the transport probe's base rows and pushes;
 /// - eval: the final evaluation's rows (--eval-n draws, or all the rows of a data file) as
 ///   float32, with first their float64 originals and later (these freed) the --eval-n base draws
 ///   and their pushes (float32), one inference tape per lane and three 2048-row float64 chunks
