@@ -310,8 +310,8 @@ struct MemoryEstimate {
 };
 
 /// data_bytes: Dataset::memory_bytes(); data_rows: Dataset::row_count() (0 for a generator).
-MemoryEstimate estimate_memory(const TrainOptions& o, std::size_t dim, std::size_t val_rows, double data_bytes = 0,
-                               std::size_t data_rows = 0) {
+MemoryEstimate estimate_memory(const TrainOptions& o, std::size_t dim, std::size_t val_rows, double data_bytes,
+                               std::size_t data_rows) {
   const double d = double(dim), h = double(o.hidden), depth = double(o.depth), bins = double(o.bins);
   const double couplings = double(o.layers) * (o.structure == "steps" ? 2.0 : 1.0);
   const double a = std::ceil(d / 2), b = std::max(1.0, d - a);

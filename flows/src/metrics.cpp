@@ -134,7 +134,7 @@ EvalReport evaluate(Flow<T>& flow, Dataset& data, std::size_t n, std::uint64_t s
   if (!lp.empty()) true_nll /= double(n);
   // The OT scores' Var(Y) (closed form, or the rows' sample variance); then the float64 rows
   // go (164 MB at n = 20 000, D = 1024).
-  const double variance = data.has_ot_map() ? total_variance(data, buffer.data(), n) : 0.0;
+  const double variance = data.has_ot_map() ? total_variance(data, buffer.data(), y.shape()[0]) : 0.0;
   std::vector<double>().swap(buffer);
   blas.reset();  // the lanes' passes: one OpenBLAS thread each
   Inference<T> inference(flow, threads, chunk);
