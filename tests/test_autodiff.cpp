@@ -1324,6 +1324,12 @@ void check_skinny_gemms() {
     }
   check_gemm_shape<T>(false, true, 33, 64, 9, GemmKernel::packed, rng);
   check_gemm_shape<T>(true, false, 35, 256, 530, GemmKernel::packed, rng);
+  // n cut into chunks of at most 512 kB of packed B (floats: 512 columns at k ≥ 256, 2048 at
+  // k = 64; doubles half that): the last chunk partial, after two k panels for k = 300
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) check_gemm_shape<T>(ta, tb, 37, 600, 300, GemmKernel::packed, rng);
+  check_gemm_shape<T>(false, true, 37, 2100, 64, GemmKernel::packed, rng);
+  check_gemm_shape<T>(false, false, 40, 2100, 64, GemmKernel::packed, rng);
   // 8-row tiles where 12 would pad more (AVX-512): weight gradients of 16 and of 40 outputs
   check_gemm_shape<T>(true, false, 16, 64, 1030, GemmKernel::packed, rng);
   check_gemm_shape<T>(true, false, 40, 70, 300, GemmKernel::packed, rng);
@@ -1350,6 +1356,9 @@ void check_skinny_gemms() {
   check_gemm_shape<T>(false, false, 50, 33, 40, GemmKernel::blas, rng);
   check_gemm_shape<T>(true, false, 50, 23, 40, GemmKernel::blas, rng);  // a transposed A stays with BLAS below n = 64
   check_gemm_shape<T>(true, false, 520, 64, 40, GemmKernel::blas, rng);  // tall and narrow Aᵀ B (m ≥ 8n): OpenBLAS
+  // ... unless m and k are long: then Cᵀ = Bᵀ A through the packed kernel, added transposed
+  check_gemm_shape<T>(true, false, 2050, 70, 260, GemmKernel::tn_tall, rng);
+  check_gemm_shape<T>(true, false, 2048, 5, 300, GemmKernel::tn_tall, rng);
   check_gemm_shape<T>(true, false, 500, 64, 40, GemmKernel::packed, rng);
   check_gemm_shape<T>(true, true, 31, 200, 40, GemmKernel::blas, rng);
   check_gemm_shape<T>(true, true, 3, 9, 9, GemmKernel::blas, rng);
@@ -1410,6 +1419,7 @@ TEST_CASE("gemm_add_bias: the packed kernel adds the bias in its stores, bit for
     check_gemm_bias<float>(false, true, 9, 9, 9, beta, rng);        // OpenBLAS: not added
     check_gemm_bias<float>(false, true, 33, 64, 3, beta, rng);      // small k: not the packed kernel
     check_gemm_bias<double>(false, true, 37, 130, 300, double(beta), rng);
+    check_gemm_bias<float>(false, true, 37, 2100, 64, beta, rng);   // n in two chunks: the bias follows
   }
   // k = 0 (which the dispatcher sends to the small-k kernel): C = β C + bias.
   std::vector<float> c(6, 2.0f), bias = {1.0f, -1.0f, 0.5f};

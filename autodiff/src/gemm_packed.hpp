@@ -66,7 +66,7 @@ using aligned_vector = std::vector<T, xsimd::aligned_allocator<T, 64>>;
 /// Grow-only, per-thread packing memory.
 template <class T>
 inline T* pack_buffer(int which, std::size_t n) {
-  thread_local aligned_vector<T> buffers[3];  // packed B, packed A, an edge sliver of A
+  thread_local aligned_vector<T> buffers[4];  // packed B, packed A, an edge sliver of A, a product Cᵀ
   aligned_vector<T>& b = buffers[which];
   if (b.size() < n) b.resize(n);
   return b.data();
@@ -107,32 +107,36 @@ inline void pack_a(bool ta, const T* a, int lda, int i0, int mc, int p0, int kc,
 }
 
 /// op(B)[p0 : p0 + kc, 0 : n] → NR-column slivers, row-major within a sliver, columns past n
-/// zero. Written in order; a transposed B one of its rows (a sliver's column) at a time.
+/// zero. An untransposed B is read a row at a time, left to right across all the slivers (one
+/// sequential stream, where sliver by sliver the lines were ldb apart and the prefetchers lost
+/// them: a weight gradient's B, a layer's input not in cache); a transposed B one of its rows
+/// (a sliver's column) at a time.
 template <class T, int NR>
 inline void pack_b(bool tb, const T* b, int ldb, int p0, int kc, int n, T* out) {
-  for (int jr = 0; jr < n; jr += NR) {
+  if (!tb) {  // B(p, j) = b[p·ldb + j]
+    constexpr int W = int(batch<T>::size);
+    const int full = n / NR * NR;
+    const T* src = b + std::size_t(p0) * ldb;
+    for (int p = 0; p < kc; ++p, src += ldb) {
+      T* s = out + std::size_t(p) * NR;  // row p of the first sliver; the next is kc·NR further
+      for (int jr = 0; jr < full; jr += NR, s += std::size_t(kc) * NR)
+#pragma GCC unroll 4
+        for (int v = 0; v < NR / W; ++v) batch<T>::load_unaligned(src + jr + v * W).store_aligned(s + v * W);
+      if (full < n)
+        for (int c = 0; c < NR; ++c) s[c] = full + c < n ? src[full + c] : T(0);
+    }
+    return;
+  }
+  for (int jr = 0; jr < n; jr += NR) {  // B(p, j) = b[j·ldb + p]: a sliver's column is a row of b
     const int cols = std::min(NR, n - jr);
     T* s = out + std::size_t(jr) * kc;
-    if (!tb) {  // B(p, j) = b[p·ldb + j]: a sliver's row is contiguous
-      const T* src = b + std::size_t(p0) * ldb + jr;
-      if (cols == NR) {
-        constexpr int W = int(batch<T>::size);
-        for (int p = 0; p < kc; ++p, s += NR, src += ldb)
-#pragma GCC unroll 4
-          for (int v = 0; v < NR / W; ++v) batch<T>::load_unaligned(src + v * W).store_aligned(s + v * W);
-      } else {
-        for (int p = 0; p < kc; ++p, s += NR, src += ldb)
-          for (int c = 0; c < NR; ++c) s[c] = c < cols ? src[c] : T(0);
-      }
-    } else {  // B(p, j) = b[j·ldb + p]: each of the sliver's columns is a contiguous row of b
-      const T* src = b + std::size_t(jr) * ldb + p0;
-      for (int c = 0; c < cols; ++c) {
-        const T* row = src + std::size_t(c) * ldb;
-        for (int p = 0; p < kc; ++p) s[std::size_t(p) * NR + c] = row[p];
-      }
-      for (int c = cols; c < NR; ++c)
-        for (int p = 0; p < kc; ++p) s[std::size_t(p) * NR + c] = T(0);
+    const T* src = b + std::size_t(jr) * ldb + p0;
+    for (int c = 0; c < cols; ++c) {
+      const T* row = src + std::size_t(c) * ldb;
+      for (int p = 0; p < kc; ++p) s[std::size_t(p) * NR + c] = row[p];
     }
+    for (int c = cols; c < NR; ++c)
+      for (int p = 0; p < kc; ++p) s[std::size_t(p) * NR + c] = T(0);
   }
 }
 
@@ -289,6 +293,15 @@ void gemm_tiled(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int 
   }
 }
 
+/// C = α Aᵀ B + β C for a tall, narrow weight gradient (A k × m, B k × n, m ≥ 8n: a spline
+/// conditioner's output layer, 23·D/2 outputs from 64 hidden). Run directly, each packed
+/// element of the long, strided A would serve only n/NR slivers of B; instead Cᵀ = Bᵀ A
+/// (n × m) is computed into a per-thread buffer, the long operand now packed as B (read
+/// row by row), and added to C transposed. Measured (m = 11 776, n = 64, k = 512, operands
+/// not in cache): 109 GFLOP/s against OpenBLAS's 85 on the same product.
+template <class T>
+void gemm_tn_tall(int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c, int ldc);
+
 /// Rows of C a tile of `rows` rows pads m to.
 constexpr int padded_rows(int m, int rows) { return (m + rows - 1) / rows * rows; }
 
@@ -315,6 +328,22 @@ void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int lda, c
       return gemm_tiled<T, 8, NV>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias);
   }
   gemm_tiled<T, MR, NV>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias);
+}
+
+template <class T>
+void gemm_tn_tall(int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c, int ldc) {
+  if (m <= 0 || n <= 0) return;
+  T* ct = pack_buffer<T>(3, std::size_t(n) * std::size_t(m));
+  gemm<T>(true, false, n, m, k, alpha, b, ldb, a, lda, T(0), ct, m);
+  for (int i = 0; i < m; ++i) {  // C(i, j) = β C(i, j) + Cᵀ(j, i): n streams of Cᵀ, each read in order
+    T* ci = c + std::size_t(i) * ldc;
+    const T* col = ct + i;
+    if (beta == T(0)) {
+      for (int j = 0; j < n; ++j) ci[j] = col[std::size_t(j) * m];
+    } else {
+      for (int j = 0; j < n; ++j) ci[j] = beta * ci[j] + col[std::size_t(j) * m];
+    }
+  }
 }
 
 }  // namespace ad::kern::packed

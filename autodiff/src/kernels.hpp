@@ -359,7 +359,7 @@ void gemm_tn_thin(int m, int n, int k, T alpha, const T* a, int lda, const T* b,
 }
 
 /// Which of the kernels gemm() uses for a shape.
-enum class GemmKernel { blas, small_k, small_n, tn_thin, packed };
+enum class GemmKernel { blas, small_k, small_n, tn_thin, packed, tn_tall };
 
 /// A kernel's name, as benchmarks label it.
 inline const char* gemm_kernel_name(GemmKernel kind) {
@@ -369,6 +369,7 @@ inline const char* gemm_kernel_name(GemmKernel kind) {
     case GemmKernel::small_n: return "xsimd small_n";
     case GemmKernel::tn_thin: return "xsimd tn_thin";
     case GemmKernel::packed: return "xsimd packed";
+    case GemmKernel::tn_tall: return "xsimd packed, tall Aᵀ B as (Bᵀ A)ᵀ";
   }
   return "?";
 }
@@ -380,12 +381,14 @@ inline GemmKernel gemm_kernel(bool ta, bool tb, int m, int n, int k) {
   if (!ta && n <= int(batch<T>::size) && m >= kPackedMinM) return GemmKernel::packed;  // its one-vector tile
   if (ta && !tb && (m <= kThin || n <= kThin)) return GemmKernel::tn_thin;
   // A tall, narrow weight gradient (Aᵀ B with m ≥ 8n, n ≤ 128: a spline conditioner's output
-  // layer, 23·⌈D/2⌉ outputs from 64 hidden): the packed kernel re-reads a long strided A for
-  // only n/32 slivers of B, and OpenBLAS wins (GFLOP/s as % of peak, blas / packed: m 11 776,
-  // n 64, k 512: 62 / 43; m 1024, n 64: 64 / 61; m 2048, n 128: 68 / 66; m 512, n 64, k 1024:
-  // 63 / 60; where m < 8n the packed kernel wins or ties: m 368, n 64: 71 / 75). Measured for
-  // floats on AVX-512 with k = 512 … 1024.
-  if (ta && !tb && n <= 128 && m >= 8 * n) return GemmKernel::blas;
+  // layer, 23·⌈D/2⌉ outputs from 64 hidden): run directly, the packed kernel re-reads a long
+  // strided A for only n/32 slivers of B, and OpenBLAS beat it (% of peak, blas / packed:
+  // m 11 776, n 64, k 512: 62 / 43; m 1024, n 64: 64 / 61; m 2048, n 128: 68 / 66). As
+  // Cᵀ = Bᵀ A, the long operand packed as B (packed::gemm_tn_tall), it beats OpenBLAS where m
+  // and k are long (operands not in cache, CPU time, tall / blas: m 11 776, n 64, k 512: 1.15×;
+  // k 256: 1.09×; m 2048, n 128, k 1024: 1.06×) and ties or loses below (m 736 … 1472, n 64,
+  // k 512: 0.99–1.00×; m 200, n 20, k 500: 0.95×; m 520, n 64, k 40: 0.69×).
+  if (ta && !tb && n <= 128 && m >= 8 * n) return m >= 2048 && k >= 256 ? GemmKernel::tn_tall : GemmKernel::blas;
   if (n >= kPackedMinN && m >= kPackedMinM) return GemmKernel::packed;
   // A weight gradient with 16 … 31 output features (Aᵀ B, long k): the packed kernel's 8-row
   // tile, unless the product is small enough (m·n·k ≤ 10⁶) for OpenBLAS's small-matrix kernels,
@@ -427,6 +430,7 @@ inline void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int
       }
     case GemmKernel::tn_thin: return gemm_tn_thin(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     case GemmKernel::packed: return packed::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    case GemmKernel::tn_tall: return packed::gemm_tn_tall(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     case GemmKernel::blas: break;
   }
   gemm_blas(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
