@@ -73,15 +73,28 @@ inline T* pack_buffer(int which, std::size_t n) {
 }
 
 /// op(A)[i0 : i0 + mc, p0 : p0 + kc] → MR-row slivers, column-major within a sliver (the MR
-/// values of one column adjacent), rows past mc zero. Written in order; A is read from MR of
-/// its rows at once (one stream per row: the prefetchers follow them), a transposed A (a weight
-/// gradient's) by contiguous runs of MR.
+/// values of one column adjacent), rows past mc zero. A is read from MR of its rows at once (one
+/// stream per row: the prefetchers follow them), a transposed A (a weight gradient's) a row of
+/// a at a time.
 template <class T, int MR>
 inline void pack_a(bool ta, const T* a, int lda, int i0, int mc, int p0, int kc, T* out) {
+  if (ta && mc % MR == 0) {
+    // A(i, p) = a[p·lda + i], whole slivers: row p of the block read left to right, into every
+    // sliver (one sequential stream, as pack_b; measured on a 64 × 64 weight gradient with
+    // k = 1024: 110 → 120 GFLOP/s, the same within noise on wider ones)
+    const T* src = a + std::size_t(p0) * lda + i0;
+    for (int p = 0; p < kc; ++p, src += lda) {
+      T* s = out + std::size_t(p) * MR;
+      for (int ir = 0; ir < mc; ir += MR, s += std::size_t(kc) * MR)
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; ++r) s[r] = src[ir + r];
+    }
+    return;
+  }
   for (int ir = 0; ir < mc; ir += MR) {
     const int rows = std::min(MR, mc - ir);
     T* s = out + std::size_t(ir) * kc;
-    if (ta) {  // A(i, p) = a[p·lda + i]
+    if (ta) {  // A(i, p) = a[p·lda + i], sliver by sliver (a partial last one)
       const T* src = a + std::size_t(p0) * lda + i0 + ir;
       if (rows == MR) {
         for (int p = 0; p < kc; ++p, s += MR, src += lda)
