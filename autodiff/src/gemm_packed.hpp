@@ -19,7 +19,8 @@
 //      values of one column p are adjacent), op(B)'s panel as NR-column slivers stored row
 //      by row; the micro-kernel then reads both with unit stride whatever the transposes
 //      were, and edge slivers are padded with zeros, so the kernel has no tails. (Except:
-//      a row-major A serving at most 4 slivers is read in place, see gemm() below.)
+//      a row-major A is read in place, its MR rows one broadcast each per step of k; only a
+//      last partial sliver of its rows is packed, see gemm_tiled.)
 //   3. The micro-kernel. An MR × NR tile of C lives in MR·NV registers (NR = NV vectors):
 //      for each p, NV vector loads of B's row, then MR broadcasts of A's column, each
 //      feeding NV fused multiply-adds. With AVX-512 (16 floats): MR = 12, NV = 2, 24
@@ -73,9 +74,8 @@ inline T* pack_buffer(int which, std::size_t n) {
 }
 
 /// op(A)[i0 : i0 + mc, p0 : p0 + kc] → MR-row slivers, column-major within a sliver (the MR
-/// values of one column adjacent), rows past mc zero. A is read from MR of its rows at once (one
-/// stream per row: the prefetchers follow them), a transposed A (a weight gradient's) a row of
-/// a at a time.
+/// values of one column adjacent), rows past mc zero. A is read from MR of its rows at once, a
+/// transposed A (a weight gradient's) a row of a at a time.
 template <class T, int MR>
 inline void pack_a(bool ta, const T* a, int lda, int i0, int mc, int p0, int kc, T* out) {
   if (ta && mc % MR == 0) {
@@ -106,16 +106,10 @@ inline void pack_a(bool ta, const T* a, int lda, int i0, int mc, int p0, int kc,
       }
       continue;
     }
-    const T* src[MR];  // A(i, p) = a[i·lda + p]
+    const T* src[MR];  // A(i, p) = a[i·lda + p] (gemm_tiled packs only a last partial sliver)
     for (int r = 0; r < MR; ++r) src[r] = a + std::size_t(i0 + ir + std::min(r, rows - 1)) * lda + p0;
-    if (rows == MR) {
-      for (int p = 0; p < kc; ++p, s += MR)
-#pragma GCC unroll 16
-        for (int r = 0; r < MR; ++r) s[r] = src[r][p];
-    } else {
-      for (int p = 0; p < kc; ++p, s += MR)
-        for (int r = 0; r < MR; ++r) s[r] = r < rows ? src[r][p] : T(0);
-    }
+    for (int p = 0; p < kc; ++p, s += MR)
+      for (int r = 0; r < MR; ++r) s[r] = r < rows ? src[r][p] : T(0);
   }
 }
 
@@ -251,11 +245,11 @@ void gemm_tiled(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int 
   const int nc_pad = (std::min(n, nc_max) + NR - 1) / NR * NR;
   T* bp = pack_buffer<T>(0, std::size_t(std::min(KC, k)) * std::size_t(nc_pad));  // at most kPanelBytes
   T* ap = pack_buffer<T>(1, std::size_t(MC) * KC);
-  // A not transposed and at most 4 slivers of B to serve: the kernel reads A's rows in place
-  // (MR rows, one broadcast each per p) instead of packing them; packing pays for itself only
-  // when many slivers reuse the block (measured: 1.1–1.3× on 64- and 128-wide layers, and
-  // 0.96× at n = 512, where MR rows 2 kB apart also crowd L1's sets).
-  const bool in_place = !ta && (n + NR - 1) / NR <= 4;
+  // A not transposed: the kernel reads A's rows in place (MR rows, one broadcast each per p)
+  // instead of packing them. Measured: 1.1–1.3× on 64- and 128-wide layers; with the row-sliver
+  // order below, whose MR rows stay in L1 while they sweep the chunk, 1.01–1.08× on 256- to
+  // 2048-wide ones too (it lost at n = 512 when the tiles went column by column).
+  const bool in_place = !ta;
   for (int j0 = 0; j0 < n; j0 += nc_max) {
     const int nc = std::min(nc_max, n - j0);
     for (int p0 = 0; p0 < k; p0 += KC) {
