@@ -293,9 +293,9 @@ void truncate_metrics(const fs::path& path, std::int64_t step) {
 ///   and the transport probe's base rows and pushes;
 /// - eval: the final evaluation's rows (--eval-n draws, or all the rows of a data file) as
 ///   float32, with first their float64 originals and later (these freed) the --eval-n base draws
-///   and their pushes (float32), one inference tape per lane and three 2048-row float64 chunks
-///   of the data set's own products (log p, T*); after the training's tapes are released (so
-///   the larger of batch and eval counts);
+///   and their pushes (float32), one inference tape per lane and three float64 chunks of
+///   flows::kProductChunk rows for the data set's own products (log p, T*); after the
+///   training's tapes are released (so the larger of batch and eval counts);
 /// - data: what the data set holds (Dataset::memory_bytes: a file's rows, gaussian:D's Q and
 ///   Σ^{1/2}), which exists before the check.
 /// Against peak RSS (gaussian:256 and :1024, batch 256 … 1024, 1 and 2 threads, with and
@@ -309,10 +309,9 @@ struct MemoryEstimate {
   double total() const { return params + std::max(batch, eval) + validation + data; }
 };
 
-/// data_bytes: Dataset::memory_bytes(); data_rows: Dataset::row_count() (0 for a generator).
-MemoryEstimate estimate_memory(const TrainOptions& o, std::size_t dim, std::size_t val_rows, double data_bytes,
-                               std::size_t data_rows) {
-  const double d = double(dim), h = double(o.hidden), depth = double(o.depth), bins = double(o.bins);
+MemoryEstimate estimate_memory(const TrainOptions& o, const flows::Dataset& data, std::size_t val_rows) {
+  const std::size_t data_rows = data.row_count();  // 0 for a generator
+  const double d = double(data.dim()), h = double(o.hidden), depth = double(o.depth), bins = double(o.bins);
   const double couplings = double(o.layers) * (o.structure == "steps" ? 2.0 : 1.0);
   const double a = std::ceil(d / 2), b = std::max(1.0, d - a);
   const bool spline = o.coupling == "rqs" && !o.additive;
@@ -340,8 +339,9 @@ MemoryEstimate estimate_memory(const TrainOptions& o, std::size_t dim, std::size
   const double eval_rows = double(data_rows > 0 ? data_rows : o.eval_n), draws = double(o.eval_n);
   // The rows' float copy throughout; their float64 rows until copied, then the base draws with
   // their pushes, the inference tapes and the data set's float64 chunks.
-  e.eval = eval_rows * d * 4.0 + std::max(eval_rows * d * 8.0, draws * d * 8.0 + tapes + 3 * 2048.0 * d * 8.0);
-  e.data = data_bytes;
+  e.eval = eval_rows * d * 4.0 +
+           std::max(eval_rows * d * 8.0, draws * d * 8.0 + tapes + 3.0 * double(flows::kProductChunk) * d * 8.0);
+  e.data = double(data.memory_bytes());
   return e;
 }
 
@@ -349,9 +349,7 @@ MemoryEstimate estimate_memory(const TrainOptions& o, std::size_t dim, std::size
 /// of the machine's memory (estimate_memory). The flag named is the one whose default value
 /// would save the most.
 void check_memory(const TrainOptions& o, const flows::Dataset& data, std::size_t val_rows) {
-  const std::size_t dim = data.dim(), rows = data.row_count();
-  const double held = double(data.memory_bytes());
-  const MemoryEstimate e = estimate_memory(o, dim, val_rows, held, rows);
+  const MemoryEstimate e = estimate_memory(o, data, val_rows);
   const double have = physical_memory_bytes();
   if (!(have > 0 && e.total() > 0.8 * have)) return;
   const TrainOptions defaults;
@@ -360,7 +358,7 @@ void check_memory(const TrainOptions& o, const flows::Dataset& data, std::size_t
   auto consider = [&](const char* flag, auto TrainOptions::*field) {
     TrainOptions t = o;
     t.*field = std::min(t.*field, defaults.*field);
-    const double saved = e.total() - estimate_memory(t, dim, val_rows, held, rows).total();
+    const double saved = e.total() - estimate_memory(t, data, val_rows).total();
     if (saved > best) best = saved, culprit = flag;
   };
   consider("--batch", &TrainOptions::batch);

@@ -73,9 +73,8 @@ template <class T>
 OtScores ot_scores(const Dataset& data, const Array<T>& x, const T* fx, double variance) {
   // The yardstick of Korotin et al. (NeurIPS 2021): the learned map against T*, point by point.
   const std::size_t n = x.shape()[0], d = x.shape()[1];
-  // In chunks of rows: two float64 copies of all n rows would take 16·n·d bytes (330 MB for
-  // 20 000 rows at D = 1024) and their page faults.
-  const std::size_t chunk = std::min<std::size_t>(n, 2048);
+  // In chunks of rows (kProductChunk), not float64 copies of all n rows and their page faults.
+  const std::size_t chunk = std::min(n, kProductChunk);
   std::vector<double> xd(chunk * d), target(chunk * d);
   double gap = 0, dot = 0, ot_sq = 0, map_sq = 0;
   for (std::size_t s0 = 0; s0 < n; s0 += chunk) {
@@ -174,7 +173,7 @@ EvalReport evaluate(Flow<T>& flow, Dataset& data, std::size_t n, std::uint64_t s
   }
   if (data.has_log_prob()) {
     // KL(q ‖ p) = E_x[log q(F(x)) − log p(F(x))]
-    const std::size_t chunk = std::min<std::size_t>(n, 2048);  // (float64 copies of a chunk of rows at a time)
+    const std::size_t chunk = std::min(n, kProductChunk);  // (float64 copies of a chunk of rows at a time)
     std::vector<double> pushed_d(chunk * d), target_lp(chunk);
     double reverse_kl = 0;
     for (std::size_t s0 = 0; s0 < n; s0 += chunk) {
