@@ -1713,3 +1713,37 @@ TEST_CASE("Tape::release gives the memory back, and the tape records and differe
   CHECK(again.first == first.first);
   CHECK(again.second == first.second);
 }
+
+/// kern::exp and kern::tanh replace xsimd's scaling by 2^k with AVX-512's vscalefps (on other
+/// targets they are xsimd's own): on every input, bit for bit the value xsimd::exp / tanh give.
+TEST_CASE_TEMPLATE("kern::exp and kern::tanh give xsimd's bits on every input, edges included", T, float, double) {
+  using V = xsimd::batch<T>;
+  constexpr std::size_t W = V::size;
+  std::vector<T> xs = {T(0), -T(0), T(1), T(-1), T(0.625), T(-0.625), T(0.6249999), T(9), T(44), T(-44),
+                       std::numeric_limits<T>::infinity(), -std::numeric_limits<T>::infinity(),
+                       std::numeric_limits<T>::quiet_NaN(), std::numeric_limits<T>::denorm_min(),
+                       std::numeric_limits<T>::max(), std::numeric_limits<T>::lowest(), std::numeric_limits<T>::min()};
+  // around the ends of exp's range (float: minlog −88.376, where k = −127 makes xsimd's 2^k zero,
+  // and the smallest normal result at −87.34; maxlog 88.376; double: ±708.4, 709.8), then a sweep
+  for (T edge : {T(-88.3762626647949), T(-87.68), T(-87.3365), T(88.3762626647949), T(88.7228), T(-708.3964185322641),
+                 T(-745.2), T(709.436), T(709.7827)})
+    for (int i = -40; i <= 40; ++i) xs.push_back(edge + T(i) * std::abs(edge) * T(1e-7)), xs.push_back(std::nextafter(edge, T(i)));
+  for (int i = 0; i < 200000; ++i) xs.push_back(T(-760) + T(1520) * T(i) / T(200000));
+  for (int i = 0; i < 20000; ++i) xs.push_back(T(-4) + T(8) * T(i) / T(20000));
+  while (xs.size() % W) xs.push_back(T(0.5));
+  std::size_t exp_differ = 0, tanh_differ = 0;
+  T got[W], want[W];
+  for (std::size_t i = 0; i < xs.size(); i += W) {
+    const V x = V::load_unaligned(xs.data() + i);
+    ad::kern::exp(x).store_unaligned(got);
+    xsimd::exp(x).store_unaligned(want);
+    exp_differ += std::size_t(std::memcmp(got, want, sizeof got) != 0);
+    ad::kern::tanh(x).store_unaligned(got);
+    xsimd::tanh(x).store_unaligned(want);
+    tanh_differ += std::size_t(std::memcmp(got, want, sizeof got) != 0);
+  }
+  CHECK(exp_differ == 0);
+  CHECK(tanh_differ == 0);
+  CHECK(ad::kern::exp(T(1.5)) == std::exp(T(1.5)));  // scalars: xsimd's scalar overloads
+  CHECK(ad::kern::tanh(T(-0.25)) == xsimd::tanh(T(-0.25)));
+}

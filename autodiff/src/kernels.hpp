@@ -1,9 +1,12 @@
 #pragma once
 // SIMD loops over raw pointers. Each loop runs xsimd batches of the widest
 // width the build targets, then a scalar tail; the functor is generic so the
-// same lambda serves both (xsimd provides the scalar overloads of exp, tanh, …).
+// same lambda serves both (xsimd provides the scalar overloads of exp, tanh, …;
+// kern::exp and kern::tanh below are xsimd's, bit for bit, with a faster scaling on AVX-512).
 #include <algorithm>
 #include <cstddef>
+#include <limits>
+#include <type_traits>
 
 #include <cblas.h>
 #include "autodiff/xsimd.hpp"
@@ -75,6 +78,55 @@ inline V gather(const typename V::value_type* src, const I& index) {
     return xsimd::kernel::gather(src, index, A{});
   else
     return V::gather(src, index);
+}
+
+/// e^x, the same bits as xsimd::exp. On AVX-512 floats: xsimd's own range reduction
+/// (k = round(x / ln 2), r = x − k ln 2) and polynomial for e^r, then the scaling by 2^k in
+/// one vscalefps with a zero-mask, where xsimd's ldexp (an integer add, a shift and a
+/// multiply) and its two range selects take eight instructions. xsimd's ldexp builds 2^k from
+/// a biased exponent, which gives 0 at k = −127 (x just above its minlog, −88.376) where
+/// vscalefps would give a subnormal, so lanes with k ≤ −127 are zeroed (NaN kept), and
+/// x ≥ maxlog gives +inf as in xsimd. Elsewhere (other targets, doubles, scalars) it is
+/// xsimd::exp itself. Measured (1 thread, AVX-512, interleaved): the spline op's forward alone
+/// (eight exp per element) 3–6 % faster; affine training (tanh) the same within noise.
+template <class V> inline V exp(const V& a) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<V, batch<float>> && batch<float>::size == 16) {
+    using R = xsimd::kernel::detail::exp_reduction<float, typename V::arch_type, xsimd::kernel::detail::exp_tag>;
+    V r;
+    const V k = R::reduce(a, r);  // a = k ln 2 + r, |r| ≤ ln 2 / 2
+    const V er = R::approx(r);    // e^r
+    const __mmask16 keep = _mm512_cmp_ps_mask(k, _mm512_set1_ps(-127.0f), _CMP_NLE_UQ);  // k > −127, or NaN
+    const __m512 scaled = _mm512_maskz_scalef_ps(keep, er, k);                       // e^r · 2^k
+    const __mmask16 big = _mm512_cmp_ps_mask(a, R::maxlog(), _CMP_GE_OQ);
+    return V(_mm512_mask_mov_ps(scaled, big, _mm512_set1_ps(std::numeric_limits<float>::infinity())));
+  } else
+#endif
+  {
+    return xsimd::exp(a);
+  }
+}
+
+/// tanh x, the same bits as xsimd::tanh (its generic algorithm, from Boost.SIMD, line for
+/// line) with kern::exp inside: for |x| < 5/8 an odd polynomial, above 1 − 2 / (1 + e^{2|x|}),
+/// then x's sign. Scalars: xsimd::tanh.
+template <class V> inline V tanh(const V& self) {
+  if constexpr (std::is_arithmetic_v<V>) {
+    return xsimd::tanh(self);
+  } else {
+    using T = typename V::value_type;
+    const V one(T(1));
+    const V x = xsimd::abs(self);
+    const auto test = x < V(T(5)) / V(T(8));
+    const V bts = xsimd::bitofsign(self);
+    V z = one;
+    if (xsimd::any(test)) {
+      z = xsimd::kernel::detail::tanh_kernel<V>::tanh(x);
+      if (xsimd::all(test)) return z ^ bts;
+    }
+    const V r = xsimd::fma(V(T(-2)), one / (one + kern::exp(x + x)), one);
+    return xsimd::select(test, z, r) ^ bts;
+  }
 }
 
 /// g[i] += x[i]

@@ -391,8 +391,8 @@ template <class T, class Run>
 void with_activation(Activation act, T s, Run run) {  // run(f) with f the activation, for batches and scalars
   switch (act) {
     case Activation::identity: run([](auto v) { return v; }); return;
-    case Activation::tanh: run([](auto v) { return xsimd::tanh(v); }); return;
-    case Activation::sigmoid: run([](auto v) { using V = decltype(v); return V(1) / (V(1) + xsimd::exp(-v)); }); return;
+    case Activation::tanh: run([](auto v) { return kern::tanh(v); }); return;
+    case Activation::sigmoid: run([](auto v) { using V = decltype(v); return V(1) / (V(1) + kern::exp(-v)); }); return;
     case Activation::relu: run([](auto v) { return xsimd::max(v, decltype(v)(0)); }); return;
     case Activation::leaky_relu:
       run([s](auto v) { using V = decltype(v); return kern::where(v > V(0), v, V(s) * v); });
@@ -400,7 +400,7 @@ void with_activation(Activation act, T s, Run run) {  // run(f) with f the activ
     case Activation::softplus:  // max(z, 0) + log1p(e^{−|z|}): no overflow for large z
       run([](auto v) {
         using V = decltype(v);
-        return xsimd::max(v, V(0)) + xsimd::log1p(xsimd::exp(-xsimd::abs(v)));
+        return xsimd::max(v, V(0)) + xsimd::log1p(kern::exp(-xsimd::abs(v)));
       });
       return;
     case Activation::elu:
@@ -473,7 +473,7 @@ template <class T> struct Act {
 // y = e^a                        ā += ȳ ⊙ y
 template <class T> struct Exp {
   static Shape shape(Ctx<T> c) { return same_as_input(c); }
-  static void forward(Ctx<T>& c) { kern::map(c.x(0), c.y(), c.n(), [](auto a) { return xsimd::exp(a); }); }
+  static void forward(Ctx<T>& c) { kern::map(c.x(0), c.y(), c.n(), [](auto a) { return kern::exp(a); }); }
   static void vjp(Ctx<T>& c) {
     put2(c, 0, c.gy(), c.node.value.data(), c.n(), [](auto g, auto y) { return g * y; });
   }
@@ -554,7 +554,7 @@ template <class T> struct SoftClamp {
   }
   static void forward(Ctx<T>& c) {
     const T k = c.attrs().scalar;
-    kern::map(c.x(0), c.y(), c.n(), [k](auto a) { using V = decltype(a); return V(k) * xsimd::tanh(a / V(k)); });
+    kern::map(c.x(0), c.y(), c.n(), [k](auto a) { using V = decltype(a); return V(k) * kern::tanh(a / V(k)); });
   }
   static void vjp(Ctx<T>& c) {
     const T inv = T(1) / c.attrs().scalar;
@@ -967,7 +967,7 @@ template <class T> struct RQSpline {
           V logd;
           const V xi = spline::inverse_xi(bin, vc, logd);
           const V a = gy - gl * spline::dlogd_dx(bin, xi);  // here gy is x̄ and gl is ℓ̄ of ℓ = −log s'
-          const V dinv = xsimd::exp(-logd);                 // 1 / s'(x)
+          const V dinv = kern::exp(-logd);                 // 1 / s'(x)
           g_in = a * dinv;
           g = spline::reverse_bin(bin, bin.x0 + xi * bin.w, -a * dinv, -gl);
         }

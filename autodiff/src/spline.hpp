@@ -62,7 +62,7 @@ inline void make_knots(const V* u, int K, T B, T min_frac, V* p, V* knots) {
   V mx = u[0];
   for (int i = 1; i < K; ++i) mx = xsimd::max(mx, u[i]);
   V total(T(0));
-  for (int i = 0; i < K; ++i) p[i] = xsimd::exp(u[i] - mx), total += p[i];
+  for (int i = 0; i < K; ++i) p[i] = kern::exp(u[i] - mx), total += p[i];
   const V inv = V(T(1)) / total;
   const T scale = T(1) - T(K) * min_frac;
   V cum(T(0));
@@ -92,7 +92,7 @@ inline void make_spline(const V* u, int K, T B, Knots<V>& kn) {
 template <class V>
 inline V derivative(V z, V* slope) {
   using T = scalar_t<V>;
-  const V e = xsimd::exp(-xsimd::abs(z));
+  const V e = kern::exp(-xsimd::abs(z));
   if (slope) *slope = where(z >= V(T(0)), V(T(1)), e) / (V(T(1)) + e);
   return V(T(kMinDerivative)) + xsimd::max(z, V(T(0))) + xsimd::log1p(e);
 }
@@ -202,7 +202,7 @@ inline V inverse_xi(const Bin<V>& b, V y, V& logd) {
   const V xi0 = xsimd::min(xsimd::max(V(2) * qc / (-qb - xsimd::sqrt(disc)), V(0)), V(1));
   V y0, l0, y1, l1;
   eval_bin(b, xi0, y0, l0);
-  const V xi1 = xsimd::min(xsimd::max(xi0 - (y0 - y) / (xsimd::exp(l0) * b.w), V(0)), V(1));  // dy/dξ = y' Δx
+  const V xi1 = xsimd::min(xsimd::max(xi0 - (y0 - y) / (kern::exp(l0) * b.w), V(0)), V(1));  // dy/dξ = y' Δx
   eval_bin(b, xi1, y1, l1);
   const auto better = xsimd::abs(y1 - y) < xsimd::abs(y0 - y);
   logd = where(better, l1, l0);
