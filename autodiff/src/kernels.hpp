@@ -88,7 +88,7 @@ inline V gather(const typename V::value_type* src, const I& index) {
 /// vscalefps would give a subnormal, so lanes with k ≤ −127 are zeroed (NaN kept), and
 /// x ≥ maxlog gives +inf as in xsimd. Elsewhere (other targets, doubles, scalars) it is
 /// xsimd::exp itself. Measured (1 thread, AVX-512, interleaved): the spline op's forward alone
-/// (eight exp per element) 3–6 % faster; affine training (tanh) the same within noise.
+/// (18 exp per element) 3–6 % faster; affine training (tanh) the same within noise.
 template <class V> inline V exp(const V& a) {
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<V, batch<float>> && batch<float>::size == 16) {
@@ -107,25 +107,34 @@ template <class V> inline V exp(const V& a) {
   }
 }
 
-/// tanh x, the same bits as xsimd::tanh (its generic algorithm, from Boost.SIMD, line for
-/// line) with kern::exp inside: for |x| < 5/8 an odd polynomial, above 1 − 2 / (1 + e^{2|x|}),
-/// then x's sign. Scalars: xsimd::tanh.
-template <class V> inline V tanh(const V& self) {
-  if constexpr (std::is_arithmetic_v<V>) {
-    return xsimd::tanh(self);
+/// tanh x. Floats, batches and scalars alike (an element's value does not depend on whether it
+/// falls in a SIMD block or in a loop's scalar tail): the rational minimax approximation Eigen
+/// and XLA use for float tanh, x·P(x²)/Q(x²) with P of degree 6 and Q of degree 3 in x², x
+/// clamped to ±7.905; ±1 beyond |x| = 9.02 (where the float nearest tanh is ±1) and x itself
+/// below 4·10⁻⁴ and for NaN. Measured against a float64 tanh over every float in [4·10⁻⁴, 100):
+/// max relative error 2.9·10⁻⁷ (4.9 ulp; xsimd::tanh 1.3 ulp), at half xsimd::tanh's time
+/// (1024 × 64 values in L2, AVX-512: 13.6 against 27.1 µs): xsimd computes both a polynomial
+/// and an exp branch for every batch that mixes small and large |x|, as hidden layers do.
+/// Doubles: xsimd::tanh (the gradient checks run in double precision).
+template <class V> inline V tanh(const V& x0) {
+  if constexpr (!std::is_same_v<V, float> && !std::is_same_v<V, batch<float>>) {
+    return xsimd::tanh(x0);
   } else {
-    using T = typename V::value_type;
-    const V one(T(1));
-    const V x = xsimd::abs(self);
-    const auto test = x < V(T(5)) / V(T(8));
-    const V bts = xsimd::bitofsign(self);
-    V z = one;
-    if (xsimd::any(test)) {
-      z = xsimd::kernel::detail::tanh_kernel<V>::tanh(x);
-      if (xsimd::all(test)) return z ^ bts;
-    }
-    const V r = xsimd::fma(V(T(-2)), one / (one + kern::exp(x + x)), one);
-    return xsimd::select(test, z, r) ^ bts;
+    const V c(7.90531110763549805f), ax = xsimd::abs(x0);
+    const V x = xsimd::min(xsimd::max(x0, -c), c), x2 = x * x;
+    V p(-2.76076847742355e-16f);
+    p = xsimd::fma(x2, p, V(2.00018790482477e-13f));
+    p = xsimd::fma(x2, p, V(-8.60467152213735e-11f));
+    p = xsimd::fma(x2, p, V(5.12229709037114e-08f));
+    p = xsimd::fma(x2, p, V(1.48572235717979e-05f));
+    p = xsimd::fma(x2, p, V(6.37261928875436e-04f));
+    p = xsimd::fma(x2, p, V(4.89352455891786e-03f));
+    V q(1.19825839466702e-06f);
+    q = xsimd::fma(x2, q, V(1.18534705686654e-04f));
+    q = xsimd::fma(x2, q, V(2.26843463243900e-03f));
+    q = xsimd::fma(x2, q, V(4.89352518554385e-03f));
+    const V r = kern::where(ax > V(9.02f), xsimd::copysign(V(1.0f), x0), x * p / q);
+    return kern::where(!(ax >= V(4e-4f)), x0, r);  // tiny, or NaN
   }
 }
 
