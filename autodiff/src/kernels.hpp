@@ -117,7 +117,13 @@ template <class V> inline V exp(const V& a) {
 /// and an exp branch for every batch that mixes small and large |x|, as hidden layers do.
 /// Doubles: xsimd::tanh (the gradient checks run in double precision).
 template <class V> inline V tanh(const V& x0) {
-  if constexpr (!std::is_same_v<V, float> && !std::is_same_v<V, batch<float>>) {
+  if constexpr (std::is_same_v<V, float>) {
+    // a scalar runs the batch code (lane 0): whether xsimd::fma fuses on batches depends on the
+    // compiler (clang takes its mul + add fallback), so a scalar std::fma could round differently
+    alignas(64) float lanes[batch<float>::size];
+    kern::tanh(batch<float>(x0)).store_aligned(lanes);
+    return lanes[0];
+  } else if constexpr (!std::is_same_v<V, batch<float>>) {
     return xsimd::tanh(x0);
   } else {
     const V c(7.90531110763549805f), ax = xsimd::abs(x0);
