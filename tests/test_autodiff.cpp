@@ -1790,3 +1790,17 @@ TEST_CASE("kern::tanh: float within 3e-7 relative of tanh, batch and scalar alik
   CHECK(double_differs == 0);
   CHECK(ad::kern::tanh(0.3) == xsimd::tanh(0.3));
 }
+
+/// kern::fma rounds once, as the GEMM kernels' speed needs (one vfmadd; xsimd 8.1's AVX-512 fma is
+/// a multiply and an add, fused by GCC but not by clang): with a = b = 1 + ε, a·b = 1 + 2ε + ε²,
+/// so a·b − (1 + 2ε) is ε² fused and 0 rounded twice.
+TEST_CASE_TEMPLATE("kern::fma rounds once, on batches and scalars", T, float, double) {
+  using V = xsimd::batch<T>;
+  const T eps = std::numeric_limits<T>::epsilon();
+  const T a = T(1) + eps, c = -(T(1) + T(2) * eps);
+  T lanes[V::size];
+  ad::kern::fma(V(a), V(a), V(c)).store_unaligned(lanes);
+  CHECK(lanes[0] == eps * eps);
+  CHECK(lanes[V::size - 1] == eps * eps);
+  CHECK(ad::kern::fma(a, a, c) == eps * eps);
+}

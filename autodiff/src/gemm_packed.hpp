@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "autodiff/xsimd.hpp"
+#include "fma.hpp"
 
 namespace ad::kern::packed {
 
@@ -182,7 +183,7 @@ inline void micro_kernel(int kc, const T* __restrict ap, const T* __restrict bp,
     for (int r = 0; r < MR; ++r) {
       const B av(kRows ? ap[r * lda] : ap[r]);
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) acc[r][v] = xsimd::fma(av, bv[v], acc[r][v]);
+      for (int v = 0; v < NV; ++v) acc[r][v] = kern::fma(av, bv[v], acc[r][v]);
     }
     ap += kRows ? 1 : MR;
     bp += NR;
@@ -201,7 +202,7 @@ inline void micro_kernel(int kc, const T* __restrict ap, const T* __restrict bp,
         B out = va * acc[r][v];
         if (!first || beta != T(0)) {
           const B old = B::load_unaligned(cr + v * W);
-          out = first ? xsimd::fma(B(beta), old, out) : out + old;
+          out = first ? kern::fma(B(beta), old, out) : out + old;
         }
         if (bias) out = out + bv[v];
         out.store_unaligned(cr + v * W);

@@ -10,6 +10,7 @@
 
 #include <cblas.h>
 #include "autodiff/xsimd.hpp"
+#include "fma.hpp"
 #include "gemm_packed.hpp"
 
 namespace ad::kern {
@@ -118,8 +119,7 @@ template <class V> inline V exp(const V& a) {
 /// Doubles: xsimd::tanh (the gradient checks run in double precision).
 template <class V> inline V tanh(const V& x0) {
   if constexpr (std::is_same_v<V, float>) {
-    // a scalar runs the batch code (lane 0): whether xsimd::fma fuses on batches depends on the
-    // compiler (clang takes its mul + add fallback), so a scalar std::fma could round differently
+    // a scalar runs the batch code (lane 0), so that the two round alike whatever the target
     alignas(64) float lanes[batch<float>::size];
     kern::tanh(batch<float>(x0)).store_aligned(lanes);
     return lanes[0];
@@ -129,16 +129,16 @@ template <class V> inline V tanh(const V& x0) {
     const V c(7.90531110763549805f), ax = xsimd::abs(x0);
     const V x = xsimd::min(xsimd::max(x0, -c), c), x2 = x * x;
     V p(-2.76076847742355e-16f);
-    p = xsimd::fma(x2, p, V(2.00018790482477e-13f));
-    p = xsimd::fma(x2, p, V(-8.60467152213735e-11f));
-    p = xsimd::fma(x2, p, V(5.12229709037114e-08f));
-    p = xsimd::fma(x2, p, V(1.48572235717979e-05f));
-    p = xsimd::fma(x2, p, V(6.37261928875436e-04f));
-    p = xsimd::fma(x2, p, V(4.89352455891786e-03f));
+    p = kern::fma(x2, p, V(2.00018790482477e-13f));
+    p = kern::fma(x2, p, V(-8.60467152213735e-11f));
+    p = kern::fma(x2, p, V(5.12229709037114e-08f));
+    p = kern::fma(x2, p, V(1.48572235717979e-05f));
+    p = kern::fma(x2, p, V(6.37261928875436e-04f));
+    p = kern::fma(x2, p, V(4.89352455891786e-03f));
     V q(1.19825839466702e-06f);
-    q = xsimd::fma(x2, q, V(1.18534705686654e-04f));
-    q = xsimd::fma(x2, q, V(2.26843463243900e-03f));
-    q = xsimd::fma(x2, q, V(4.89352518554385e-03f));
+    q = kern::fma(x2, q, V(1.18534705686654e-04f));
+    q = kern::fma(x2, q, V(2.26843463243900e-03f));
+    q = kern::fma(x2, q, V(4.89352518554385e-03f));
     const V r = kern::where(ax > V(9.02f), xsimd::copysign(V(1.0f), x0), x * p / q);
     return kern::where(!(ax >= V(4e-4f)), x0, r);  // tiny, or NaN
   }
@@ -281,7 +281,7 @@ void gemm_small_k(bool ta, bool tb, int m, int n, T alpha, const T* a, int lda, 
       int j = 0;
       for (; j + W <= nb; j += W) {
         batch<T> s = scaled_load(beta, ci + j);
-        for (int p = 0; p < K; ++p) s = xsimd::fma(batch<T>(ai[p]), batch<T>::load_unaligned(brow[p] + j), s);
+        for (int p = 0; p < K; ++p) s = kern::fma(batch<T>(ai[p]), batch<T>::load_unaligned(brow[p] + j), s);
         s.store_unaligned(ci + j);
       }
       for (; j < nb; ++j) {
@@ -335,7 +335,7 @@ void gemm_small_n(bool tb, int m, int k, T alpha, const T* a, int lda, const T* 
         for (int j = 0; j < N; ++j) bv[j] = batch<T>::load_unaligned(bcol[j] + p);
         for (int r = 0; r < R; ++r) {
           const batch<T> av = batch<T>::load_unaligned(a + std::size_t(i + r) * lda + p0 + p);
-          for (int j = 0; j < N; ++j) acc[r][j] = xsimd::fma(av, bv[j], acc[r][j]);
+          for (int j = 0; j < N; ++j) acc[r][j] = kern::fma(av, bv[j], acc[r][j]);
         }
       }
       for (int r = 0; r < R; ++r)
@@ -345,7 +345,7 @@ void gemm_small_n(bool tb, int m, int k, T alpha, const T* a, int lda, const T* 
       for (int j = 0; j < N; ++j) {
         batch<T> acc(T(0));
         for (int p = 0; p < p_vec; p += W)
-          acc = xsimd::fma(batch<T>::load_unaligned(a + std::size_t(i) * lda + p0 + p),
+          acc = kern::fma(batch<T>::load_unaligned(a + std::size_t(i) * lda + p0 + p),
                            batch<T>::load_unaligned(bcol[j] + p), acc);
         finish(i, j, acc);
       }
@@ -369,7 +369,7 @@ void outer_sum_block(int l0, int k, const T* u, int ldu, const T* v, int ldv, T 
     for (int q = 0; q < NV; ++q) vb[q] = batch<T>::load_unaligned(vp + q * W);
     for (int s = 0; s < S; ++s) {
       const batch<T> us(u[std::size_t(p) * ldu + s]);
-      for (int q = 0; q < NV; ++q) acc[s][q] = xsimd::fma(us, vb[q], acc[s][q]);
+      for (int q = 0; q < NV; ++q) acc[s][q] = kern::fma(us, vb[q], acc[s][q]);
     }
   }
   for (int s = 0; s < S; ++s)
