@@ -2,7 +2,8 @@
 // SIMD loops over raw pointers. Each loop runs xsimd batches of the widest
 // width the build targets, then a scalar tail; the functor is generic so the
 // same lambda serves both (xsimd provides the scalar overloads of exp, tanh, …;
-// kern::exp and kern::tanh below are xsimd's, bit for bit, with a faster scaling on AVX-512).
+// kern::exp below is xsimd's bit for bit, faster on AVX-512, and kern::tanh a cheaper
+// approximation for floats).
 #include <algorithm>
 #include <cstddef>
 #include <limits>
@@ -89,7 +90,7 @@ inline V gather(const typename V::value_type* src, const I& index) {
 /// vscalefps would give a subnormal, so lanes with k ≤ −127 are zeroed (NaN kept), and
 /// x ≥ maxlog gives +inf as in xsimd. Elsewhere (other targets, doubles, scalars) it is
 /// xsimd::exp itself. Measured (1 thread, AVX-512, interleaved): the spline op's forward alone
-/// (18 exp per element) 3–6 % faster; affine training (tanh) the same within noise.
+/// (18 exp per element) 3–6 % faster.
 template <class V> inline V exp(const V& a) {
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<V, batch<float>> && batch<float>::size == 16) {
