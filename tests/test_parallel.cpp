@@ -188,9 +188,12 @@ TEST_CASE("a step recorded as two passes gives the one-tape objective's loss and
         CHECK(r.loss == doctest::Approx(terms.loss.item()).epsilon(1e-12));
         CHECK(r.transport == doctest::Approx(terms.transport.item()).epsilon(1e-12));
         if (c.jeffreys) CHECK(r.reverse_kl == doctest::Approx(terms.reverse_kl.item()).epsilon(1e-12));
+        // Two lanes sum each gradient in two halves: the same sums in another order, so equal to
+        // rounding (1e-10 relative, check_same_step's bound; the worst element on gaussian:4's
+        // draws is ~1.7e-12, a weight whose rows' contributions cancel)
         for (std::size_t i = 0; i < params.size(); ++i) {
           CAPTURE(params[i]->name);
-          CHECK(max_rel_diff(params[i]->grad.data(), expected[i].data(), expected[i].size()) < 1e-12);
+          CHECK(max_rel_diff(params[i]->grad.data(), expected[i].data(), expected[i].size()) < 1e-10);
         }
       }
     }

@@ -296,8 +296,8 @@ void truncate_metrics(const fs::path& path, std::int64_t step) {
 ///   and their pushes (float32), one inference tape per lane and three float64 chunks of
 ///   flows::kProductChunk rows for the data set's own products (log p, T*); after the
 ///   training's tapes are released (so the larger of batch and eval counts);
-/// - data: what the data set holds (Dataset::memory_bytes: a file's rows, gaussian:D's Q and
-///   Σ^{1/2}), which exists before the check.
+/// - data: what the data set holds (Dataset::memory_bytes: a file's rows, gaussian:D's Q,
+///   Σ^{1/2}, L and L⁻¹), which exists before the check.
 /// Against peak RSS (gaussian:256 and :1024, batch 256 … 1024, 1 and 2 threads, with and
 /// without validation): 0.77–1.16 × the measured value with spline couplings (0.89 × for a
 /// default run at D = 1024), measured before the data and eval chunks were counted; 1.16 × for

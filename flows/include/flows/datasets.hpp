@@ -67,16 +67,17 @@ double spline_tail_bound(Dataset& data, std::uint64_t seed);
 /// first m_i = N(0, 1)/2 for i < D, then a D×D matrix of N(0, 1) entries
 /// (row-major) whose QR factorization (Gram–Schmidt, R with positive diagonal)
 /// gives Q. The eigenvalues are log-evenly spaced over [1/4, 4]:
-/// λ_i = 4^(2i/(D−1) − 1), i = 0..D−1 (λ = 1 for D = 1).
+/// λ_i = 4^(2i/(D−1) − 1), i = 0..D−1 (λ = 1 for D = 1). Draws and densities go
+/// through Σ's Cholesky factor L (lower triangular, L Lᵀ = Σ).
 class GaussianDataset : public Dataset {
  public:
   explicit GaussianDataset(std::size_t d);
   std::size_t dim() const override { return d_; }
   std::string name() const override;
-  /// x = m + Q diag(√λ) ε, ε ~ N(0, I).
+  /// x = m + L ε, ε ~ N(0, I) (the rows' ε drawn one row after another).
   void sample(std::size_t n, ad::Rng& rng, double* out) override;
   bool has_log_prob() const override { return true; }
-  /// log p(x) = −½ Σ_i z_i²/λ_i − ½ Σ_i log λ_i − (D/2) log 2π, z = Qᵀ(x − m).
+  /// log p(x) = −½ ‖z‖² − ½ Σ_i log λ_i − (D/2) log 2π, z = L⁻¹(x − m).
   void log_prob(const double* x, std::size_t n, double* out) const override;
   /// The draws of sample() (the same ones for the same rng) with log p = log_norm − ½‖ε‖².
   void sample_with_log_prob(std::size_t n, ad::Rng& rng, double* out, double* lp) override;
@@ -90,7 +91,7 @@ class GaussianDataset : public Dataset {
   void ot_map(const double* x, std::size_t n, double* out) const override;
   /// tr Σ = Σ_i λ_i.
   std::optional<double> total_variance() const override;
-  /// Q and Σ^{1/2} (D × D each) and sample()'s scratch of 1024 rows, float64.
+  /// Q, Σ^{1/2}, L and L⁻¹ (D × D each), float64.
   std::size_t memory_bytes() const override;
 
   const std::vector<double>& mean() const { return mean_; }
@@ -105,8 +106,9 @@ class GaussianDataset : public Dataset {
   xt::xtensor<double, 2> spectral(const std::vector<double>& w) const;
 
   std::size_t d_;
-  std::vector<double> mean_, lambda_, root_lambda_, noise_;  // noise_: one chunk of sample()'s draws
-  xt::xtensor<double, 2> q_, root_;                          // root_ = Σ^{1/2}, for ot_map
+  std::vector<double> mean_, lambda_, root_lambda_;
+  xt::xtensor<double, 2> q_, root_;        // root_ = Σ^{1/2}, for ot_map
+  xt::xtensor<double, 2> chol_, chol_inv_;  // L and L⁻¹ (row-major, zero above the diagonal)
   double log_norm_;  // −½ Σ log λ_i − (D/2) log 2π
 };
 
