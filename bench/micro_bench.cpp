@@ -10,8 +10,9 @@
 //  * gemm/<shape>/<layer>/<pass>_m.._n.._k../{blas,kern}: the same GEMMs through cblas_sgemm and
 //    through ad::kern::gemm (which picks an xsimd kernel for a skinny shape, see kernels.hpp;
 //    the label names the kernel), at m = the batch and m = half of it (two threads split the
-//    batch). Only the skinny layers differ: shape A's input and output layers, shape B's input
-//    layer forward (k = 8).
+//    batch): every layer of shapes A and B (the hidden layers run the packed kernel, the
+//    skinny ones the small_k, small_n and tn_thin kernels) and the D = 1024 spline
+//    conditioner's output layer.
 //  * linear_tanh/<shape>/{fwd,fwd_bwd}: the fused ad::linear_act node on a tape (hidden layer h→h).
 //  * tanh/<shape>: the elementwise activation alone on an m×h tape value (forward node).
 //  * coupling/<shape>/{forward,inverse,inverse_bwd}: one flows::AffineCoupling on a tape.
@@ -346,7 +347,7 @@ void register_all() {
                                        BM_gemm_vs, kern, g.ta, g.tb, g.m, g.n, g.k, g.beta)
               ->Unit(benchmark::kMicrosecond);
     }
-    if (S != "C")  // the skinny shapes: cblas against ad::kern::gemm, at the batch and half of it
+    if (S != "C")  // shapes A and B: cblas against ad::kern::gemm, at the batch and half of it
       for (int m : {s.m, s.m / 2})
         for (const L& l : layers) {
           struct G { const char* pass; bool ta, tb; int m, n, k; float beta; };

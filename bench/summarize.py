@@ -375,7 +375,8 @@ def findings(rows, micro, micro_sx, out_dir):
         used = [(base, b, k) for base, b, k in pairs if k and "xsimd" in k.get("label", "")]
         if used:
             f.append("Shapes that `ad::kern::gemm` sends to trflow's own kernels instead of cblas_sgemm (skinny ones, "
-                     "where cblas_sgemm's call and packing overhead dominate, and wide outputs, the packed kernel; "
+                     "where cblas_sgemm's call and packing overhead dominate, and the hidden layers and wide "
+                     "outputs, the packed kernel; "
                      "cblas -> trflow kernel, GFLOP/s): " +
                      "; ".join(f"{base[len('gemm/'):]} {b['GFLOP/s']:.0f} -> {k['GFLOP/s']:.0f} ({k['label']})"
                                for base, b, k in used) + ".")
