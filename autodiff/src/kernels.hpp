@@ -450,8 +450,11 @@ inline GemmKernel gemm_kernel(bool ta, bool tb, int m, int n, int k) {
   // Cᵀ = Bᵀ A, the long operand packed as B (packed::gemm_tn_tall), it beats OpenBLAS where m
   // and k are long (operands not in cache, CPU time, tall / blas: m 11 776, n 64, k 512: 1.15×;
   // k 256: 1.09×; m 2048, n 128, k 1024: 1.06×) and ties or loses below (m 736 … 1472, n 64,
-  // k 512: 0.99–1.00×; m 200, n 20, k 500: 0.95×; m 520, n 64, k 40: 0.69×).
-  if (ta && !tb && n <= 128 && m >= 8 * n) return m >= 2048 && k >= 256 ? GemmKernel::tn_tall : GemmKernel::blas;
+  // k 512: 0.99–1.00×; m 200, n 20, k 500: 0.95×; m 520, n 64, k 40: 0.69×). That was with
+  // AVX-512 floats; an AVX2 build (8 floats) lost to OpenBLAS's Haswell kernel on the first of
+  // them (86–87 against 90–100 GFLOP/s), so narrower vectors keep OpenBLAS for these shapes.
+  if (ta && !tb && n <= 128 && m >= 8 * n)
+    return batch<T>::size >= 16 && m >= 2048 && k >= 256 ? GemmKernel::tn_tall : GemmKernel::blas;
   if (n >= kPackedMinN && m >= kPackedMinM) return GemmKernel::packed;
   // A weight gradient with 16 … 31 output features (Aᵀ B, long k): the packed kernel's 8-row
   // tile, unless the product is small enough (m·n·k ≤ 10⁶) for OpenBLAS's small-matrix kernels,
