@@ -115,12 +115,24 @@ std::vector<std::pair<std::string, ad::Array<T>*>> Adam<T>::state() {
 }
 
 // ---------------------------------------------------------------- clipping
+// ‖g‖ over every parameter, summed in float64. Eight running sums (element i into sum i mod 8,
+// then added pairwise) instead of one: a single chain waits an add's latency per element, and
+// eight independent ones the compiler keeps in vector registers (the step's gradient check
+// took 1.6 % of a training step at shape A with one chain).
 template <class T>
 double grad_norm(const std::vector<ad::Parameter<T>*>& params) {
-  double s = 0;
-  for (auto* p : params)
-    for (std::size_t i = 0; i < p->grad.size(); ++i) s += double(p->grad.data()[i]) * double(p->grad.data()[i]);
-  return std::sqrt(s);
+  constexpr std::size_t kSums = 8;
+  double sums[kSums] = {};
+  for (auto* p : params) {
+    const T* g = p->grad.data();
+    const std::size_t n = p->grad.size(), full = n / kSums * kSums;
+    for (std::size_t i = 0; i < full; i += kSums)
+      for (std::size_t k = 0; k < kSums; ++k) sums[k] += double(g[i + k]) * double(g[i + k]);
+    for (std::size_t i = full; i < n; ++i) sums[i - full] += double(g[i]) * double(g[i]);
+  }
+  for (std::size_t width = kSums / 2; width > 0; width /= 2)
+    for (std::size_t k = 0; k < width; ++k) sums[k] += sums[k + width];
+  return std::sqrt(sums[0]);
 }
 
 template <class T>
