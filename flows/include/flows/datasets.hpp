@@ -106,7 +106,7 @@ class GaussianDataset : public Dataset {
   xt::xtensor<double, 2> spectral(const std::vector<double>& w) const;
 
   std::size_t d_;
-  std::vector<double> mean_, lambda_, root_lambda_;
+  std::vector<double> mean_, lambda_;
   xt::xtensor<double, 2> q_, root_;        // root_ = Σ^{1/2}, for ot_map
   xt::xtensor<double, 2> chol_, chol_inv_;  // L and L⁻¹ (row-major, zero above the diagonal)
   double log_norm_;  // −½ Σ log λ_i − (D/2) log 2π
