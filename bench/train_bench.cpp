@@ -60,132 +60,7 @@
 #include "flows/train.hpp"
 #include "nn/io.hpp"
 
-// ---------------------------------------------------------------- counting allocator
-// Every heap allocation of the process is counted while `counting` is set: C++ operator new
-// (replaced below) and the C allocator (malloc, calloc, realloc, posix_memalign, aligned_alloc,
-// memalign, interposed below and forwarded to glibc's __libc_* entry points), which is what
-// xtensor's aligned arrays (xsimd::aligned_allocator → posix_memalign) and OpenBLAS use.
-extern "C" {
-void* __libc_malloc(std::size_t);
-void* __libc_calloc(std::size_t, std::size_t);
-void* __libc_realloc(void*, std::size_t);
-void* __libc_memalign(std::size_t, std::size_t);
-void __libc_free(void*);
-}
-
-namespace alloc_count {
-enum Kind { cxx_new = 0, c_malloc = 1 };
-std::atomic<bool> counting{false};
-std::atomic<std::uint64_t> count[2], bytes[2];
-bool abort_on_first = false;
-bool trace = false;
-thread_local bool in_hook = false;
-
-constexpr int kFrames = 24;
-struct Record {
-  void* frames[kFrames];
-  int depth;
-  int kind;
-};
-Record* records = nullptr;  // preallocated only when tracing
-std::size_t records_cap = 0;
-std::atomic<std::size_t> records_n{0};
-
-void reset() {
-  for (int k = 0; k < 2; ++k) count[k] = 0, bytes[k] = 0;
-}
-std::uint64_t total() { return count[0].load() + count[1].load(); }
-
-inline void on_alloc(std::size_t n, Kind kind) {
-  if (!counting.load(std::memory_order_relaxed) || in_hook) return;
-  count[kind].fetch_add(1, std::memory_order_relaxed);
-  bytes[kind].fetch_add(n, std::memory_order_relaxed);
-  if (abort_on_first) {
-    static const char msg[] = "train_bench: heap allocation in the steady-state window; aborting (TRFLOW_BENCH_ALLOC_ABORT)\n";
-    (void)!write(2, msg, sizeof msg - 1);
-    std::abort();
-  }
-  if (trace) {
-    in_hook = true;  // backtrace() may allocate
-    const std::size_t i = records_n.fetch_add(1, std::memory_order_relaxed);
-    if (i < records_cap) {
-      records[i].depth = backtrace(records[i].frames, kFrames);
-      records[i].kind = kind;
-    }
-    in_hook = false;
-  }
-}
-
-void* allocate(std::size_t n) {
-  on_alloc(n, cxx_new);
-  if (void* p = __libc_malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void* allocate_aligned(std::size_t n, std::align_val_t al) {
-  on_alloc(n, cxx_new);
-  const std::size_t a = std::max(static_cast<std::size_t>(al), sizeof(void*));
-  if (void* p = __libc_memalign(a, n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-}  // namespace alloc_count
-
-extern "C" {
-void* malloc(std::size_t n) noexcept {
-  alloc_count::on_alloc(n, alloc_count::c_malloc);
-  return __libc_malloc(n);
-}
-void* calloc(std::size_t k, std::size_t n) noexcept {
-  alloc_count::on_alloc(k * n, alloc_count::c_malloc);
-  return __libc_calloc(k, n);
-}
-void* realloc(void* p, std::size_t n) noexcept {
-  alloc_count::on_alloc(n, alloc_count::c_malloc);
-  return __libc_realloc(p, n);
-}
-void free(void* p) noexcept { __libc_free(p); }
-int posix_memalign(void** out, std::size_t al, std::size_t n) noexcept {
-  alloc_count::on_alloc(n, alloc_count::c_malloc);
-  void* p = __libc_memalign(al, n);
-  if (!p) return ENOMEM;
-  *out = p;
-  return 0;
-}
-void* aligned_alloc(std::size_t al, std::size_t n) noexcept {
-  alloc_count::on_alloc(n, alloc_count::c_malloc);
-  return __libc_memalign(al, n);
-}
-void* memalign(std::size_t al, std::size_t n) noexcept {
-  alloc_count::on_alloc(n, alloc_count::c_malloc);
-  return __libc_memalign(al, n);
-}
-}
-
-void* operator new(std::size_t n) { return alloc_count::allocate(n); }
-void* operator new[](std::size_t n) { return alloc_count::allocate(n); }
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-  try { return alloc_count::allocate(n); } catch (...) { return nullptr; }
-}
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
-  try { return alloc_count::allocate(n); } catch (...) { return nullptr; }
-}
-void* operator new(std::size_t n, std::align_val_t a) { return alloc_count::allocate_aligned(n, a); }
-void* operator new[](std::size_t n, std::align_val_t a) { return alloc_count::allocate_aligned(n, a); }
-void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
-  try { return alloc_count::allocate_aligned(n, a); } catch (...) { return nullptr; }
-}
-void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
-  try { return alloc_count::allocate_aligned(n, a); } catch (...) { return nullptr; }
-}
-void operator delete(void* p) noexcept { __libc_free(p); }
-void operator delete[](void* p) noexcept { __libc_free(p); }
-void operator delete(void* p, std::size_t) noexcept { __libc_free(p); }
-void operator delete[](void* p, std::size_t) noexcept { __libc_free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { __libc_free(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { __libc_free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { __libc_free(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { __libc_free(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { __libc_free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { __libc_free(p); }
+#include "alloc_count.hpp"  // the counting allocator (defines operator new and malloc)
 
 namespace {
 
@@ -312,69 +187,6 @@ std::string json_list(const std::vector<double>& v) {
   return s + "]";
 }
 
-// ---------------------------------------------------------------- allocation sites
-std::string symbol_at(void* addr) {
-  Dl_info info{};
-  if (!dladdr(addr, &info) || !info.dli_sname) {
-    const char* lib = info.dli_fname ? std::strrchr(info.dli_fname, '/') : nullptr;
-    return fmt::format("?? ({})", lib ? lib + 1 : "?");
-  }
-  int status = 0;
-  char* d = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &status);
-  std::string s = status == 0 && d ? d : info.dli_sname;
-  std::free(d);
-  // Drop the parameter list, keep the qualified name: "flows::Trainer<float>::step".
-  int depth = 0;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '<') ++depth;
-    else if (s[i] == '>') --depth;
-    else if (s[i] == '(' && depth == 0 && i > 0) return s.substr(0, i);
-  }
-  return s;
-}
-
-bool is_project_frame(const std::string& s) {
-  return s.rfind("ad::", 0) == 0 || s.rfind("nn::", 0) == 0 || s.rfind("flows::", 0) == 0;
-}
-
-/// Groups the recorded stacks by their innermost three project frames and prints the sites.
-void report_sites(double steps) {
-  const std::size_t n = std::min(alloc_count::records_n.load(), alloc_count::records_cap);
-  std::map<std::string, std::size_t> sites;
-  std::map<void*, std::string> names;
-  auto name = [&](void* a) -> const std::string& {
-    auto it = names.find(a);
-    if (it == names.end()) it = names.emplace(a, symbol_at(a)).first;
-    return it->second;
-  };
-  for (std::size_t r = 0; r < n; ++r) {
-    const auto& rec = alloc_count::records[r];
-    std::string first_lib, chain;
-    int found = 0;
-    for (int f = 2; f < rec.depth && found < 3; ++f) {  // 0: on_alloc, 1: allocate
-      const std::string& s = name(rec.frames[f]);
-      if (s.rfind("operator new", 0) == 0 || s == "malloc" || s == "posix_memalign" || s == "calloc" ||
-          s == "realloc" || s == "aligned_alloc" || s == "memalign")
-        continue;
-      if (!found && first_lib.empty() && !is_project_frame(s)) first_lib = s;  // the library call that allocated
-      if (is_project_frame(s)) {
-        chain += (found ? "  <-  " : "") + s;
-        ++found;
-      }
-    }
-    if (!first_lib.empty() && chain.find(first_lib) == std::string::npos) chain = "[" + first_lib + "]  " + chain;
-    if (chain.empty()) chain = "(no project frame)";
-    ++sites[(rec.kind == alloc_count::cxx_new ? "new     " : "malloc  ") + chain];
-  }
-  std::vector<std::pair<std::size_t, std::string>> sorted;
-  for (auto& [k, v] : sites) sorted.emplace_back(v, k);
-  std::sort(sorted.rbegin(), sorted.rend());
-  std::fprintf(stderr, "allocation sites in the steady-state window (%zu recorded%s), per step (kind, site):\n", n,
-               alloc_count::records_n.load() > alloc_count::records_cap ? ", truncated" : "");
-  for (auto& [count, site] : sorted)
-    std::fprintf(stderr, "  %8.1f  %s\n", double(count) / steps, site.c_str());
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -458,7 +270,7 @@ int main(int argc, char** argv) {
   const double malloc_per_step = double(alloc_count::count[1].load()) / window_steps;
   const double allocs_per_step = new_per_step + malloc_per_step;
   const double alloc_bytes_per_step = double(alloc_count::bytes[0].load() + alloc_count::bytes[1].load()) / window_steps;
-  if (alloc_count::trace) report_sites(window_steps);
+  if (alloc_count::trace) std::fputs(alloc_count::sites_report(window_steps).c_str(), stderr);
 
   std::vector<double> rep_rates, rep_cpu;
   for (int r = 0; r < o.reps; ++r) {
@@ -497,10 +309,12 @@ int main(int argc, char** argv) {
     const int eval_reps = std::max(3, o.reps);
     log_prob_pass();  // warm-up (sizes the tape)
     alloc_count::reset();
+    alloc_count::records_n = 0;
     alloc_count::counting = true;
     log_prob_pass();
     alloc_count::counting = false;
     lp_allocs_per_chunk = double(alloc_count::total()) / double(chunks);
+    if (alloc_count::trace) std::fprintf(stderr, "log_prob: %s", alloc_count::sites_report(double(chunks)).c_str());
     for (int r = 0; r < eval_reps; ++r) {
       const auto t0 = Clock::now();
       log_prob_pass();
@@ -508,10 +322,12 @@ int main(int argc, char** argv) {
     }
     sample_pass();
     alloc_count::reset();
+    alloc_count::records_n = 0;
     alloc_count::counting = true;
     sample_pass();
     alloc_count::counting = false;
     sample_allocs_per_chunk = double(alloc_count::total()) / double(chunks);
+    if (alloc_count::trace) std::fprintf(stderr, "sampling: %s", alloc_count::sites_report(double(chunks)).c_str());
     for (int r = 0; r < eval_reps; ++r) {
       const auto t0 = Clock::now();
       sample_pass();
