@@ -867,6 +867,20 @@ template <class T> struct RQSpline {
     }
   }
 
+  /// The op's output values (not the log-determinants) of the elements from cursor at on, one
+  /// per lane of V.
+  template <class V> static V load_values(const T* out, Cursor at) {
+    if constexpr (std::is_same_v<V, T>) {
+      return out[at.value()];
+    } else {
+      constexpr int W = int(V::size);
+      if (at.in_row(W)) return V::load_unaligned(out + at.value());
+      alignas(64) T v[W];
+      for (int l = 0; l < W; ++l, at.next()) v[l] = out[at.value()];
+      return V::load_aligned(v);
+    }
+  }
+
   /// Runs f<V>() for the SIMD body and then for the scalar tail.
   template <class F> static void simd_then_scalar(F f) {
     f(kern::batch<T>{});
@@ -951,7 +965,7 @@ template <class T> struct RQSpline {
           return idx;
         }
       }();
-      blocks<V>(c, true, [&](std::size_t e, const V* u, V v, V gy, V gl, Cursor) {
+      blocks<V>(c, true, [&](std::size_t e, const V* u, V v, V gy, V gl, Cursor at) {
         spline::make_spline(u, K, B, kn);
         const auto inside = (v >= V(-B)) & (v <= V(B));
         const V vc = kern::where(inside, v, V(T(0)));
@@ -965,12 +979,17 @@ template <class T> struct RQSpline {
           g = spline::reverse_bin(bin, vc, gy, gl);
           g_in = g.x;
         } else {
-          V logd;
-          const V xi = spline::inverse_xi(bin, vc, logd);
+          // x = s⁻¹(y) is the op's own output: ξ = (x − X_k)/Δx, without solving for it again
+          // (outside the box, where the output is y itself, any point of the bin does: its
+          // adjoints are zero there).
+          const V x = kern::where(inside, load_values<V>(c.y(), at), bin.x0);
+          const V xi = xsimd::min(xsimd::max((x - bin.x0) / bin.w, V(T(0))), V(T(1)));
+          V y, slope;
+          spline::eval_bin_slope(bin, xi, y, slope);        // (y unused)
           const V a = gy - gl * spline::dlogd_dx(bin, xi);  // here gy is x̄ and gl is ℓ̄ of ℓ = −log s'
-          const V dinv = kern::exp(-logd);                 // 1 / s'(x)
+          const V dinv = V(T(1)) / slope;                   // 1 / s'(x)
           g_in = a * dinv;
-          g = spline::reverse_bin(bin, bin.x0 + xi * bin.w, -a * dinv, -gl);
+          g = spline::reverse_bin(bin, x, -a * dinv, -gl);
         }
         if (gx) {
           const V gin = kern::where(inside, g_in, gy_identity);

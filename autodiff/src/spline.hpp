@@ -127,19 +127,25 @@ inline Bin<V> find_bin(const Knots<V>& kn, int K, V v, bool by_y, bool with_slop
   return b;
 }
 
-/// y and log y' at relative position ξ ∈ [0, 1] of bin b, written as
-///   y = Y_k + Δy · num/den,   log y' = log(s² P / den²)
+/// y and the slope y' = dy/dx at relative position ξ ∈ [0, 1] of bin b, written as
+///   y = Y_k + Δy · num/den,   y' = s² P / den²
 /// with s = Δy/Δx, t = ξ(1−ξ), num = s ξ² + δ_k t, den = s + (δ_{k+1} + δ_k − 2s) t,
 /// P = δ_{k+1} ξ² + 2 s t + δ_k (1−ξ)².
 template <class V>
-inline void eval_bin(const Bin<V>& b, V xi, V& y, V& logd) {
+inline void eval_bin_slope(const Bin<V>& b, V xi, V& y, V& slope) {
   const V s = b.h / b.w, t = xi * (V(1) - xi), om = V(1) - xi;
   const V num = s * xi * xi + b.d0 * t;
   const V den = s + (b.d1 + b.d0 - V(2) * s) * t;
   const V P = b.d1 * xi * xi + V(2) * s * t + b.d0 * om * om;
   y = b.y0 + b.h * num / den;
   const V r = s / den;
-  logd = xsimd::log(r * r * P);  // one log: s² P / den² stays within float range (s, P, den ≥ ~1e-6)
+  slope = r * r * P;  // y' = s² P / den² > 0, within float range (s, P, den ≥ ~1e-6)
+}
+/// y and log y' (the log-determinant's term) at ξ.
+template <class V>
+inline void eval_bin(const Bin<V>& b, V xi, V& y, V& logd) {
+  eval_bin_slope(b, xi, y, logd);
+  logd = xsimd::log(logd);
 }
 
 /// The adjoints of one bin's inputs (x, X_k, Δx, Y_k, Δy, δ_k, δ_{k+1}) given ȳ and the
@@ -191,7 +197,8 @@ inline V dlogd_dx(const Bin<V>& b, V xi) {
 /// taken in the form ξ = 2c / (−b − √(b² − 4ac)), which does not cancel (Durkan et al., App. A).
 /// a, b and c themselves can cancel, in a bin whose slope varies steeply, so one Newton step
 /// on y(ξ) = y follows, kept only where it lowers the residual: the result is then as accurate
-/// as the forward map allows. logd receives log y' at the returned ξ.
+/// as the forward map allows. logd receives log y' at the returned ξ (one log, of the slope
+/// kept).
 template <class V>
 inline V inverse_xi(const Bin<V>& b, V y, V& logd) {
   const V s = b.h / b.w, q = b.d1 + b.d0 - V(2) * s, dy = y - b.y0;
@@ -200,12 +207,12 @@ inline V inverse_xi(const Bin<V>& b, V y, V& logd) {
   const V qc = -s * dy;
   const V disc = xsimd::max(qb * qb - V(4) * qa * qc, V(0));
   const V xi0 = xsimd::min(xsimd::max(V(2) * qc / (-qb - xsimd::sqrt(disc)), V(0)), V(1));
-  V y0, l0, y1, l1;
-  eval_bin(b, xi0, y0, l0);
-  const V xi1 = xsimd::min(xsimd::max(xi0 - (y0 - y) / (kern::exp(l0) * b.w), V(0)), V(1));  // dy/dξ = y' Δx
-  eval_bin(b, xi1, y1, l1);
+  V y0, d0, y1, d1;
+  eval_bin_slope(b, xi0, y0, d0);
+  const V xi1 = xsimd::min(xsimd::max(xi0 - (y0 - y) / (d0 * b.w), V(0)), V(1));  // dy/dξ = y' Δx
+  eval_bin_slope(b, xi1, y1, d1);
   const auto better = xsimd::abs(y1 - y) < xsimd::abs(y0 - y);
-  logd = where(better, l1, l0);
+  logd = xsimd::log(where(better, d1, d0));
   return where(better, xi1, xi0);
 }
 
