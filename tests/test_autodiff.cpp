@@ -1323,26 +1323,48 @@ void check_skinny_gemms() {
   }
   check_gemm_shape<T>(true, false, 2, 64, 1024, GemmKernel::tn_thin, rng);
   check_gemm_shape<T>(true, false, 64, 1, 1024, GemmKernel::tn_thin, rng);
+  // A weight gradient Aᵀ B past OpenBLAS's small-matrix limit whose slices of k can stay at
+  // least 32 deep goes to OpenBLAS in those slices (AVX-512 floats); the packed kernel is
+  // then also run directly on the shape, so that it stays covered on every build.
+  const GemmFn<T> packed = [](bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b,
+                              int ldb, T beta, T* c, int ldc) {
+    ad::kern::packed::gemm<T>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  };
+  auto check_packed = [&](bool ta, bool tb, int m, int n, int k, int line = __builtin_LINE()) {
+    const bool split = ta && !tb && ad::kern::blas_k_split_chunk<T>(m, n, k) > 0;
+    check_gemm_shape<T>(ta, tb, m, n, k, split ? GemmKernel::blas_k_split : GemmKernel::packed, rng, line);
+    if (split) check_gemm_run<T>(ta, tb, m, n, k, packed, rng);
+  };
   // the packed kernel (n ≥ 64, m ≥ 32): every transpose; m = 37 and n = 130 leave partial
   // register tiles, k = 300 and 530 cross the 256-deep panel (later panels add), m = 200
   // crosses the 192-row block (AVX-512) of packed A
   for (bool ta : {false, true})
     for (bool tb : {false, true}) {
-      check_gemm_shape<T>(ta, tb, 37, 130, 300, GemmKernel::packed, rng);
-      check_gemm_shape<T>(ta, tb, 200, 128, 9, GemmKernel::packed, rng);
-      check_gemm_shape<T>(ta, tb, 37, 100, 300, GemmKernel::packed, rng);  // A read in place when not transposed
+      check_packed(ta, tb, 37, 130, 300);
+      check_packed(ta, tb, 200, 128, 9);
+      check_packed(ta, tb, 37, 100, 300);  // A read in place when not transposed
     }
-  check_gemm_shape<T>(false, true, 33, 64, 9, GemmKernel::packed, rng);
-  check_gemm_shape<T>(true, false, 35, 256, 530, GemmKernel::packed, rng);
+  check_packed(false, true, 33, 64, 9);
+  check_packed(true, false, 35, 256, 530);
   // n cut into chunks of at most 512 kB of packed B (floats: 512 columns at k ≥ 256, 2048 at
   // k = 64; doubles half that): the last chunk partial, after two k panels for k = 300
   for (bool ta : {false, true})
-    for (bool tb : {false, true}) check_gemm_shape<T>(ta, tb, 37, 600, 300, GemmKernel::packed, rng);
-  check_gemm_shape<T>(false, true, 37, 2100, 64, GemmKernel::packed, rng);
-  check_gemm_shape<T>(false, false, 40, 2100, 64, GemmKernel::packed, rng);
+    for (bool tb : {false, true}) check_packed(ta, tb, 37, 600, 300);
+  check_packed(false, true, 37, 2100, 64);
+  check_packed(false, false, 40, 2100, 64);
   // 8-row tiles where 12 would pad more (AVX-512): weight gradients of 16 and of 40 outputs
-  check_gemm_shape<T>(true, false, 16, 64, 1030, GemmKernel::packed, rng);
-  check_gemm_shape<T>(true, false, 40, 70, 300, GemmKernel::packed, rng);
+  check_packed(true, false, 16, 64, 1030);
+  check_packed(true, false, 40, 70, 300);
+  // slices of k (AVX-512 floats, with OpenBLAS's SkylakeX kernels; elsewhere packed or BLAS in one
+  // call, as under OPENBLAS_CORETYPE=Haswell): shape A's hidden weight
+  // gradient, and B's input layer's with a last, shorter slice (k = 1001: 501 + 500)
+  const bool slices = ad::kern::blas_k_split_chunk<T>(64, 64, 1024) > 0;
+  CHECK(slices == (std::is_same_v<T, float> && xsimd::batch<T>::size >= 16 && ad::kern::blas_has_small_kernels()));
+  check_gemm_shape<T>(true, false, 64, 64, 1024, slices ? GemmKernel::blas_k_split : GemmKernel::packed, rng);
+  check_gemm_shape<T>(true, false, 128, 8, 1001, slices ? GemmKernel::blas_k_split : GemmKernel::blas, rng);
+  if (slices) CHECK(ad::kern::blas_k_split_chunk<T>(128, 8, 1001) == 501);
+  CHECK(ad::kern::blas_k_split_chunk<T>(512, 512, 2048) == 0);  // slices would be too thin
+  CHECK(ad::kern::blas_k_split_chunk<T>(100, 100, 100) == 0);   // within the limit: one call
   check_gemm_shape<T>(true, false, 16, 64, 64, GemmKernel::blas, rng);  // small: OpenBLAS's own kernels
   // outputs one vector wide, A not transposed: the 8 × 1-vector tile (m = 37: a partial tile
   // of rows; k = 300 crosses a panel)
@@ -1370,7 +1392,8 @@ void check_skinny_gemms() {
   // kernel, added transposed. The kernel itself is checked on every build and type.
   const GemmKernel tall = xsimd::batch<T>::size >= 16 ? GemmKernel::tn_tall : GemmKernel::blas;
   check_gemm_shape<T>(true, false, 2050, 70, 260, tall, rng);
-  check_gemm_shape<T>(true, false, 2048, 5, 300, tall, rng);
+  check_gemm_shape<T>(true, false, 2048, 20, 300, tall, rng);
+  check_gemm_shape<T>(true, false, 2048, 5, 300, slices ? GemmKernel::blas_k_split : tall, rng);  // slices of 75
   const GemmFn<T> tn_tall = [](bool, bool, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb,
                                T beta, T* c, int ldc) {
     ad::kern::packed::gemm_tn_tall<T>(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <limits>
+#include <string>
 #include <type_traits>
 
 #include <cblas.h>
@@ -208,6 +209,8 @@ inline void put3(bool assign, const T* x, const T* y, const T* z, T* g, std::siz
 // (packed::gemm picks it). Narrower outputs of a long, non-transposed A (a layer's forward or x̄
 // with a narrow output, such as a 2-D spline coupling's 3K − 1 = 23 bin parameters) go to it
 // too where its last NR-wide sliver, padded with zeros, is full enough: see packed_narrow.
+// A weight gradient Aᵀ B of small m·n but long k goes back to OpenBLAS, in slices of k that
+// its unpacked small-matrix kernels take: see blas_k_split_chunk.
 constexpr int kSmallK = 8;  // inner dimensions up to this go to gemm_small_k
 constexpr int kThin = 4;    // an outer dimension this small makes a GEMM "skinny"
 // Outputs up to this wide take gemm_small_n: with AVX-512's 32 registers N = 8 keeps 16
@@ -422,7 +425,41 @@ void gemm_tn_thin(int m, int n, int k, T alpha, const T* a, int lda, const T* b,
 }
 
 /// Which of the kernels gemm() uses for a shape.
-enum class GemmKernel { blas, small_k, small_n, tn_thin, packed, tn_tall };
+enum class GemmKernel { blas, small_k, small_n, tn_thin, packed, tn_tall, blas_k_split };
+
+/// OpenBLAS 0.3.21 runs a product of m·n·k ≤ 100³ through its small-matrix kernels (its
+/// SMALL_MATRIX_OPT, on SkylakeX): no packing, and for a weight gradient Aᵀ B they beat both
+/// its own packed path and trflow's, which pack the operands (measured, AVX-512, 1 thread,
+/// µs, one call / blas_k_split / packed: m 64, n 64, k 1024 (shape A's hidden layer) 83 / 59 /
+/// 70; m 128, n 8, k 1024 (B's input layer) 45 / 25 / 47 (blas); m 16, n 128, k 1024 (B's
+/// output layer) 64 / 45 / 50; m 512, n 32, k 2048 (C's input layer) 742 / 626 / 758 (blas);
+/// m 128, n 128, k 1024 268 / 275 packed). A longer weight gradient is therefore summed over
+/// slices of k that each fit that limit, C = β C + A₁ᵀ B₁, then C += A₂ᵀ B₂, …: the same
+/// kernels, which read A and B in place. blas_k_split_chunk gives the slice (0: not this way):
+/// at least 32 deep, so that C's reads and writes per slice stay small next to the work; with
+/// narrower slices (m 512, n 64, k 2048: 16) there was no gain. Only AVX-512 floats, where it
+/// was measured, and only with the OpenBLAS cores that have those kernels (SkylakeX and its
+/// successors; not where OPENBLAS_CORETYPE picks, say, Haswell's).
+constexpr double kBlasSmallProduct = 1e6;
+inline bool blas_has_small_kernels() {
+  static const bool has = [] {
+    const char* core = openblas_get_corename();
+    const std::string name = core ? core : "";
+    for (const char* c : {"SkylakeX", "skylakex", "Cooperlake", "cooperlake", "Sapphirerapids", "sapphirerapids"})
+      if (name == c) return true;
+    return false;
+  }();
+  return has;
+}
+template <class T>
+inline int blas_k_split_chunk(int m, int n, int k) {
+  if (!std::is_same_v<T, float> || batch<T>::size < 16 || !blas_has_small_kernels()) return 0;
+  const double mn = double(m) * double(n);
+  if (mn * k <= kBlasSmallProduct) return 0;
+  int kc = k;
+  while (kc >= 64 && mn * kc > kBlasSmallProduct) kc = (kc + 1) / 2;
+  return mn * kc <= kBlasSmallProduct && kc >= 32 ? kc : 0;
+}
 
 /// A kernel's name, as benchmarks label it.
 inline const char* gemm_kernel_name(GemmKernel kind) {
@@ -433,6 +470,7 @@ inline const char* gemm_kernel_name(GemmKernel kind) {
     case GemmKernel::tn_thin: return "xsimd tn_thin";
     case GemmKernel::packed: return "xsimd packed";
     case GemmKernel::tn_tall: return "xsimd packed, tall Aᵀ B as (Bᵀ A)ᵀ";
+    case GemmKernel::blas_k_split: return "cblas_sgemm small, k in slices";
   }
   return "?";
 }
@@ -443,6 +481,7 @@ inline GemmKernel gemm_kernel(bool ta, bool tb, int m, int n, int k) {
   if (!ta && n <= kSmallN) return GemmKernel::small_n;
   if (!ta && n <= int(batch<T>::size) && m >= kPackedMinM) return GemmKernel::packed;  // its one-vector tile
   if (ta && !tb && (m <= kThin || n <= kThin)) return GemmKernel::tn_thin;
+  if (ta && !tb && blas_k_split_chunk<T>(m, n, k) > 0) return GemmKernel::blas_k_split;
   // A tall, narrow weight gradient (Aᵀ B with m ≥ 8n, n ≤ 128: a spline conditioner's output
   // layer, 23·⌈D/2⌉ outputs from 64 hidden): run directly, the packed kernel re-reads a long
   // strided A for only n/32 slivers of B, and OpenBLAS beat it (% of peak, blas / packed:
@@ -497,6 +536,13 @@ inline void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int
     case GemmKernel::tn_thin: return gemm_tn_thin(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     case GemmKernel::packed: return packed::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     case GemmKernel::tn_tall: return packed::gemm_tn_tall(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    case GemmKernel::blas_k_split: {
+      const int kc = blas_k_split_chunk<T>(m, n, k);
+      for (int p = 0; p < k; p += kc)  // C = β C + A₁ᵀ B₁, then C += A₂ᵀ B₂, …
+        gemm_blas(ta, tb, m, n, std::min(kc, k - p), alpha, a + std::size_t(p) * lda, lda, b + std::size_t(p) * ldb, ldb,
+                  p == 0 ? beta : T(1), c, ldc);
+      return;
+    }
     case GemmKernel::blas: break;
   }
   gemm_blas(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
