@@ -180,6 +180,24 @@ TEST_CASE("no allocation per training step: two threads, and float64") {
   check_no_allocations<double>("gaussian:4", spec, small_config());
 }
 
+TEST_CASE("no allocation per training step: bench/train_bench's shapes A and B (packed and sliced GEMMs), 1 and 2 threads") {
+  // The small cases above keep every product within OpenBLAS's small-matrix limit; these run
+  // trflow's packed kernel and the weight gradients in slices of k (kern::gemm) at full size.
+  for (const int threads : {1, 2}) {
+    CAPTURE(threads);
+    TrainConfig cfg = small_config(0.01);
+    cfg.batch = 1024;
+    cfg.threads = threads;
+    FlowSpec a = small_spec(8, 64);
+    check_no_allocations("8gaussians", a, cfg);
+    FlowSpec b = small_spec(8, 128);
+    check_no_allocations("gaussian:16", b, cfg);
+    b.coupling.kind = CouplingKind::rqs;
+    b.coupling.tail_bound = 5.5;
+    check_no_allocations("gaussian:16", b, cfg);
+  }
+}
+
 TEST_CASE("no allocation per training step: mean-field games (obstacle, populations)") {
   for (const std::string name : {"crowd", "drones2-obstacle"}) {
     CAPTURE(name);
