@@ -433,7 +433,7 @@ enum class GemmKernel { blas, small_k, small_n, tn_thin, packed, tn_tall, blas_k
 /// µs, one call / blas_k_split / packed: m 64, n 64, k 1024 (shape A's hidden layer) 83 / 59 /
 /// 70; m 128, n 8, k 1024 (B's input layer) 45 / 25 / 47 (blas); m 16, n 128, k 1024 (B's
 /// output layer) 64 / 45 / 50; m 512, n 32, k 2048 (C's input layer) 742 / 626 / 758 (blas);
-/// m 128, n 128, k 1024 268 / 275 packed). A longer weight gradient is therefore summed over
+/// m 128, n 128, k 1024 (B's hidden layer) 293 / 268 / 275). A longer weight gradient is summed over
 /// slices of k that each fit that limit, C = β C + A₁ᵀ B₁, then C += A₂ᵀ B₂, …: the same
 /// kernels, which read A and B in place. blas_k_split_chunk gives the slice (0: not this way):
 /// at least 32 deep, so that C's reads and writes per slice stay small next to the work; with
