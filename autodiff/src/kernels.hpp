@@ -6,8 +6,8 @@
 // approximation for floats).
 #include <algorithm>
 #include <cstddef>
+#include <cstring>
 #include <limits>
-#include <string>
 #include <type_traits>
 
 #include <cblas.h>
@@ -442,11 +442,10 @@ enum class GemmKernel { blas, small_k, small_n, tn_thin, packed, tn_tall, blas_k
 /// successors; not where OPENBLAS_CORETYPE picks, say, Haswell's).
 constexpr double kBlasSmallProduct = 1e6;
 inline bool blas_has_small_kernels() {
-  static const bool has = [] {
+  static const bool has = [] {  // the core OpenBLAS picked (or OPENBLAS_CORETYPE named), as it spells it
     const char* core = openblas_get_corename();
-    const std::string name = core ? core : "";
-    for (const char* c : {"SkylakeX", "skylakex", "Cooperlake", "cooperlake", "Sapphirerapids", "sapphirerapids"})
-      if (name == c) return true;
+    for (const char* c : {"SkylakeX", "Cooperlake", "Sapphirerapids"})
+      if (core && std::strcmp(core, c) == 0) return true;
     return false;
   }();
   return has;
