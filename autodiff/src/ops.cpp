@@ -847,9 +847,20 @@ template <class T> struct RQSpline {
       // (a transpose through a stack buffer instead stalls every vector load on the
       // scalar stores just before it).
       const auto index = lane_offsets<V>(P);
+      // A θ larger than half of L2 comes from memory (the D = 1024 default flow's is 48 MB per
+      // 1024 rows and coupling): the next block's W·P values are asked for one block ahead,
+      // which the gathers alone do not get from the prefetchers. Measured on the AVX-512
+      // machine, interleaved: `eval` of the D = 1024 model 6.7–6.9 → 6.4–6.7 s (4 pairs, 3–5 %),
+      // its training +4–9 % steps/s,
+      // the op at 1024 × 64 (6 MB) 2–8 % faster; at 1024 × 1 (94 kB, in cache) 3 % slower, so
+      // not there.
+      const bool stream = total * std::size_t(P) * sizeof(T) > (std::size_t(1) << 20);
       for (std::size_t e = start; e < end; e += W) {
         const Cursor first = at;
         const T* src = th + e * std::size_t(P);
+        if (stream && e + 2 * W <= end)
+          for (int b = 0; b < W * P * int(sizeof(T)); b += 64)
+            __builtin_prefetch(reinterpret_cast<const char*>(src + W * P) + b);
         for (int p = 0; p < P; ++p) u[p] = kern::gather<V>(src + p, index);
         V gyv(T(0)), glv(T(0));
         if (at.in_row(W)) {  // the usual case when a row holds W or more elements
