@@ -851,9 +851,8 @@ template <class T> struct RQSpline {
       // 1024 rows and coupling): the next block's W·P values are asked for one block ahead,
       // which the gathers alone do not get from the prefetchers. Measured on the AVX-512
       // machine, interleaved: `eval` of the D = 1024 model 6.7–6.9 → 6.4–6.7 s (4 pairs, 3–5 %),
-      // its training +4–9 % steps/s,
-      // the op at 1024 × 64 (6 MB) 2–8 % faster; at 1024 × 1 (94 kB, in cache) 3 % slower, so
-      // not there.
+      // its training +4–9 % steps/s, the op at 1024 × 64 (6 MB) 2–8 % faster; at 1024 × 1
+      // (94 kB, in cache) 3 % slower, so not there.
       const bool stream = total * std::size_t(P) * sizeof(T) > (std::size_t(1) << 20);
       for (std::size_t e = start; e < end; e += W) {
         const Cursor first = at;
