@@ -606,20 +606,29 @@ template <class T> struct TakeCols {
   static void forward(Ctx<T>& c) {
     const std::vector<int>& idx = *c.attrs().cols;
     const std::size_t m = c.rows(0), n = c.cols(0), k = idx.size();
+    const T* x = c.x(0);
+    T* y = c.y();
+    if (k == 1) {  // one column (a d = 2 coupling's conditioner input): a strided copy
+      x += idx[0];
+      for (std::size_t i = 0; i < m; ++i) y[i] = x[i * n];
+      return;
+    }
     for (std::size_t i = 0; i < m; ++i)
-      for (std::size_t j = 0; j < k; ++j) c.y()[i * k + j] = c.x(0)[i * n + idx[j]];
+      for (std::size_t j = 0; j < k; ++j) y[i * k + j] = x[i * n + std::size_t(idx[j])];
   }
   static void vjp(Ctx<T>& c) {
     const std::vector<int>& idx = *c.attrs().cols;
     const std::size_t m = c.rows(0), n = c.cols(0), k = idx.size();
     bool fresh;
-    if (T* ga = c.gx(0, fresh))
-      for (std::size_t i = 0; i < m; ++i) {
-        T* row = ga + i * n;
-        if (fresh)  // row by row, while it is in cache; a loop, not a memset call per 2-wide row
-          for (std::size_t j = 0; j < n; ++j) row[j] = T(0);
-        for (std::size_t j = 0; j < k; ++j) row[idx[j]] += c.gy()[i * k + j];  // idx may repeat: add
-      }
+    T* ga = c.gx(0, fresh);
+    if (!ga) return;
+    const T* gy = c.gy();
+    for (std::size_t i = 0; i < m; ++i) {
+      T* row = ga + i * n;
+      if (fresh)  // row by row, while it is in cache; a loop, not a memset call per 2-wide row
+        for (std::size_t j = 0; j < n; ++j) row[j] = T(0);
+      for (std::size_t j = 0; j < k; ++j) row[idx[j]] += gy[i * k + j];  // idx may repeat: add
+    }
   }
 };
 
@@ -656,9 +665,11 @@ template <class T> struct ScatterCols {
     bool fresh;
     if (T* gb = c.gx(0, fresh))
       for (std::size_t i = 0; i < m; ++i) kern::put2(fresh, c.gy() + i * n, c.node.scratch.data(), gb + i * n, n, kept);
-    if (T* gs = c.gx(1, fresh))  // the indices are distinct (checked in shape), so a fresh src̄ is fully assigned
+    if (T* gs = c.gx(1, fresh)) {  // the indices are distinct (checked in shape), so a fresh src̄ is fully assigned
+      const T* gy = c.gy();
       for (std::size_t i = 0; i < m; ++i)
-        for (std::size_t j = 0; j < k; ++j) gs[i * k + j] = (fresh ? T(0) : gs[i * k + j]) + c.gy()[i * n + idx[j]];
+        for (std::size_t j = 0; j < k; ++j) gs[i * k + j] = (fresh ? T(0) : gs[i * k + j]) + gy[i * n + std::size_t(idx[j])];
+    }
   }
 };
 
@@ -700,6 +711,10 @@ template <class T> struct SliceCols {
     const std::size_t m = c.rows(0), n = c.cols(0), s = c.attrs().start, k = c.attrs().count;
     const T* x = c.x(0) + s;
     T* y = c.y();
+    if (k == 1) {
+      for (std::size_t i = 0; i < m; ++i) y[i] = x[i * n];
+      return;
+    }
     for (std::size_t i = 0; i < m; ++i)
       for (std::size_t j = 0; j < k; ++j) y[i * k + j] = x[i * n + j];
   }
