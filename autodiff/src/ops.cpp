@@ -608,9 +608,8 @@ template <class T> struct TakeCols {
     const std::size_t m = c.rows(0), n = c.cols(0), k = idx.size();
     const T* x = c.x(0);
     T* y = c.y();
-    if (k == 1) {  // one column (a d = 2 coupling's conditioner input): a strided copy
-      x += idx[0];
-      for (std::size_t i = 0; i < m; ++i) y[i] = x[i * n];
+    if (k == 1) {  // a d = 2 coupling's one column
+      kern::put_block(true, m, 1, x + idx[0], n, y, 1);
       return;
     }
     for (std::size_t i = 0; i < m; ++i)
@@ -681,18 +680,14 @@ template <class T> struct ConcatCols {
   }
   static void forward(Ctx<T>& c) {
     const std::size_t m = c.rows(0), na = c.cols(0), nb = c.cols(1), n = na + nb;
-    for (std::size_t i = 0; i < m; ++i) {
-      std::copy(c.x(0) + i * na, c.x(0) + (i + 1) * na, c.y() + i * n);
-      std::copy(c.x(1) + i * nb, c.x(1) + (i + 1) * nb, c.y() + i * n + na);
-    }
+    kern::put_block(true, m, na, c.x(0), na, c.y(), n);
+    kern::put_block(true, m, nb, c.x(1), nb, c.y() + na, n);
   }
   static void vjp(Ctx<T>& c) {
     const std::size_t m = c.rows(0), na = c.cols(0), nb = c.cols(1), n = na + nb;
     bool fresh;
-    if (T* ga = c.gx(0, fresh))
-      for (std::size_t i = 0; i < m; ++i) kern::put(fresh, c.gy() + i * n, ga + i * na, na);
-    if (T* gb = c.gx(1, fresh))
-      for (std::size_t i = 0; i < m; ++i) kern::put(fresh, c.gy() + i * n + na, gb + i * nb, nb);
+    if (T* ga = c.gx(0, fresh)) kern::put_block(fresh, m, na, c.gy(), n, ga, na);
+    if (T* gb = c.gx(1, fresh)) kern::put_block(fresh, m, nb, c.gy() + na, n, gb, nb);
   }
 };
 
@@ -704,37 +699,22 @@ template <class T> struct SliceCols {
       shape_error(c, fmt::format("columns [{}, {}) exceed the input's {}", s, s + k, c.cols(0)));
     return {c.rows(0), k};
   }
-  // Element loops, not a std::copy (a memmove call) per row: the affine coupling slices its
-  // conditioner's m×2 output into two m×1 columns at d = 2, where the calls were most of the
-  // op's time (shape A: the op and its memmove calls 3 % of a training step).
   static void forward(Ctx<T>& c) {
     const std::size_t m = c.rows(0), n = c.cols(0), s = c.attrs().start, k = c.attrs().count;
-    const T* x = c.x(0) + s;
-    T* y = c.y();
-    if (k == 1) {
-      for (std::size_t i = 0; i < m; ++i) y[i] = x[i * n];
-      return;
-    }
-    for (std::size_t i = 0; i < m; ++i)
-      for (std::size_t j = 0; j < k; ++j) y[i * k + j] = x[i * n + j];
+    kern::put_block(true, m, k, c.x(0) + s, n, c.y(), k);
   }
   static void vjp(Ctx<T>& c) {
     const std::size_t m = c.rows(0), n = c.cols(0), s = c.attrs().start, k = c.attrs().count;
     bool fresh;
     T* ga = c.gx(0, fresh);
     if (!ga) return;
-    const T* gy = c.gy();
-    for (std::size_t i = 0; i < m; ++i) {
-      T* row = ga + i * n;
-      const T* g = gy + i * k;
-      if (fresh) {  // ā_i = [0 … 0 | ȳ_i | 0 … 0]
+    if (fresh)  // ā_i = [0 … 0 | ȳ_i | 0 … 0]: the columns outside the slice zeroed, row by row
+      for (std::size_t i = 0; i < m; ++i) {
+        T* row = ga + i * n;
         for (std::size_t j = 0; j < s; ++j) row[j] = T(0);
-        for (std::size_t j = 0; j < k; ++j) row[s + j] = g[j];
         for (std::size_t j = s + k; j < n; ++j) row[j] = T(0);
-      } else {
-        for (std::size_t j = 0; j < k; ++j) row[s + j] += g[j];
       }
-    }
+    kern::put_block(fresh, m, k, c.gy(), k, ga + s, n);
   }
 };
 
