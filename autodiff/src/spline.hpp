@@ -158,25 +158,28 @@ struct BinGrad {
 };
 template <class V>
 inline BinGrad<V> reverse_bin(const Bin<V>& b, V x, V gy, V gl) {
-  const V xi = (x - b.x0) / b.w;
-  const V s = b.h / b.w, t = xi * (V(1) - xi), om = V(1) - xi, q = b.d1 + b.d0 - V(2) * s;
+  // Four divisions (1/Δx, 1/Δy, 1/den, 1/P), each quotient below a product with one of them
+  const V rw = V(1) / b.w;
+  const V xi = (x - b.x0) * rw;
+  const V s = b.h * rw, t = xi * (V(1) - xi), om = V(1) - xi, q = b.d1 + b.d0 - V(2) * s;
   const V num = s * xi * xi + b.d0 * t;
-  const V den = s + q * t;
+  const V den = s + q * t, rden = V(1) / den;
   const V P = b.d1 * xi * xi + V(2) * s * t + b.d0 * om * om;
-  const V g_num = gy * b.h / den;                          // y = Y_k + Δy·num/den
-  const V g_den = -(gy * b.h * num / den + V(2) * gl) / den;
+  const V ratio = num * rden;
+  const V g_num = gy * b.h * rden;                         // y = Y_k + Δy·num/den
+  const V g_den = -(gy * b.h * ratio + V(2) * gl) * rden;
   const V g_P = gl / P;                                    // log y' = 2 log s + log P − 2 log den
-  V g_s = V(2) * gl / s + g_P * V(2) * t + g_den * (V(1) - V(2) * t) + g_num * xi * xi;
+  V g_s = V(2) * gl * b.w / b.h + g_P * V(2) * t + g_den * (V(1) - V(2) * t) + g_num * xi * xi;
   const V g_t = g_P * V(2) * s + g_den * q + g_num * b.d0;
   const V g_xi = g_P * (V(2) * b.d1 * xi - V(2) * b.d0 * om) + g_num * V(2) * s * xi + g_t * (V(1) - V(2) * xi);
   BinGrad<V> g;
   g.d1 = g_P * xi * xi + g_den * t;
   g.d0 = g_P * om * om + g_den * t + g_num * t;
   g.y0 = gy;
-  g.h = gy * num / den + g_s / b.w;                        // s = Δy/Δx
-  g.x = g_xi / b.w;                                        // ξ = (x − X_k)/Δx
+  g.h = gy * ratio + g_s * rw;                             // s = Δy/Δx
+  g.x = g_xi * rw;                                         // ξ = (x − X_k)/Δx
   g.x0 = -g.x;
-  g.w = -(g_s * s + g_xi * xi) / b.w;
+  g.w = -(g_s * s + g_xi * xi) * rw;
   return g;
 }
 
