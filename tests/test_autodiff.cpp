@@ -1448,6 +1448,41 @@ void check_gemm_bias(bool ta, bool tb, int m, int n, int k, T beta, Rng& rng) {
 }
 }  // namespace
 
+#if defined(__AVX512F__)
+TEST_CASE("load_lanes16 / store_lanes16 move 16 lanes' P values each between element-major memory and P vectors") {
+  Rng rng(5);
+  for (int P : {1, 7, 15, 16, 17, 23, 32, 33, 191}) {
+    CAPTURE(P);
+    const std::size_t len = std::size_t(16) * std::size_t(P);
+    std::vector<float> src(len + 16);
+    for (float& v : src) v = float(rng.normal());
+    __m512 vecs[191];
+    ad::kern::load_lanes16(src.data(), P, vecs);
+    std::size_t wrong = 0;
+    for (int p = 0; p < P; ++p) {
+      alignas(64) float lane[16];
+      _mm512_store_ps(lane, vecs[p]);
+      for (int l = 0; l < 16; ++l) wrong += lane[l] != src[std::size_t(l) * std::size_t(P) + std::size_t(p)];
+    }
+    CHECK(wrong == 0);
+    for (bool add : {false, true}) {
+      CAPTURE(add);
+      std::vector<float> dst(len + 16);
+      for (float& v : dst) v = float(rng.normal());
+      const std::vector<float> before = dst;
+      ad::kern::store_lanes16(vecs, P, dst.data(), add);
+      std::size_t differ = 0;
+      for (std::size_t f = 0; f < len; ++f) {  // flat position f: lane f / P, parameter f % P
+        const float v = src[f];
+        differ += dst[f] != (add ? before[f] + v : v);
+      }
+      for (std::size_t f = len; f < dst.size(); ++f) differ += dst[f] != before[f];  // past the block: untouched
+      CHECK(differ == 0);
+    }
+  }
+}
+#endif
+
 TEST_CASE("gemm_add_bias: the packed kernel adds the bias in its stores, bit for bit as a pass after would") {
   Rng rng(77);
   for (const float beta : {0.0f, 1.0f}) {

@@ -305,3 +305,59 @@ TEST_CASE("rq_spline: bad bin counts, bounds and parameter shapes are refused wi
                        ad::ShapeError);
   CHECK_THROWS_AS(ad::rq_spline(x, t.constant(2, 2 * 23, 0.0), 8, 3.0), ad::ShapeError);
 }
+
+TEST_CASE("rq_spline in float32 with 8, 11 and 12 bins (23, 32, 35 parameters per element): values and both "
+          "adjoints against float64, and a second use of θ adds its adjoint") {
+  // More parameters per element than one AVX-512 register of floats holds: the op's float32
+  // blocks move them in transposed parts of 16. Well-conditioned splines (θ ~ N(0, 0.3²), so no
+  // bin is narrow) keep float32 within ~1e-6 of float64; a parameter moved to the wrong lane or
+  // slot would be off by far more than the 1e-4 allowed.
+  for (int K : {8, 11, 12}) {
+    for (bool inverse : {false, true}) {
+      CAPTURE(K);
+      CAPTURE(inverse);
+      Rng rng(900 + std::uint64_t(K) + (inverse ? 50 : 0));
+      const std::size_t m = 5, n = 33;  // 165 elements: blocks of 16 that cross rows, then a tail
+      const Array<double> th = params(rng, m, n, K, 0.3);
+      Array<double> x({m, n});
+      for (double& v : x) v = rng.uniform(-3.5, 3.5);  // a few outside the box [−3, 3]
+      Array<double> seed({m, n + 1});
+      rng.fill_normal(seed.data(), seed.size(), 0.0, 1.0);
+      for (Array<double>* a : {&x, &seed}) for (double& v : *a) v = double(float(v));
+      Array<double> th32v = th;
+      for (double& v : th32v) v = double(float(v));
+
+      Tape<double> t64;
+      const Var<double> x64 = t64.variable(x), th64 = t64.variable(th32v);
+      const Var<double> y64 = ad::rq_spline(x64, th64, K, kB, inverse);
+      t64.backward(y64, seed);
+
+      Tape<float> t32;
+      const Var<float> x32 = t32.variable(Array<float>(xt::cast<float>(x)));
+      const Var<float> th32 = t32.variable(Array<float>(xt::cast<float>(th32v)));
+      const Var<float> y32 = ad::rq_spline(x32, th32, K, float(kB), inverse);
+      t32.backward(y32, Array<float>(xt::cast<float>(seed)));
+
+      auto worst = [](const auto& got, const Array<double>& want) {
+        double w = 0;
+        for (std::size_t k = 0; k < want.size(); ++k)
+          w = std::max(w, std::abs(double(got.data()[k]) - want.data()[k]) / std::max(1.0, std::abs(want.data()[k])));
+        return w;
+      };
+      CHECK(worst(y32.value(), y64.value()) < 1e-4);
+      CHECK(worst(x32.grad(), x64.grad()) < 1e-4);
+      CHECK(worst(th32.grad(), th64.grad()) < 1e-4);
+
+      // θ used twice, by two ops on equal inputs: the second VJP adds an equal adjoint.
+      Tape<float> t2;
+      const Var<float> th2 = t2.variable(Array<float>(xt::cast<float>(th32v)));
+      const Var<float> xa = t2.constant(Array<float>(xt::cast<float>(x))), xb = t2.constant(Array<float>(xt::cast<float>(x)));
+      const Var<float> ya = ad::rq_spline(xa, th2, K, float(kB), inverse);
+      const Var<float> yb = ad::rq_spline(xb, th2, K, float(kB), inverse);
+      t2.backward(ad::concat_cols(ya, yb), Array<float>(xt::cast<float>(xt::concatenate(xt::xtuple(seed, seed), 1))));
+      std::size_t differ = 0;
+      for (std::size_t k = 0; k < th2.grad().size(); ++k) differ += th2.grad().data()[k] != 2.0f * th32.grad().data()[k];
+      CHECK(differ == 0);
+    }
+  }
+}

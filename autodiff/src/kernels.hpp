@@ -83,6 +83,64 @@ inline V gather(const typename V::value_type* src, const I& index) {
     return V::gather(src, index);
 }
 
+#if defined(__AVX512F__)
+/// r[i], row i of a 16 × 16 float matrix, becomes column i: 64 shuffles in four rounds
+/// (pairs of rows interleaved, then pairs of pairs, then 128-bit quarters twice).
+inline void transpose16(__m512 (&r)[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 16; i += 8)
+    for (int j = 0; j < 4; ++j) {
+      t[i + j] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0x88);
+      t[i + j + 4] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0xDD);
+    }
+  for (int j = 0; j < 8; ++j) {
+    r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
+    r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xDD);
+  }
+}
+
+/// The 16 lanes' P values each, lane l's at src + l·P (a spline block's parameters, element-
+/// major), as P vectors: out[p] = (src[p], src[P + p], …, src[15P + p]). Per 16 parameters, 16
+/// row loads (masked past P) and one transpose16, where P gathers take 16 loads each.
+inline void load_lanes16(const float* src, int P, __m512* out) {
+  for (int p0 = 0; p0 < P; p0 += 16) {
+    const int w = std::min(16, P - p0);
+    const __mmask16 mask = __mmask16((1u << w) - 1u);
+    __m512 r[16];
+    for (int l = 0; l < 16; ++l) r[l] = _mm512_maskz_loadu_ps(mask, src + std::size_t(l) * P + p0);
+    transpose16(r);
+    for (int j = 0; j < w; ++j) out[p0 + j] = r[j];
+  }
+}
+
+/// load_lanes16's converse: dst[l·P + p] = in[p][l] (add: += instead of =), written per 16
+/// parameters with one transpose16 and 16 row stores, masked past P.
+inline void store_lanes16(const __m512* in, int P, float* dst, bool add) {
+  for (int p0 = 0; p0 < P; p0 += 16) {
+    const int w = std::min(16, P - p0);
+    const __mmask16 mask = __mmask16((1u << w) - 1u);
+    __m512 r[16];
+    for (int j = 0; j < 16; ++j) r[j] = j < w ? in[p0 + j] : _mm512_setzero_ps();
+    transpose16(r);
+    for (int l = 0; l < 16; ++l) {
+      float* d = dst + std::size_t(l) * P + p0;
+      const __m512 v = add ? _mm512_add_ps(_mm512_maskz_loadu_ps(mask, d), r[l]) : r[l];
+      _mm512_mask_storeu_ps(d, mask, v);
+    }
+  }
+}
+#endif
+
 /// e^x, the same bits as xsimd::exp. On AVX-512 floats: xsimd's own range reduction
 /// (k = round(x / ln 2), r = x − k ln 2) and polynomial for e^r, then the scaling by 2^k in
 /// one vscalefps with a zero-mask, where xsimd's ldexp (an integer add, a shift and a

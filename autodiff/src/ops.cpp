@@ -800,6 +800,30 @@ template <class T> struct RQSpline {
   }
 
   static constexpr int kMaxLanes = int(kern::batch<T>::size);
+  /// A block's P parameters, lane l's at src + l·P, as P vectors u[p], and their adjoints gu[p]
+  /// back into that layout (added where add): with AVX-512 floats by row loads and register
+  /// transposes (kern::load_lanes16, store_lanes16); false elsewhere, where the caller gathers.
+  template <class V> static bool load_lanes(const T* src, int P, V* u) {
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<V, kern::batch<float>> && V::size == 16) {
+      static_assert(sizeof(V) == sizeof(__m512));  // a batch is its one register (__m512 may alias)
+      kern::load_lanes16(src, P, reinterpret_cast<__m512*>(u));
+      return true;
+    }
+#endif
+    (void)src, (void)P, (void)u;
+    return false;
+  }
+  template <class V> static bool store_lanes(const V* gu, int P, T* dst, bool add) {
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<V, kern::batch<float>> && V::size == 16) {
+      kern::store_lanes16(reinterpret_cast<const __m512*>(gu), P, dst, add);
+      return true;
+    }
+#endif
+    (void)gu, (void)P, (void)dst, (void)add;
+    return false;
+  }
   /// Where element e = i·n + j of x sits in the m×(n+1) output: its value at i(n + 1) + j, its
   /// row's log-determinant at i(n + 1) + n; stepped one element after another.
   struct Cursor {
@@ -851,10 +875,12 @@ template <class T> struct RQSpline {
         body(e, u, x[e], g ? g[at.value()] : T(0), g ? g[at.logdet()] : T(0), at);
       }
     } else {
-      // Lane l's parameters start P values after lane l − 1's: one gather per parameter
-      // (a transpose through a stack buffer instead stalls every vector load on the
-      // scalar stores just before it).
-      const auto index = lane_offsets<V>(P);
+      // Lane l's parameters start P values after lane l − 1's: with AVX-512 floats, 16 row
+      // loads and a register transpose per 16 parameters (kern::load_lanes16; at 1024 × 64,
+      // K = 8, the forward 900 → 845 µs and the inverse 1112 → 1060 against 23 gathers);
+      // elsewhere one gather per parameter (a transpose through a stack buffer instead stalls
+      // every vector load on the scalar stores just before it).
+      [[maybe_unused]] const auto index = lane_offsets<V>(P);
       // A θ larger than half of L2 comes from memory (the D = 1024 default flow's is 48 MB per
       // 1024 rows and coupling): the next block's W·P values are asked for one block ahead,
       // which the gathers alone do not get from the prefetchers. Measured on the AVX-512
@@ -868,7 +894,8 @@ template <class T> struct RQSpline {
         if (stream && e + 2 * W <= end)
           for (int b = 0; b < W * P * int(sizeof(T)); b += 64)
             __builtin_prefetch(reinterpret_cast<const char*>(src + W * P) + b);
-        for (int p = 0; p < P; ++p) u[p] = kern::gather<V>(src + p, index);
+        if (!load_lanes(src, P, u))
+          for (int p = 0; p < P; ++p) u[p] = kern::gather<V>(src + p, index);
         V gyv(T(0)), glv(T(0));
         if (at.in_row(W)) {  // the usual case when a row holds W or more elements
           if (g) gyv = V::load_unaligned(g + at.value()), glv = V(g[at.logdet()]);
@@ -967,6 +994,10 @@ template <class T> struct RQSpline {
       // stores into W lines, all of them, for a fresh θ̄ not in cache, waiting for their
       // lines) took 2.1× as long in a loop over a 24 MB θ̄ (512 × 512 coordinates, K = 8);
       // the op's backward at 1024 × 64 is 12 % faster this way, the same at 1024 × 8 (in L2).
+      // With AVX-512 floats, store_lanes transposes in registers instead (kern::store_lanes16):
+      // a gather from the buffer waits for the stores just before it, which perf put at 36 % of
+      // the backward's samples (1024 × 64, K = 8); the whole op's forward + backward there went
+      // from 2252 to 1990 µs with the row loads above.
       [[maybe_unused]] alignas(64) T buffer[std::is_same_v<V, T> ? 1 : (3 * spline::kMaxBins - 1) * kMaxLanes];
       [[maybe_unused]] const auto order = [&] {
         if constexpr (std::is_same_v<V, T>) {
@@ -1019,7 +1050,8 @@ template <class T> struct RQSpline {
           T* dst = gt + e * std::size_t(P);
           if constexpr (std::is_same_v<V, T>) {
             for (int p = 0; p < P; ++p) dst[p] = fresh_t ? gu[p] : dst[p] + gu[p];
-          } else {  // lane l's P adjoints after lane l − 1's, through the buffer (see above)
+          } else if (!store_lanes(gu, P, dst, !fresh_t)) {  // (AVX-512 floats: a register transpose)
+            // lane l's P adjoints after lane l − 1's, through the buffer (see above)
             constexpr int W = int(V::size);
             for (int p = 0; p < P; ++p) gu[p].store_aligned(buffer + p * W);
             for (int q = 0; q < P; ++q) {
