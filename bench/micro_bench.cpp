@@ -351,8 +351,9 @@ void register_all() {
                                        BM_gemm_vs, kern, g.ta, g.tb, g.m, g.n, g.k, g.beta)
               ->Unit(benchmark::kMicrosecond);
     }
-    if (S != "C")  // shapes A and B: cblas against ad::kern::gemm, at the batch and half of it
-      for (int m : {s.m, s.m / 2})
+    // cblas against ad::kern::gemm, at the batch and (shapes A and B) half of it
+    for (int m : {s.m, s.m / 2})
+      if (S != "C" || m == s.m)
         for (const L& l : layers) {
           struct G { const char* pass; bool ta, tb; int m, n, k; float beta; };
           const std::string dims = "_m" + std::to_string(m);
