@@ -982,6 +982,7 @@ template <class T> struct RQSpline {
     T* gx = c.gx(0, fresh_x);
     T* gt = c.gx(1, fresh_t);
     if (!gx && !gt) return;
+    const bool stream_t = c.in(1).size() * sizeof(T) > (std::size_t(1) << 20);
     simd_then_scalar([&](auto tag) {
       using V = decltype(tag);
       spline::Knots<V> kn;
@@ -1048,6 +1049,16 @@ template <class T> struct RQSpline {
         if (gt) {
           spline::reverse_knots(kn, K, B, bin, g, gu);
           T* dst = gt + e * std::size_t(P);
+          // As θ in blocks(): a θ̄ larger than half of L2 is not in cache, and its lines are
+          // asked for (to be written) one block ahead. gaussian:1024 training, 7 interleaved
+          // pairs: +1.3 to +5.7 % steps/s (median +2.8 %); at 1024 × 64 (6 MB) the op alone
+          // within noise.
+          if constexpr (!std::is_same_v<V, T>) {
+            constexpr int W = int(V::size);
+            if (stream_t && e + 2 * W <= c.in(0).size())
+              for (int b = 0; b < W * P * int(sizeof(T)); b += 64)
+                __builtin_prefetch(reinterpret_cast<const char*>(dst + W * P) + b, 1);
+          }
           if constexpr (std::is_same_v<V, T>) {
             for (int p = 0; p < P; ++p) dst[p] = fresh_t ? gu[p] : dst[p] + gu[p];
           } else if (!store_lanes(gu, P, dst, !fresh_t)) {  // (AVX-512 floats: a register transpose)
