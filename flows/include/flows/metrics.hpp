@@ -41,7 +41,9 @@ struct EvalReport {
 /// Evaluates on n fresh samples of the data (all rows of a finite data set) and n base samples, in chunks of
 /// `chunk` rows so memory stays bounded. nll_offset is added to every NLL
 /// (Σ log σ_j when the model was trained on standardized data). The rows are
-/// split across `threads` threads; the result does not depend on their number.
+/// split across `threads` threads, which can change the last digits of the result (the
+/// split changes the order of the sums, and for some shapes which GEMM kernel runs): at
+/// D = 1024 and 20 000 samples, 1 and 2 threads agree to ~1e-10 relative in every metric.
 template <class T>
 EvalReport evaluate(Flow<T>& flow, Dataset& data, std::size_t n, std::uint64_t seed, double nll_offset = 0.0,
                     int threads = 1, std::size_t chunk = Inference<T>::kEvalChunk);
