@@ -552,13 +552,18 @@ inline const char* gemm_kernel_name(GemmKernel kind) {
   return "?";
 }
 
+/// (blas_k_split: *k_chunk, where given, receives the slice of k.)
 template <class T>
-inline GemmKernel gemm_kernel(bool ta, bool tb, int m, int n, int k) {
+inline GemmKernel gemm_kernel(bool ta, bool tb, int m, int n, int k, int* k_chunk = nullptr) {
   if (k <= kSmallK) return GemmKernel::small_k;
   if (!ta && n <= kSmallN) return GemmKernel::small_n;
   if (!ta && n <= int(batch<T>::size) && m >= kPackedMinM) return GemmKernel::packed;  // its one-vector tile
   if (ta && !tb && (m <= kThin || n <= kThin)) return GemmKernel::tn_thin;
-  if (ta && !tb && blas_k_split_chunk<T>(m, n, k) > 0) return GemmKernel::blas_k_split;
+  if (ta && !tb)
+    if (const int kc = blas_k_split_chunk<T>(m, n, k); kc > 0) {
+      if (k_chunk) *k_chunk = kc;
+      return GemmKernel::blas_k_split;
+    }
   // A tall, narrow weight gradient (Aᵀ B with m ≥ 8n, n ≤ 128: a spline conditioner's output
   // layer, 23·⌈D/2⌉ outputs from 64 hidden): run directly, the packed kernel re-reads a long
   // strided A for only n/32 slivers of B, and OpenBLAS beat it (% of peak, blas / packed:
@@ -585,7 +590,8 @@ inline GemmKernel gemm_kernel(bool ta, bool tb, int m, int n, int k) {
 template <class T>
 inline void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta,
                  T* c, int ldc) {
-  switch (gemm_kernel<T>(ta, tb, m, n, k)) {
+  int kc = 0;  // blas_k_split's slice of k
+  switch (gemm_kernel<T>(ta, tb, m, n, k, &kc)) {
     case GemmKernel::small_k:
       switch (k) {
         case 0: return gemm_small_k<0>(ta, tb, m, n, alpha, a, lda, b, ldb, beta, c, ldc);
@@ -614,7 +620,6 @@ inline void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int
     case GemmKernel::packed: return packed::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     case GemmKernel::tn_tall: return packed::gemm_tn_tall(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     case GemmKernel::blas_k_split: {
-      const int kc = blas_k_split_chunk<T>(m, n, k);
       for (int p = 0; p < k; p += kc)  // C = β C + A₁ᵀ B₁, then C += A₂ᵀ B₂, …
         gemm_blas(ta, tb, m, n, std::min(kc, k - p), alpha, a + std::size_t(p) * lda, lda, b + std::size_t(p) * ldb, ldb,
                   p == 0 ? beta : T(1), c, ldc);
