@@ -856,8 +856,9 @@ template <class T> struct RQSpline {
   /// for the elements V covers (batches: all full blocks; a scalar: the tail after them): u are
   /// their 3K − 1 parameters, value their inputs, gy/gl the adjoints of their outputs and of
   /// their rows' log-determinants (zero when with_adjoints is false), cursor at element e.
+  /// `written`: an array laid out as θ that body writes block by block (the backward's θ̄).
   template <class V, class Body>
-  static void blocks(Ctx<T>& c, bool with_adjoints, Body body) {
+  static void blocks(Ctx<T>& c, bool with_adjoints, Body body, T* written = nullptr) {
     constexpr int W = int(sizeof(V) / sizeof(T));
     const int K = bins(c), P = 3 * K - 1;
     const std::size_t n = c.cols(0), total = c.in(0).size();
@@ -886,14 +887,20 @@ template <class T> struct RQSpline {
       // which the gathers alone do not get from the prefetchers. Measured on the AVX-512
       // machine, interleaved: `eval` of the D = 1024 model 6.7–6.9 → 6.4–6.7 s (4 pairs, 3–5 %),
       // its training +4–9 % steps/s, the op at 1024 × 64 (6 MB) 2–8 % faster; at 1024 × 1
-      // (94 kB, in cache) 3 % slower, so not there.
+      // (94 kB, in cache) 3 % slower, so not there. The backward's θ̄ (`written`, laid out as θ)
+      // is then not in cache either, and its next block's lines are asked for too, to be
+      // written (gaussian:1024 training, 7 interleaved pairs: +1.3 to +5.7 % steps/s, median
+      // +2.8 %; the op alone at 1024 × 64 within noise).
       const bool stream = total * std::size_t(P) * sizeof(T) > (std::size_t(1) << 20);
       for (std::size_t e = start; e < end; e += W) {
         const Cursor first = at;
-        const T* src = th + e * std::size_t(P);
+        const std::size_t at_params = e * std::size_t(P);
+        const T* src = th + at_params;
         if (stream && e + 2 * W <= end)
-          for (int b = 0; b < W * P * int(sizeof(T)); b += 64)
+          for (int b = 0; b < W * P * int(sizeof(T)); b += 64) {
             __builtin_prefetch(reinterpret_cast<const char*>(src + W * P) + b);
+            if (written) __builtin_prefetch(reinterpret_cast<const char*>(written + at_params + W * P) + b, 1);
+          }
         if (!load_lanes(src, P, u))
           for (int p = 0; p < P; ++p) u[p] = kern::gather<V>(src + p, index);
         V gyv(T(0)), glv(T(0));
@@ -982,7 +989,6 @@ template <class T> struct RQSpline {
     T* gx = c.gx(0, fresh_x);
     T* gt = c.gx(1, fresh_t);
     if (!gx && !gt) return;
-    const bool stream_t = c.in(1).size() * sizeof(T) > (std::size_t(1) << 20);
     simd_then_scalar([&](auto tag) {
       using V = decltype(tag);
       spline::Knots<V> kn;
@@ -1048,17 +1054,7 @@ template <class T> struct RQSpline {
         }
         if (gt) {
           spline::reverse_knots(kn, K, B, bin, g, gu);
-          T* dst = gt + e * std::size_t(P);
-          // As θ in blocks(): a θ̄ larger than half of L2 is not in cache, and its lines are
-          // asked for (to be written) one block ahead. gaussian:1024 training, 7 interleaved
-          // pairs: +1.3 to +5.7 % steps/s (median +2.8 %); at 1024 × 64 (6 MB) the op alone
-          // within noise.
-          if constexpr (!std::is_same_v<V, T>) {
-            constexpr int W = int(V::size);
-            if (stream_t && e + 2 * W <= c.in(0).size())
-              for (int b = 0; b < W * P * int(sizeof(T)); b += 64)
-                __builtin_prefetch(reinterpret_cast<const char*>(dst + W * P) + b, 1);
-          }
+          T* dst = gt + e * std::size_t(P);  // (blocks() prefetches the next block's lines)
           if constexpr (std::is_same_v<V, T>) {
             for (int p = 0; p < P; ++p) dst[p] = fresh_t ? gu[p] : dst[p] + gu[p];
           } else if (!store_lanes(gu, P, dst, !fresh_t)) {  // (AVX-512 floats: a register transpose)
@@ -1072,7 +1068,7 @@ template <class T> struct RQSpline {
             }
           }
         }
-      });
+      }, gt);
     });
   }
 };
