@@ -21,17 +21,20 @@ rounds=${ROUNDS:-1}
 mkdir -p "$out"
 export OPENBLAS_NUM_THREADS=1
 dims=(16 32 64 128 256 512 1024)
+steps_of() { echo $(( 16384 / $1 < 10 ? 10 : 16384 / $1 )); }  # ~16 k rows of training data per D
 for ((r = 1; r <= rounds; r++)); do
   for d in "${dims[@]}"; do
-    steps=$(( 16384 / d < 10 ? 10 : 16384 / d ))
+    steps=$(steps_of "$d")
     /usr/bin/time -f "%M" -o "$out/rss-$d-$r" build/apps/trflow train --data "gaussian:$d" --steps "$steps" \
       --val-fraction 0 --eval-n 256 --log-every 1000000 --checkpoint-every 1000000 --no-plots --quiet --force \
       --threads 1 --out "$out/run-$d" >"$out/result-$d-$r.json"
   done
 done
-/usr/bin/python3 - "$out" "$rounds" "${dims[@]}" <<'PY'
+/usr/bin/python3 - "$out" "$rounds" $(for d in "${dims[@]}"; do echo "$d:$(steps_of "$d")"; done) <<'PY'
 import json, math, statistics, sys
-out, rounds, dims = sys.argv[1], int(sys.argv[2]), [int(d) for d in sys.argv[3:]]
+out, rounds = sys.argv[1], int(sys.argv[2])
+steps_of = {int(d): int(s) for d, s in (a.split(":") for a in sys.argv[3:])}  # D:steps, as run above
+dims = list(steps_of)
 
 def gflop(d):
     # GEMM flops of a step: per coupling the conditioner b → 64 → 64 → 23·a (a = ⌈d/2⌉,
@@ -53,8 +56,7 @@ print("| D | steps | steps/s | ms/step | GEMM GFLOP/step | GFLOP/s | ms per GFLO
 print("|---|---|---|---|---|---|---|---|")
 for d in dims:
     s, g = statistics.median(sps[d]), gflop(d)
-    steps = max(10, 16384 // d)
-    print(f"| {d} | {steps} | {s:.2f} | {1e3 / s:.1f} | {g:.3f} | {g * s:.1f} | {1e3 / s / g:.1f} | {rss[d]:.0f} |")
+    print(f"| {d} | {steps_of[d]} | {s:.2f} | {1e3 / s:.1f} | {g:.3f} | {g * s:.1f} | {1e3 / s / g:.1f} | {rss[d]:.0f} |")
 lo, hi = dims[0], dims[-1]
 growth = [(sps[lo][r] / sps[hi][r]) * (gflop(lo) / gflop(hi)) for r in range(rounds)]
 each = ", ".join(f"{x:.2f}" for x in growth)
