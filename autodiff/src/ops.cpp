@@ -800,29 +800,31 @@ template <class T> struct RQSpline {
   }
 
   static constexpr int kMaxLanes = int(kern::batch<T>::size);
-  /// A block's P parameters, lane l's at src + l·P, as P vectors u[p], and their adjoints gu[p]
-  /// back into that layout (added where add): with AVX-512 floats by row loads and register
-  /// transposes (kern::load_lanes16, store_lanes16); false elsewhere, where the caller gathers.
-  template <class V> static bool load_lanes(const T* src, int P, V* u) {
+  /// Whether blocks of V move a block's P parameters (lane l's at src + l·P) and their adjoints
+  /// by row loads/stores and register transposes (AVX-512 floats: load_lanes, store_lanes) rather
+  /// than gathers.
+  template <class V> static constexpr bool kTransposes =
 #if defined(__AVX512F__)
-    if constexpr (std::is_same_v<V, kern::batch<float>> && V::size == 16) {
-      static_assert(sizeof(V) == sizeof(__m512));  // a batch is its one register (__m512 may alias)
-      kern::load_lanes16(src, P, reinterpret_cast<__m512*>(u));
-      return true;
-    }
+      std::is_same_v<V, kern::batch<float>> && kern::batch<float>::size == 16;
+#else
+      false;
 #endif
+  /// u[p] = parameter p of the block's lanes, and the converse for their adjoints gu[p] (added
+  /// where add); only where kTransposes<V>.
+  template <class V> static void load_lanes(const T* src, int P, V* u) {
+#if defined(__AVX512F__)
+    static_assert(sizeof(V) == sizeof(__m512));  // a batch is its one register (__m512 may alias)
+    kern::load_lanes16(src, P, reinterpret_cast<__m512*>(u));
+#else
     (void)src, (void)P, (void)u;
-    return false;
-  }
-  template <class V> static bool store_lanes(const V* gu, int P, T* dst, bool add) {
-#if defined(__AVX512F__)
-    if constexpr (std::is_same_v<V, kern::batch<float>> && V::size == 16) {
-      kern::store_lanes16(reinterpret_cast<const __m512*>(gu), P, dst, add);
-      return true;
-    }
 #endif
+  }
+  template <class V> static void store_lanes(const V* gu, int P, T* dst, bool add) {
+#if defined(__AVX512F__)
+    kern::store_lanes16(reinterpret_cast<const __m512*>(gu), P, dst, add);
+#else
     (void)gu, (void)P, (void)dst, (void)add;
-    return false;
+#endif
   }
   /// Where element e = i·n + j of x sits in the m×(n+1) output: its value at i(n + 1) + j, its
   /// row's log-determinant at i(n + 1) + n; stepped one element after another.
@@ -881,7 +883,7 @@ template <class T> struct RQSpline {
       // K = 8, the forward 900 → 845 µs and the inverse 1112 → 1060 against 23 gathers);
       // elsewhere one gather per parameter (a transpose through a stack buffer instead stalls
       // every vector load on the scalar stores just before it).
-      [[maybe_unused]] const auto index = lane_offsets<V>(P);
+      [[maybe_unused]] const auto index = kTransposes<V> ? xsimd::as_integer_t<V>(0) : lane_offsets<V>(P);
       // A θ larger than half of L2 comes from memory (the D = 1024 default flow's is 48 MB per
       // 1024 rows and coupling): the next block's W·P values are asked for one block ahead,
       // which the gathers alone do not get from the prefetchers. Measured on the AVX-512
@@ -901,7 +903,8 @@ template <class T> struct RQSpline {
             __builtin_prefetch(reinterpret_cast<const char*>(src + W * P) + b);
             if (written) __builtin_prefetch(reinterpret_cast<const char*>(written + at_params + W * P) + b, 1);
           }
-        if (!load_lanes(src, P, u))
+        if constexpr (kTransposes<V>) load_lanes(src, P, u);
+        else
           for (int p = 0; p < P; ++p) u[p] = kern::gather<V>(src + p, index);
         V gyv(T(0)), glv(T(0));
         if (at.in_row(W)) {  // the usual case when a row holds W or more elements
@@ -1005,9 +1008,10 @@ template <class T> struct RQSpline {
       // a gather from the buffer waits for the stores just before it, which perf put at 36 % of
       // the backward's samples (1024 × 64, K = 8); the whole op's forward + backward there went
       // from 2252 to 1990 µs with the row loads above.
-      [[maybe_unused]] alignas(64) T buffer[std::is_same_v<V, T> ? 1 : (3 * spline::kMaxBins - 1) * kMaxLanes];
+      constexpr bool through_buffer = !std::is_same_v<V, T> && !kTransposes<V>;
+      [[maybe_unused]] alignas(64) T buffer[through_buffer ? (3 * spline::kMaxBins - 1) * kMaxLanes : 1];
       [[maybe_unused]] const auto order = [&] {
-        if constexpr (std::is_same_v<V, T>) {
+        if constexpr (!through_buffer) {
           return 0;
         } else {
           using I = xsimd::as_integer_t<V>;
@@ -1057,8 +1061,9 @@ template <class T> struct RQSpline {
           T* dst = gt + e * std::size_t(P);  // (blocks() prefetches the next block's lines)
           if constexpr (std::is_same_v<V, T>) {
             for (int p = 0; p < P; ++p) dst[p] = fresh_t ? gu[p] : dst[p] + gu[p];
-          } else if (!store_lanes(gu, P, dst, !fresh_t)) {  // (AVX-512 floats: a register transpose)
-            // lane l's P adjoints after lane l − 1's, through the buffer (see above)
+          } else if constexpr (kTransposes<V>) {  // lane l's P adjoints after lane l − 1's
+            store_lanes(gu, P, dst, !fresh_t);
+          } else {  // the same through the buffer (see above)
             constexpr int W = int(V::size);
             for (int p = 0; p < P; ++p) gu[p].store_aligned(buffer + p * W);
             for (int q = 0; q < P; ++q) {
