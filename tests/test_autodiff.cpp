@@ -1503,6 +1503,108 @@ TEST_CASE("gemm_add_bias: the packed kernel adds the bias in its stores, bit for
   CHECK(c == std::vector<float>{2.0f, 0.0f, 1.5f, 2.0f, 0.0f, 1.5f});
 }
 
+namespace {
+/// gemm_tn_col_sums against gemm and then a pass over A's rows: C and the sums the same bits
+/// (the same sums in the same order), whichever kernel the shape takes.
+void check_gemm_tn_col_sums(int m, int n, int k, float beta, bool assign, Rng& rng) {
+  CAPTURE(m);
+  CAPTURE(n);
+  CAPTURE(k);
+  CAPTURE(beta);
+  CAPTURE(assign);
+  const int lda = m + 3, ldb = n + 1, ldc = n + 2;
+  std::vector<float> a(std::size_t(k) * lda), b(std::size_t(k) * ldb), c0(std::size_t(m) * ldc), s0(std::size_t(m) + 4);
+  for (float& v : a) v = float(rng.normal());
+  for (float& v : b) v = float(rng.normal());
+  for (float& v : c0) v = float(rng.normal());
+  for (float& v : s0) v = float(rng.normal());
+  std::vector<float> want = c0, got = c0, want_sums = s0, got_sums = s0;
+  ad::kern::gemm<float>(true, false, m, n, k, 1.0f, a.data(), lda, b.data(), ldb, beta, want.data(), ldc);
+  for (int i = 0; i < m; ++i) {  // row by row, as put_col_sums
+    float acc = assign ? 0.0f : want_sums[std::size_t(i)];
+    for (int p = 0; p < k; ++p) acc = assign && p == 0 ? a[std::size_t(i)] : acc + a[std::size_t(p) * lda + i];
+    want_sums[std::size_t(i)] = acc;
+  }
+  ad::kern::gemm_tn_col_sums<float>(m, n, k, 1.0f, a.data(), lda, b.data(), ldb, beta, got.data(), ldc,
+                                    got_sums.data(), assign);
+  CHECK(same_bits(got.data(), want.data(), want.size() * sizeof(float)));
+  CHECK(same_bits(got_sums.data(), want_sums.data(), want_sums.size() * sizeof(float)));  // nothing past m either
+}
+}  // namespace
+
+TEST_CASE("gemm_tn_col_sums: a weight gradient and its bias gradient from one pass over the adjoint, bit for bit") {
+  Rng rng(78);
+  const bool tall = xsimd::batch<float>::size >= 16;  // the fused path: AVX-512 floats (gemm_kernel)
+  CHECK(ad::kern::gemm_kernel<float>(true, false, 2050, 70, 300) ==
+        (tall ? ad::kern::GemmKernel::tn_tall : ad::kern::GemmKernel::blas));
+  for (const float beta : {0.0f, 1.0f})
+    for (const bool assign : {true, false}) {
+      check_gemm_tn_col_sums(2050, 70, 300, beta, assign, rng);  // tall: two k panels, five column chunks, a tail
+      check_gemm_tn_col_sums(2048, 64, 256, beta, assign, rng);  // tall: whole slivers only
+      check_gemm_tn_col_sums(100, 70, 300, beta, assign, rng);   // the packed kernel: the pass after it
+      check_gemm_tn_col_sums(20, 3, 40, beta, assign, rng);      // thin
+    }
+}
+
+TEST_CASE("a dense layer without activation, wide enough for the fused bias gradient: b̄ = Σ rows of ȳ exactly") {
+  // 260 rows, 20 inputs, 2050 outputs: W̄ = ȳᵀ x runs as gemm_tn_tall on AVX-512 floats, which
+  // sums ȳ's columns as it packs them; once as a fresh adjoint, once added to a parameter's.
+  Rng rng(79);
+  const int m = 260, in = 20, out = 2050;
+  CHECK(ad::kern::gemm_kernel<float>(true, false, out, in, m) ==
+        (xsimd::batch<float>::size >= 16 ? ad::kern::GemmKernel::tn_tall : ad::kern::GemmKernel::blas));
+  Array<float> x0({std::size_t(m), std::size_t(in)}), seed({std::size_t(m), std::size_t(out)});
+  rng.fill_normal(x0.data(), x0.size());
+  rng.fill_normal(seed.data(), seed.size());
+  Parameter<float> w("w", std::size_t(out), std::size_t(in)), b("b", 1, std::size_t(out));
+  rng.fill_normal(w.value.data(), w.value.size());
+  rng.fill_normal(b.value.data(), b.value.size());
+  std::vector<float> col_sums(static_cast<std::size_t>(out));
+  for (int j = 0; j < out; ++j) {
+    float acc = 0.0f;
+    for (int i = 0; i < m; ++i) acc = i == 0 ? seed.data()[std::size_t(j)] : acc + seed.data()[std::size_t(i) * out + j];
+    col_sums[std::size_t(j)] = acc;
+  }
+  for (const bool on_tape : {true, false}) {
+    CAPTURE(on_tape);
+    w.zero_grad();
+    b.zero_grad();
+    Tape<float> t;
+    t.set_param_grads_on_tape(on_tape);
+    const Var<float> wv = t.param(w), bv = t.param(b);
+    const Var<float> y = ad::linear(t.constant(x0), wv, bv);
+    t.backward(y, seed);
+    if (on_tape) t.accumulate_param_grads();
+    CHECK(same_bits(b.grad.data(), col_sums.data(), col_sums.size() * sizeof(float)));
+    double worst = 0;  // W̄ against a float64 loop
+    for (int j = 0; j < out; ++j)
+      for (int k = 0; k < in; ++k) {
+        double acc = 0, mag = 0;
+        for (int i = 0; i < m; ++i) {
+          const double term = double(seed.data()[std::size_t(i) * out + j]) * double(x0.data()[std::size_t(i) * in + k]);
+          acc += term, mag += std::abs(term);
+        }
+        worst = std::max(worst, std::abs(double(w.grad.data()[std::size_t(j) * in + k]) - acc) / (mag + 1e-30));
+      }
+    CHECK(worst < 1e-5);
+  }
+}
+
+TEST_CASE("a dense layer whose input, weight and bias are one 1×1 node: each adjoint adds to the others") {
+  // y = x·x + x, dy/dx = 2x + 1: x̄, W̄ and b̄ land in one adjoint, each claimed just before it is written
+  const Array<double> x0({1, 1}, 0.75);
+  const auto f = [](Var<double> x) { return ad::linear(x, x, x); };
+  const ad::GradcheckResult r =
+      ad::gradcheck([&](Tape<double>&, const std::vector<Var<double>>& x) { return f(x[0]); }, {x0});
+  CHECK_MESSAGE(r.ok, r.report);
+  Tape<double> t;
+  const Var<double> x = t.variable(x0);
+  const Var<double> y = f(x);
+  t.backward(y, Array<double>({1, 1}, 3.0));
+  t.backward(y, Array<double>({1, 1}, 2.0));  // the second pass ignores the first's adjoint
+  CHECK(x.grad().data()[0] == doctest::Approx(2.0 * (2 * 0.75 + 1)));
+}
+
 // ================================================================ fresh adjoints
 TEST_CASE("an op with one input twice: the first write assigns, the second adds (stale adjoints ignored)") {
   // Each f uses x twice in a single op. Two backward passes over one recording with different

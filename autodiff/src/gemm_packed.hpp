@@ -74,6 +74,15 @@ inline T* pack_buffer(int which, std::size_t n) {
   return b.data();
 }
 
+/// Where a weight gradient's packing of op(B) also sums B's columns (a bias gradient): out[j]
+/// = Σ_p B(p, j), assigned where `assign` (row 0 assigns, the others add: the order of a pass
+/// over B's rows), else added; out = nullptr: none.
+template <class T>
+struct ColSums {
+  T* out = nullptr;
+  bool assign = false;
+};
+
 /// op(A)[i0 : i0 + mc, p0 : p0 + kc] → MR-row slivers, column-major within a sliver (the MR
 /// values of one column adjacent), rows past mc zero. A is read from MR of its rows at once, a
 /// transposed A (a weight gradient's) a row of a at a time.
@@ -117,25 +126,57 @@ inline void pack_a(bool ta, const T* a, int lda, int i0, int mc, int p0, int kc,
   }
 }
 
+/// R rows of an untransposed B (src, src + ldb, …; n columns) into rows p … p + R − 1 of a
+/// panel's NR-column slivers (out: row p of the first sliver; the next sliver is kc·NR further),
+/// columns past n zero; and added to sums.out where given, row after row (`assign`: the first
+/// row assigns). R = 4 with sums: one load and store of the sums per four rows, where one per
+/// row cost more than the separate pass it replaces (at 512 × 11 776: +1.1 ms against 0.83).
+template <class T, int NR, int R>
+inline void pack_b_rows(const T* src, int ldb, int n, int kc, T* out, T* sums, bool assign) {
+  constexpr int W = int(batch<T>::size);
+  const int full = n / NR * NR;
+  T* s = out;
+  for (int jr = 0; jr < full; jr += NR, s += std::size_t(kc) * NR)
+#pragma GCC unroll 4
+    for (int v = 0; v < NR / W; ++v) {
+      const int j = jr + v * W;
+      batch<T> x[R];
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        x[r] = batch<T>::load_unaligned(src + std::size_t(r) * ldb + j);
+        x[r].store_aligned(s + r * NR + v * W);
+      }
+      if (sums) {
+        batch<T> acc = assign ? x[0] : batch<T>::load_unaligned(sums + j) + x[0];
+#pragma GCC unroll 4
+        for (int r = 1; r < R; ++r) acc = acc + x[r];
+        acc.store_unaligned(sums + j);
+      }
+    }
+  for (int r = 0; r < R; ++r, src += ldb, s += NR) {
+    for (int c = 0; c < NR && full < n; ++c) s[c] = full + c < n ? src[full + c] : T(0);
+    if (sums)
+      for (int j = full; j < n; ++j) sums[j] = assign && r == 0 ? src[j] : sums[j] + src[j];
+  }
+}
+
 /// op(B)[p0 : p0 + kc, 0 : n] → NR-column slivers, row-major within a sliver, columns past n
 /// zero. An untransposed B is read a row at a time, left to right across all the slivers (one
 /// sequential stream, where sliver by sliver the lines were ldb apart and the prefetchers lost
 /// them: a weight gradient's B, a layer's input not in cache); a transposed B one of its rows
-/// (a sliver's column) at a time.
+/// (a sliver's column) at a time. sums (untransposed B only): B's column sums too (ColSums).
 template <class T, int NR>
-inline void pack_b(bool tb, const T* b, int ldb, int p0, int kc, int n, T* out) {
+inline void pack_b(bool tb, const T* b, int ldb, int p0, int kc, int n, T* out, ColSums<T> sums = {}) {
   if (!tb) {  // B(p, j) = b[p·ldb + j]
-    constexpr int W = int(batch<T>::size);
-    const int full = n / NR * NR;
     const T* src = b + std::size_t(p0) * ldb;
-    for (int p = 0; p < kc; ++p, src += ldb) {
-      T* s = out + std::size_t(p) * NR;  // row p of the first sliver; the next is kc·NR further
-      for (int jr = 0; jr < full; jr += NR, s += std::size_t(kc) * NR)
-#pragma GCC unroll 4
-        for (int v = 0; v < NR / W; ++v) batch<T>::load_unaligned(src + jr + v * W).store_aligned(s + v * W);
-      if (full < n)
-        for (int c = 0; c < NR; ++c) s[c] = full + c < n ? src[full + c] : T(0);
-    }
+    int p = 0;
+    if (sums.out)
+      for (; p + 4 <= kc; p += 4)
+        pack_b_rows<T, NR, 4>(src + std::size_t(p) * ldb, ldb, n, kc, out + std::size_t(p) * NR, sums.out,
+                              sums.assign && p0 + p == 0);
+    for (; p < kc; ++p)
+      pack_b_rows<T, NR, 1>(src + std::size_t(p) * ldb, ldb, n, kc, out + std::size_t(p) * NR, sums.out,
+                            sums.assign && p0 + p == 0);
     return;
   }
   for (int jr = 0; jr < n; jr += NR) {  // B(p, j) = b[j·ldb + p]: a sliver's column is a row of b
@@ -229,7 +270,7 @@ inline void micro_kernel(int kc, const T* __restrict ap, const T* __restrict bp,
 /// with an MR × NV-vector register tile.
 template <class T, int MR, int NV>
 void gemm_tiled(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta,
-                T* c, int ldc, const T* bias = nullptr) {
+                T* c, int ldc, const T* bias = nullptr, ColSums<T> b_sums = {}) {
   constexpr int NR = NV * Tile<T>::W, KC = Tile<T>::KC, MC = MR * 16;
   constexpr std::size_t kPanelBytes = Tile<T>::kPanelBytes;
   if (m <= 0 || n <= 0) return;
@@ -260,7 +301,8 @@ void gemm_tiled(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int 
       const int kc = std::min(KC, k - p0);
       const bool first = p0 == 0;
       const T* panel_bias = p0 + kc == k ? bias : nullptr;  // added once, after the last panel's sums
-      pack_b<T, NR>(tb, tb ? b + std::size_t(j0) * ldb : b + j0, ldb, p0, kc, nc, bp);
+      pack_b<T, NR>(tb, tb ? b + std::size_t(j0) * ldb : b + j0, ldb, p0, kc, nc, bp,
+                    {b_sums.out ? b_sums.out + j0 : nullptr, b_sums.assign});
       for (int i0 = 0; i0 < m; i0 += MC) {
         const int mc = std::min(MC, m - i0);
         if (!in_place) pack_a<T, MR>(ta, a, lda, i0, mc, p0, kc, ap);
@@ -310,8 +352,10 @@ void gemm_tiled(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int 
 /// (n × m) is computed into a per-thread buffer, the long operand now packed as B (read
 /// row by row), and added to C transposed. Measured (m = 11 776, n = 64, k = 512, operands
 /// not in cache, CPU time): 106 GFLOP/s against OpenBLAS's 92 on the same product.
+/// a_sums: A's column sums too (Σ_p A(p, i), a bias gradient), summed as A is packed.
 template <class T>
-void gemm_tn_tall(int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c, int ldc);
+void gemm_tn_tall(int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c, int ldc,
+                  ColSums<T> a_sums = {});
 
 /// Rows of C a tile of `rows` rows pads m to.
 constexpr int padded_rows(int m, int rows) { return (m + rows - 1) / rows * rows; }
@@ -328,24 +372,26 @@ constexpr int padded_rows(int m, int rows) { return (m + rows - 1) / rows * rows
 ///   Measured (Aᵀ B, k = 1024, n = 128): m = 16 8 rows 110–117 GFLOP/s, 12 rows 87–89,
 ///   OpenBLAS 93–96; m = 32 144 / 132–138 / 115; m = 64 (n = 64) 146 / 135 / 129;
 /// - otherwise the tile of the header comment (MR × 2 vectors).
+/// b_sums (B not transposed): B's column sums too, as its panels are packed (see ColSums).
 template <class T>
 void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c,
-          int ldc, const T* bias = nullptr) {
+          int ldc, const T* bias = nullptr, ColSums<T> b_sums = {}) {
   constexpr int MR = Tile<T>::MR, NV = Tile<T>::NV;
-  if (n <= Tile<T>::W) return gemm_tiled<T, 8, 1>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias);
+  if (n <= Tile<T>::W) return gemm_tiled<T, 8, 1>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias, b_sums);
   if constexpr (MR > 8) {
     const int waste = padded_rows(m, MR) - m;
     if (10 * waste > m && padded_rows(m, 8) < padded_rows(m, MR))
-      return gemm_tiled<T, 8, NV>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias);
+      return gemm_tiled<T, 8, NV>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias, b_sums);
   }
-  gemm_tiled<T, MR, NV>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias);
+  gemm_tiled<T, MR, NV>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias, b_sums);
 }
 
 template <class T>
-void gemm_tn_tall(int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c, int ldc) {
+void gemm_tn_tall(int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c, int ldc,
+                  ColSums<T> a_sums) {
   if (m <= 0 || n <= 0) return;
   T* ct = pack_buffer<T>(3, std::size_t(n) * std::size_t(m));
-  gemm<T>(true, false, n, m, k, alpha, b, ldb, a, lda, T(0), ct, m);
+  gemm<T>(true, false, n, m, k, alpha, b, ldb, a, lda, T(0), ct, m, nullptr, a_sums);
   for (int i = 0; i < m; ++i) {  // C(i, j) = β C(i, j) + Cᵀ(j, i): n streams of Cᵀ, each read in order
     T* ci = c + std::size_t(i) * ldc;
     const T* col = ct + i;

@@ -630,6 +630,22 @@ inline void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int
   gemm_blas(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
+/// A weight gradient and a bias gradient from one adjoint: C = α Aᵀ B + β C (gemm(true, false,
+/// …)) and sums[i] ⟵ Σ_p A(p, i), assigned where assign, else added (each row of A in turn,
+/// as a pass over A's rows). Where the shape runs as packed::gemm_tn_tall (a spline
+/// conditioner's output layer at large D: A is 512 × 11 776 at D = 1024, 24 MB, not in cache)
+/// the sums are taken as A is packed, one read of A instead of two (sums and C must not overlap
+/// there); elsewhere C first, then a pass over A's rows (so a sums that is C adds to it).
+template <class T>
+inline void gemm_tn_col_sums(int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c,
+                             int ldc, T* sums, bool assign) {
+  if (gemm_kernel<T>(true, false, m, n, k) == GemmKernel::tn_tall && m > 0 && n > 0 && k > 0)
+    return packed::gemm_tn_tall(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, packed::ColSums<T>{sums, assign});
+  gemm(true, false, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  if (assign && k <= 0) std::fill(sums, sums + m, T(0));
+  for (int p = 0; p < k; ++p) put(assign && p == 0, a + std::size_t(p) * lda, sums, std::size_t(m));
+}
+
 /// gemm() and then each row of C plus bias (n values) where the packed kernel runs the shape:
 /// it adds them as it stores its tiles, not in a pass over C afterwards. Returns whether C
 /// holds the bias now (true without one); if not, the caller adds it (with its activation, in

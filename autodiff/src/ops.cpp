@@ -745,11 +745,12 @@ template <class T> struct Linear {
     const int m = int(c.rows(0)), in = int(c.cols(0)), out = int(c.rows(1));
     const T* gz = c.gy();
     bool fresh;  // a fresh adjoint is assigned: β = 0
-    bool fresh_b = false;
-    T* gb = c.has(2) ? c.gx(2, fresh_b) : nullptr;
-    if (c.attrs().act != Activation::identity) {
+    const bool identity = c.attrs().act == Activation::identity;
+    if (!identity) {
       // z̄ = ȳ ⊙ act'(y) into the tape's workspace, a row at a time, each row added to b̄ while
       // it is still in L1 (the same sums in the same order as a pass over z̄ afterwards)
+      bool fresh_b = false;
+      T* gb = c.has(2) ? c.gx(2, fresh_b) : nullptr;
       T* z_bar = c.tape.workspace(c.n());
       const std::size_t rows = std::size_t(m), cols = std::size_t(out);
       for (std::size_t i = 0; i < rows; ++i) {
@@ -759,11 +760,22 @@ template <class T> struct Linear {
       }
       if (gb && fresh_b && rows == 0) std::fill(gb, gb + cols, T(0));
       gz = z_bar;
-    } else if (gb) {
-      put_col_sums(gb, fresh_b, gz, std::size_t(m), std::size_t(out));
     }
     if (T* gx = c.gx(0, fresh)) kern::gemm(false, false, m, in, out, T(1), gz, out, c.x(1), in, fresh ? T(0) : T(1), gx, in);
-    if (T* gw = c.gx(1, fresh)) kern::gemm(true, false, out, in, m, T(1), gz, out, c.x(0), in, fresh ? T(0) : T(1), gw, in);
+    T* gw = c.gx(1, fresh);
+    const T beta_w = fresh ? T(0) : T(1);
+    // Without an activation b̄ = Σ_i ȳ_i: taken in W̄'s pass over ȳ where the kernel can (one
+    // read of a ȳ not in cache instead of two: the D = 1024 spline conditioner's output layer).
+    // Each adjoint is claimed (Tape::grad_sink) just before it is written, x̄, W̄, then b̄, so
+    // that inputs which are one node add up whatever the order.
+    bool fresh_b = false;
+    T* gb = identity && c.has(2) ? c.gx(2, fresh_b) : nullptr;
+    if (gw && gb)
+      kern::gemm_tn_col_sums(out, in, m, T(1), gz, out, c.x(0), in, beta_w, gw, in, gb, fresh_b);
+    else if (gw)
+      kern::gemm(true, false, out, in, m, T(1), gz, out, c.x(0), in, beta_w, gw, in);
+    else if (gb)
+      put_col_sums(gb, fresh_b, gz, std::size_t(m), std::size_t(out));
   }
 };
 
