@@ -1504,6 +1504,58 @@ TEST_CASE("gemm_add_bias: the packed kernel adds the bias in its stores, bit for
 }
 
 namespace {
+/// gemm_small_k_act against gemm and then a pass C = f(C + bias): the same bits where it fuses
+/// (k ≤ kSmallKFused and the small-k kernel), false and C untouched elsewhere.
+template <class T, class F>
+void check_gemm_small_k_act(bool tb, int m, int n, int k, bool with_bias, F f, Rng& rng) {
+  CAPTURE(tb);
+  CAPTURE(m);
+  CAPTURE(n);
+  CAPTURE(k);
+  CAPTURE(with_bias);
+  const int lda = k + 1, b_rows = tb ? n : k, b_cols = tb ? k : n, ldb = b_cols + 2, ldc = n + 3;
+  std::vector<T> a(std::size_t(m) * lda + 1), b(std::size_t(b_rows) * ldb + 1), bias(static_cast<std::size_t>(n));
+  std::vector<T> c0(std::size_t(m) * ldc);
+  for (T& v : a) v = T(2 * rng.normal());
+  for (T& v : b) v = T(rng.normal());
+  for (T& v : bias) v = T(rng.normal());
+  for (T& v : c0) v = T(rng.normal());
+  std::vector<T> want = c0, got = c0;
+  ad::kern::gemm<T>(false, tb, m, n, k, T(1), a.data(), lda, b.data(), ldb, T(0), want.data(), ldc);
+  for (int i = 0; i < m; ++i) {
+    T* row = want.data() + std::size_t(i) * ldc;
+    if (with_bias)
+      ad::kern::map2(row, bias.data(), row, std::size_t(n), [f](auto z, auto bb) { return f(z + bb); });
+    else
+      ad::kern::map(row, row, std::size_t(n), f);
+  }
+  const bool fuses = k <= ad::kern::kSmallKFused && ad::kern::gemm_kernel<T>(false, tb, m, n, k) == ad::kern::GemmKernel::small_k;
+  const bool done = ad::kern::gemm_small_k_act<T>(false, tb, m, n, k, a.data(), lda, b.data(), ldb, got.data(), ldc,
+                                                  with_bias ? bias.data() : nullptr, f);
+  CHECK(done == fuses);
+  if (done) CHECK(same_bits(got.data(), want.data(), want.size() * sizeof(T)));  // the padding columns untouched too
+  else CHECK(same_bits(got.data(), c0.data(), c0.size() * sizeof(T)));
+}
+}  // namespace
+
+TEST_CASE("gemm_small_k_act: a narrow-input dense layer's bias and activation in the GEMM's stores, bit for bit") {
+  Rng rng(80);
+  const auto tanh_f = [](auto v) { return ad::kern::tanh(v); };
+  const auto softplus = [](auto v) {
+    using V = decltype(v);
+    return xsimd::max(v, V(0)) + xsimd::log1p(ad::kern::exp(-xsimd::abs(v)));
+  };
+  for (const bool tb : {true, false})
+    for (const bool with_bias : {true, false})
+      for (int k = 0; k <= 6; ++k) {
+        check_gemm_small_k_act<float>(tb, 37, 64, k, with_bias, tanh_f, rng);
+        check_gemm_small_k_act<float>(tb, 5, 300, k, with_bias, softplus, rng);  // two column blocks, a scalar tail
+        check_gemm_small_k_act<double>(tb, 9, 70, k, with_bias, tanh_f, rng);
+      }
+  CHECK(ad::kern::kSmallKFused <= ad::kern::kSmallK);
+}
+
+namespace {
 /// gemm_tn_col_sums against gemm and then a pass over A's rows: C and the sums the same bits
 /// (the same sums in the same order), whichever kernel the shape takes.
 void check_gemm_tn_col_sums(int m, int n, int k, float beta, bool assign, Rng& rng) {
