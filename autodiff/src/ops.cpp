@@ -739,10 +739,9 @@ template <class T> struct Linear {
     // the bias is not in yet. The same operations in the same order on every path.
     const T* b = c.has(2) ? c.x(2) : nullptr;
     bool done = false;
-    if (in <= kern::kSmallKFused && kern::gemm_kernel<T>(false, true, m, out, in) == kern::GemmKernel::small_k)
-      with_activation(c.attrs().act, c.attrs().scalar, [&](auto f) {
-        done = kern::gemm_small_k_act(false, true, m, out, in, c.x(0), in, c.x(1), in, c.y(), out, b, f);
-      });
+    with_activation(c.attrs().act, c.attrs().scalar, [&](auto f) {
+      done = kern::gemm_small_k_act(false, true, m, out, in, c.x(0), in, c.x(1), in, c.y(), out, b, f);
+    });
     if (done) return;
     if (kern::gemm_add_bias(false, true, m, out, in, T(1), c.x(0), in, c.x(1), in, T(0), c.y(), out, b))
       activate(c.attrs().act, c.attrs().scalar, c.y(), c.y(), c.n());
