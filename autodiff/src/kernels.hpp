@@ -437,6 +437,15 @@ void gemm_small_n(bool tb, int m, int k, T alpha, const T* a, int lda, const T* 
   }
 }
 
+/// gemm_small_k<K> for a run-time k: K = k, or MaxK where k is larger.
+template <int MaxK, int K = 0, class T, class F = AsIs>
+inline void gemm_small_k_upto(int k, bool ta, bool tb, int m, int n, T alpha, const T* a, int lda, const T* b,
+                              int ldb, T beta, T* c, int ldc, const T* bias = nullptr, F f = {}) {
+  if constexpr (K < MaxK)
+    if (k != K) return gemm_small_k_upto<MaxK, K + 1>(k, ta, tb, m, n, alpha, a, lda, b, ldb, beta, c, ldc, bias, f);
+  gemm_small_k<K>(ta, tb, m, n, alpha, a, lda, b, ldb, beta, c, ldc, bias, f);
+}
+
 /// The sum of k outer products of a short vector (S ≤ 4 entries, u_p = U[p·ldu + s]) and a long
 /// one (v_p = V[p·ldv + l], contiguous): R(s, l) = Σ_p u_p[s] v_p[l], written to
 /// C[s·csu + l·csl] = β C + α R. Columns l0 … l0 + NV·W − 1 here; the accumulators (S·NV
@@ -600,18 +609,7 @@ inline void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int
                  T* c, int ldc) {
   int kc = 0;  // blas_k_split's slice of k
   switch (gemm_kernel<T>(ta, tb, m, n, k, &kc)) {
-    case GemmKernel::small_k:
-      switch (k) {
-        case 0: return gemm_small_k<0>(ta, tb, m, n, alpha, a, lda, b, ldb, beta, c, ldc);
-        case 1: return gemm_small_k<1>(ta, tb, m, n, alpha, a, lda, b, ldb, beta, c, ldc);
-        case 2: return gemm_small_k<2>(ta, tb, m, n, alpha, a, lda, b, ldb, beta, c, ldc);
-        case 3: return gemm_small_k<3>(ta, tb, m, n, alpha, a, lda, b, ldb, beta, c, ldc);
-        case 4: return gemm_small_k<4>(ta, tb, m, n, alpha, a, lda, b, ldb, beta, c, ldc);
-        case 5: return gemm_small_k<5>(ta, tb, m, n, alpha, a, lda, b, ldb, beta, c, ldc);
-        case 6: return gemm_small_k<6>(ta, tb, m, n, alpha, a, lda, b, ldb, beta, c, ldc);
-        case 7: return gemm_small_k<7>(ta, tb, m, n, alpha, a, lda, b, ldb, beta, c, ldc);
-        default: return gemm_small_k<8>(ta, tb, m, n, alpha, a, lda, b, ldb, beta, c, ldc);
-      }
+    case GemmKernel::small_k: return gemm_small_k_upto<kSmallK>(k, ta, tb, m, n, alpha, a, lda, b, ldb, beta, c, ldc);
     case GemmKernel::small_n:
       switch (n) {
         case 0: return;
@@ -638,20 +636,18 @@ inline void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int
   gemm_blas(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-/// A weight gradient and a bias gradient from one adjoint: C = α Aᵀ B + β C (gemm(true, false,
-/// …)) and sums[i] ⟵ Σ_p A(p, i), assigned where assign, else added (each row of A in turn,
-/// as a pass over A's rows). Where the shape runs as packed::gemm_tn_tall (a spline
-/// conditioner's output layer at large D: A is 512 × 11 776 at D = 1024, 24 MB, not in cache)
-/// the sums are taken as A is packed, one read of A instead of two (sums and C must not overlap
-/// there); elsewhere C first, then a pass over A's rows (so a sums that is C adds to it).
+/// A weight gradient and a bias gradient from one adjoint, where the shape runs as
+/// packed::gemm_tn_tall (a spline conditioner's output layer at large D: A is 512 × 11 776 at
+/// D = 1024, 24 MB, not in cache): C = α Aᵀ B + β C (gemm(true, false, …)) and sums[i] ⟵
+/// Σ_p A(p, i), assigned where assign, else added, the rows in order, summed as the kernel
+/// packs A: one read of A instead of two (sums and C must not overlap). Returns false, C and
+/// sums untouched, for any other shape: the caller runs gemm() and then its own pass over A.
 template <class T>
-inline void gemm_tn_col_sums(int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c,
+inline bool gemm_tn_col_sums(int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c,
                              int ldc, T* sums, bool assign) {
-  if (gemm_kernel<T>(true, false, m, n, k) == GemmKernel::tn_tall && m > 0 && n > 0 && k > 0)
-    return packed::gemm_tn_tall(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, packed::ColSums<T>{sums, assign});
-  gemm(true, false, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  if (assign && k <= 0) std::fill(sums, sums + m, T(0));
-  for (int p = 0; p < k; ++p) put(assign && p == 0, a + std::size_t(p) * lda, sums, std::size_t(m));
+  if (gemm_kernel<T>(true, false, m, n, k) != GemmKernel::tn_tall || m <= 0 || n <= 0 || k <= 0) return false;
+  packed::gemm_tn_tall(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, packed::ColSums<T>{sums, assign});
+  return true;
 }
 
 /// Inner dimensions up to this take gemm_small_k_act's fused stores. Measured on the AVX-512
@@ -671,14 +667,7 @@ template <class T, class F>
 inline bool gemm_small_k_act(bool ta, bool tb, int m, int n, int k, const T* a, int lda, const T* b, int ldb, T* c,
                              int ldc, const T* bias, F f) {
   if (k > kSmallKFused || gemm_kernel<T>(ta, tb, m, n, k) != GemmKernel::small_k) return false;
-  const T one(1), zero(0);
-  switch (k) {
-    case 0: gemm_small_k<0>(ta, tb, m, n, one, a, lda, b, ldb, zero, c, ldc, bias, f); break;
-    case 1: gemm_small_k<1>(ta, tb, m, n, one, a, lda, b, ldb, zero, c, ldc, bias, f); break;
-    case 2: gemm_small_k<2>(ta, tb, m, n, one, a, lda, b, ldb, zero, c, ldc, bias, f); break;
-    case 3: gemm_small_k<3>(ta, tb, m, n, one, a, lda, b, ldb, zero, c, ldc, bias, f); break;
-    default: gemm_small_k<4>(ta, tb, m, n, one, a, lda, b, ldb, zero, c, ldc, bias, f); break;
-  }
+  gemm_small_k_upto<kSmallKFused>(k, ta, tb, m, n, T(1), a, lda, b, ldb, T(0), c, ldc, bias, f);
   return true;
 }
 

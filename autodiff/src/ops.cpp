@@ -777,12 +777,9 @@ template <class T> struct Linear {
     // that inputs which are one node add up whatever the order.
     bool fresh_b = false;
     T* gb = identity && c.has(2) ? c.gx(2, fresh_b) : nullptr;
-    if (gw && gb)
-      kern::gemm_tn_col_sums(out, in, m, T(1), gz, out, c.x(0), in, beta_w, gw, in, gb, fresh_b);
-    else if (gw)
-      kern::gemm(true, false, out, in, m, T(1), gz, out, c.x(0), in, beta_w, gw, in);
-    else if (gb)
-      put_col_sums(gb, fresh_b, gz, std::size_t(m), std::size_t(out));
+    if (gw && gb && kern::gemm_tn_col_sums(out, in, m, T(1), gz, out, c.x(0), in, beta_w, gw, in, gb, fresh_b)) return;
+    if (gw) kern::gemm(true, false, out, in, m, T(1), gz, out, c.x(0), in, beta_w, gw, in);
+    if (gb) put_col_sums(gb, fresh_b, gz, std::size_t(m), std::size_t(out));
   }
 };
 

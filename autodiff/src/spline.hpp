@@ -158,7 +158,8 @@ struct BinGrad {
 };
 template <class V>
 inline BinGrad<V> reverse_bin(const Bin<V>& b, V x, V gy, V gl) {
-  // Four divisions (1/Δx, 1/Δy, 1/den, 1/P), each quotient below a product with one of them
+  // Four divisions: the reciprocals 1/Δx and 1/den, which every quotient by Δx or den below
+  // multiplies by, and the two quotients by P and by Δy
   const V rw = V(1) / b.w;
   const V xi = (x - b.x0) * rw;
   const V s = b.h * rw, t = xi * (V(1) - xi), om = V(1) - xi, q = b.d1 + b.d0 - V(2) * s;
