@@ -83,6 +83,12 @@ def shape_rows(runs):
             continue
         by_t = {r["threads"]: r for r in tf}
         t1, t2 = by_t.get(1), by_t.get(2)
+        # The side-by-side scaling pairs: per round, 2-thread steps/s over 1-thread steps/s.
+        sc = [r for r in runs if r.get("impl") == "trflow" and r.get("shape") == shape and r.get("variant") == "scaling"]
+        pairs = {}
+        for r in sc:
+            pairs.setdefault(r.get("round"), {})[r["threads"]] = r["steps_per_s"]
+        scaling = [(p[1], p[2]) for _, p in sorted(pairs.items()) if p.get(1) and p.get(2)]
         tf_best = max(tf, key=lambda r: r["steps_per_s"]) if tf else None
         tt_best = max(tt, key=lambda r: r["steps_per_s"]) if tt else None
         torch_cands = ([(r["steps_per_s"], f"{r['threads']}thr") for r in tt if r.get("steps_per_s")] +
@@ -126,6 +132,8 @@ def shape_rows(runs):
                             if r["threads"] == 1 and r.get("train_cpu_ms_per_step")), None),
             loads=[r.get("load_before") for r in tf + tt_all + tp_all if r.get("load_before") is not None],
             reps=[(r["threads"], r.get("rep_steps_per_s")) for r in tf],
+            scaling=scaling,
+            scaling_ratio=med([b / a for a, b in scaling]) if scaling else None,
         )
         table.append(row)
     return table
@@ -156,7 +164,9 @@ def main_table(rows, peak=None):
             r["shape"], fmt_rate(r["tf1"]), fmt_rate(torch1) if torch1 else "-", ratio(r["tf1"], torch1),
             f"{gf:.3g}" if gf else "-",
             (f"{rate:.0f} ({100 * rate / peak:.0f} %)" if peak else f"{rate:.0f}") if rate else "-",
-            fmt_rate(r["tf2"]), f"{r['tf2'] / r['tf1']:.2f}x" if r["tf1"] and r["tf2"] else "-",
+            fmt_rate(r["tf2"]),
+            f"{r['scaling_ratio']:.2f}x" if r["scaling_ratio"] else
+            (f"{r['tf2'] / r['tf1']:.2f}x" if r["tf1"] and r["tf2"] else "-"),
             f"{r['rss_tf1']:.0f} / {r['rss_torch1']:.0f}" if r.get("rss_tf1") and r.get("rss_torch1") else "-",
             f"{fmt_rate(r['lp_tf'])} / {fmt_rate(r['lp_torch'])}", ratio(r["lp_tf"], r["lp_torch"]),
             f"{fmt_rate(r['s_tf'])} / {fmt_rate(r['s_torch'])}", ratio(r["s_tf"], r["s_torch"]),
@@ -624,7 +634,9 @@ def main():
           "OPENBLAS_NUM_THREADS=1. `GEMM GFLOP/step`: the dense layers' forward, x̄ and W̄ products of both "
           "passes (6 · batch · Σ in·out per pass and coupling); GFLOP/s divides it by trflow's CPU time per "
           "1-thread step, against the fp32 FMA peak measured below. `2thr / 1thr`: trflow's own scaling "
-          "on the two cores. log_prob and sampling: chunks of "
+          "on the two cores, the median over rounds of the ratio of a 2-thread run to the 1-thread run just "
+          "before it (`train_bench --no-eval`, pairs listed under the per-run details; the `trflow 2thr` "
+          "column is the run beside torch's, minutes from the 1-thread one). log_prob and sampling: chunks of "
           "1024 rows, best of 1 and 2 threads on both sides (torch under `torch.no_grad()`). "
           "Peak RSS: ru_maxrss of the 1-thread runs (torch_realnvp.py's includes its "
           "20000-sample test evaluation and the Python/torch runtime, ~240 MB on its own). "
@@ -653,6 +665,14 @@ def main():
                   f"{f1(r['faults'])} | "
                   f"{f1(r['lp_allocs'])} / {f1(r['s_allocs'])} | "
                   f"{', '.join(f'{l:.1f}' for l in r['loads'])} |")
+    if any(r.get("scaling") for r in rows):
+        md += ["", "trflow's scaling, side by side (`train_bench --no-eval`, a 1-thread run, then a 2-thread run "
+               "just after it, per round): steps/s 1thr / 2thr and their ratio per round.", "",
+               "| shape | rounds: 1thr / 2thr steps/s (ratio) | median ratio |", "|---|---|---|"]
+        for r in rows:
+            if r.get("scaling"):
+                cells = ", ".join(f"{fmt_rate(a)} / {fmt_rate(b)} ({b / a:.2f})" for a, b in r["scaling"])
+                md.append(f"| {r['shape']} | {cells} | {r['scaling_ratio']:.2f}x |")
     md.append("")
     if any(r.get("tape") and r["tape"][0] for r in rows):
         md += ["Memory of one trflow training step (a fresh tape after objective + backward, as `Trainer::step` "

@@ -18,7 +18,8 @@
 # ../shared/bench/torch_realnvp.py. It builds build-bench/ (Release plus -g, which changes no
 # code), then, shape by shape, runs trflow's train_bench (1 and 2 OpenBLAS threads) interleaved
 # with torch_realnvp.py (--beta 0.01, --threads 1 and 2) and bench/torch_throughput.py, so both
-# sides see the same machine load; then micro_bench (Google Benchmark), the allocation-site
+# sides see the same machine load, and three rounds of train_bench at 1 and 2 threads back to
+# back for trflow's own 2-thread scaling (about 2 minutes); then micro_bench (Google Benchmark), the allocation-site
 # trace, and a perf profile of shapes A and B (callgrind if perf cannot record). It prints one
 # table and writes bench/RESULTS.md (table, date, machine, commit, profile summary); raw logs
 # go to build-bench/bench-results/. Whole run: about 10-11 minutes on the 2-core dev machine when
@@ -110,6 +111,10 @@ record() {  # record LOAD JSON
 # torch_throughput.py (1 thread): warm-started training reps, and samples per timed pass.
 declare -A tb_args=([A]="--steps 40 --reps 5" [B]="--steps 20 --reps 5"
                     [C]="--steps 2 --reps 3 --alloc-window 3:4 --eval-n 4096")
+# trflow's 1- vs 2-thread pairs (below): steps x reps per run, rounds of pairs.
+declare -A scaling_args=([A]="--steps 40 --reps 5" [B]="--steps 40 --reps 5"
+                         [C]="--steps 3 --reps 3 --warmup-steps 3 --alloc-window 2:3")
+scaling_rounds=3
 declare -A torch_steps=([A]=150 [B]=100 [C]=6)
 declare -A tt_args=([A]="--train-steps 20 --train-warmup 10 --reps 3" [B]="--train-steps 10 --train-warmup 5 --reps 3"
                     [C]="--train-steps 2 --train-warmup 1 --reps 3 --n 4096")
@@ -119,6 +124,8 @@ if ((quick)); then
   tb_args=([A]="--steps 2 --reps 1 --eval-n 1024" [B]="--steps 2 --reps 1 --eval-n 1024"
            [C]="--steps 1 --reps 1 --alloc-window 2:2 --eval-n 1024")
   torch_steps=([A]=3 [B]=3 [C]=1)
+  scaling_args=([A]="--steps 2 --reps 1" [B]="--steps 2 --reps 1" [C]="--steps 1 --reps 1 --warmup-steps 2 --alloc-window 2:2")
+  scaling_rounds=1
   tt_args=([A]="--train-steps 1 --train-warmup 1 --reps 1 --n 1024" [B]="--train-steps 1 --train-warmup 1 --reps 1 --n 1024"
            [C]="--train-steps 1 --train-warmup 0 --reps 1 --n 1024")
   tt_n=([A]="--n 1024 --reps 1" [B]="--n 1024 --reps 1" [C]="--n 1024 --reps 1")
@@ -176,6 +183,17 @@ for s in $main_shapes; do
     ((t == 1)) && train_flags=(${tt_args[$s]} "${data_flag[@]}")
     record "$l" "$(OPENBLAS_NUM_THREADS=$t timeout "${torch_limit[$s]}" $py "$root/bench/torch_throughput.py" --config "$s" --threads "$t" \
       --realnvp "$realnvp" "${train_flags[@]}" | timed_out "$s" "$t" | tag impl torch | tag kind throughput)"
+  done
+  # trflow's own scaling, side by side: 1 and 2 threads alternating, one pair per round (the
+  # runs above are minutes apart, with the torch runs between them, and this VM's speed drifts
+  # by several per cent in that time; within a pair it moves less). The table quotes the median
+  # of the pairs' ratios.
+  for ((round = 1; round <= scaling_rounds; ++round)); do
+    for t in 1 2; do
+      l=$(quiet); echo "[bench] shape $s, scaling round $round, $t thread(s): trflow train_bench --no-eval (load $l)" >&2
+      record "$l" "$("$tb" --shape "$s" --threads "$t" --no-eval ${scaling_args[$s]} 2>>"$out/train_bench.log" |
+        tag kind train | tag variant scaling | tag round "$round")"
+    done
   done
   if grep -qw avx512f /proc/cpuinfo; then
     # The same trflow run with OpenBLAS's AVX-512 kernels forced (see micro_bench below).
