@@ -1,5 +1,7 @@
 // nn: modules, initialization, optimizers, schedules.
+#include <algorithm>
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include <doctest/doctest.h>
@@ -102,6 +104,91 @@ TEST_CASE("SGD with momentum equals v ← μv + g, p ← p − lr·v") {
     }
     for (std::size_t i = 0; i < 6; ++i) CHECK(q.w.value.data()[i] == doctest::Approx(p[i]).epsilon(1e-12));
   }
+}
+
+TEST_CASE("for_each_span: the parts cover every element once, cut at multiples of 16 within a parameter") {
+  const std::vector<std::size_t> shapes[] = {{1}, {7, 16, 33}, {16, 16}, {1000, 1, 17, 250, 64, 3}, {5000}};
+  for (const auto& sizes : shapes) {
+    std::vector<std::unique_ptr<Parameter<float>>> owned;
+    std::vector<Parameter<float>*> params;
+    for (std::size_t n : sizes) params.push_back(owned.emplace_back(std::make_unique<Parameter<float>>("p", n, 1)).get());
+    for (int parts = 1; parts <= 9; ++parts) {
+      CAPTURE(sizes.size());
+      CAPTURE(parts);
+      std::vector<std::vector<int>> owner;
+      for (std::size_t n : sizes) owner.emplace_back(n, -1);
+      std::size_t largest = 0, total = 0;
+      for (int part = 0; part < parts; ++part) {
+        std::size_t mine = 0;
+        nn::for_each_span(params, part, parts, [&](std::size_t k, std::size_t first, std::size_t last) {
+          REQUIRE(k < sizes.size());
+          CHECK(first < last);
+          CHECK(last <= sizes[k]);
+          CHECK(first % nn::kSpanAlign == 0);
+          CHECK((last % nn::kSpanAlign == 0 || last == sizes[k]));
+          for (std::size_t i = first; i < last; ++i) {
+            CHECK(owner[k][i] == -1);  // not yet taken
+            owner[k][i] = part;
+          }
+          mine += last - first;
+        });
+        largest = std::max(largest, mine);
+        total += mine;
+      }
+      std::size_t all = 0;
+      for (std::size_t k = 0; k < sizes.size(); ++k) {
+        all += sizes[k];
+        for (std::size_t i = 0; i < sizes[k]; ++i) CHECK(owner[k][i] >= 0);
+        for (std::size_t i = 1; i < sizes[k]; ++i) CHECK(owner[k][i] >= owner[k][i - 1]);  // in order
+      }
+      CHECK(total == all);
+      // Nearly equal shares: a cut moves by less than kSpanAlign elements per parameter it falls in.
+      CHECK(largest <= all / std::size_t(parts) + 1 + 2 * nn::kSpanAlign);
+    }
+  }
+}
+
+TEST_CASE("an optimizer step split into parts gives the bits of step(): Adam, AdamW, Adam with L2, SGD") {
+  // Parameters of odd sizes, so that parts cut inside them and the scalar tails matter.
+  const std::size_t sizes[] = {37, 300, 5, 129};
+  auto make = [&](std::vector<std::unique_ptr<Parameter<float>>>& owned) {
+    std::vector<Parameter<float>*> params;
+    ad::Rng rng(3);
+    for (std::size_t n : sizes) {
+      auto& p = owned.emplace_back(std::make_unique<Parameter<float>>("p", n, 1));
+      rng.fill_normal(p->value.data(), n);
+      params.push_back(p.get());
+    }
+    return params;
+  };
+  for (int kind = 0; kind < 4; ++kind)
+    for (int parts : {2, 3, 7}) {
+      CAPTURE(kind);
+      CAPTURE(parts);
+      std::vector<std::unique_ptr<Parameter<float>>> own_a, own_b;
+      const auto pa = make(own_a), pb = make(own_b);
+      auto optimizer = [&](const std::vector<Parameter<float>*>& ps) -> std::unique_ptr<nn::Optimizer<float>> {
+        if (kind == 3) return std::make_unique<nn::SGD<float>>(ps, 0.05, 0.9, 0.01);
+        return std::make_unique<nn::Adam<float>>(ps, 0.01, 0.9, 0.999, 1e-8, kind == 0 ? 0.0 : 0.1, kind == 1);
+      };
+      auto whole = optimizer(pa), split = optimizer(pb);
+      ad::Rng rng(11);
+      for (int step = 0; step < 4; ++step) {
+        for (std::size_t k = 0; k < pa.size(); ++k) {
+          rng.fill_normal(pa[k]->grad.data(), sizes[k]);
+          std::copy_n(pa[k]->grad.data(), sizes[k], pb[k]->grad.data());
+        }
+        whole->step();
+        split->begin_step();
+        for (int part = parts - 1; part >= 0; --part) split->update(part, parts);  // any order
+      }
+      CHECK(split->steps() == whole->steps());
+      for (std::size_t k = 0; k < pa.size(); ++k)
+        for (std::size_t i = 0; i < sizes[k]; ++i) CHECK(pb[k]->value.data()[i] == pa[k]->value.data()[i]);
+      const auto sa = whole->state(), sb = split->state();
+      for (std::size_t s = 0; s < sa.size(); ++s)
+        for (std::size_t i = 0; i < sa[s].second->size(); ++i) CHECK(sb[s].second->data()[i] == sa[s].second->data()[i]);
+    }
 }
 
 TEST_CASE("gradient clipping scales to the global norm and reports the norm before clipping") {

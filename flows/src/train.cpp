@@ -193,8 +193,12 @@ StepReport Trainer<T>::step(bool measure_transport) {
     if (cfg_.running != 0.0) r.running += share * v.running;
     if (lane.bad && !bad) bad = lane.bad;
   }
-  if (!bad)
-    for (const auto& lane : lanes_) add_lane_grads(*lane);
+  // The gradient sum and (below) Adam: elementwise, so each thread takes a share of the
+  // elements (nn::for_each_span), with the bits of one thread doing it all.
+  if (!bad) {
+    auto sum = [&](int k) { add_lane_grads(k, team_.lanes()); };
+    team_.run(sum);
+  }
   r.signal = cfg_.interrupt ? cfg_.interrupt->load() : 0;
   if (cfg_.comm) bad = allreduce(r, bad);
   if (!bad) {
@@ -217,7 +221,9 @@ StepReport Trainer<T>::step(bool measure_transport) {
                     r.step, bad == std::string("gradient") ? "gradient" : std::string(bad) + " term", r.loss, r.nll,
                     r.transport, r.lr));
   }
-  optimizer_.step();
+  optimizer_.begin_step();
+  auto update = [&](int k) { optimizer_.update(k, team_.lanes()); };
+  team_.run(update);
   return r;
 }
 
@@ -247,16 +253,19 @@ bool Trainer<T>::run_pass(Lane& lane, const ObjectiveWeights& w, bool backward) 
 }
 
 template <class T>
-void Trainer<T>::add_lane_grads(const Lane& lane) {
-  // One add per parameter, in lane order: the gradient is (lane 0's + lane 1's) + …, each
-  // lane's own sum formed apart, however the lanes are spread over ranks, so N ranks × 1
-  // thread give the bits of 1 rank × N threads.
+void Trainer<T>::add_lane_grads(int part, int parts) {
+  // Per element, the lanes' gradients in lane order: (lane 0's + lane 1's) + …, each lane's
+  // own sum formed apart, however the lanes are spread over ranks, so N ranks × 1 thread give
+  // the bits of 1 rank × N threads. (A lane without buffers wrote into Parameter::grad.)
   const auto& params = optimizer_.params();
-  for (std::size_t i = 0; i < lane.grads.size(); ++i) {
+  nn::for_each_span(params, part, parts, [&](std::size_t i, std::size_t first, std::size_t last) {
     T* g = params[i]->grad.data();
-    const T* l = lane.grads[i].data();
-    for (std::size_t j = 0, n = lane.grads[i].size(); j < n; ++j) g[j] += l[j];
-  }
+    for (const auto& lane : lanes_) {
+      if (lane->grads.empty()) continue;
+      const T* l = lane->grads[i].data();
+      for (std::size_t j = first; j < last; ++j) g[j] += l[j];
+    }
+  });
 }
 
 template <class T>

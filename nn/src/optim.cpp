@@ -31,21 +31,25 @@ SGD<T>::SGD(std::vector<ad::Parameter<T>*> params, double lr, double momentum, d
 }
 
 template <class T>
-void SGD<T>::step() {
+void SGD<T>::begin_step() {
+  first_step_ = this->steps_ == 0;
+  ++this->steps_;
+}
+
+template <class T>
+void SGD<T>::update(int part, int parts) {
   const T lr = T(this->lr_), mu = T(momentum_), wd = T(weight_decay_);
-  for (std::size_t k = 0; k < this->params_.size(); ++k) {
+  for_each_span(this->params_, part, parts, [&](std::size_t k, std::size_t first, std::size_t last) {
     T* p = this->params_[k]->value.data();
     const T* g = this->params_[k]->grad.data();
     T* v = velocity_[k].data();
-    const std::size_t n = this->params_[k]->value.size();
-    for (std::size_t i = 0; i < n; ++i) {
+    for (std::size_t i = first; i < last; ++i) {
       const T gi = g[i] + wd * p[i];
       // PyTorch: the first step sets v = g (no damping of the initial velocity).
-      v[i] = this->steps_ == 0 ? gi : mu * v[i] + gi;
+      v[i] = first_step_ ? gi : mu * v[i] + gi;
       p[i] -= lr * (mu != T(0) ? v[i] : gi);
     }
-  }
-  ++this->steps_;
+  });
 }
 
 template <class T>
@@ -67,22 +71,27 @@ Adam<T>::Adam(std::vector<ad::Parameter<T>*> params, double lr, double beta1, do
 }
 
 template <class T>
-void Adam<T>::step() {
-  using B = xsimd::batch<T>;
-  constexpr std::size_t W = B::size;
+void Adam<T>::begin_step() {
   const std::int64_t t = ++this->steps_;
   // Bias corrections folded into the step size: lr · m̂ / (√v̂ + ε) = a · m / (√v + ε̂)
   // with a = lr · √(1 − β₂ᵗ) / (1 − β₁ᵗ) and ε̂ = ε · √(1 − β₂ᵗ).
   const double c1 = 1.0 - std::pow(beta1_, double(t)), c2 = 1.0 - std::pow(beta2_, double(t));
-  const T a = T(this->lr_ * std::sqrt(c2) / c1), eps_hat = T(eps_ * std::sqrt(c2));
+  a_ = T(this->lr_ * std::sqrt(c2) / c1), eps_hat_ = T(eps_ * std::sqrt(c2));
+}
+
+template <class T>
+void Adam<T>::update(int part, int parts) {
+  using B = xsimd::batch<T>;
+  constexpr std::size_t W = B::size;
+  static_assert(kSpanAlign % W == 0, "a span must start on a SIMD block of the whole parameter");
+  const T a = a_, eps_hat = eps_hat_;
   const T b1 = T(beta1_), b2 = T(beta2_), wd = T(weight_decay_), decay = T(1.0 - this->lr_ * weight_decay_);
   const bool l2 = weight_decay_ != 0.0 && !decoupled_, decoupled = weight_decay_ != 0.0 && decoupled_;
-  for (std::size_t k = 0; k < this->params_.size(); ++k) {
+  for_each_span(this->params_, part, parts, [&](std::size_t k, std::size_t first, std::size_t last) {
     T* p = this->params_[k]->value.data();
     const T* g = this->params_[k]->grad.data();
     T* m = m_[k].data();
     T* v = v_[k].data();
-    const std::size_t n = this->params_[k]->value.size();
     auto update = [&](auto pi, auto gi, auto mi, auto vi) {
       using V = decltype(pi);
       if (l2) gi = gi + V(wd) * pi;
@@ -92,16 +101,18 @@ void Adam<T>::step() {
       pi = pi - V(a) * mi / (xsimd::sqrt(vi) + V(eps_hat));
       return std::make_tuple(pi, mi, vi);
     };
-    std::size_t i = 0;
-    for (; i + W <= n; i += W) {
+    // (first is a multiple of W, last one too or the parameter's end: the blocks of W and the
+    // scalar tail are those of a pass over the whole parameter)
+    std::size_t i = first;
+    for (; i + W <= last; i += W) {
       auto [pi, mi, vi] = update(B::load_unaligned(p + i), B::load_unaligned(g + i), B::load_unaligned(m + i),
                                  B::load_unaligned(v + i));
       pi.store_unaligned(p + i);
       mi.store_unaligned(m + i);
       vi.store_unaligned(v + i);
     }
-    for (; i < n; ++i) std::tie(p[i], m[i], v[i]) = update(p[i], g[i], m[i], v[i]);
-  }
+    for (; i < last; ++i) std::tie(p[i], m[i], v[i]) = update(p[i], g[i], m[i], v[i]);
+  });
 }
 
 template <class T>

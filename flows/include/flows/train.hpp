@@ -119,8 +119,9 @@ class Trainer {
   /// and returns the term that became non-finite on any rank (nullptr if none).
   const char* allreduce(StepReport& r, const char* bad);
   struct Lane;
-  /// Adds a lane's gradient buffers to Parameter::grad.
-  void add_lane_grads(const Lane& lane);
+  /// Adds the lanes' gradient buffers to Parameter::grad: the elements of part `part` of
+  /// `parts` (nn::for_each_span), every lane in order.
+  void add_lane_grads(int part, int parts);
 
   Flow<T>& flow_;
   Dataset& data_;

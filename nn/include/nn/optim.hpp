@@ -1,5 +1,7 @@
 #pragma once
 // Optimizers, gradient clipping and learning-rate schedules.
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -18,7 +20,15 @@ class Optimizer {
   virtual ~Optimizer() = default;
 
   /// One update with the current gradients at learning rate lr().
-  virtual void step() = 0;
+  void step() {
+    begin_step();
+    update(0, 1);
+  }
+  /// The same step split for threads that share it: begin_step() once (the step count and its
+  /// scalars), then update(part, parts) for every part in [0, parts), in any order or at once:
+  /// each updates its own elements (for_each_span), with the same bits as step().
+  virtual void begin_step() = 0;
+  virtual void update(int part, int parts) = 0;
   void zero_grad();
 
   double lr() const { return lr_; }
@@ -37,18 +47,46 @@ class Optimizer {
   std::int64_t steps_ = 0;
 };
 
+/// Calls f(k, first, last) for the elements [first, last) of parameter k that part `part` of
+/// `parts` owns: every parameter's elements in order, cut into `parts` runs of nearly equal
+/// length, each cut moved down to a multiple of kSpanAlign elements within its parameter, so
+/// that a part's SIMD loops meet the blocks and the scalar tail of one pass over the whole
+/// parameter (and two parts never write one cache line). The parts cover every element once.
+inline constexpr std::size_t kSpanAlign = 16;
+template <class T, class F>
+void for_each_span(const std::vector<ad::Parameter<T>*>& params, int part, int parts, F&& f) {
+  std::size_t total = 0;
+  for (const auto* p : params) total += p->value.size();
+  const std::size_t lo = total * std::size_t(part) / std::size_t(parts);
+  const std::size_t hi = total * std::size_t(part + 1) / std::size_t(parts);
+  std::size_t at = 0;  // where parameter k starts among all elements
+  for (std::size_t k = 0; k < params.size() && at < hi; ++k) {
+    const std::size_t n = params[k]->value.size();
+    // A cut c inside the parameter (0 < c − at < n) moves down to a multiple of kSpanAlign.
+    auto cut = [&](std::size_t c) {
+      const std::size_t r = c <= at ? 0 : std::min(c - at, n);
+      return r == n ? n : r / kSpanAlign * kSpanAlign;
+    };
+    const std::size_t first = cut(lo), last = cut(hi);
+    if (first < last) f(k, first, last);
+    at += n;
+  }
+}
+
 /// SGD with momentum μ and L2 weight decay λ (PyTorch's convention):
 ///   g ← ∇ + λ p,   v ← μ v + g,   p ← p − lr · v
 template <class T>
 class SGD : public Optimizer<T> {
  public:
   SGD(std::vector<ad::Parameter<T>*> params, double lr, double momentum = 0.0, double weight_decay = 0.0);
-  void step() override;
+  void begin_step() override;
+  void update(int part, int parts) override;
   std::vector<std::pair<std::string, ad::Array<T>*>> state() override;
 
  private:
   double momentum_, weight_decay_;
   std::vector<ad::Array<T>> velocity_;
+  bool first_step_ = false;  // this step is the first (v = g)
 };
 
 /// Adam (Kingma & Ba) with bias correction; with decoupled = true it is AdamW
@@ -62,13 +100,15 @@ class Adam : public Optimizer<T> {
  public:
   Adam(std::vector<ad::Parameter<T>*> params, double lr, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8,
        double weight_decay = 0.0, bool decoupled = false);
-  void step() override;
+  void begin_step() override;
+  void update(int part, int parts) override;
   std::vector<std::pair<std::string, ad::Array<T>*>> state() override;
 
  private:
   double beta1_, beta2_, eps_, weight_decay_;
   bool decoupled_;
   std::vector<ad::Array<T>> m_, v_;
+  T a_ = 0, eps_hat_ = 0;  // this step's bias-corrected step size and ε (begin_step)
 };
 
 /// Scales all gradients by min(1, max_norm / ‖g‖), ‖g‖ the global L2 norm over
