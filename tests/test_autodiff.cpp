@@ -1745,26 +1745,34 @@ TEST_CASE("parameter adjoints into a caller's buffers: two backward passes with 
   CHECK(index(&p) == 1);
   std::vector<Array<double>> into{Array<double>({1, 3}, 0.0), Array<double>({3, 3}, 0.0)};
   Tape<double> t;
-  t.set_param_grads_on_tape(true);
+  t.set_param_grad_buffers(&into, &index);
   t.set_pool_values(true);
   t.backward(part(t, x1));
-  t.accumulate_param_grads(into, index);
   t.clear();
-  t.backward(part(t, x0));
-  t.accumulate_param_grads(into, index);
+  const Var<double> second = part(t, x0);
+  t.backward(second);
   CHECK(std::all_of(p.grad.begin(), p.grad.end(), [](double g) { return g == 0; }));  // untouched
+  CHECK(std::all_of(q.grad.begin(), q.grad.end(), [](double g) { return g == 0; }));
   for (std::size_t i = 0; i < gp.size(); ++i) CHECK(into[1].data()[i] == doctest::Approx(gp.data()[i]).epsilon(1e-14));
   for (std::size_t i = 0; i < gq.size(); ++i) CHECK(into[0].data()[i] == doctest::Approx(gq.data()[i]).epsilon(1e-14));
+  // The tape reads a parameter's adjoint where it accumulates.
+  const Var<double> w = t.param(p);
+  CHECK(&w.grad() == &into[1]);
 
-  // A parameter the index does not know, a buffer of the wrong size, a parameter listed twice.
+  // A parameter the index does not know, a buffer of the wrong shape, a parameter listed twice,
+  // half a setting; and back to Parameter::grad.
   t.clear();
-  t.backward(ad::sum(t.param(unknown)));
-  CHECK_THROWS_WITH_AS(t.accumulate_param_grads(into, index), doctest::Contains("'unknown'"), std::invalid_argument);
-  std::vector<Array<double>> wrong{Array<double>({1, 3}, 0.0), Array<double>({1, 3}, 0.0)};
+  CHECK_THROWS_WITH_AS(t.backward(ad::sum(t.param(unknown))), doctest::Contains("'unknown'"), std::invalid_argument);
+  std::vector<Array<double>> wrong{Array<double>({1, 3}, 0.0), Array<double>({1, 9}, 0.0)};
+  t.set_param_grad_buffers(&wrong, &index);
   t.clear();
-  t.backward(part(t, x0));
-  CHECK_THROWS_AS(t.accumulate_param_grads(wrong, index), ad::ShapeError);
+  CHECK_THROWS_WITH_AS(t.backward(part(t, x0)), doctest::Contains("'p' is 3×3 but its gradient buffer 1 is 1×9"), ad::ShapeError);
   CHECK_THROWS_WITH_AS(ad::ParamIndex<double>({&p, &q, &p}), doctest::Contains("listed twice"), std::invalid_argument);
+  CHECK_THROWS_AS(t.set_param_grad_buffers(&into, nullptr), std::invalid_argument);
+  t.set_param_grad_buffers(nullptr, nullptr);
+  t.clear();
+  t.backward(part(t, x0) + part(t, x1));
+  for (std::size_t i = 0; i < gp.size(); ++i) CHECK(p.grad.data()[i] == doctest::Approx(gp.data()[i]).epsilon(1e-14));
 }
 
 TEST_CASE("set_dropout_call: a recording split in two, the second part numbered on, drops what one tape drops") {

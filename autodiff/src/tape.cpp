@@ -88,7 +88,8 @@ Array<T>* Tape<T>::grad_sink(std::int32_t i, bool& fresh) {
   Node<T>& n = nodes_[i];
   fresh = false;
   if (!n.needs_grad) return nullptr;
-  if (n.param && !param_grads_on_tape_) return &n.param->grad;  // accumulates across passes until zero_grad()
+  if (n.param)  // accumulates across passes until the owner zeroes it
+    if (Array<T>* target = param_grad_target(n)) return target;
   if (n.grad_epoch != epoch_) {  // first adjoint this pass: the caller assigns every element
     const Array<T>& v = value(i);  // a parameter node's value lives in the Parameter
     if (release_adjoints_ && n.grad.size() != v.size()) take_pooled_adjoint(n.grad, v.size());
@@ -185,7 +186,8 @@ const Array<T>& Tape<T>::grad(std::int32_t i) {
   if (n.grad_epoch == kReleased)
     throw std::logic_error(fmt::format("grad: the adjoint of node {} ({}) was released during backward "
                                        "(Tape::set_release_adjoints)", i, op_name(n.op)));
-  if (n.param && !param_grads_on_tape_) return n.param->grad;
+  if (n.param)
+    if (Array<T>* target = param_grad_target(n)) return *target;
   if (n.grad_epoch != epoch_ || !n.needs_grad) {  // no adjoint reached it: ∂out/∂value = 0
     const Array<T>& v = value(i);
     if (n.grad.shape() != v.shape()) n.grad.resize(v.shape());
@@ -254,16 +256,25 @@ void Tape<T>::accumulate_param_grads() {
 }
 
 template <class T>
-void Tape<T>::accumulate_param_grads(std::vector<Array<T>>& into, const ParamIndex<T>& index) const {
-  for (std::size_t i = 0; i < size_; ++i) {
-    const Node<T>& n = nodes_[i];
-    if (n.op != Op::param || n.grad_epoch != epoch_) continue;
-    const std::size_t k = index(n.param);
-    if (k >= into.size() || into[k].size() != n.grad.size())
-      throw ShapeError(fmt::format("accumulate_param_grads: parameter '{}' has {} gradient entries but its buffer {} has {}",
-                                   n.param->name, n.grad.size(), k, k < into.size() ? into[k].size() : 0));
-    kern::acc(n.grad.data(), into[k].data(), n.grad.size());
+void Tape<T>::set_param_grad_buffers(std::vector<Array<T>>* into, const ParamIndex<T>* index) {
+  if ((into == nullptr) != (index == nullptr))
+    throw std::invalid_argument("set_param_grad_buffers: give both the buffers and their index, or neither");
+  param_buffers_ = into;
+  param_index_ = index;
+}
+
+template <class T>
+Array<T>* Tape<T>::param_grad_target(const Node<T>& n) const {
+  if (param_buffers_) {
+    const std::size_t k = (*param_index_)(n.param);  // (throws for a parameter it does not know)
+    Array<T>* buffer = k < param_buffers_->size() ? &(*param_buffers_)[k] : nullptr;
+    if (!buffer || buffer->shape() != n.param->value.shape())
+      throw ShapeError(fmt::format("set_param_grad_buffers: parameter '{}' is {}×{} but its gradient buffer {} is {}",
+                                   n.param->name, n.param->value.shape()[0], n.param->value.shape()[1], k,
+                                   buffer ? fmt::format("{}×{}", buffer->shape()[0], buffer->shape()[1]) : "missing"));
+    return buffer;
   }
+  return param_grads_on_tape_ ? nullptr : &n.param->grad;
 }
 
 template <class T>

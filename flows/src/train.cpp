@@ -67,22 +67,23 @@ Trainer<T>::Trainer(Flow<T>& flow, Dataset& data, const TrainConfig& cfg)
     throw std::invalid_argument(fmt::format("a batch of {} rows cannot be split across {} ranks", cfg.batch, cfg.comm->size()));
   // This rank's rows of every batch, split across its threads (lane 0 first).
   const auto [mine, mine_end] = rank_rows(cfg.batch, cfg.comm);
+  param_index_ = ad::ParamIndex<T>(optimizer_.params());
   for (int k = 0; k < team_.lanes(); ++k) {
     Lane& lane = *lanes_.emplace_back(std::make_unique<Lane>());
     const auto [first, last] = lane_rows(mine_end - mine, k, team_.lanes());
     lane.first = mine + first;
     lane.rows = last - first;
     lane.seed.data()[0] = T(double(lane.rows) / double(cfg.batch));
-    // The batch's first lane accumulates into Parameter::grad while the others run; they sum
-    // theirs in their own buffers and add them after (so rank r's lanes compute what lanes of
-    // one process with all rows would).
-    lane.tape.set_param_grads_on_tape(lane.first > 0);
-    if (lane.first > 0)
+    // The batch's first lane accumulates into Parameter::grad while the others run; they
+    // accumulate theirs, the same way, into their own buffers and add them after (so rank r's
+    // lanes compute what lanes of one process with all rows would).
+    if (lane.first > 0) {
       for (const auto* p : optimizer_.params()) lane.grads.emplace_back(p->value.shape());
+      lane.tape.set_param_grad_buffers(&lane.grads, &param_index_);
+    }
     lane.tape.set_release_adjoints(true);  // only parameter gradients are read after backward
     lane.tape.set_pool_values(true);       // the two passes take turns on the tape
   }
-  param_index_ = ad::ParamIndex<T>(optimizer_.params());
   lr_schedule_.kind = cfg.lr_schedule;
   lr_schedule_.base = cfg.lr;
   lr_schedule_.warmup = cfg.warmup;
@@ -245,10 +246,7 @@ bool Trainer<T>::run_pass(Lane& lane, const ObjectiveWeights& w, bool backward) 
   if (terms.running.tape) v.running = terms.running.item();
   const bool finite = std::isfinite(v.nll) && std::isfinite(v.transport) && std::isfinite(v.reverse_kl) &&
                       std::isfinite(v.running);
-  if (finite && backward && terms.loss.tape) {
-    tape.backward(terms.loss, lane.seed);
-    if (!lane.grads.empty()) tape.accumulate_param_grads(lane.grads, param_index_);
-  }
+  if (finite && backward && terms.loss.tape) tape.backward(terms.loss, lane.seed);
   return finite;
 }
 

@@ -208,12 +208,14 @@ class Tape {
   void set_param_grads_on_tape(bool on) { param_grads_on_tape_ = on; }
   /// p.grad += this tape's adjoint of p, for every parameter node reached by the last backward.
   void accumulate_param_grads();
-  /// into[index(p)] += this tape's adjoint of p, for every parameter node reached by the last
-  /// backward, in the order the nodes were recorded: a thread's own gradient buffers, which
-  /// can sum several backward passes with clear() in between before they are added to
-  /// Parameter::grad. Throws std::invalid_argument for a parameter the index does not know
-  /// and ShapeError for a buffer of the wrong size. Allocates nothing.
-  void accumulate_param_grads(std::vector<Array<T>>& into, const ParamIndex<T>& index) const;
+  /// The other way for a thread that may not write Parameter::grad: its parameter adjoints
+  /// accumulate into (*into)[(*index)(p)], a buffer shaped like p, exactly as they would into
+  /// p.grad (across backward passes and clear(), until the caller zeroes them), with no copy
+  /// of a tape adjoint after each pass. The caller keeps both alive while the tape backpropagates;
+  /// nullptr, nullptr goes back to Parameter::grad. It takes precedence over
+  /// param_grads_on_tape. A backward throws std::invalid_argument (naming p) for a parameter
+  /// the index does not know and ShapeError for a buffer of the wrong size. Allocates nothing.
+  void set_param_grad_buffers(std::vector<Array<T>>* into, const ParamIndex<T>* index);
 
   /// Memory: with this on, backward() returns each intermediate node's adjoint to a pool as
   /// soon as that node's VJP has run (nothing reads ȳ after it), and a node receiving its
@@ -356,6 +358,11 @@ class Tape {
   std::size_t size_ = 0;
   std::uint64_t epoch_ = 1;  // nodes start at grad_epoch 0: no adjoint yet
   bool param_grads_on_tape_ = false;
+  std::vector<Array<T>>* param_buffers_ = nullptr;  // see set_param_grad_buffers
+  const ParamIndex<T>* param_index_ = nullptr;
+  /// Where parameter node n's adjoint accumulates: Parameter::grad or the caller's buffer;
+  /// nullptr when it is kept on the tape (param_grads_on_tape).
+  Array<T>* param_grad_target(const Node<T>& n) const;
   bool release_adjoints_ = false;
   std::vector<Array<T>> adjoint_pool_;  // released adjoint buffers (see set_release_adjoints)
   static constexpr std::uint64_t kReleased = ~std::uint64_t(0);  // grad_epoch of a released adjoint

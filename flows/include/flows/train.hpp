@@ -141,8 +141,9 @@ class Trainer {
     Terms terms;
     const char* bad = nullptr;  // the term that became non-finite
     /// A lane after the batch's first row (first > 0): its own gradient, one array per
-    /// parameter (in optimizer_.params() order), summed over both passes and added to
-    /// Parameter::grad once every lane has finished (add_lane_grads). Empty for the first.
+    /// parameter (in optimizer_.params() order), into which its tape accumulates both passes
+    /// (Tape::set_param_grad_buffers), added to Parameter::grad once every lane has finished
+    /// (add_lane_grads). Empty for the first.
     std::vector<Array<T>> grads;
   };
   /// Clears the lane's tape and records the pass w.pass of the objective on its rows, keeps
@@ -152,7 +153,7 @@ class Trainer {
   bool run_pass(Lane& lane, const ObjectiveWeights& w, bool backward);
   ThreadTeam team_;
   std::vector<std::unique_ptr<Lane>> lanes_;
-  ad::ParamIndex<T> param_index_;  ///< each parameter's place in a lane's grads
+  ad::ParamIndex<T> param_index_;  ///< each parameter's place in a lane's grads (the lanes' tapes point at it)
   /// Dropout calls in the data pass (counted once, in the constructor): the base pass numbers
   /// its calls after them, as when both passes were on one tape.
   std::uint32_t data_dropout_calls_ = 0;
