@@ -51,7 +51,7 @@ class Optimizer {
 /// `parts` owns: every parameter's elements in order, cut into `parts` runs of nearly equal
 /// length, each cut moved down to a multiple of kSpanAlign elements within its parameter, so
 /// that a part's SIMD loops meet the blocks and the scalar tail of one pass over the whole
-/// parameter (and two parts never write one cache line). The parts cover every element once.
+/// parameter. The parts cover every element once.
 inline constexpr std::size_t kSpanAlign = 16;
 template <class T, class F>
 void for_each_span(const std::vector<ad::Parameter<T>*>& params, int part, int parts, F&& f) {
