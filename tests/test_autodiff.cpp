@@ -20,6 +20,7 @@
 
 #include "autodiff/autodiff.hpp"
 #include "../autodiff/src/kernels.hpp"  // the GEMM kernels, tested directly below
+#include "compare.hpp"
 #include "spline_reference.hpp"
 
 using ad::Activation;
@@ -561,22 +562,8 @@ void round_to_float(Array<double>& a) {
   for (double& v : a) v = double(float(v));
 }
 
-/// The worst |x − ref| / (rtol · max(1, |ref|)) over two arrays of one shape, and where.
-struct Worst {
-  double ratio = 0;
-  std::size_t at = 0;
-  double got = 0, want = 0;
-};
-template <class T>
-Worst compare(const Array<T>& got, const Array<double>& want, double rtol) {
-  Worst w;
-  for (std::size_t i = 0; i < want.size(); ++i) {
-    const double g = double(got.data()[i]), r = want.data()[i];
-    const double ratio = std::abs(g - r) / (rtol * std::max(1.0, std::abs(r)));
-    if (!(ratio <= w.ratio)) w = {ratio, i, g, r};  // NaN sticks
-  }
-  return w;
-}
+using test_compare::compare;
+using test_compare::Worst;
 
 bool same_bits(const void* a, const void* b, std::size_t bytes) { return std::memcmp(a, b, bytes) == 0; }
 
