@@ -31,14 +31,9 @@ SGD<T>::SGD(std::vector<ad::Parameter<T>*> params, double lr, double momentum, d
 }
 
 template <class T>
-void SGD<T>::begin_step() {
-  first_step_ = this->steps_ == 0;
-  ++this->steps_;
-}
-
-template <class T>
 void SGD<T>::update(int part, int parts) {
   const T lr = T(this->lr_), mu = T(momentum_), wd = T(weight_decay_);
+  const bool first_step = this->steps_ == 1;  // (begin_step has counted this step)
   for_each_span(this->params_, part, parts, [&](std::size_t k, std::size_t first, std::size_t last) {
     T* p = this->params_[k]->value.data();
     const T* g = this->params_[k]->grad.data();
@@ -46,7 +41,7 @@ void SGD<T>::update(int part, int parts) {
     for (std::size_t i = first; i < last; ++i) {
       const T gi = g[i] + wd * p[i];
       // PyTorch: the first step sets v = g (no damping of the initial velocity).
-      v[i] = first_step_ ? gi : mu * v[i] + gi;
+      v[i] = first_step ? gi : mu * v[i] + gi;
       p[i] -= lr * (mu != T(0) ? v[i] : gi);
     }
   });
@@ -71,20 +66,15 @@ Adam<T>::Adam(std::vector<ad::Parameter<T>*> params, double lr, double beta1, do
 }
 
 template <class T>
-void Adam<T>::begin_step() {
-  const std::int64_t t = ++this->steps_;
-  // Bias corrections folded into the step size: lr · m̂ / (√v̂ + ε) = a · m / (√v + ε̂)
-  // with a = lr · √(1 − β₂ᵗ) / (1 − β₁ᵗ) and ε̂ = ε · √(1 − β₂ᵗ).
-  const double c1 = 1.0 - std::pow(beta1_, double(t)), c2 = 1.0 - std::pow(beta2_, double(t));
-  a_ = T(this->lr_ * std::sqrt(c2) / c1), eps_hat_ = T(eps_ * std::sqrt(c2));
-}
-
-template <class T>
 void Adam<T>::update(int part, int parts) {
   using B = xsimd::batch<T>;
   constexpr std::size_t W = B::size;
   static_assert(kSpanAlign % W == 0, "a span must start on a SIMD block of the whole parameter");
-  const T a = a_, eps_hat = eps_hat_;
+  const std::int64_t t = this->steps_;  // (begin_step has counted this step)
+  // Bias corrections folded into the step size: lr · m̂ / (√v̂ + ε) = a · m / (√v + ε̂)
+  // with a = lr · √(1 − β₂ᵗ) / (1 − β₁ᵗ) and ε̂ = ε · √(1 − β₂ᵗ).
+  const double c1 = 1.0 - std::pow(beta1_, double(t)), c2 = 1.0 - std::pow(beta2_, double(t));
+  const T a = T(this->lr_ * std::sqrt(c2) / c1), eps_hat = T(eps_ * std::sqrt(c2));
   const T b1 = T(beta1_), b2 = T(beta2_), wd = T(weight_decay_), decay = T(1.0 - this->lr_ * weight_decay_);
   const bool l2 = weight_decay_ != 0.0 && !decoupled_, decoupled = weight_decay_ != 0.0 && decoupled_;
   for_each_span(this->params_, part, parts, [&](std::size_t k, std::size_t first, std::size_t last) {

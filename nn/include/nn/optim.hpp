@@ -24,10 +24,10 @@ class Optimizer {
     begin_step();
     update(0, 1);
   }
-  /// The same step split for threads that share it: begin_step() once (the step count and its
-  /// scalars), then update(part, parts) for every part in [0, parts), in any order or at once:
-  /// each updates its own elements (for_each_span), with the same bits as step().
-  virtual void begin_step() = 0;
+  /// The same step split for threads that share it: begin_step() once (it counts the step),
+  /// then update(part, parts) for every part in [0, parts), in any order or at once: each
+  /// updates its own elements (for_each_span), with the same bits as step().
+  void begin_step() { ++steps_; }
   virtual void update(int part, int parts) = 0;
   void zero_grad();
 
@@ -79,14 +79,12 @@ template <class T>
 class SGD : public Optimizer<T> {
  public:
   SGD(std::vector<ad::Parameter<T>*> params, double lr, double momentum = 0.0, double weight_decay = 0.0);
-  void begin_step() override;
   void update(int part, int parts) override;
   std::vector<std::pair<std::string, ad::Array<T>*>> state() override;
 
  private:
   double momentum_, weight_decay_;
   std::vector<ad::Array<T>> velocity_;
-  bool first_step_ = false;  // this step is the first (v = g)
 };
 
 /// Adam (Kingma & Ba) with bias correction; with decoupled = true it is AdamW
@@ -100,7 +98,6 @@ class Adam : public Optimizer<T> {
  public:
   Adam(std::vector<ad::Parameter<T>*> params, double lr, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8,
        double weight_decay = 0.0, bool decoupled = false);
-  void begin_step() override;
   void update(int part, int parts) override;
   std::vector<std::pair<std::string, ad::Array<T>*>> state() override;
 
@@ -108,7 +105,6 @@ class Adam : public Optimizer<T> {
   double beta1_, beta2_, eps_, weight_decay_;
   bool decoupled_;
   std::vector<ad::Array<T>> m_, v_;
-  T a_ = 0, eps_hat_ = 0;  // this step's bias-corrected step size and ε (begin_step)
 };
 
 /// Scales all gradients by min(1, max_norm / ‖g‖), ‖g‖ the global L2 norm over
