@@ -177,7 +177,11 @@ inline void pack_bt16(const float* b, int ldb, int p0, int kc, int n, float* out
   for (int jr = 0; jr < n; jr += NR) {
     float* s = out + std::size_t(jr) * kc;
     for (int c0 = 0; c0 < NR; c0 += 16) {
-      const int rows = std::max(0, std::min(16, n - jr - c0));  // columns of op(B) that exist
+      const int rows = std::min(16, n - jr - c0);  // columns of op(B) that exist
+      if (rows <= 0) {  // a last sliver's padding: zeros
+        for (int q = 0; q < kc; ++q) _mm512_storeu_ps(s + std::size_t(q) * NR + c0, _mm512_setzero_ps());
+        continue;
+      }
       const float* src = b + std::size_t(jr + c0) * ldb + p0;
       for (int q = 0; q < kc; q += 16) {
         const int w = std::min(16, kc - q);
