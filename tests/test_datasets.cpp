@@ -384,6 +384,45 @@ TEST_CASE("memory_bytes: what a data set holds, for the training's memory check"
   CHECK(flows::make_dataset("gmm:16")->memory_bytes() == 8 * 16 * sizeof(double));  // its means
 }
 
+namespace {
+/// A generator of known values for spline_tail_bound: value k of a draw (counting across its
+/// rows) is (k mod 1000) / 100, so |y| is uniform on the grid 0, 0.01, …, 9.99 whatever the
+/// number of values drawn; it records how many rows each sample() asked for.
+class GridData : public Dataset {
+ public:
+  explicit GridData(std::size_t d) : d_(d) {}
+  std::size_t dim() const override { return d_; }
+  std::string name() const override { return "grid"; }
+  void sample(std::size_t n, ad::Rng&, double* out) override {
+    calls.push_back(n);
+    for (std::size_t k = 0; k < n * d_; ++k) out[k] = double(k % 1000) / 100.0;
+  }
+  std::vector<std::size_t> calls;
+
+ private:
+  std::size_t d_;
+};
+}  // namespace
+
+TEST_CASE("spline_tail_bound: 20 000 rows up to D = 104, then at most 2^21 values, the same bound") {
+  // 1.2 × the 99.9th percentile (9.99) = 11.988, rounded up to 0.5: 12 with every count
+  const std::size_t dims[] = {2, 104, 105, 1024, 4096};
+  const std::size_t rows[] = {20000, 20000, 19972, 2048, 512};
+  for (std::size_t i = 0; i < 5; ++i) {
+    CAPTURE(dims[i]);
+    GridData data(dims[i]);
+    CHECK(flows::spline_tail_bound(data, 0) == 12.0);
+    REQUIRE(data.calls.size() == 1);
+    CHECK(data.calls[0] == rows[i]);
+  }
+  GridData wide(flows::kTailBoundValues + 1);  // wider than the budget: still one row
+  CHECK(flows::spline_tail_bound(wide, 0) == 12.0);
+  CHECK(wide.calls.at(0) == 1);
+  // a built-in set: the bound over 2048 rows at D = 1024 is the one 20 000 rows gave
+  auto g = flows::make_dataset("gaussian:1024");
+  CHECK(flows::spline_tail_bound(*g, 0) == 5.5);
+}
+
 TEST_CASE("csv: errors name the file, line and column") {
   TempDir dir;
   struct Case {

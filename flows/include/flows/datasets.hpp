@@ -58,9 +58,12 @@ class Dataset {
 
 /// The default tail bound B of spline couplings for a flow from N(0, I) to `data`: the flow's
 /// states run from the base (|z| ≤ 3 for 99.7 % of its coordinates) to the data, so B covers
-/// both: max(3, 1.2 × the 99.9th percentile of |y_j| over 20 000 rows), rounded up to 0.5.
+/// both: max(3, 1.2 × the 99.9th percentile of |y_j| over 20 000 drawn rows, or over as many
+/// as make kTailBoundValues values where D > 104), rounded up to 0.5.
 /// std::invalid_argument when the rows hold non-finite values.
 double spline_tail_bound(Dataset& data, std::uint64_t seed);
+/// The most values (rows × D) spline_tail_bound draws once D > 104 (16 MB of doubles).
+inline constexpr std::size_t kTailBoundValues = std::size_t(1) << 21;
 
 /// "gaussian:D": a fixed anisotropic Gaussian N(m, Σ), Σ = Q diag(λ) Qᵀ, the
 /// same for every run with the same D. It is built from ad::Rng(1234 + D):
