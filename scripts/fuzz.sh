@@ -50,7 +50,7 @@ COMMON := -std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined
   -I\$(ROOT)/autodiff/include -I\$(ROOT)/nn/include -I\$(ROOT)/flows/include -isystem /usr/include/x86_64-linux-gnu \\
   -Wall -Wextra -Wno-unused-parameter -MMD -MP
 CXXFLAGS := \$(COMMON) -fsanitize=fuzzer-no-link
-LIBS := -lopenblas -lfmt -lpthread
+LIBS := -lopenblas -lfmt -lz -lpthread
 SRCS := \$(wildcard \$(ROOT)/autodiff/src/*.cpp \$(ROOT)/nn/src/*.cpp \$(ROOT)/flows/src/*.cpp)
 OBJS := \$(patsubst \$(ROOT)/%.cpp,obj/%.o,\$(SRCS))
 TARGETS := \$(patsubst \$(ROOT)/tests/fuzz/%.cpp,%,\$(wildcard \$(ROOT)/tests/fuzz/fuzz_*.cpp))

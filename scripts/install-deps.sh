@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   cmake g++ ninja-build pkg-config
   xtensor-dev libxsimd-dev libxtensor-blas-dev libopenblas-dev
-  doctest-dev libfmt-dev libcli11-dev nlohmann-json3-dev libcairo2-dev
+  doctest-dev libfmt-dev libcli11-dev nlohmann-json3-dev libcairo2-dev zlib1g-dev
   libopenmpi-dev openmpi-bin
 )
 # Optional extras: `install-deps.sh --bench` adds Google Benchmark and PyTorch,

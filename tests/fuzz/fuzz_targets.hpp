@@ -22,6 +22,7 @@
 #include <vector>
 
 #include <unistd.h>
+#include <zlib.h>
 
 #include <nlohmann/json.hpp>
 
@@ -188,13 +189,8 @@ inline std::string fix_zip_crcs(std::string_view in) {
   auto put32 = [&](std::size_t at, std::uint32_t v) {
     for (int i = 0; i < 4; ++i) out[at + i] = static_cast<char>((v >> (8 * i)) & 0xff);
   };
-  auto crc32 = [](std::string_view s) {
-    std::uint32_t c = 0xffffffffu;
-    for (char ch : s) {
-      c ^= static_cast<unsigned char>(ch);
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-    }
-    return c ^ 0xffffffffu;
+  auto crc32 = [](std::string_view s) {  // zlib's, as nn::write_npz uses it
+    return static_cast<std::uint32_t>(crc32_z(0, reinterpret_cast<const Bytef*>(s.data()), s.size()));
   };
   const std::size_t n = out.size();
   if (n < 22) return out;
