@@ -287,7 +287,7 @@ void Dataset::log_prob(const double*, std::size_t, double*) const {
 double spline_tail_bound(Dataset& data, std::uint64_t seed) {
   // 20 000 rows, or fewer once they would pass kTailBoundValues values (D > 104): at D = 1024
   // the 20 000 rows were 164 MB and, for gaussian:D, 21 GFLOP of draws, 0.6 s of a 1.5 s
-  // one-step run, growing as D² (D = 4096: 655 MB, ~6 s). 2²¹ values still pin the 99.9th
+  // one-step run, growing as D² (D = 4096: 655 MB, ~5 s). 2²¹ values still pin the 99.9th
   // percentile to ~0.2 % (the bound is rounded up to 0.5): gaussian:64 … 2048, gmm:128 and
   // :1024 and crowd:1024 gave the same bound with both counts, for seeds 0, 1 and 2.
   const std::size_t d = data.dim();
