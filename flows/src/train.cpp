@@ -157,13 +157,9 @@ StepReport Trainer<T>::step(bool measure_transport) {
   // so their gradients add up, and the tape holds one pass's values at a time instead of both.
   // The base samples' pass goes first: one sweep over a tape holding both (the data's recorded
   // first) reached the base pass's nodes first, so Parameter::grad sums in the same order.
-  // Every lane zeroes what it accumulates into, Parameter::grad included (only the lane that
-  // writes it touches it during the run); on a rank whose lanes all have buffers, the
-  // buffers are added into a zeroed Parameter::grad after the run.
-  if (!lanes_.front()->grads.empty()) optimizer_.zero_grad();
+  optimizer_.zero_grad();
   auto work = [&](int k) {
     Lane& lane = *lanes_[std::size_t(k)];
-    if (lane.grads.empty()) optimizer_.zero_grad();
     for (Array<T>& g : lane.grads) g.fill(T(0));  // (shaped like the parameters at construction)
     lane.terms = Terms();
     lane.tape.set_dropout_stream(dropout_seed, lane.first);
