@@ -149,6 +149,51 @@ TEST_CASE("a training step on 2 or 3 threads gives the one-thread loss and gradi
     }
 }
 
+namespace {
+/// gaussian:D with its draws finished in one go (Dataset's defaults: no blocks), so a Trainer
+/// draws each batch on one thread, as before the lanes shared the product.
+class WholeDraws : public Dataset {
+ public:
+  explicit WholeDraws(std::size_t d) : inner_(d) {}
+  std::size_t dim() const override { return inner_.dim(); }
+  std::string name() const override { return inner_.name(); }
+  void sample(std::size_t n, ad::Rng& rng, double* out) override { inner_.sample(n, rng, out); }
+
+ private:
+  GaussianDataset inner_;
+};
+}  // namespace
+
+TEST_CASE("the lanes finish a batch's gaussian:D draws, a block each, with the bits of one thread drawing it all") {
+  // D = 40: OpenBLAS's product gives a row other bits in a call of another row count, so a
+  // lane's blocks must be the data set's own (Dataset::finish_block); 600 rows: three blocks.
+  const std::size_t d = 40;
+  GaussianDataset blocks(d);
+  WholeDraws whole(d);
+  REQUIRE(blocks.finish_block_rows() > 0);
+  REQUIRE(whole.finish_block_rows() == 0);
+  for (int threads : {2, 3}) {
+    CAPTURE(threads);
+    TrainConfig cfg;
+    cfg.batch = 600;
+    cfg.beta.start = 0.1;
+    cfg.threads = threads;
+    cfg.seed = 3;
+    auto f1 = trainer_fixtures::test_flow<float>(d, 4), f2 = trainer_fixtures::test_flow<float>(d, 4);
+    Trainer<float> shared(*f1, blocks, cfg), one(*f2, whole, cfg);
+    for (int step = 0; step < 3; ++step) {
+      const StepReport a = shared.step(), b = one.step();
+      CHECK(a.loss == b.loss);
+      CHECK(a.nll == b.nll);
+      CHECK(a.transport == b.transport);
+      CHECK(a.grad_norm == b.grad_norm);
+    }
+    const auto p1 = f1->parameters(), p2 = f2->parameters();
+    for (std::size_t i = 0; i < p1.size(); ++i)
+      CHECK(max_rel_diff(p1[i]->value.data(), p2[i]->value.data(), p1[i]->value.size()) == 0.0);
+  }
+}
+
 TEST_CASE("a step recorded as two passes gives the one-tape objective's loss and gradient in float64 (gen, norm, Jeffreys, dropout, on 1 and 2 threads)") {
   struct Case {
     const char* name;

@@ -37,6 +37,16 @@ class Dataset {
   /// own draws without evaluating it afresh (gaussian:D: from the standard-normal draws, with
   /// no whitening product) overrides it.
   virtual void sample_with_log_prob(std::size_t n, ad::Rng& rng, double* out, double* lp);
+  /// sample() (lp null) or sample_with_log_prob() in two parts, for a data set whose draws end
+  /// in work row by row (gaussian:D: the product by Σ's Cholesky factor, D² a row), so that
+  /// threads can share that work: draw_unfinished() takes from rng all that sample() would take
+  /// (and writes lp), then finish_block(out, n, b) completes block b of out's rows in place,
+  /// rows [b·R, min(n, (b + 1)·R)) with R = finish_block_rows(). Blocks are independent: calls
+  /// on different blocks may run at once. Once every block is finished, out holds sample()'s
+  /// rows bit for bit. By default the rows are drawn finished, and R = 0 (no blocks).
+  virtual void draw_unfinished(std::size_t n, ad::Rng& rng, double* out, double* lp);
+  virtual std::size_t finish_block_rows() const { return 0; }
+  virtual void finish_block(double* out, std::size_t n, std::size_t block) const;
   /// W2²(N(0, I), p) in closed form, when known.
   virtual std::optional<double> w2_sq_to_standard_normal() const { return std::nullopt; }
   /// The differential entropy −E log p(x) in nats, when known in closed form.
@@ -84,6 +94,14 @@ class GaussianDataset : public Dataset {
   void log_prob(const double* x, std::size_t n, double* out) const override;
   /// The draws of sample() (the same ones for the same rng) with log p = log_norm − ½‖ε‖².
   void sample_with_log_prob(std::size_t n, ad::Rng& rng, double* out, double* lp) override;
+  /// ε (and lp from it), then x = m + L ε block by block: blocks of kFinishRows rows, so
+  /// that a row's bits do not depend on how many threads share the batch (OpenBLAS's dtrmm
+  /// gives other bits for the same row in a call of another row count where D is not a
+  /// multiple of 8).
+  void draw_unfinished(std::size_t n, ad::Rng& rng, double* out, double* lp) override;
+  std::size_t finish_block_rows() const override { return kFinishRows; }
+  void finish_block(double* out, std::size_t n, std::size_t block) const override;
+  static constexpr std::size_t kFinishRows = 256;
   /// ‖m‖² + Σ_i (1 + λ_i − 2√λ_i): the Bures–Wasserstein distance to N(0, I).
   std::optional<double> w2_sq_to_standard_normal() const override;
   /// ½ log det(2πe Σ) = (D/2) log(2πe) + ½ Σ_i log λ_i.
@@ -105,7 +123,6 @@ class GaussianDataset : public Dataset {
   xt::xtensor<double, 2> covariance() const;
 
  private:
-  void draw(std::size_t n, ad::Rng& rng, double* out, double* lp);
   xt::xtensor<double, 2> spectral(const std::vector<double>& w) const;
 
   std::size_t d_;
