@@ -642,7 +642,7 @@ void cholesky_solve(const double* l, std::size_t d, double* r) {
 }
 }  // namespace
 
-BrenierDataset::BrenierDataset(std::size_t d) : d_(d), k_(d + 2), w_((d + 2) * d), b_(d + 2) {
+BrenierDataset::BrenierDataset(std::size_t d) : d_(d), k_(d + 2), w_((d + 2) * d), b_(d + 2), x_(d) {
   if (d == 0) throw std::invalid_argument("BrenierDataset: the dimension must be at least 1");
   ad::Rng rng(4321 + d);
   for (std::size_t k = 0; k < k_; ++k) {
@@ -737,10 +737,9 @@ double BrenierDataset::inverse(const double* y, double* x) const {
 }
 
 void BrenierDataset::sample(std::size_t n, ad::Rng& rng, double* out) {
-  std::vector<double> x(d_);
   for (std::size_t s = 0; s < n; ++s) {
-    rng.fill_normal(x.data(), d_);
-    gradient(x.data(), out + s * d_);
+    rng.fill_normal(x_.data(), d_);
+    gradient(x_.data(), out + s * d_);
   }
 }
 

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <doctest/doctest.h>
 
@@ -114,6 +115,32 @@ TEST_CASE("the counting allocator sees C++ and C allocations, and only inside it
   { Trainer<float> trainer(*flow, *data, small_config()); }
   alloc_count::counting = false;
   CHECK(alloc_count::total() > 0);
+}
+
+TEST_CASE("every built-in data set draws a training batch without allocating") {
+  // Dataset::sample runs every training step (a Trainer with several lanes calls
+  // draw_unfinished and finish_block instead, the same work in two parts).
+  for (const std::string spec : {"8gaussians", "moons", "circles", "rings", "pinwheel", "2spirals", "checkerboard",
+                                 "swissroll", "gaussian:5", "gaussian:40", "gmm:3", "crowd:2", "drones2", "drones8",
+                                 "brenier:3"}) {
+    CAPTURE(spec);
+    auto data = make_dataset(spec);
+    const std::size_t n = 600, d = data->dim();
+    std::vector<double> rows(n * d);
+    ad::Rng rng(2);
+    data->sample(n, rng, rows.data());  // warm-up (OpenBLAS's buffers)
+    alloc_count::reset();
+    alloc_count::records_n = 0;
+    alloc_count::counting = true;
+    for (int s = 0; s < 3; ++s) data->sample(n, rng, rows.data());
+    data->draw_unfinished(n, rng, rows.data(), nullptr);
+    for (std::size_t b = 0; b * data->finish_block_rows() < n && data->finish_block_rows() > 0; ++b)
+      data->finish_block(rows.data(), n, b);
+    alloc_count::counting = false;
+    const std::size_t count = std::size_t(alloc_count::total());
+    CHECK_MESSAGE(count == 0, "4 draws allocated " << count << " times\n" << alloc_count::sites_report(4));
+    CHECK(std::isfinite(rows[0]));
+  }
 }
 
 TEST_CASE("no allocation per training step: affine, additive and spline couplings") {

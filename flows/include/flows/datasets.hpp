@@ -165,6 +165,7 @@ class BrenierDataset : public Dataset {
   double hessian(const double* x, double* h) const;
   std::size_t d_, k_;
   std::vector<double> w_, b_;  // K×D unit rows, K offsets
+  std::vector<double> x_;      // sample()'s standard-normal row (D values, allocated once)
   double w2_ = 0, w2_se_ = 0;
 };
 
