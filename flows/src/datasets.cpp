@@ -408,10 +408,10 @@ std::size_t GaussianDataset::memory_bytes() const {
 
 // x_s = m + L ε_s: the draws ε in the order of one row after another, straight into out
 // (Rng::normals: Box–Muller on whole batches in SIMD, the stream of normal() calls to
-// rounding; one scalar normal() each, with libm's sin and cos, took ~17 ns), then a
-// triangular product in place per chunk of rows (E ← E Lᵀ, no scratch) instead of a
-// matrix–vector product per row. With lp, also log p(x_s) = log_norm − ½‖ε_s‖², since
-// L⁻¹(x_s − m) = ε_s: the density of the data set's own draws needs no whitening product.
+// rounding; one scalar normal() each, with libm's sin and cos, took ~17 ns), then, in
+// finish_block, a triangular product in place per block of rows (E ← E Lᵀ, no scratch)
+// instead of a matrix–vector product per row. With lp, also log p(x_s) = log_norm − ½‖ε_s‖²,
+// since L⁻¹(x_s − m) = ε_s: the density of the data set's own draws needs no whitening product.
 void GaussianDataset::draw_unfinished(std::size_t n, ad::Rng& rng, double* out, double* lp) {
   const std::size_t d = d_;
   if (n == 0) return;
@@ -426,7 +426,7 @@ void GaussianDataset::draw_unfinished(std::size_t n, ad::Rng& rng, double* out, 
 
 // x = m + L ε for one block of rows, in place: one triangular product per block (one call on
 // an evaluation's 20 000 rows at D = 1024 raised the process's peak RSS by 57 MB, OpenBLAS's
-// own buffers for the product; 256-row calls take 5 % longer than 1024-row ones there).
+// own buffers for the product; 256-row calls take 4 % longer than 1024-row ones there).
 void GaussianDataset::finish_block(double* out, std::size_t n, std::size_t block) const {
   const std::size_t d = d_, s0 = block * kFinishRows;
   if (s0 >= n) throw std::out_of_range("GaussianDataset::finish_block: block " + std::to_string(block) +

@@ -96,8 +96,8 @@ class GaussianDataset : public Dataset {
   void sample_with_log_prob(std::size_t n, ad::Rng& rng, double* out, double* lp) override;
   /// ε (and lp from it), then x = m + L ε block by block: blocks of kFinishRows rows, so
   /// that a row's bits do not depend on how many threads share the batch (OpenBLAS's dtrmm
-  /// gives other bits for the same row in a call of another row count where D is not a
-  /// multiple of 8).
+  /// gives a row other bits in a call of another row count at some D that are not multiples
+  /// of 8: 33, 63, 100, …).
   void draw_unfinished(std::size_t n, ad::Rng& rng, double* out, double* lp) override;
   std::size_t finish_block_rows() const override { return kFinishRows; }
   void finish_block(double* out, std::size_t n, std::size_t block) const override;
