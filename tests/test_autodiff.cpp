@@ -1971,6 +1971,45 @@ TEST_CASE_TEMPLATE("kern::exp gives xsimd::exp's bits on every input, edges incl
   CHECK(ad::kern::exp(T(1.5)) == std::exp(T(1.5)));  // scalars: xsimd's scalar overload
 }
 
+#if defined(__AVX512F__)
+TEST_CASE("kern::hadd16: lane l is xsimd::hadd of accumulator l, bit for bit (AVX-512 floats)") {
+  // Values spread over 2^±30, so that another order of the additions gives other bits; and
+  // the special values, which pass through the same additions.
+  ad::Rng rng(17);
+  std::size_t differ = 0, checked = 0;
+  const float specials[] = {0.0f, -0.0f, std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                            std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::denorm_min(),
+                            std::numeric_limits<float>::max()};
+  for (int t = 0; t < 20000; ++t) {
+    alignas(64) float x[16][16];
+    __m512 a[16];
+    for (int q = 0; q < 16; ++q) {
+      for (int l = 0; l < 16; ++l)
+        x[q][l] = float(std::ldexp(rng.uniform(-1.0, 1.0), int(rng.below(61)) - 30));
+      if (t % 7 == 0) x[q][rng.below(16)] = specials[rng.below(std::size(specials))];
+      a[q] = _mm512_load_ps(x[q]);
+    }
+    alignas(64) float sums[16];
+    _mm512_store_ps(sums, ad::kern::hadd16(a));
+    for (int q = 0; q < 16; ++q, ++checked) {
+      const float want = xsimd::hadd(xsimd::batch<float>::load_aligned(x[q]));
+      differ += std::size_t(std::memcmp(&want, &sums[q], sizeof want) != 0 && !(std::isnan(want) && std::isnan(sums[q])));
+    }
+  }
+  CHECK(checked == 320000);
+  CHECK(differ == 0);
+  // and a left-to-right sum of the same lanes does differ, so the check can tell orders apart
+  alignas(64) float x[16];
+  std::size_t other = 0;
+  for (int t = 0; t < 1000; ++t) {
+    float seq = 0;
+    for (float& v : x) v = float(std::ldexp(rng.uniform(-1.0, 1.0), int(rng.below(61)) - 30)), seq += v;
+    other += std::size_t(seq != xsimd::hadd(xsimd::batch<float>::load_aligned(x)));
+  }
+  CHECK(other > 100);  // (493 of the 1000 with this seed)
+}
+#endif
+
 /// kern::tanh: for floats a rational approximation, within 3·10⁻⁷ of tanh relative to it, the
 /// same bits in a batch and as a scalar, exactly ±1 where the nearest float to tanh is, x itself
 /// for tiny x, NaN for NaN; for doubles xsimd::tanh's bits.

@@ -356,8 +356,9 @@ void gemm_small_k(bool ta, bool tb, int m, int n, T alpha, const T* a, int lda, 
 
 /// n = N ≤ 8, op(A) = A: every C(i, j) is a dot product of row i of A with column j of
 /// op(B), summed lane-wise in a vector accumulator and then across lanes (xsimd::hadd; not
-/// haddp, whose AVX-512 float version in xsimd 8.1 returns the sums out of order). R rows at
-/// a time give 16 independent accumulators. op(B)'s columns are read in place for a
+/// haddp, whose AVX-512 float version in xsimd 8.1 returns the sums out of order; with
+/// AVX-512 floats hadd16, the same sums for the R·N accumulators at once). R rows at a time
+/// give 16 independent accumulators. op(B)'s columns are read in place for a
 /// transposed B, else gathered into a stack buffer, KB entries of the depth at a time
 /// (C = β C + Σ over the blocks).
 template <int N, class T>
@@ -379,13 +380,13 @@ void gemm_small_n(bool tb, int m, int k, T alpha, const T* a, int lda, const T* 
     }
     const int p_vec = kb - kb % W;  // the depth covered by full batches
     // C(i, j) = β C(i, j) + α (Σ_lanes acc + the scalar tail of the depth)
-    auto finish = [&](int i, int j, const batch<T>& acc) {
+    auto finish_dot = [&](int i, int j, T dot) {  // dot: Σ_lanes acc
       const T* ai = a + std::size_t(i) * lda + p0;
-      T dot = xsimd::hadd(acc);
       for (int p = p_vec; p < kb; ++p) dot += ai[p] * bcol[j][p];
       T& cij = c[std::size_t(i) * ldc + j];
       cij = scaled(beta_block, cij) + alpha * dot;
     };
+    auto finish = [&](int i, int j, const batch<T>& acc) { finish_dot(i, j, xsimd::hadd(acc)); };
     int i = 0;
     for (; i + R <= m; i += R) {
       batch<T> acc[R][N];  // acc[r][j]: lane-wise partial sums of C(i + r, j)
@@ -399,6 +400,17 @@ void gemm_small_n(bool tb, int m, int k, T alpha, const T* a, int lda, const T* 
           for (int j = 0; j < N; ++j) acc[r][j] = kern::fma(av, bv[j], acc[r][j]);
         }
       }
+#if defined(__AVX512F__)
+      if constexpr (std::is_same_v<T, float> && W == 16) {  // the 16 lane sums at once, hadd's bits
+        __m512 all[16];
+        for (int q = 0; q < 16; ++q) all[q] = q < R * N ? __m512(acc[q / N][q % N]) : _mm512_setzero_ps();
+        alignas(64) float dots[16];
+        _mm512_store_ps(dots, hadd16(all));
+        for (int r = 0; r < R; ++r)
+          for (int j = 0; j < N; ++j) finish_dot(i + r, j, dots[r * N + j]);
+        continue;
+      }
+#endif
       for (int r = 0; r < R; ++r)
         for (int j = 0; j < N; ++j) finish(i + r, j, acc[r][j]);
     }
