@@ -439,14 +439,15 @@ void GaussianDataset::finish_block(double* out, std::size_t n, std::size_t block
     for (std::size_t j = 0; j < d; ++j) rows[s * d + j] += mean_[j];
 }
 
-void GaussianDataset::sample(std::size_t n, ad::Rng& rng, double* out) {
-  draw_unfinished(n, rng, out, nullptr);
+void GaussianDataset::draw(std::size_t n, ad::Rng& rng, double* out, double* lp) {
+  draw_unfinished(n, rng, out, lp);
   for (std::size_t b = 0; b * kFinishRows < n; ++b) finish_block(out, n, b);
 }
 
+void GaussianDataset::sample(std::size_t n, ad::Rng& rng, double* out) { draw(n, rng, out, nullptr); }
+
 void GaussianDataset::sample_with_log_prob(std::size_t n, ad::Rng& rng, double* out, double* lp) {
-  draw_unfinished(n, rng, out, lp);
-  for (std::size_t b = 0; b * kFinishRows < n; ++b) finish_block(out, n, b);
+  draw(n, rng, out, lp);
 }
 
 // log p(x) = log_norm − ½ ‖L⁻¹(x − m)‖², in chunks of rows through one triangular product each

@@ -231,7 +231,7 @@ StepReport Trainer<T>::step(bool measure_transport) {
 template <class T>
 void Trainer<T>::draw_data_batch() {
   const std::size_t n = cfg_.batch, d = data_.dim(), block_rows = data_.finish_block_rows();
-  if (block_rows == 0 || (team_.lanes() == 1 && !cfg_.comm)) {
+  if (block_rows == 0) {
     sample_batch(data_, n, rng_, buffer_, data_batch_);
     return;
   }

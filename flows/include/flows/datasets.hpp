@@ -123,6 +123,8 @@ class GaussianDataset : public Dataset {
   xt::xtensor<double, 2> covariance() const;
 
  private:
+  /// draw_unfinished, then every block finished: sample() (lp null) and sample_with_log_prob().
+  void draw(std::size_t n, ad::Rng& rng, double* out, double* lp);
   xt::xtensor<double, 2> spectral(const std::vector<double>& w) const;
 
   std::size_t d_;

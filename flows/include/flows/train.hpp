@@ -152,8 +152,8 @@ class Trainer {
   /// so far are finite.
   bool run_pass(Lane& lane, const ObjectiveWeights& w, bool backward);
   /// A step's batch of data into data_batch_: drawn, then (a data set with blocks to finish,
-  /// Dataset::finish_block, on several lanes or ranks) the blocks holding this rank's rows
-  /// finished and converted by the lanes, a share each; the other rows are not read.
+  /// Dataset::finish_block) the blocks holding this rank's rows finished and converted by the
+  /// lanes, a share each; the other rows are not read.
   void draw_data_batch();
   ThreadTeam team_;
   std::vector<std::unique_ptr<Lane>> lanes_;
