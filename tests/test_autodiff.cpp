@@ -972,13 +972,14 @@ TEST_CASE("mismatched shapes throw ShapeError naming the op and both shapes") {
   Tape<double> t;
   const Var<double> a = t.variable(zeros(3, 4)), b = t.variable(zeros(5, 4)), r = t.variable(zeros(2, 4));
   const Var<double> w = t.variable(zeros(6, 3)), bias = t.variable(zeros(1, 6));
+  const Var<double> src = t.variable(zeros(3, 3)), src4 = t.variable(zeros(3, 4));
   const std::size_t before = t.size();
   struct Bad {
     std::string op;
     std::function<void()> call;
     std::vector<std::string> shapes;
   };
-  const std::vector<int> cols{0, 1}, out_of_range{1, 4};
+  const std::vector<int> cols{0, 1}, out_of_range{1, 4}, twice_sorted{0, 2, 2}, twice_unsorted{3, 1, 0, 1}, out_of_range3{0, 4, 1};
   const std::vector<Bad> cases = {
       {"add", [&] { ad::add(a, b); }, {"3×4", "5×4"}},
       {"sub", [&] { (void)(a - b); }, {"3×4", "5×4"}},
@@ -990,6 +991,9 @@ TEST_CASE("mismatched shapes throw ShapeError naming the op and both shapes") {
       {"matmul", [&] { ad::matmul(a, b, true, false); }, {"3×4", "5×4"}},
       {"concat_cols", [&] { ad::concat_cols(a, b); }, {"3×4", "5×4"}},
       {"scatter_cols", [&] { ad::scatter_cols(a, b, cols); }, {"3×4", "5×4"}},
+      {"scatter_cols", [&] { ad::scatter_cols(a, src, twice_sorted); }, {"index 2 appears twice"}},
+      {"scatter_cols", [&] { ad::scatter_cols(a, src4, twice_unsorted); }, {"index 1 appears twice"}},
+      {"scatter_cols", [&] { ad::scatter_cols(a, src, out_of_range3); }, {"index 4 out of range"}},
       {"take_cols", [&] { ad::take_cols(a, out_of_range); }, {"3×4", "index 4"}},
       {"slice_cols", [&] { ad::slice_cols(a, 3, 2); }, {"3×4"}},
       {"linear", [&] { ad::linear(a, w, Var<double>{}); }, {"3×4", "6×3"}},

@@ -638,11 +638,18 @@ template <class T> struct ScatterCols {
     const std::vector<int>& idx = *c.attrs().cols;
     if (c.rows(1) != c.rows(0) || c.cols(1) != idx.size())
       shape_error(c, fmt::format("the source must be {}×{} for {} column indices", c.rows(0), idx.size(), idx.size()));
+    // Every record runs this check. A coupling's indices ascend, which makes them distinct in
+    // one pass; only an unsorted list gets the pairwise search, which grew as k²: at D = 1024
+    // (k = 512) ~0.6 % of `eval`, and at D = 16 384 it would cost more than the op itself.
+    bool ascending = true;
     for (std::size_t j = 0; j < idx.size(); ++j) {
       if (idx[j] < 0 || std::size_t(idx[j]) >= c.cols(0)) shape_error(c, fmt::format("column index {} out of range", idx[j]));
-      for (std::size_t q = 0; q < j; ++q)
-        if (idx[q] == idx[j]) shape_error(c, fmt::format("column index {} appears twice", idx[j]));
+      if (j > 0 && idx[j] <= idx[j - 1]) ascending = false;
     }
+    if (!ascending)
+      for (std::size_t j = 1; j < idx.size(); ++j)
+        for (std::size_t q = 0; q < j; ++q)
+          if (idx[q] == idx[j]) shape_error(c, fmt::format("column index {} appears twice", idx[j]));
     return {c.rows(0), c.cols(0)};
   }
   static void forward(Ctx<T>& c) {
