@@ -882,10 +882,10 @@ template <class T> struct RQSpline {
   /// their 3K − 1 parameters, value their inputs, gy/gl the adjoints of their outputs and of
   /// their rows' log-determinants (zero when with_adjoints is false), cursor at element e.
   /// `written`: an array laid out as θ that body writes block by block (the backward's θ̄).
-  template <class V, class Body>
+  template <class V, int KC, class Body>
   static void blocks(Ctx<T>& c, bool with_adjoints, Body body, T* written = nullptr) {
     constexpr int W = int(sizeof(V) / sizeof(T));
-    const int K = bins(c), P = 3 * K - 1;
+    const int K = KC ? KC : bins(c), P = 3 * K - 1;
     const std::size_t n = c.cols(0), total = c.in(0).size();
     const std::size_t start = std::is_same_v<V, T> ? total - total % std::size_t(kern::batch<T>::size) : 0;
     const std::size_t end = std::is_same_v<V, T> ? total : start + (total - start) / W * W;
@@ -893,7 +893,7 @@ template <class T> struct RQSpline {
     const T* th = c.x(1);
     const T* g = with_adjoints ? c.gy() : nullptr;
     T gy[kMaxLanes], gl[kMaxLanes];
-    V u[3 * spline::kMaxBins - 1];
+    V u[3 * max_bins<KC>() - 1];
     Cursor at(n, start);
     if constexpr (std::is_same_v<V, T>) {
       for (std::size_t e = start; e < end; ++e, at.next()) {
@@ -959,24 +959,36 @@ template <class T> struct RQSpline {
     }
   }
 
-  /// Runs f<V>() for the SIMD body and then for the scalar tail.
-  template <class F> static void simd_then_scalar(F f) {
-    f(kern::batch<T>{});
-    f(T{});
+  /// The most bins a block's arrays hold: KC, the op's K where it is a compile-time constant
+  /// (KC > 0), else spline::kMaxBins.
+  template <int KC> static constexpr int max_bins() { return KC > 0 ? KC : spline::kMaxBins; }
+
+  /// Runs f(V{}, KC) for the SIMD body (V a batch) and then for the scalar tail (V = T), where
+  /// KC is K as a compile-time constant (std::integral_constant) for the default K = 8, or 0,
+  /// K read at run time. With K known the compiler unrolls the loops over the bins and keeps
+  /// the knots in registers instead of stack arrays of kMaxBins + 1 vectors.
+  template <class F> static void simd_then_scalar(const Ctx<T>& c, F f) {
+    if (bins(c) == 8) {
+      f(kern::batch<T>{}, std::integral_constant<int, 8>{});
+      f(T{}, std::integral_constant<int, 8>{});
+    } else {
+      f(kern::batch<T>{}, std::integral_constant<int, 0>{});
+      f(T{}, std::integral_constant<int, 0>{});
+    }
   }
 
   static void forward(Ctx<T>& c) {
-    const int K = bins(c);
     const T B = c.attrs().scalar;
     const bool inverse = c.attrs().inverse;
     const std::size_t n = c.cols(0), m = c.rows(0);
     T* out = c.y();
     for (std::size_t i = 0; i < m; ++i) out[i * (n + 1) + n] = T(0);
-    simd_then_scalar([&](auto tag) {
+    simd_then_scalar(c, [&](auto tag, auto k_const) {
       using V = decltype(tag);
-      constexpr int W = int(sizeof(V) / sizeof(T));
-      spline::Knots<V> kn;
-      blocks<V>(c, false, [&](std::size_t, const V* u, V v, V, V, Cursor at) {
+      constexpr int W = int(sizeof(V) / sizeof(T)), KC = decltype(k_const)::value;
+      const int K = KC ? KC : bins(c);
+      spline::Knots<V, max_bins<KC>()> kn;
+      blocks<V, KC>(c, false, [&](std::size_t, const V* u, V v, V, V, Cursor at) {
         spline::make_spline(u, K, B, kn);
         const auto inside = (v >= V(-B)) & (v <= V(B));
         const V vc = kern::where(inside, v, V(T(0)));
@@ -1008,17 +1020,18 @@ template <class T> struct RQSpline {
   }
 
   static void vjp(Ctx<T>& c) {
-    const int K = bins(c), P = 3 * K - 1;
     const T B = c.attrs().scalar;
     const bool inverse = c.attrs().inverse;
     bool fresh_x = false, fresh_t = false;
     T* gx = c.gx(0, fresh_x);
     T* gt = c.gx(1, fresh_t);
     if (!gx && !gt) return;
-    simd_then_scalar([&](auto tag) {
+    simd_then_scalar(c, [&](auto tag, auto k_const) {
       using V = decltype(tag);
-      spline::Knots<V> kn;
-      V gu[3 * spline::kMaxBins - 1];
+      constexpr int KC = decltype(k_const)::value;
+      const int K = KC ? KC : bins(c), P = 3 * K - 1;
+      spline::Knots<V, max_bins<KC>()> kn;
+      V gu[3 * max_bins<KC>() - 1];
       // θ̄ of a block of W elements is W·P contiguous values, lane l's P after lane l − 1's. Its
       // P vectors gu[p] (parameter p of every lane) go through a stack buffer: stored there as
       // they are, then read back P·W values at a time in θ̄'s order, each output vector q a
@@ -1048,7 +1061,7 @@ template <class T> struct RQSpline {
           return idx;
         }
       }();
-      blocks<V>(c, true, [&](std::size_t e, const V* u, V v, V gy, V gl, Cursor at) {
+      blocks<V, KC>(c, true, [&](std::size_t e, const V* u, V v, V gy, V gl, Cursor at) {
         spline::make_spline(u, K, B, kn);
         const auto inside = (v >= V(-B)) & (v <= V(B));
         const V vc = kern::where(inside, v, V(T(0)));

@@ -50,10 +50,11 @@ using scalar_t = typename Scalar<V>::type;
 /// derivatives stay as their softplus arguments z_i = u^d_i + c: an element's map reads only
 /// its bin's δ_k and δ_{k+1}, so find_bin computes those two, not all K − 1 (at K = 8 that was
 /// 7 exp and 7 log1p per element, most of the op's time, for 2 values used).
-template <class V>
+/// N: the most bins they hold (the op's K itself where it is a compile-time constant).
+template <class V, int N = kMaxBins>
 struct Knots {
-  V x[kMaxBins + 1], y[kMaxBins + 1], z[kMaxBins + 1];  // X_i, Y_i, z_i (z_0 = z_K = 0: unused)
-  V pw[kMaxBins], ph[kMaxBins];                        // softmax(u^w), softmax(u^h)
+  V x[N + 1], y[N + 1], z[N + 1];  // X_i, Y_i, z_i (z_0 = z_K = 0: unused)
+  V pw[N], ph[N];                  // softmax(u^w), softmax(u^h)
 };
 
 /// p = softmax(u), knots[i] = −B + 2B Σ_{j<i} (m + (1 − K m) p_j), knots[0] = −B, knots[K] = B.
@@ -78,8 +79,8 @@ inline void make_knots(const V* u, int K, T B, T min_frac, V* p, V* knots) {
 }
 
 /// All knots of the spline whose parameters are u (3K − 1 values, laid out as above).
-template <class V, class T>
-inline void make_spline(const V* u, int K, T B, Knots<V>& kn) {
+template <class V, int N, class T>
+inline void make_spline(const V* u, int K, T B, Knots<V, N>& kn) {
   make_knots(u, K, B, T(kMinWidth), kn.pw, kn.x);
   make_knots(u + K, K, B, T(kMinHeight), kn.ph, kn.y);
   const T c = T(derivative_offset());
@@ -107,8 +108,8 @@ struct Bin {
 /// The bin holding v: the last k with knots[k] ≤ v (k ≤ K − 1, so v = B falls in the last
 /// bin), found branch-free over the K − 1 interior knots; then its two derivatives. by_y:
 /// search the Y knots (inverse). with_slopes: also dδ/du^d, which only the reverse pass needs.
-template <class V>
-inline Bin<V> find_bin(const Knots<V>& kn, int K, V v, bool by_y, bool with_slopes = false) {
+template <class V, int N>
+inline Bin<V> find_bin(const Knots<V, N>& kn, int K, V v, bool by_y, bool with_slopes = false) {
   using T = scalar_t<V>;
   const V* at = by_y ? kn.y : kn.x;
   V k(0), x0 = kn.x[0], x1 = kn.x[1], y0 = kn.y[0], y1 = kn.y[1], z0 = kn.z[0], z1 = kn.z[1];
@@ -227,8 +228,8 @@ inline V inverse_xi(const Bin<V>& b, V y, V& logd) {
 ///   p̄ = (1 − K m) w̄,   ū^w_j = p_j (p̄_j − Σ_i p_i p̄_i)        (softmax),
 /// the same for the heights, and ū^d_i = [k = i] δ̄_k σ_i + [k + 1 = i] δ̄_{k+1} σ_i (σ: the
 /// bin's slopes b.s0, b.s1 from find_bin).
-template <class V, class T>
-inline void reverse_knots(const Knots<V>& kn, int K, T B, const Bin<V>& b, const BinGrad<V>& g, V* gu) {
+template <class V, int N, class T>
+inline void reverse_knots(const Knots<V, N>& kn, int K, T B, const Bin<V>& b, const BinGrad<V>& g, V* gu) {
   const V two_b(T(2) * B);
   const auto right_moves = b.k + V(T(1)) < V(T(K));  // X_{k+1} is an interior knot
   for (int part = 0; part < 2; ++part) {
