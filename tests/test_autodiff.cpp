@@ -359,6 +359,15 @@ std::vector<Entry> build_table() {
   t.push_back(reduction("row_means", [](auto a) { return ad::row_means(a); }, Axis::rows, true));
   t.push_back(reduction("col_sums", [](auto a) { return ad::col_sums(a); }, Axis::cols, false));
   t.push_back(reduction("col_means", [](auto a) { return ad::col_means(a); }, Axis::cols, true));
+  t.push_back(entry(
+      "sum_sq_diff", [](const Dims&, const auto& x) { return ad::sum_sq_diff(x[0], x[1]); },
+      [](Rng& r, const Dims& d) { return Inputs{rnd(r, d.m, d.n, normal()), rnd(r, d.m, d.n, normal())}; },
+      [](const Dims& d, const Inputs& in) {
+        Array<double> y = zeros(1, 1);
+        for (std::size_t i = 0; i < d.m; ++i)
+          for (std::size_t j = 0; j < d.n; ++j) y(0, 0) += (in[0](i, j) - in[1](i, j)) * (in[0](i, j) - in[1](i, j));
+        return y;
+      }));
 
   // elementwise functions (kinked ones on inputs away from their kinks)
   const Dist off_kink = avoiding(N2, {0.0}, 0.05);
@@ -1473,6 +1482,40 @@ TEST_CASE("load_lanes16 / store_lanes16 move 16 lanes' P values each between ele
   }
 }
 #endif
+
+TEST_CASE("sum_sq_diff gives sum(square(a − b))'s value and adjoints bit for bit, in float32 and float64") {
+  auto check = [](auto zero) {
+    using T = decltype(zero);
+    Rng rng(41);
+    for (const auto& [m, n] : std::vector<std::pair<std::size_t, std::size_t>>{{1, 1}, {7, 3}, {33, 17}, {256, 64}}) {
+      CAPTURE(m);
+      CAPTURE(n);
+      Array<T> a = Array<T>::from_shape({m, n}), b = Array<T>::from_shape({m, n});
+      for (T& v : a) v = T(rng.normal());
+      for (T& v : b) v = T(2.0 * rng.normal());
+      // Each input also feeds another node, so the adjoints are accumulated as well as assigned.
+      auto run = [&](bool fused) {
+        Tape<T> t;
+        const Var<T> va = t.variable(a), vb = t.variable(b);
+        const Var<T> d = fused ? ad::sum_sq_diff(va, vb) : ad::sum(ad::square(va - vb));
+        t.backward(d * T(0.37) + ad::sum(ad::exp(va * T(0.1))) + ad::sum(vb));
+        return std::make_tuple(d.item(), Array<T>(va.grad()), Array<T>(vb.grad()));
+      };
+      const auto [y0, ga0, gb0] = run(false);
+      const auto [y1, ga1, gb1] = run(true);
+      CHECK(y1 == y0);  // bitwise
+      CHECK(ga1 == ga0);
+      CHECK(gb1 == gb0);
+      double want = 0;
+      for (std::size_t i = 0; i < a.size(); ++i) want += (double(a.data()[i]) - double(b.data()[i])) * (double(a.data()[i]) - double(b.data()[i]));
+      CHECK(double(y1) == doctest::Approx(want).epsilon(std::is_same_v<T, float> ? 1e-5 : 1e-12));
+    }
+  };
+  check(float{});
+  check(double{});
+  Tape<double> t;
+  CHECK_THROWS_AS(ad::sum_sq_diff(t.variable(zeros(2, 3)), t.variable(zeros(3, 2))), ad::ShapeError);
+}
 
 TEST_CASE("gemm_add_bias: the packed kernel adds the bias in its stores, bit for bit as a pass after would") {
   Rng rng(77);

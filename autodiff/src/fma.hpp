@@ -24,4 +24,19 @@ inline V fma(const V& a, const V& b, const V& c) {
     return xsimd::fma(a, b, c);
 }
 
+/// v, held in a register as written: an empty asm that the compiler cannot see through, so no
+/// a·b before it and + c after it are contracted into one fused multiply-add (which GCC's
+/// -ffp-contract=fast would do). For a fused op that must round as the ops it replaces did.
+template <class V>
+inline V rounded(V v) {
+  if constexpr (std::is_arithmetic_v<V>) {
+    asm("" : "+x"(v));
+    return v;
+  } else {
+    auto r = static_cast<typename V::register_type>(v);
+    asm("" : "+x"(r));
+    return V(r);
+  }
+}
+
 }  // namespace ad::kern

@@ -283,7 +283,7 @@ Var<T> path_energy(const std::vector<Var<T>>& traj) {
   const std::size_t steps = traj.size() - 1;
   Var<T> total;
   for (std::size_t l = 0; l < steps; ++l) {
-    const Var<T> step = ad::sum(ad::square(traj[l + 1] - traj[l]));
+    const Var<T> step = ad::sum_sq_diff(traj[l + 1], traj[l]);
     total = total.tape ? total + step : step;
   }
   return total * T(double(steps) / double(traj[0].rows()));
@@ -291,7 +291,7 @@ Var<T> path_energy(const std::vector<Var<T>>& traj) {
 
 template <class T>
 Var<T> mean_squared_distance(Var<T> a, Var<T> b) {
-  return ad::sum(ad::square(b - a)) * T(1.0 / double(a.rows()));
+  return ad::sum_sq_diff(b, a) * T(1.0 / double(a.rows()));
 }
 
 const char* direction_name(Direction d) { return ad::name_in(kDirectionNames, d); }

@@ -40,6 +40,9 @@ template <class T> Var<T> row_sums(Var<T> a);
 template <class T> Var<T> row_means(Var<T> a);
 template <class T> Var<T> col_sums(Var<T> a);
 template <class T> Var<T> col_means(Var<T> a);
+/// Σ_ij (a_ij − b_ij)², 1×1, a and b of one shape: what sum(square(a − b)) computes, in one
+/// node that reads a and b once each way instead of keeping a − b and its square on the tape.
+template <class T> Var<T> sum_sq_diff(Var<T> a, Var<T> b);
 
 // Elementwise functions.
 template <class T> Var<T> exp(Var<T> a);
