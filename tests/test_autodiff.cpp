@@ -1487,7 +1487,8 @@ TEST_CASE("sum_sq_diff gives sum(square(a − b))'s value and adjoints bit for b
   auto check = [](auto zero) {
     using T = decltype(zero);
     Rng rng(41);
-    for (const auto& [m, n] : std::vector<std::pair<std::size_t, std::size_t>>{{1, 1}, {7, 3}, {33, 17}, {256, 64}}) {
+    for (const auto& shape : std::vector<std::pair<std::size_t, std::size_t>>{{1, 1}, {7, 3}, {33, 17}, {256, 64}}) {
+      const std::size_t m = shape.first, n = shape.second;  // (not a structured binding: CAPTURE's lambda takes them)
       CAPTURE(m);
       CAPTURE(n);
       Array<T> a = Array<T>::from_shape({m, n}), b = Array<T>::from_shape({m, n});
