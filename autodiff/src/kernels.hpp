@@ -213,15 +213,21 @@ template <class T, class F> inline void put2(bool assign, const T* x, const T* y
 template <class T, class F>
 inline void put3(bool assign, const T* x, const T* y, const T* z, T* g, std::size_t n, F f);
 
-/// Σ x[i], accumulated in batches (then xsimd::hadd) for speed.
-template <class T> inline T sum(const T* x, std::size_t n) {
+/// Σ f(x[i], y[i]), accumulated in batches (then xsimd::hadd) for speed, and then the scalar
+/// tail: the order of additions of sum() below, whatever f.
+template <class T, class F> inline T sum2(const T* x, const T* y, std::size_t n, F f) {
   constexpr std::size_t W = batch<T>::size;
   batch<T> s(T(0));
   std::size_t i = 0;
-  for (; i + W <= n; i += W) s += batch<T>::load_unaligned(x + i);
+  for (; i + W <= n; i += W) s += f(batch<T>::load_unaligned(x + i), batch<T>::load_unaligned(y + i));
   T r = xsimd::hadd(s);
-  for (; i < n; ++i) r += x[i];
+  for (; i < n; ++i) r += f(x[i], y[i]);
   return r;
+}
+
+/// Σ x[i] (sum2's order).
+template <class T> inline T sum(const T* x, std::size_t n) {
+  return sum2(x, x, n, [](auto a, auto) { return a; });
 }
 
 /// z[i] = f(x[i], y[i], w[i])

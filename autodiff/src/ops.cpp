@@ -343,24 +343,11 @@ template <class T> struct SumSqDiff {
     equal_shapes(c);
     return {1, 1};
   }
-  static void forward(Ctx<T>& c) {
-    using B = kern::batch<T>;
-    constexpr std::size_t W = B::size;
-    const T* a = c.x(0);
-    const T* b = c.x(1);
-    const std::size_t n = c.in(0).size();
-    B s(T(0));
-    std::size_t i = 0;
-    for (; i + W <= n; i += W) {  // as kern::sum over the squares, each rounded before it is added
-      const B d = B::load_unaligned(a + i) - B::load_unaligned(b + i);
-      s += kern::rounded(d * d);
-    }
-    T r = xsimd::hadd(s);
-    for (; i < n; ++i) {
-      const T d = a[i] - b[i];
-      r += kern::rounded(d * d);
-    }
-    c.y()[0] = r;
+  static void forward(Ctx<T>& c) {  // kern::sum's order over the squares, each rounded before it is added
+    c.y()[0] = kern::sum2(c.x(0), c.x(1), c.in(0).size(), [](auto a, auto b) {
+      const auto d = a - b;
+      return kern::rounded(d * d);
+    });
   }
   static void vjp(Ctx<T>& c) {
     const T g = c.gy()[0];
@@ -924,7 +911,7 @@ template <class T> struct RQSpline {
   template <class V, int KC, class Body>
   static void blocks(Ctx<T>& c, bool with_adjoints, Body body, T* written = nullptr) {
     constexpr int W = int(sizeof(V) / sizeof(T));
-    const int K = KC ? KC : bins(c), P = 3 * K - 1;
+    const int K = bins_of<KC>(c), P = 3 * K - 1;
     const std::size_t n = c.cols(0), total = c.in(0).size();
     const std::size_t start = std::is_same_v<V, T> ? total - total % std::size_t(kern::batch<T>::size) : 0;
     const std::size_t end = std::is_same_v<V, T> ? total : start + (total - start) / W * W;
@@ -1007,14 +994,15 @@ template <class T> struct RQSpline {
   /// K read at run time. With K known the compiler unrolls the loops over the bins and keeps
   /// the knots in registers instead of stack arrays of kMaxBins + 1 vectors.
   template <class F> static void simd_then_scalar(const Ctx<T>& c, F f) {
-    if (bins(c) == 8) {
-      f(kern::batch<T>{}, std::integral_constant<int, 8>{});
-      f(T{}, std::integral_constant<int, 8>{});
-    } else {
-      f(kern::batch<T>{}, std::integral_constant<int, 0>{});
-      f(T{}, std::integral_constant<int, 0>{});
-    }
+    auto both = [&f](auto k_const) {
+      f(kern::batch<T>{}, k_const);
+      f(T{}, k_const);
+    };
+    if (bins(c) == 8) both(std::integral_constant<int, 8>{});
+    else both(std::integral_constant<int, 0>{});
   }
+  /// K: KC where it is a compile-time constant, else the op's attribute.
+  template <int KC> static int bins_of(const Ctx<T>& c) { return KC ? KC : bins(c); }
 
   static void forward(Ctx<T>& c) {
     const T B = c.attrs().scalar;
@@ -1025,7 +1013,7 @@ template <class T> struct RQSpline {
     simd_then_scalar(c, [&](auto tag, auto k_const) {
       using V = decltype(tag);
       constexpr int W = int(sizeof(V) / sizeof(T)), KC = decltype(k_const)::value;
-      const int K = KC ? KC : bins(c);
+      const int K = bins_of<KC>(c);
       spline::Knots<V, max_bins<KC>()> kn;
       blocks<V, KC>(c, false, [&](std::size_t, const V* u, V v, V, V, Cursor at) {
         spline::make_spline(u, K, B, kn);
@@ -1068,7 +1056,7 @@ template <class T> struct RQSpline {
     simd_then_scalar(c, [&](auto tag, auto k_const) {
       using V = decltype(tag);
       constexpr int KC = decltype(k_const)::value;
-      const int K = KC ? KC : bins(c), P = 3 * K - 1;
+      const int K = bins_of<KC>(c), P = 3 * K - 1;
       spline::Knots<V, max_bins<KC>()> kn;
       V gu[3 * max_bins<KC>() - 1];
       // θ̄ of a block of W elements is W·P contiguous values, lane l's P after lane l − 1's. Its
