@@ -363,6 +363,13 @@ TEST_CASE("evaluate gives the same report on 1 and 2 threads") {
   CHECK(*b.reverse_kl == doctest::Approx(*a.reverse_kl).epsilon(1e-12));
   CHECK(a.transport > 0);
   CHECK(std::isfinite(a.nll));
+  // float32, rows that leave a short chunk: the same bits, every figure of the report
+  auto single = trainer_fixtures::test_flow<float>(3, 31);
+  const nlohmann::json one = evaluate(*single, data, 1003, 17, 0.0, 1, 100).to_json();
+  for (int threads : {2, 3}) {
+    CAPTURE(threads);
+    CHECK(evaluate(*single, data, 1003, 17, 0.0, threads, 100).to_json() == one);
+  }
 }
 
 TEST_CASE("conditioner dropout: on in training steps (the same on 1 and 2 threads), off in every evaluation") {
@@ -413,4 +420,74 @@ TEST_CASE("conditioner dropout: on in training steps (the same on 1 and 2 thread
   auto rebuilt = Flow<double>::from_config(arch);
   CHECK(rebuilt->config() == arch);
   CHECK(arch.dump().find("\"dropout\":0.4") != std::string::npos);
+}
+
+TEST_CASE("Inference gives the same bits on any number of threads: chunks start at the same rows") {
+  // A row's bits depend on where it sits in its chunk (an elementwise op runs the vector body
+  // on most of an array and a scalar tail on its last elements), so the chunks must not move
+  // with the thread count: float32, a spline flow and an affine one, chunk sizes that leave
+  // short chunks, row counts that do not divide.
+  for (CouplingKind kind : {CouplingKind::rqs, CouplingKind::affine}) {
+    FlowSpec spec;
+    spec.layers = 4;
+    spec.coupling.kind = kind;
+    spec.coupling.hidden = 16;
+    spec.seed = 7;
+    const std::size_t d = 5;
+    auto flow = make_flow<float>(d, spec);
+    ad::Rng init(3);
+    for (auto* q : flow->parameters()) init.fill_normal(q->value.data(), q->value.size(), 0.0f, 0.3f);
+    for (std::size_t n : {std::size_t(203), std::size_t(1000)})
+      for (std::size_t chunk : {std::size_t(64), std::size_t(100), std::size_t(1024)}) {
+        CAPTURE(n);
+        CAPTURE(chunk);
+        Array<float> x = Array<float>::from_shape({n, d});
+        ad::Rng rng(11);
+        rng.fill_normal(x.data(), x.size(), 0.0f, 1.5f);
+        std::vector<float> lp1, y1, lq1, e1;
+        for (int threads : {1, 2, 3}) {
+          CAPTURE(threads);
+          Inference<float> inference(*flow, threads, chunk);
+          std::vector<float> lp(n), y(n * d), lq(n), e(n);
+          inference.log_prob(x.data(), n, lp.data());
+          PushOutputs<float> out;
+          out.y = y.data();
+          out.log_density = lq.data();
+          out.path_energy = e.data();
+          inference.forward(x.data(), n, out);
+          if (threads == 1) {
+            lp1 = lp, y1 = y, lq1 = lq, e1 = e;
+            continue;
+          }
+          CHECK(lp == lp1);
+          CHECK(y == y1);
+          CHECK(lq == lq1);
+          CHECK(e == e1);
+        }
+      }
+  }
+}
+
+TEST_CASE("Inference::plan_chunks covers the rows once, in chunks of at most the size asked, grouped by 8 where they stay wide") {
+  using Plan = Inference<float>;
+  for (std::size_t n : {std::size_t(0), std::size_t(1), std::size_t(50), std::size_t(203), std::size_t(511),
+                        std::size_t(512), std::size_t(513), std::size_t(1000), std::size_t(20000)})
+    for (std::size_t chunk : {std::size_t(1), std::size_t(7), std::size_t(64), std::size_t(253), std::size_t(4096)}) {
+      CAPTURE(n);
+      CAPTURE(chunk);
+      const ChunkPlan p = Plan::plan_chunks(n, chunk);
+      CHECK(p.rows <= chunk);
+      CHECK(p.count * p.rows >= n);                      // every row is in a chunk
+      if (p.count > 0) CHECK((p.count - 1) * p.rows < n);  // and every chunk has rows
+      if (n == 0) CHECK(p.count == 0);
+      // grouped: a multiple of 8 chunks where that keeps them ≥ kMinChunk rows, else ⌈n / chunk⌉
+      const std::size_t plain = (n + chunk - 1) / chunk;
+      if (p.count % Plan::kChunkGroup != 0) CHECK(p.count <= plain);
+      if (p.count > plain) CHECK(n / p.count >= Plan::kMinChunk - 1);
+    }
+  // the shape of eval's default: 20 000 rows in chunks of ≤ 4096 → 8 chunks of 2500
+  CHECK(Plan::plan_chunks(20000, 4096).rows == 2500);
+  CHECK(Plan::plan_chunks(20000, 4096).count == 8);
+  CHECK(Plan::plan_chunks(20000, 253).count == 80);
+  CHECK_THROWS_AS(Plan::plan_chunks(10, 0), std::invalid_argument);
 }

@@ -28,19 +28,39 @@ void Inference<T>::size_chunk() {
   chunk_ = std::min(chunk_, fit);
 }
 
-// Lane k takes a contiguous block of rows and walks it chunk by chunk on its own tape.
+// The rows are cut into chunks at rows that depend on n and the chunk size only, never on the
+// number of threads: a row's bits depend on where it sits in its chunk (an elementwise op runs
+// its vector body on most of an array and a scalar tail on the last elements; a short chunk
+// puts other rows in the tail), so `--threads 2` gives the same numbers as `--threads 1`.
+// The chunks' count is rounded up to a multiple of kChunkGroup where the chunks stay at least
+// kMinChunk rows, so that 1, 2, 4 or 8 lanes get the same number of chunks; lane k then walks
+// a contiguous run of them on its own tape.
+template <class T>
+ChunkPlan Inference<T>::plan_chunks(std::size_t n, std::size_t chunk) {
+  if (chunk == 0) throw std::invalid_argument("Inference: the chunk size must be positive");
+  std::size_t count = (n + chunk - 1) / chunk;
+  const std::size_t grouped = (count + kChunkGroup - 1) / kChunkGroup * kChunkGroup;
+  if (grouped > 0 && n / grouped >= kMinChunk) count = grouped;
+  ChunkPlan plan;
+  plan.rows = count == 0 ? 0 : (n + count - 1) / count;
+  plan.count = plan.rows == 0 ? 0 : (n + plan.rows - 1) / plan.rows;
+  return plan;
+}
+
 template <class T>
 template <class Pass>
 void Inference<T>::for_each_chunk(std::size_t n, Pass& pass) {
   if (!sized_) size_chunk();
-  const int lanes = useful_lanes(n, team_.lanes());
+  const ChunkPlan plan = plan_chunks(n, chunk_);
+  const int lanes = int(std::min<std::size_t>(std::size_t(team_.lanes()), plan.count));
   auto work = [&](int lane) {
     if (lane >= lanes) return;
-    const auto [first, last] = lane_rows(n, lane, lanes);
+    const auto [first, last] = lane_rows(plan.count, lane, lanes);  // this lane's chunks
     Tape<T>& tape = *tapes_[std::size_t(lane)];
-    for (std::size_t start = first; start < last; start += chunk_) {
+    for (std::size_t c = first; c < last; ++c) {
+      const std::size_t start = c * plan.rows;
       tape.clear();
-      pass(tape, start, std::min(chunk_, last - start));
+      pass(tape, start, std::min(plan.rows, n - start));
     }
   };
   team_.run(work);

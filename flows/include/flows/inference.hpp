@@ -1,10 +1,10 @@
 #pragma once
 // Batched inference with a trained flow: log-densities and pushes through F,
-// in chunks of rows, the rows split across threads (flows/parallel.hpp). Each
-// thread keeps its own tape, whose arrays the next chunk reuses: chunks of one size
-// allocate nothing. A lane's last chunk is usually shorter (n rows are rarely a multiple
-// of the chunk), and the tape resizes its arrays for it and back for the next call's full
-// chunks: a pool keyed by size (Tape::set_pool_values) would avoid those allocations at
+// in chunks of rows (plan_chunks: the same chunks for any number of threads, so the
+// same bits), the chunks split across threads (flows/parallel.hpp). Each thread keeps
+// its own tape, whose arrays the next chunk reuses: chunks of one size allocate nothing.
+// The last chunk is usually shorter (n rows are rarely a multiple of the chunk), and its
+// lane's tape resizes its arrays for it and back for the next call's full chunks: a pool keyed by size (Tape::set_pool_values) would avoid those allocations at
 // the price of holding both sizes' arrays (bench/train_bench measured ~120 allocations
 // per 1024 rows at its shape C, whose chunks are shortened to fit kTapeBudget).
 #include <memory>
@@ -24,6 +24,12 @@ struct PushOutputs {
   T* states = nullptr;       ///< [x, s_1, …, F(x)]: (K+1)×n×d, state-major, K = flow.num_time_steps()
 };
 
+/// How Inference cuts n rows into chunks: `count` chunks of `rows` rows (the last one may be
+/// shorter), chunk c from row c · rows. It depends on n and the chunk size, not on threads.
+struct ChunkPlan {
+  std::size_t rows = 0, count = 0;
+};
+
 template <class T>
 class Inference {
  public:
@@ -33,6 +39,13 @@ class Inference {
   static constexpr std::size_t kEvalChunk = 4096;                     ///< evaluate()'s and validation's chunk
   static constexpr std::size_t kTapeBudget = std::size_t(64) << 20;  ///< bytes of tape per lane
   static constexpr std::size_t kMinChunk = 64;                        ///< rows: below this GEMMs lose
+  /// The chunks' count is a multiple of this where chunks stay ≥ kMinChunk rows (plan_chunks).
+  static constexpr std::size_t kChunkGroup = 8;
+
+  /// The chunks of n rows, at most `chunk` rows each: a function of n and chunk alone, never of
+  /// the threads, so that every row is computed in the same place of the same chunk whatever
+  /// their number (the same bits on any number of threads).
+  static ChunkPlan plan_chunks(std::size_t n, std::size_t chunk);
 
   /// out[i] = log p(y_i) = log α0(G(y_i)) + log|det ∇G(y_i)| for the n rows of y (n×d).
   void log_prob(const T* y, std::size_t n, T* out);
