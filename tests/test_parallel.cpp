@@ -468,7 +468,7 @@ TEST_CASE("Inference gives the same bits on any number of threads: chunks start 
   }
 }
 
-TEST_CASE("Inference::plan_chunks covers the rows once, in chunks of at most the size asked, grouped by 8 where they stay wide") {
+TEST_CASE("Inference::plan_chunks covers the rows once, in chunks of at most the size asked, grouped by 8, 4 or 2 where they stay wide") {
   using Plan = Inference<float>;
   for (std::size_t n : {std::size_t(0), std::size_t(1), std::size_t(50), std::size_t(203), std::size_t(511),
                         std::size_t(512), std::size_t(513), std::size_t(1000), std::size_t(20000)})
@@ -480,14 +480,22 @@ TEST_CASE("Inference::plan_chunks covers the rows once, in chunks of at most the
       CHECK(p.count * p.rows >= n);                      // every row is in a chunk
       if (p.count > 0) CHECK((p.count - 1) * p.rows < n);  // and every chunk has rows
       if (n == 0) CHECK(p.count == 0);
-      // grouped: a multiple of 8 chunks where that keeps them ≥ kMinChunk rows, else ⌈n / chunk⌉
+      // grouped: a multiple of 8 (else 4, else 2) chunks where that keeps them ≥ kMinChunk rows,
+      // else ⌈n / chunk⌉
       const std::size_t plain = (n + chunk - 1) / chunk;
-      if (p.count % Plan::kChunkGroup != 0) CHECK(p.count <= plain);
-      if (p.count > plain) CHECK(n / p.count >= Plan::kMinChunk - 1);
+      if (p.count > plain) {
+        CHECK(p.count % 2 == 0);
+        CHECK(n / p.count >= Plan::kMinChunk - 1);
+      }
+      if (plain > 0 && n / ((plain + 7) / 8 * 8) >= Plan::kMinChunk) CHECK(p.count % 8 == 0);
     }
   // the shape of eval's default: 20 000 rows in chunks of ≤ 4096 → 8 chunks of 2500
   CHECK(Plan::plan_chunks(20000, 4096).rows == 2500);
   CHECK(Plan::plan_chunks(20000, 4096).count == 8);
   CHECK(Plan::plan_chunks(20000, 253).count == 80);
+  // a few hundred rows still go to two lanes, in chunks of ≥ 64 rows
+  CHECK(Plan::plan_chunks(500, 4096).count == 4);
+  CHECK(Plan::plan_chunks(200, 4096).count == 2);
+  CHECK(Plan::plan_chunks(127, 4096).count == 1);
   CHECK_THROWS_AS(Plan::plan_chunks(10, 0), std::invalid_argument);
 }

@@ -32,15 +32,21 @@ void Inference<T>::size_chunk() {
 // number of threads: a row's bits depend on where it sits in its chunk (an elementwise op runs
 // its vector body on most of an array and a scalar tail on the last elements; a short chunk
 // puts other rows in the tail), so `--threads 2` gives the same numbers as `--threads 1`.
-// The chunks' count is rounded up to a multiple of kChunkGroup where the chunks stay at least
-// kMinChunk rows, so that 1, 2, 4 or 8 lanes get the same number of chunks; lane k then walks
-// a contiguous run of them on its own tape.
+// The chunks' count is rounded up to a multiple of kChunkGroup (8), or failing that of 4 or 2,
+// where the chunks stay at least kMinChunk rows, so that 1, 2, 4 or 8 lanes get the same number
+// of chunks (and 500 rows still go to two lanes); lane k then walks a contiguous run of them
+// on its own tape.
 template <class T>
 ChunkPlan Inference<T>::plan_chunks(std::size_t n, std::size_t chunk) {
   if (chunk == 0) throw std::invalid_argument("Inference: the chunk size must be positive");
   std::size_t count = (n + chunk - 1) / chunk;
-  const std::size_t grouped = (count + kChunkGroup - 1) / kChunkGroup * kChunkGroup;
-  if (grouped > 0 && n / grouped >= kMinChunk) count = grouped;
+  for (std::size_t group = kChunkGroup; group > 1 && count > 0; group /= 2) {
+    const std::size_t grouped = (count + group - 1) / group * group;
+    if (n / grouped >= kMinChunk) {
+      count = grouped;
+      break;
+    }
+  }
   ChunkPlan plan;
   plan.rows = count == 0 ? 0 : (n + count - 1) / count;
   plan.count = plan.rows == 0 ? 0 : (n + plan.rows - 1) / plan.rows;

@@ -3,10 +3,11 @@
 // in chunks of rows (plan_chunks: the same chunks for any number of threads, so the
 // same bits), the chunks split across threads (flows/parallel.hpp). Each thread keeps
 // its own tape, whose arrays the next chunk reuses: chunks of one size allocate nothing.
-// The last chunk is usually shorter (n rows are rarely a multiple of the chunk), and its
-// lane's tape resizes its arrays for it and back for the next call's full chunks: a pool keyed by size (Tape::set_pool_values) would avoid those allocations at
-// the price of holding both sizes' arrays (bench/train_bench measured ~120 allocations
-// per 1024 rows at its shape C, whose chunks are shortened to fit kTapeBudget).
+// The last chunk is often shorter (n rows are rarely a multiple of the chunk), and its
+// lane's tape resizes its arrays for it and back for the next call's full chunks: a pool
+// keyed by size (Tape::set_pool_values) would avoid those allocations at the price of
+// holding both sizes' arrays (bench/train_bench measured ~120 allocations per 1024 rows
+// at its shape C, whose chunks are shortened to fit kTapeBudget).
 #include <memory>
 #include <vector>
 
@@ -39,7 +40,7 @@ class Inference {
   static constexpr std::size_t kEvalChunk = 4096;                     ///< evaluate()'s and validation's chunk
   static constexpr std::size_t kTapeBudget = std::size_t(64) << 20;  ///< bytes of tape per lane
   static constexpr std::size_t kMinChunk = 64;                        ///< rows: below this GEMMs lose
-  /// The chunks' count is a multiple of this where chunks stay ≥ kMinChunk rows (plan_chunks).
+  /// The chunks' count is a multiple of this (else of 4 or 2) where chunks stay ≥ kMinChunk rows.
   static constexpr std::size_t kChunkGroup = 8;
 
   /// The chunks of n rows, at most `chunk` rows each: a function of n and chunk alone, never of
