@@ -793,11 +793,17 @@ template <class T> struct Linear {
       T* gb = c.has(2) ? c.gx(2, fresh_b) : nullptr;
       T* z_bar = c.tape.workspace(c.n());
       const std::size_t rows = std::size_t(m), cols = std::size_t(out);
-      for (std::size_t i = 0; i < rows; ++i) {
-        T* zi = z_bar + i * cols;
-        activation_vjp(true, c.attrs().act, c.attrs().scalar, c.node.value.data() + i * cols, c.gy() + i * cols, zi, cols);
-        if (gb) kern::put(fresh_b && i == 0, zi, gb, cols);
-      }
+      const T* y = c.node.value.data();
+      const T* gy = c.gy();
+      // The activation is picked once, outside the loop over rows (a call and a switch per row
+      // of 64 values cost about a third of the pass at shape A).
+      with_activation_slope(c.attrs().act, c.attrs().scalar, [&](auto dydz) {
+        for (std::size_t i = 0; i < rows; ++i) {
+          T* zi = z_bar + i * cols;
+          kern::map2(gy + i * cols, y + i * cols, zi, cols, [dydz](auto g, auto v) { return g * dydz(v); });
+          if (gb) kern::put(fresh_b && i == 0, zi, gb, cols);
+        }
+      });
       if (gb && fresh_b && rows == 0) std::fill(gb, gb + cols, T(0));
       gz = z_bar;
     }
