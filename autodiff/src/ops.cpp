@@ -471,12 +471,16 @@ void add_bias_activate(Activation act, T s, const T* b, T* y, std::size_t m, std
   });
 }
 
+/// (ȳ, y) ↦ ȳ · act'(z), given dydz(y) = act'(z): an activation's VJP, element by element.
+template <class F>
+auto times_slope(F dydz) {
+  return [dydz](auto g, auto v) { return g * dydz(v); };
+}
+
 /// gz ⟵ ȳ ⊙ act'(y): assigned (gz = …, a fresh adjoint or a workspace) or added (gz += …).
 template <class T>
 void activation_vjp(bool assign, Activation act, T s, const T* y, const T* gy, T* gz, std::size_t n) {
-  with_activation_slope(act, s, [&](auto dydz) {
-    kern::put2(assign, gy, y, gz, n, [dydz](auto g, auto v) { return g * dydz(v); });
-  });
+  with_activation_slope(act, s, [&](auto dydz) { kern::put2(assign, gy, y, gz, n, times_slope(dydz)); });
 }
 
 // y = act(a), the activation and its slope/α held by the node (attrs act, scalar).
@@ -800,7 +804,7 @@ template <class T> struct Linear {
       with_activation_slope(c.attrs().act, c.attrs().scalar, [&](auto dydz) {
         for (std::size_t i = 0; i < rows; ++i) {
           T* zi = z_bar + i * cols;
-          kern::map2(gy + i * cols, y + i * cols, zi, cols, [dydz](auto g, auto v) { return g * dydz(v); });
+          kern::map2(gy + i * cols, y + i * cols, zi, cols, times_slope(dydz));
           if (gb) kern::put(fresh_b && i == 0, zi, gb, cols);
         }
       });
