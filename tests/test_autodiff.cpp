@@ -1639,6 +1639,36 @@ TEST_CASE("gemm_tn_col_sums: a weight gradient and its bias gradient from one pa
     }
 }
 
+TEST_CASE("map2_col_sums: z = f(x, y) and its column sums in one pass, bit for bit as map2 per row and put") {
+  // A fused dense layer's z̄ = ȳ ⊙ tanh'(y) and b̄ = Σ_i z̄_i. Widths cover blocks of four, two
+  // and one vectors and the scalar tail; m = 0 must leave s alone, as the row loop did.
+  Rng rng(80);
+  constexpr std::size_t W = xsimd::batch<float>::size;
+  const auto slope = [](auto g, auto v) { return g * (decltype(v)(1) - v * v); };
+  int checked = 0;
+  for (const std::size_t n : {std::size_t(1), std::size_t(5), W, 2 * W + 3, 3 * W, 4 * W, 7 * W + 1, 11 * W + W - 1})
+    for (const std::size_t m : {std::size_t(0), std::size_t(1), std::size_t(3), std::size_t(37)})
+      for (const bool assign : {true, false}) {
+        CAPTURE(n);
+        CAPTURE(m);
+        CAPTURE(assign);
+        std::vector<float> x(m * n), y(m * n), s0(n);
+        rng.fill_normal(x.data(), x.size());
+        rng.fill_normal(y.data(), y.size());
+        rng.fill_normal(s0.data(), s0.size());
+        std::vector<float> z_want(m * n, -1.0f), s_want = s0, z_got(m * n, -2.0f), s_got = s0;
+        for (std::size_t i = 0; i < m; ++i) {
+          ad::kern::map2(x.data() + i * n, y.data() + i * n, z_want.data() + i * n, n, slope);
+          ad::kern::put(assign && i == 0, z_want.data() + i * n, s_want.data(), n);
+        }
+        ad::kern::map2_col_sums(assign, m, n, x.data(), y.data(), z_got.data(), s_got.data(), slope);
+        CHECK(std::memcmp(z_got.data(), z_want.data(), z_want.size() * sizeof(float)) == 0);
+        CHECK(std::memcmp(s_got.data(), s_want.data(), n * sizeof(float)) == 0);
+        ++checked;
+      }
+  CHECK(checked == 64);
+}
+
 TEST_CASE("a dense layer without activation, wide enough for the fused bias gradient: b̄ = Σ rows of ȳ exactly") {
   // 260 rows, 20 inputs, 2050 outputs: W̄ = ȳᵀ x runs as gemm_tn_tall on AVX-512 floats, which
   // sums ȳ's columns as it packs them; once as a fresh adjoint, once added to a parameter's.

@@ -186,6 +186,51 @@ template <class T> inline void put(bool assign, const T* x, T* g, std::size_t n)
   if (assign) std::copy(x, x + n, g);
   else acc(x, g, n);
 }
+
+/// z_i = f(x_i, y_i) for the m rows of m×n arrays (row i at i·n), and their column sums into s:
+/// s_j ⟵ z_0j + z_1j + … (assign) or s_j + z_0j + z_1j + …, added in row order. The same
+/// operations as map2 on each row followed by put(assign && i == 0, z_i, s), so the same bits,
+/// but the columns go in blocks of up to four vectors whose sums stay in registers over all
+/// the rows: each z is written once and never read back, and s is read and written once.
+/// (A fused linear layer's z̄ = ȳ ⊙ act'(y) and b̄ = Σ_i z̄_i; m = 0 leaves s alone.)
+template <class T, class F>
+inline void map2_col_sums(bool assign, std::size_t m, std::size_t n, const T* x, const T* y, T* z, T* s, F f) {
+  if (m == 0) return;
+  using V = batch<T>;
+  constexpr std::size_t W = V::size, kBlock = 4;
+  const std::size_t vec_end = n / W * W;
+  auto block = [&](std::size_t j0, auto width) {  // columns j0 … j0 + width·W − 1
+    constexpr std::size_t NV = decltype(width)::value;
+    V sum[NV];
+    for (std::size_t v = 0; v < NV; ++v) {
+      const std::size_t j = j0 + v * W;
+      const V z0 = f(V::load_unaligned(x + j), V::load_unaligned(y + j));
+      z0.store_unaligned(z + j);
+      sum[v] = assign ? z0 : V::load_unaligned(s + j) + z0;
+    }
+    for (std::size_t i = 1; i < m; ++i)
+      for (std::size_t v = 0; v < NV; ++v) {
+        const std::size_t at = i * n + j0 + v * W;
+        const V zi = f(V::load_unaligned(x + at), V::load_unaligned(y + at));
+        zi.store_unaligned(z + at);
+        sum[v] += zi;
+      }
+    for (std::size_t v = 0; v < NV; ++v) sum[v].store_unaligned(s + j0 + v * W);
+  };
+  std::size_t j = 0;
+  for (; j + kBlock * W <= vec_end; j += kBlock * W) block(j, std::integral_constant<std::size_t, kBlock>{});
+  for (; j + 2 * W <= vec_end; j += 2 * W) block(j, std::integral_constant<std::size_t, 2>{});
+  for (; j < vec_end; j += W) block(j, std::integral_constant<std::size_t, 1>{});
+  for (; j < n; ++j) {  // the scalar tail of each row, as map2's
+    T sum = assign ? T(0) : s[j];
+    for (std::size_t i = 0; i < m; ++i) {
+      const T zi = f(x[i * n + j], y[i * n + j]);
+      z[i * n + j] = zi;
+      sum = (assign && i == 0) ? zi : sum + zi;
+    }
+    s[j] = sum;
+  }
+}
 /// A block of k columns of m rows, g[i·ldg + j] ⟵ x[i·ldx + j] (assigned or added, as put): the
 /// column ops (slice, concatenation, a single taken column). Plain loops, not put per row: a
 /// d = 2 coupling's rows are one or two floats wide, and a std::copy per row, a memmove call
