@@ -1645,6 +1645,9 @@ TEST_CASE("map2_col_sums: z = f(x, y) and its column sums in one pass, bit for b
   Rng rng(80);
   constexpr std::size_t W = xsimd::batch<float>::size;
   const auto slope = [](auto g, auto v) { return g * (decltype(v)(1) - v * v); };
+  const auto same_bits = [](const std::vector<float>& a, const std::vector<float>& b, std::size_t count) {
+    return count == 0 || std::memcmp(a.data(), b.data(), count * sizeof(float)) == 0;  // (m = 0: empty, no pointer)
+  };
   int checked = 0;
   for (const std::size_t n : {std::size_t(1), std::size_t(5), W, 2 * W + 3, 3 * W, 4 * W, 7 * W + 1, 11 * W + W - 1})
     for (const std::size_t m : {std::size_t(0), std::size_t(1), std::size_t(3), std::size_t(37)})
@@ -1662,8 +1665,18 @@ TEST_CASE("map2_col_sums: z = f(x, y) and its column sums in one pass, bit for b
           ad::kern::put(assign && i == 0, z_want.data() + i * n, s_want.data(), n);
         }
         ad::kern::map2_col_sums(assign, m, n, x.data(), y.data(), z_got.data(), s_got.data(), slope);
-        CHECK(std::memcmp(z_got.data(), z_want.data(), z_want.size() * sizeof(float)) == 0);
-        CHECK(std::memcmp(s_got.data(), s_want.data(), n * sizeof(float)) == 0);
+        CHECK(same_bits(z_got, z_want, z_want.size()));
+        CHECK(same_bits(s_got, s_want, n));
+        // f ending in a product (x·y): the sums must still add the stored, rounded z
+        const auto times = [](auto a, auto b) { return a * b; };
+        std::vector<float> q_want(m * n), p_want = s0, q_got(m * n), p_got = s0;
+        for (std::size_t i = 0; i < m; ++i) {
+          ad::kern::map2(x.data() + i * n, y.data() + i * n, q_want.data() + i * n, n, times);
+          ad::kern::put(assign && i == 0, q_want.data() + i * n, p_want.data(), n);
+        }
+        ad::kern::map2_col_sums(assign, m, n, x.data(), y.data(), q_got.data(), p_got.data(), times);
+        CHECK(same_bits(q_got, q_want, q_want.size()));
+        CHECK(same_bits(p_got, p_want, n));
         ++checked;
       }
   CHECK(checked == 64);

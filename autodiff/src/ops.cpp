@@ -77,7 +77,7 @@ void put3(Ctx<T>& c, int k, const T* u, const T* v, const T* w, std::size_t n, F
 template <class T, class F>
 void put_col_sums(T* g, bool fresh, const T* u, const T* v, std::size_t m, std::size_t n, F f) {
   if (fresh && m == 0) std::fill(g, g + n, T(0));
-  kern::map2_col_sums(fresh, m, n, u, v, static_cast<T*>(nullptr), g, f);  // the sums in registers
+  for (std::size_t i = 0; i < m; ++i) kern::put2(fresh && i == 0, u + i * n, v + i * n, g, n, f);
 }
 template <class T>
 void put_col_sums(T* g, bool fresh, const T* rows, std::size_t m, std::size_t n) {
