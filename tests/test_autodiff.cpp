@@ -1640,11 +1640,13 @@ TEST_CASE("gemm_tn_col_sums: a weight gradient and its bias gradient from one pa
 }
 
 TEST_CASE("map2_col_sums: z = f(x, y) and its column sums in one pass, bit for bit as map2 per row and put") {
-  // A fused dense layer's z̄ = ȳ ⊙ tanh'(y) and b̄ = Σ_i z̄_i. Widths cover blocks of four, two
-  // and one vectors and the scalar tail; m = 0 must leave s alone, as the row loop did.
+  // A fused dense layer's z̄ = ȳ ⊙ tanh'(y) and b̄ = Σ_i z̄_i, and an f ending in a product (x·y),
+  // whose sums must still add the stored z. Widths cover blocks of four, two and one vectors and
+  // the scalar tail; m = 0 must leave s alone, as the row loop did.
   Rng rng(80);
   constexpr std::size_t W = xsimd::batch<float>::size;
   const auto slope = [](auto g, auto v) { return g * (decltype(v)(1) - v * v); };
+  const auto times = [](auto a, auto b) { return a * b; };
   const auto same_bits = [](const std::vector<float>& a, const std::vector<float>& b, std::size_t count) {
     return count == 0 || std::memcmp(a.data(), b.data(), count * sizeof(float)) == 0;  // (m = 0: empty, no pointer)
   };
@@ -1659,24 +1661,19 @@ TEST_CASE("map2_col_sums: z = f(x, y) and its column sums in one pass, bit for b
         rng.fill_normal(x.data(), x.size());
         rng.fill_normal(y.data(), y.size());
         rng.fill_normal(s0.data(), s0.size());
-        std::vector<float> z_want(m * n, -1.0f), s_want = s0, z_got(m * n, -2.0f), s_got = s0;
-        for (std::size_t i = 0; i < m; ++i) {
-          ad::kern::map2(x.data() + i * n, y.data() + i * n, z_want.data() + i * n, n, slope);
-          ad::kern::put(assign && i == 0, z_want.data() + i * n, s_want.data(), n);
-        }
-        ad::kern::map2_col_sums(assign, m, n, x.data(), y.data(), z_got.data(), s_got.data(), slope);
-        CHECK(same_bits(z_got, z_want, z_want.size()));
-        CHECK(same_bits(s_got, s_want, n));
-        // f ending in a product (x·y): the sums must still add the stored, rounded z
-        const auto times = [](auto a, auto b) { return a * b; };
-        std::vector<float> q_want(m * n), p_want = s0, q_got(m * n), p_got = s0;
-        for (std::size_t i = 0; i < m; ++i) {
-          ad::kern::map2(x.data() + i * n, y.data() + i * n, q_want.data() + i * n, n, times);
-          ad::kern::put(assign && i == 0, q_want.data() + i * n, p_want.data(), n);
-        }
-        ad::kern::map2_col_sums(assign, m, n, x.data(), y.data(), q_got.data(), p_got.data(), times);
-        CHECK(same_bits(q_got, q_want, q_want.size()));
-        CHECK(same_bits(p_got, p_want, n));
+        const auto check = [&](const char* what, auto f) {
+          INFO("f: ", what);
+          std::vector<float> z_want(m * n, -1.0f), s_want = s0, z_got(m * n, -2.0f), s_got = s0;
+          for (std::size_t i = 0; i < m; ++i) {
+            ad::kern::map2(x.data() + i * n, y.data() + i * n, z_want.data() + i * n, n, f);
+            ad::kern::put(assign && i == 0, z_want.data() + i * n, s_want.data(), n);
+          }
+          ad::kern::map2_col_sums(assign, m, n, x.data(), y.data(), z_got.data(), s_got.data(), f);
+          CHECK(same_bits(z_got, z_want, z_want.size()));
+          CHECK(same_bits(s_got, s_want, n));
+        };
+        check("tanh slope", slope);
+        check("product", times);
         ++checked;
       }
   CHECK(checked == 64);
