@@ -196,11 +196,14 @@ template <class T> inline void put(bool assign, const T* x, T* g, std::size_t n)
 /// (GCC fuses only a product whose every use is an add; clang not across statements); the row
 /// loop added z back from memory. The test compares the bits for an f ending in a product.
 /// kern::rounded here to force it measured 8–13 % slower at shape A in four of six noisy pairs
-/// (one even, one faster). (A fused linear layer's
-/// z̄ = ȳ ⊙ act'(y) and b̄ = Σ_i z̄_i; m = 0 leaves s alone.)
+/// (one even, one faster). No rows: an assigned s is the empty sum 0, an added one is left.
+/// (A fused linear layer's z̄ = ȳ ⊙ act'(y) and b̄ = Σ_i z̄_i.)
 template <class T, class F>
 inline void map2_col_sums(bool assign, std::size_t m, std::size_t n, const T* x, const T* y, T* z, T* s, F f) {
-  if (m == 0) return;
+  if (m == 0) {
+    if (assign) std::fill(s, s + n, T(0));
+    return;
+  }
   using V = batch<T>;
   constexpr std::size_t W = V::size, kBlock = 4;
   const std::size_t vec_end = n / W * W;

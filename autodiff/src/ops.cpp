@@ -807,7 +807,6 @@ template <class T> struct Linear {
           for (std::size_t i = 0; i < rows; ++i)  // by rows: each row's scalar tail as above
             kern::map2(gy + i * cols, y + i * cols, z_bar + i * cols, cols, times_slope(dydz));
       });
-      if (gb && fresh_b && rows == 0) std::fill(gb, gb + cols, T(0));
       gz = z_bar;
     }
     if (T* gx = c.gx(0, fresh)) kern::gemm(false, false, m, in, out, T(1), gz, out, c.x(1), in, fresh ? T(0) : T(1), gx, in);
