@@ -351,6 +351,22 @@ void register_all() {
                                        BM_gemm_vs, kern, g.ta, g.tb, g.m, g.n, g.k, g.beta)
               ->Unit(benchmark::kMicrosecond);
     }
+    if (S == "B") {
+      // The spline conditioner's output layer at shape B (train_bench --coupling rqs): hidden
+      // 128, 23·8 = 184 outputs, a quarter of a spline step's GEMM flops each way.
+      const int m = s.m, h = s.h, o = 23 * (s.d / 2);
+      struct G { const char* name; bool ta, tb; int m, n, k; float beta; };
+      const G gs[] = {{"fwd_NT", false, true, m, o, h, 0.0f},
+                      {"dX_NN", false, false, m, h, o, 1.0f},
+                      {"dW_TN", true, false, o, h, m, 1.0f}};
+      for (const G& g : gs)
+        for (bool kern : {false, true})
+          benchmark::RegisterBenchmark((std::string("gemm/Bspline/out/") + g.name + "_m" + std::to_string(g.m) + "_n" +
+                                        std::to_string(g.n) + "_k" + std::to_string(g.k) + (kern ? "/kern" : "/blas"))
+                                           .c_str(),
+                                       BM_gemm_vs, kern, g.ta, g.tb, g.m, g.n, g.k, g.beta)
+              ->Unit(benchmark::kMicrosecond);
+    }
     // cblas against ad::kern::gemm, at the batch and (shapes A and B) half of it
     for (int m : {s.m, s.m / 2})
       if (S != "C" || m == s.m)
