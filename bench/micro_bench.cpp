@@ -11,8 +11,8 @@
 //    through ad::kern::gemm (which picks an xsimd kernel for a skinny shape, see kernels.hpp;
 //    the label names the kernel), at m = the batch and m = half of it (two threads split the
 //    batch): every layer of shapes A and B (the hidden layers run the packed kernel, the
-//    skinny ones the small_k, small_n and tn_thin kernels) and the D = 1024 spline
-//    conditioner's output layer.
+//    skinny ones the small_k, small_n and tn_thin kernels), the D = 1024 spline conditioner's
+//    output layer (gemm/D1024/out) and shape B's with splines (gemm/Bspline/out: 128 → 184).
 //  * linear_tanh/<shape>/{fwd,fwd_bwd}: the fused ad::linear_act node on a tape (hidden layer h→h).
 //  * tanh/<shape>: the elementwise activation alone on an m×h tape value (forward node).
 //  * coupling/<shape>/{forward,inverse,inverse_bwd}: one flows::AffineCoupling on a tape.
@@ -352,8 +352,8 @@ void register_all() {
               ->Unit(benchmark::kMicrosecond);
     }
     if (S == "B") {
-      // The spline conditioner's output layer at shape B (train_bench --coupling rqs): hidden
-      // 128, 23·8 = 184 outputs, a quarter of a spline step's GEMM flops each way.
+      // The spline conditioner's output layer at shape B (train_bench --coupling rqs, K = 8):
+      // hidden 128, 23·8 = 184 outputs, 57 % of a spline step's GEMM flops.
       const int m = s.m, h = s.h, o = 23 * (s.d / 2);
       struct G { const char* name; bool ta, tb; int m, n, k; float beta; };
       const G gs[] = {{"fwd_NT", false, true, m, o, h, 0.0f},

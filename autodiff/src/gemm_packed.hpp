@@ -435,8 +435,8 @@ void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int lda, c
 /// the rows of C in order. Element by element, each value was a scalar load from one of n
 /// streams 4m bytes apart and a scalar store: at m = 11 776, n = 64 (the D = 1024 spline
 /// conditioner's output layer) 1.38 ms of the 10.3 ms weight gradient, 0.45 ms this way (β = 1:
-/// 1.43 → 0.78 ms), on the Zen 4 machine. The same operations (β C + Cᵀ as one FMA, as the
-/// compiler contracts the loop below), the same bits.
+/// 1.43 → 0.78 ms), on the Zen 4 machine. β C + Cᵀ is one FMA, as GCC contracts the loop
+/// below; for the β = 0 and 1 that the dense layers pass, the same bits either way.
 inline void add_transposed16(int m, int n, const float* ct, float beta, float* c, int ldc) {
   for (int i0 = 0; i0 < m; i0 += 16) {
     const int rows = std::min(16, m - i0);  // rows of C here: columns of Cᵀ
