@@ -312,6 +312,21 @@ void BM_adam(benchmark::State& state, Shape s) {
   state.SetLabel(std::to_string(n) + " parameters");
 }
 
+/// A dense layer's three GEMMs (h inputs, o outputs, m rows: Z = X·Wᵀ, X̄ += Z̄·W, W̄ += Z̄ᵀ·X),
+/// ad::kern::gemm against cblas: <prefix><pass>_m.._n.._k../{blas,kern}.
+void register_layer_vs(const std::string& prefix, int m, int h, int o) {
+  struct G { const char* pass; bool ta, tb; int m, n, k; float beta; };
+  const G gs[] = {{"fwd_NT", false, true, m, o, h, 0.0f}, {"dX_NN", false, false, m, h, o, 1.0f},
+                  {"dW_TN", true, false, o, h, m, 1.0f}};
+  for (const G& g : gs)
+    for (bool kern : {false, true}) {
+      const std::string name = prefix + g.pass + "_m" + std::to_string(g.m) + "_n" + std::to_string(g.n) + "_k" +
+                               std::to_string(g.k) + (kern ? "/kern" : "/blas");
+      benchmark::RegisterBenchmark(name.c_str(), BM_gemm_vs, kern, g.ta, g.tb, g.m, g.n, g.k, g.beta)
+          ->Unit(benchmark::kMicrosecond);
+    }
+}
+
 void register_all() {
   benchmark::RegisterBenchmark("fma_peak", BM_fma_peak)->Iterations(5)->Unit(benchmark::kMillisecond);
   for (const Shape& s : kShapes) {
@@ -336,37 +351,13 @@ void register_all() {
                                    BM_sgemm, true, false, l.out, l.in, s.m, 1.0f)
           ->Unit(benchmark::kMicrosecond);
     }
-    if (S == "C") {
-      // The spline conditioner's output layer at gaussian:1024 (bench/d_scaling.sh): batch 512,
-      // hidden 64, 23·512 = 11 776 outputs. k = 64 is short, so packing op(B) is a larger
-      // share of the forward than in the square layers above.
-      const int m = 512, h = 64, o = 23 * 512;
-      struct G { const char* name; bool ta, tb; int m, n, k; float beta; };
-      const G gs[] = {{"fwd_NT_m512_n11776_k64", false, true, m, o, h, 0.0f},
-                      {"dX_NN_m512_n64_k11776", false, false, m, h, o, 1.0f},
-                      {"dW_TN_m11776_n64_k512", true, false, o, h, m, 1.0f}};
-      for (const G& g : gs)
-        for (bool kern : {false, true})
-          benchmark::RegisterBenchmark((std::string("gemm/D1024/out/") + g.name + (kern ? "/kern" : "/blas")).c_str(),
-                                       BM_gemm_vs, kern, g.ta, g.tb, g.m, g.n, g.k, g.beta)
-              ->Unit(benchmark::kMicrosecond);
-    }
-    if (S == "B") {
-      // The spline conditioner's output layer at shape B (train_bench --coupling rqs, K = 8):
-      // hidden 128, 23·8 = 184 outputs, 57 % of a spline step's GEMM flops.
-      const int m = s.m, h = s.h, o = 23 * (s.d / 2);
-      struct G { const char* name; bool ta, tb; int m, n, k; float beta; };
-      const G gs[] = {{"fwd_NT", false, true, m, o, h, 0.0f},
-                      {"dX_NN", false, false, m, h, o, 1.0f},
-                      {"dW_TN", true, false, o, h, m, 1.0f}};
-      for (const G& g : gs)
-        for (bool kern : {false, true})
-          benchmark::RegisterBenchmark((std::string("gemm/Bspline/out/") + g.name + "_m" + std::to_string(g.m) + "_n" +
-                                        std::to_string(g.n) + "_k" + std::to_string(g.k) + (kern ? "/kern" : "/blas"))
-                                           .c_str(),
-                                       BM_gemm_vs, kern, g.ta, g.tb, g.m, g.n, g.k, g.beta)
-              ->Unit(benchmark::kMicrosecond);
-    }
+    // The spline conditioner's output layer at gaussian:1024 (bench/d_scaling.sh): batch 512,
+    // hidden 64, 23·512 = 11 776 outputs. k = 64 is short, so packing op(B) is a larger share
+    // of the forward than in the square layers above.
+    if (S == "C") register_layer_vs("gemm/D1024/out/", 512, 64, 23 * 512);
+    // The spline conditioner's output layer at shape B (train_bench --coupling rqs, K = 8):
+    // hidden 128, 23·8 = 184 outputs, 57 % of a spline step's GEMM flops.
+    if (S == "B") register_layer_vs("gemm/Bspline/out/", s.m, s.h, 23 * (s.d / 2));
     // cblas against ad::kern::gemm, at the batch and (shapes A and B) half of it
     for (int m : {s.m, s.m / 2})
       if (S != "C" || m == s.m)
