@@ -187,9 +187,7 @@ inline void pack_bt16(const float* b, int ldb, int p0, int kc, int n, float* out
         const int w = std::min(16, kc - q);
         const __mmask16 mask = __mmask16((1u << w) - 1u);
         __m512 r[16];
-        for (int l = 0; l < 16; ++l)
-          r[l] = l < rows ? _mm512_maskz_loadu_ps(mask, src + std::size_t(l) * ldb + q) : _mm512_setzero_ps();
-        transpose16(r);
+        load_transposed16(src + q, std::size_t(ldb), rows, mask, r);
         for (int j = 0; j < w; ++j) _mm512_storeu_ps(s + std::size_t(q + j) * NR + c0, r[j]);
       }
     }
@@ -445,9 +443,7 @@ inline void add_transposed16(int m, int n, const float* ct, float beta, float* c
       const int cols = std::min(16, n - j0);  // columns of C here: rows of Cᵀ
       const __mmask16 out_mask = __mmask16((1u << cols) - 1u);
       __m512 r[16];
-      for (int q = 0; q < 16; ++q)
-        r[q] = q < cols ? _mm512_maskz_loadu_ps(in_mask, ct + std::size_t(j0 + q) * m + i0) : _mm512_setzero_ps();
-      transpose16(r);  // r[q]: row i0 + q of C, columns j0 …
+      load_transposed16(ct + std::size_t(j0) * m + i0, std::size_t(m), cols, in_mask, r);  // r[q]: row i0 + q of C
       for (int q = 0; q < rows; ++q) {
         float* dst = c + std::size_t(i0 + q) * ldc + j0;
         __m512 v = r[q];

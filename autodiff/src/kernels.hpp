@@ -93,8 +93,7 @@ inline void load_lanes16(const float* src, int P, __m512* out) {
     const int w = std::min(16, P - p0);
     const __mmask16 mask = __mmask16((1u << w) - 1u);
     __m512 r[16];
-    for (int l = 0; l < 16; ++l) r[l] = _mm512_maskz_loadu_ps(mask, src + std::size_t(l) * P + p0);
-    transpose16(r);
+    load_transposed16(src + p0, std::size_t(P), 16, mask, r);
     for (int j = 0; j < w; ++j) out[p0 + j] = r[j];
   }
 }

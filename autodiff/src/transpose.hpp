@@ -1,10 +1,13 @@
 #pragma once
 // In-register transposes of float blocks, for the kernels that turn rows into columns: the
 // spline op's element-major parameters (kernels.hpp: load_lanes16, store_lanes16), the
-// packing of a transposed GEMM operand (gemm_packed.hpp: pack_b), and the sums across the
-// lanes of 16 accumulators at once (hadd16: the small-output GEMM, kernels.hpp).
+// packing of a transposed GEMM operand (gemm_packed.hpp: pack_b), the tall weight gradient's
+// Cᵀ added to C (add_transposed16), and the sums across the lanes of 16 accumulators at once
+// (hadd16: the small-output GEMM, kernels.hpp).
 #if defined(__AVX512F__)
 #include <immintrin.h>
+
+#include <cstddef>
 
 namespace ad::kern {
 
@@ -31,6 +34,15 @@ inline void transpose16(__m512 (&r)[16]) {
     r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
     r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xDD);
   }
+}
+
+/// r[j] = column j of the block of `rows` rows (≤ 16, `ld` floats apart) at src, read under the
+/// column mask `cols` (a bit per column, zero where clear), rows past `rows` zero: 16 masked
+/// row loads and one transpose16. (The spline op's lanes, a transposed GEMM operand's packing,
+/// the tall weight gradient's Cᵀ added to C.)
+inline void load_transposed16(const float* src, std::size_t ld, int rows, __mmask16 cols, __m512 (&r)[16]) {
+  for (int l = 0; l < 16; ++l) r[l] = l < rows ? _mm512_maskz_loadu_ps(cols, src + std::size_t(l) * ld) : _mm512_setzero_ps();
+  transpose16(r);
 }
 
 /// Lane l of the result is xsimd::hadd(a[l]) (xsimd 8.1, AVX-512 floats), bit for bit: the
